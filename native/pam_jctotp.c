@@ -1,0 +1,234 @@
+/*
+ * pam_jctotp: relays a PAM conversation to jctotpd over a Unix socket.
+ * All policy lives in the daemon; see docs/protocol.md for the wire format.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#define PAM_SM_AUTH
+#define PAM_SM_ACCOUNT
+#include <security/pam_appl.h>
+#include <security/pam_ext.h>
+#include <security/pam_modules.h>
+
+#include "cfg.h"
+#include "util.h"
+#include "wire.h"
+
+/* Appends "key=value\n" to the HELLO payload; refuses a value with '\n'. */
+static int hello_add(pam_handle_t *pamh, char *payload, size_t *len, const char *key, const char *value)
+{
+    size_t kl = strlen(key), vl = value != NULL ? strlen(value) : 0;
+
+    if (vl > 0 && memchr(value, '\n', vl) != NULL) {
+        pam_syslog(pamh, LOG_ERR, "refusing to send %s: it contains a newline", key);
+        return -1;
+    }
+    if (*len + kl + vl + 2 > JC_MAX_FRAME) {
+        pam_syslog(pamh, LOG_ERR, "refusing to send %s: too long", key);
+        return -1;
+    }
+    memcpy(payload + *len, key, kl);
+    payload[*len + kl] = '=';
+    if (vl > 0)
+        memcpy(payload + *len + kl + 1, value, vl);
+    payload[*len + kl + 1 + vl] = '\n';
+    *len += kl + vl + 2;
+    return 0;
+}
+
+static const char *get_str_item(pam_handle_t *pamh, int item)
+{
+    const void *v = NULL;
+
+    if (pam_get_item(pamh, item, &v) != PAM_SUCCESS)
+        return NULL;
+    return v;
+}
+
+/* One round of the PAM conversation. *resp (if asked for) must be wiped
+ * and freed by the caller. */
+static int converse(pam_handle_t *pamh, int style, const char *text, char **resp)
+{
+    int retval = PAM_CONV_ERR;
+    const struct pam_conv *conv = NULL;
+    struct pam_message msg = { .msg_style = style, .msg = text };
+    const struct pam_message *msgp = &msg;
+    struct pam_response *r = NULL;
+
+    if (pam_get_item(pamh, PAM_CONV, (const void **)&conv) != PAM_SUCCESS || conv == NULL || conv->conv == NULL) {
+        pam_syslog(pamh, LOG_ERR, "no conversation function");
+        goto done;
+    }
+    retval = conv->conv(1, &msgp, &r, conv->appdata_ptr);
+    if (retval != PAM_SUCCESS)
+        goto done;
+    retval = PAM_CONV_ERR;
+    if (resp != NULL) {
+        if (r == NULL)
+            goto done;
+        *resp = r->resp != NULL ? r->resp : strdup("");
+        r->resp = NULL;
+        if (*resp == NULL)
+            goto done;
+    }
+    retval = PAM_SUCCESS;
+done:
+    if (r != NULL) {
+        if (r->resp != NULL)
+            jc_wipe_free(r->resp, strlen(r->resp));
+        free(r);
+    }
+    if (retval == PAM_CONV_AGAIN)
+        retval = PAM_INCOMPLETE;
+    return retval;
+}
+
+/* Writes the HELLO payload; fails (logged) if a value has a newline. */
+static int build_hello(pam_handle_t *pamh, char *p, size_t *len, const char *call, const char *user,
+                       const char *factors, const char *authtok)
+{
+    static const char first[] = "HELLO JCTOTP/1\n";
+
+    memcpy(p, first, sizeof(first) - 1);
+    *len = sizeof(first) - 1;
+    if (hello_add(pamh, p, len, "call", call) || hello_add(pamh, p, len, "service", get_str_item(pamh, PAM_SERVICE)) ||
+        hello_add(pamh, p, len, "user", user) || hello_add(pamh, p, len, "rhost", get_str_item(pamh, PAM_RHOST)) ||
+        hello_add(pamh, p, len, "tty", get_str_item(pamh, PAM_TTY)) || hello_add(pamh, p, len, "factors", factors) ||
+        (authtok != NULL && hello_add(pamh, p, len, "authtok", authtok)))
+        return -1;
+    return 0;
+}
+
+static int jc_call(pam_handle_t *pamh, int argc, const char **argv, const char *call)
+{
+    int retval = PAM_SERVICE_ERR;
+    int unavailable = 0;
+    struct jc_cfg cfg;
+    enum jc_io io;
+    enum jc_tag tag;
+    const char *user = NULL, *authtok = NULL;
+    unsigned char *out = NULL; /* outgoing frame: JC_HDR bytes, then the payload */
+    char *in = NULL, *text, *answer = NULL;
+    size_t len = 0;
+    int fd = -1, code;
+
+    if (jc_cfg_parse(pamh, argc, argv, &cfg) != PAM_SUCCESS)
+        goto done;
+    retval = pam_get_user(pamh, &user, NULL);
+    if (retval != PAM_SUCCESS) {
+        if (retval == PAM_CONV_AGAIN)
+            retval = PAM_INCOMPLETE;
+        goto done;
+    }
+    retval = PAM_USER_UNKNOWN;
+    if (user == NULL || *user == '\0')
+        goto done;
+    if (strcmp(call, "auth") == 0 && (cfg.use_first_pass || cfg.try_first_pass)) {
+        authtok = get_str_item(pamh, PAM_AUTHTOK);
+        retval = PAM_AUTH_ERR;
+        if (authtok == NULL && cfg.use_first_pass) {
+            pam_syslog(pamh, LOG_NOTICE, "use_first_pass: no password from an earlier module");
+            goto done;
+        }
+    }
+
+    retval = PAM_BUF_ERR;
+    out = malloc(JC_HDR + JC_MAX_FRAME);
+    in = malloc(JC_MAX_FRAME + 1);
+    if (out == NULL || in == NULL)
+        goto done;
+
+    retval = PAM_AUTHINFO_UNAVAIL;
+    if (build_hello(pamh, (char *)out + JC_HDR, &len, call, user, cfg.factors, authtok) != 0)
+        goto done;
+
+    io = jc_connect(pamh, cfg.socket, cfg.timeout, &fd);
+    if (io == JC_OK && cfg.debug)
+        pam_syslog(pamh, LOG_DEBUG, "connected to %s, call=%s user=%s", cfg.socket, call, user);
+    if (io == JC_OK)
+        io = jc_send(pamh, fd, out, len, cfg.timeout);
+    for (;;) {
+        if (io == JC_OK)
+            io = jc_recv(pamh, fd, in, cfg.timeout);
+        if (io != JC_OK) {
+            /* failmode=open only when jctotpd is unavailable, never for a protocol fault. */
+            unavailable = io == JC_UNAVAIL;
+            retval = unavailable && cfg.failmode_open ? PAM_IGNORE : PAM_AUTHINFO_UNAVAIL;
+            goto done;
+        }
+        retval = PAM_AUTHINFO_UNAVAIL;
+        tag = jc_parse(in, &text);
+        if (tag == JC_TAG_BAD) {
+            pam_syslog(pamh, LOG_ERR, "protocol error: unknown frame tag");
+            goto done;
+        }
+        if (tag == JC_TAG_VERDICT) {
+            code = jc_verdict(text);
+            if (code < 0) {
+                pam_syslog(pamh, LOG_ERR, "protocol error: unknown verdict");
+                goto done;
+            }
+            if (cfg.debug)
+                pam_syslog(pamh, LOG_DEBUG, "verdict %s for %s", text, user);
+            retval = code;
+            goto done;
+        }
+        jc_sanitize(text);
+        if (tag == JC_TAG_INFO || tag == JC_TAG_ERROR) {
+            retval = converse(pamh, tag == JC_TAG_INFO ? PAM_TEXT_INFO : PAM_ERROR_MSG, text, NULL);
+            if (retval != PAM_SUCCESS)
+                goto done;
+            continue;
+        }
+        retval = converse(pamh, tag == JC_TAG_PROMPT_OFF ? PAM_PROMPT_ECHO_OFF : PAM_PROMPT_ECHO_ON, text, &answer);
+        if (retval != PAM_SUCCESS)
+            goto done;
+        len = strlen(answer);
+        retval = PAM_AUTH_ERR;
+        if (len > JC_MAX_FRAME - 7) {
+            pam_syslog(pamh, LOG_NOTICE, "answer too long");
+            goto done;
+        }
+        /* "ANSWER <text>", or "ANSWER" alone for an empty reply */
+        memcpy(out + JC_HDR, "ANSWER ", 7);
+        memcpy(out + JC_HDR + 7, answer, len);
+        jc_wipe_free(answer, len);
+        answer = NULL;
+        len = len > 0 ? len + 7 : 6;
+        io = jc_send(pamh, fd, out, len, cfg.timeout);
+    }
+done:
+    if (fd >= 0)
+        close(fd);
+    if (answer != NULL)
+        jc_wipe_free(answer, strlen(answer));
+    jc_wipe_free(out, JC_HDR + JC_MAX_FRAME);
+    jc_wipe_free(in, JC_MAX_FRAME + 1);
+    if (unavailable && cfg.failmode_open)
+        pam_syslog(pamh, LOG_CRIT, "jctotpd unavailable and failmode=open: PAM_IGNORE for user %s", user);
+    return retval;
+}
+
+PAM_EXTERN int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+    (void)flags;
+    return jc_call(pamh, argc, argv, "auth");
+}
+
+PAM_EXTERN int pam_sm_setcred(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+    (void)pamh;
+    (void)flags;
+    (void)argc;
+    (void)argv;
+    return PAM_SUCCESS;
+}
+
+PAM_EXTERN int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+    (void)flags;
+    return jc_call(pamh, argc, argv, "acct");
+}
