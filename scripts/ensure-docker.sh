@@ -1,0 +1,29 @@
+#!/bin/bash
+# Make sure a Docker engine answers `docker info`.
+# Installs docker.io from Debian when dockerd is missing, and starts dockerd
+# without a bridge or iptables rules, so that no container can ever sit on a
+# private-range network: containers use --network host or --network none.
+set -euo pipefail
+
+log=${DOCKERD_LOG:-/var/log/jctotp-dockerd.log}
+wait_s=${DOCKERD_WAIT:-60}
+
+if ! command -v dockerd >/dev/null; then
+    echo "ensure-docker: installing docker.io from Debian"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+fi
+
+if docker info >/dev/null 2>&1; then
+    exit 0
+fi
+
+echo "ensure-docker: starting dockerd (log: $log)"
+nohup dockerd --bridge=none --iptables=false --ip6tables=false >>"$log" 2>&1 &
+for _ in $(seq "$wait_s"); do
+    docker info >/dev/null 2>&1 && exit 0
+    sleep 1
+done
+echo "ensure-docker: dockerd did not answer within ${wait_s}s; see $log" >&2
+tail -20 "$log" >&2
+exit 1
