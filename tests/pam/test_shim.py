@@ -1,0 +1,524 @@
+"""The shim through the real libpam, against a scripted fake daemon."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fakedaemon import Conn, FakeDaemon
+from pamdriver import (
+    PAM_ACCT_EXPIRED,
+    PAM_AUTH_ERR,
+    PAM_AUTHINFO_UNAVAIL,
+    PAM_CONV_ERR,
+    PAM_CRED_INSUFFICIENT,
+    PAM_IGNORE,
+    PAM_MAXTRIES,
+    PAM_PERM_DENIED,
+    PAM_SERVICE_ERR,
+    PAM_SUCCESS,
+    PAM_USER_UNKNOWN,
+    SHIM,
+    Message,
+    run,
+    write_service,
+)
+
+pytestmark = pytest.mark.pam
+
+SERVICE = "jctest"
+
+
+def service(confdir: str, sock: str, *options: str, stack: str = "required") -> None:
+    opts = " ".join((f"socket={sock}",) + options)
+    write_service(confdir, SERVICE, [f"auth {stack} {SHIM} {opts}", f"account {stack} {SHIM} {opts}"])
+
+
+def no_daemon_path() -> str:
+    return os.path.join(tempfile.gettempdir(), f"jc-nodaemon-{os.getpid()}.sock")
+
+
+# --- the happy path ---------------------------------------------------------
+
+
+def test_password_and_code(confdir: str) -> None:
+    def script(conn: Conn) -> None:
+        assert conn.prompt("Password: ") == "correct horse"
+        conn.send("INFO Welcome\nsecond line")
+        conn.send("ERROR careful")
+        assert conn.prompt("Verification code: ", echo=True) == "123456"
+        conn.verdict("SUCCESS")
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path)
+        r = run(confdir, SERVICE, "alice", ["correct horse", "123456"], rhost="203.0.113.9", tty="ssh")
+    assert r.name == "PAM_SUCCESS"
+    assert r.transcript == [
+        Message("prompt_off", "Password: "),
+        Message("info", "Welcome\nsecond line"),
+        Message("error", "careful"),
+        Message("prompt_on", "Verification code: "),
+    ]
+    (conn,) = d.connections
+    assert conn.hello_raw.startswith("HELLO JCTOTP/1\n")
+    assert conn.hello == {
+        "call": "auth",
+        "service": SERVICE,
+        "user": "alice",
+        "rhost": "203.0.113.9",
+        "tty": "ssh",
+        "factors": "password,totp",
+    }
+    assert conn.received[1:] == ["ANSWER correct horse", "ANSWER 123456"]
+
+
+@pytest.mark.parametrize(
+    "code,rc",
+    [
+        ("SUCCESS", PAM_SUCCESS),
+        ("AUTH_ERR", PAM_AUTH_ERR),
+        ("USER_UNKNOWN", PAM_USER_UNKNOWN),
+        ("MAXTRIES", PAM_MAXTRIES),
+        ("ACCT_EXPIRED", PAM_ACCT_EXPIRED),
+        ("PERM_DENIED", PAM_PERM_DENIED),
+        ("AUTHINFO_UNAVAIL", PAM_AUTHINFO_UNAVAIL),
+    ],
+)
+@pytest.mark.parametrize("call", ["auth", "acct"])
+def test_verdicts(confdir: str, code: str, rc: int, call: str) -> None:
+    with FakeDaemon(lambda c: c.verdict(code)) as d:
+        service(confdir, d.path)
+        r = run(confdir, SERVICE, "alice", [], call=call)
+    assert r.rc == rc, r
+    assert d.connections[0].hello["call"] == call
+
+
+def ignore_probe(confdir: str, sock: str, *options: str) -> None:
+    """A stack whose result tells PAM_IGNORE (-> CRED_INSUFFICIENT) apart."""
+    opts = " ".join((f"socket={sock}",) + options)
+    write_service(
+        confdir,
+        SERVICE,
+        [
+            f"auth [success=ok ignore=ignore default=die] {SHIM} {opts}",
+            "auth requisite pam_debug.so auth=cred_insufficient",
+        ],
+    )
+
+
+def test_verdict_ignore(confdir: str) -> None:
+    with FakeDaemon(lambda c: c.verdict("IGNORE")) as d:
+        ignore_probe(confdir, d.path)
+        r = run(confdir, SERVICE, "alice", [])
+    assert r.rc == PAM_CRED_INSUFFICIENT, r
+
+
+def test_empty_answer_and_verbatim_answer(confdir: str) -> None:
+    def script(conn: Conn) -> None:
+        assert conn.prompt("skip? ") == ""
+        assert conn.prompt("anything: ") == "  spaced ünïcode\tand tab  "
+        conn.verdict("AUTH_ERR")
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path)
+        r = run(confdir, SERVICE, "alice", ["", "  spaced ünïcode\tand tab  "])
+    assert r.rc == PAM_AUTH_ERR
+    assert d.connections[0].received[1] == "ANSWER"
+
+
+def test_acct_then_both(confdir: str) -> None:
+    with FakeDaemon(lambda c: c.verdict("SUCCESS")) as d:
+        service(confdir, d.path)
+        r = run(confdir, SERVICE, "alice", [], call="both")
+    assert r.rc == PAM_SUCCESS
+    assert [c.hello["call"] for c in d.connections] == ["auth", "acct"]
+
+
+def test_factors_totp_and_empty_items(confdir: str) -> None:
+    with FakeDaemon(lambda c: c.verdict("SUCCESS")) as d:
+        service(confdir, d.path, "factors=totp", "debug", "timeout=5", "failmode=closed")
+        r = run(confdir, SERVICE, "bob", [])
+    assert r.rc == PAM_SUCCESS
+    hello = d.connections[0].hello
+    assert hello["factors"] == "totp"
+    assert hello["rhost"] == "" and hello["tty"] == ""
+    assert "authtok" not in hello
+
+
+def test_many_info_frames_and_max_frame(confdir: str) -> None:
+    big = "INFO " + "x" * (16384 - 5)
+
+    def script(conn: Conn) -> None:
+        for i in range(20):
+            conn.send(f"INFO line {i}")
+        conn.send(big)
+        conn.verdict("SUCCESS")
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path)
+        r = run(confdir, SERVICE, "alice", [])
+    assert r.rc == PAM_SUCCESS
+    assert len(r.transcript) == 21
+    assert r.transcript[-1].text == "x" * (16384 - 5)
+
+
+def test_frame_split_across_writes(confdir: str) -> None:
+    def script(conn: Conn) -> None:
+        payload = b"VERDICT SUCCESS"
+        for b in struct.pack(">I", len(payload)) + payload:
+            conn.send_raw(bytes([b]))
+            time.sleep(0.005)
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path)
+        assert run(confdir, SERVICE, "alice", []).rc == PAM_SUCCESS
+
+
+def test_user_think_time_not_counted(confdir: str) -> None:
+    def slow(msg: Message, transcript: list[Message]) -> str:
+        time.sleep(1.5)
+        return "654321"
+
+    def script(conn: Conn) -> None:
+        assert conn.prompt("Verification code: ") == "654321"
+        conn.verdict("SUCCESS")
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path, "timeout=1")
+        r = run(confdir, SERVICE, "alice", slow)
+    assert r.rc == PAM_SUCCESS
+
+
+def test_concurrent_logins(confdir: str) -> None:
+    def script(conn: Conn) -> None:
+        user = conn.hello["user"]
+        assert conn.prompt("Password: ") == f"pw-{user}"
+        conn.verdict("SUCCESS" if user != "u13" else "MAXTRIES")
+
+    results: dict[str, int] = {}
+
+    def login(user: str) -> None:
+        results[user] = run(confdir, SERVICE, user, [f"pw-{user}"]).rc
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path)
+        threads = [threading.Thread(target=login, args=(f"u{i}",)) for i in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(results) == 50
+    assert results.pop("u13") == PAM_MAXTRIES
+    assert set(results.values()) == {PAM_SUCCESS}
+
+
+# --- control characters -----------------------------------------------------
+
+
+def test_control_characters_stripped(confdir: str) -> None:
+    dirty = "a\x1b[31mred\x1b[0m\r\x07b\x00"[:-1] + "\u0085c\u009b2J\ttab\nline\x7f é\u00a0!"
+    clean = "a[31mred[0mbc2J\ttab\nline é\u00a0!"
+
+    def script(conn: Conn) -> None:
+        conn.send("INFO " + dirty)
+        conn.send("ERROR " + dirty)
+        assert conn.prompt(dirty) == "x"
+        assert conn.prompt(dirty, echo=True) == "y"
+        conn.verdict("SUCCESS")
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path)
+        r = run(confdir, SERVICE, "alice", ["x", "y"])
+    assert r.rc == PAM_SUCCESS
+    assert [m.text for m in r.transcript] == [clean] * 4
+
+
+# --- the daemon is missing or silent ----------------------------------------
+
+
+def test_no_daemon(confdir: str) -> None:
+    service(confdir, no_daemon_path())
+    r = run(confdir, SERVICE, "alice", [])
+    assert r.rc == PAM_AUTHINFO_UNAVAIL
+    assert r.elapsed < 0.5
+
+
+def test_connection_refused(confdir: str) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        path = os.path.join(tmp, "s")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(path)  # bound, never listening: ECONNREFUSED
+        try:
+            service(confdir, path)
+            r = run(confdir, SERVICE, "alice", [])
+        finally:
+            s.close()
+    assert r.rc == PAM_AUTHINFO_UNAVAIL
+    assert r.elapsed < 0.5
+
+
+@pytest.mark.parametrize("when", ["after_hello", "after_answer"])
+def test_silent_daemon_times_out(confdir: str, when: str) -> None:
+    def script(conn: Conn) -> None:
+        if when == "after_answer":
+            conn.prompt("Password: ")
+        conn.wait_closed()
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path, "timeout=1")
+        r = run(confdir, SERVICE, "alice", ["pw"])
+    assert r.rc == PAM_AUTHINFO_UNAVAIL
+    assert 0.95 <= r.elapsed < 1.8, r.elapsed
+    assert d.connections[0].eof
+
+
+def test_failmode_open_no_daemon(confdir: str) -> None:
+    ignore_probe(confdir, no_daemon_path(), "failmode=open")
+    assert run(confdir, SERVICE, "alice", []).rc == PAM_CRED_INSUFFICIENT
+
+
+def test_failmode_open_timeout(confdir: str) -> None:
+    with FakeDaemon(lambda c: c.wait_closed()) as d:
+        ignore_probe(confdir, d.path, "failmode=open", "timeout=1")
+        assert run(confdir, SERVICE, "alice", []).rc == PAM_CRED_INSUFFICIENT
+
+
+def test_failmode_open_still_closed_on_protocol_error(confdir: str) -> None:
+    with FakeDaemon(lambda c: c.send("VERDICT BOGUS")) as d:
+        ignore_probe(confdir, d.path, "failmode=open")
+        assert run(confdir, SERVICE, "alice", []).rc == PAM_AUTHINFO_UNAVAIL
+
+
+def test_failmode_open_never_overrides_verdict(confdir: str) -> None:
+    with FakeDaemon(lambda c: c.verdict("MAXTRIES")) as d:
+        ignore_probe(confdir, d.path, "failmode=open")
+        assert run(confdir, SERVICE, "alice", []).rc == PAM_MAXTRIES
+
+
+# --- protocol violations: always PAM_AUTHINFO_UNAVAIL -------------------------
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+SUCCESS = frame(b"VERDICT SUCCESS")
+
+BAD_WIRE = {
+    "garbage": b"\xde\xad\xbe\xef garbage garbage",
+    "truncated": struct.pack(">I", 100) + b"VERDICT SU",
+    "short_header": b"\x00\x00",
+    "oversized": struct.pack(">I", 16385) + b"INFO " + b"x" * 16380 + SUCCESS,
+    "max_u32": b"\xff\xff\xff\xff" + b"VERDICT SUCCESS",
+    "zero_length": struct.pack(">I", 0) + SUCCESS,
+    "nul": frame(b"INFO a\x00b") + SUCCESS,
+    "nul_in_verdict": frame(b"VERDICT SUCCESS\x00"),
+    "invalid_utf8": frame(b"INFO caf\xe9") + SUCCESS,
+    "overlong_utf8": frame(b"INFO \xc0\xaf") + SUCCESS,
+    "surrogate_utf8": frame(b"INFO \xed\xa0\x80") + SUCCESS,
+    "truncated_utf8": frame(b"INFO \xe2\x82") + SUCCESS,
+    "unknown_tag": frame(b"HELLO there") + SUCCESS,
+    "lowercase_tag": frame(b"info hi") + SUCCESS,
+    "tag_no_space": frame(b"INFOhi") + SUCCESS,
+    "unknown_verdict": frame(b"VERDICT OK"),
+    "empty_verdict": frame(b"VERDICT"),
+    "verdict_lowercase": frame(b"VERDICT success"),
+    "verdict_trailing": frame(b"VERDICT SUCCESS "),
+    "verdict_number": frame(b"VERDICT 0"),
+    "eof_after_hello": b"",
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_WIRE))
+def test_protocol_violation(confdir: str, name: str) -> None:
+    def script(conn: Conn) -> None:
+        conn.send_raw(BAD_WIRE[name])
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path, "timeout=2")
+        r = run(confdir, SERVICE, "alice", ["pw"])
+    assert r.rc == PAM_AUTHINFO_UNAVAIL, r
+    assert r.elapsed < 1.0, r.elapsed  # an error, not a timeout
+    assert all(m.style == "info" for m in r.transcript)
+
+
+# --- options ------------------------------------------------------------------
+
+
+BAD_OPTIONS = [
+    "bogus",
+    "timeout=0",
+    "timeout=61",
+    "timeout=abc",
+    "timeout=5x",
+    "timeout=",
+    "timeout=-1",
+    "timeout= 5",
+    "timeout=99999999999999999999",
+    "factors=password",
+    "factors=",
+    "failmode=maybe",
+    "socket=relative.sock",
+    "socket=/" + "x" * 120,
+    "Debug",
+    "use_first_pass=1",
+]
+
+
+@pytest.mark.parametrize("option", BAD_OPTIONS)
+def test_bad_option(confdir: str, option: str) -> None:
+    with FakeDaemon(lambda c: c.verdict("SUCCESS")) as d:
+        service(confdir, d.path, option)
+        r = run(confdir, SERVICE, "alice", [])
+        time.sleep(0.05)
+        assert r.rc == PAM_SERVICE_ERR, r
+        assert d.connections == []
+
+
+def test_use_first_pass_sends_authtok(confdir: str) -> None:
+    def script(conn: Conn) -> None:
+        assert conn.hello["authtok"] == "s3cret pass"
+        assert conn.prompt("Verification code: ") == "000000"
+        conn.verdict("SUCCESS")
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path, "use_first_pass")
+        r = run(confdir, SERVICE, "alice", ["000000"], authtok="s3cret pass")
+    assert r.rc == PAM_SUCCESS
+    assert r.transcript == [Message("prompt_off", "Verification code: ")]
+
+
+def test_use_first_pass_without_authtok(confdir: str) -> None:
+    with FakeDaemon(lambda c: c.verdict("SUCCESS")) as d:
+        service(confdir, d.path, "use_first_pass")
+        r = run(confdir, SERVICE, "alice", ["pw"])
+        time.sleep(0.05)
+    assert r.rc == PAM_AUTH_ERR
+    assert r.transcript == []
+    assert d.connections == []
+
+
+@pytest.mark.parametrize("authtok", [None, "earlier"])
+def test_try_first_pass(confdir: str, authtok: str | None) -> None:
+    with FakeDaemon(lambda c: c.verdict("SUCCESS")) as d:
+        service(confdir, d.path, "try_first_pass")
+        r = run(confdir, SERVICE, "alice", [], authtok=authtok)
+    assert r.rc == PAM_SUCCESS
+    assert d.connections[0].hello.get("authtok") == authtok
+
+
+def test_authtok_not_sent_without_option(confdir: str) -> None:
+    with FakeDaemon(lambda c: c.verdict("SUCCESS")) as d:
+        service(confdir, d.path)
+        run(confdir, SERVICE, "alice", [], authtok="earlier")
+    assert "authtok" not in d.connections[0].hello
+
+
+def test_authtok_not_sent_for_acct(confdir: str) -> None:
+    with FakeDaemon(lambda c: c.verdict("SUCCESS")) as d:
+        service(confdir, d.path, "use_first_pass")
+        assert run(confdir, SERVICE, "alice", [], call="acct", authtok="x").rc == PAM_SUCCESS
+    assert "authtok" not in d.connections[0].hello
+
+
+# --- refusing to send what the protocol cannot carry ---------------------------
+
+
+@pytest.mark.parametrize("field", ["user", "rhost", "tty", "authtok"])
+def test_newline_in_field_not_sent(confdir: str, field: str) -> None:
+    kw = {"rhost": None, "tty": None, "authtok": None}
+    user = "alice"
+    if field == "user":
+        user = "alice\nauthtok=x"
+    else:
+        kw[field] = "evil\nuser=root"
+    with FakeDaemon(lambda c: c.verdict("SUCCESS")) as d:
+        service(confdir, d.path, "try_first_pass")
+        r = run(confdir, SERVICE, user, [], **kw)
+        time.sleep(0.05)
+    assert r.rc == PAM_AUTHINFO_UNAVAIL
+    assert d.connections == []
+
+
+# --- the conversation fails ---------------------------------------------------
+
+
+def test_conversation_error(confdir: str) -> None:
+    def script(conn: Conn) -> None:
+        conn.send("PROMPT_OFF Password: ")
+        assert conn.recv() is None  # the shim hangs up, no ANSWER
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path)
+        r = run(confdir, SERVICE, "alice", [])
+    assert r.rc == PAM_CONV_ERR
+    assert d.connections[0].received == [d.connections[0].hello_raw]
+
+
+def test_conversation_error_callable(confdir: str) -> None:
+    def script(conn: Conn) -> None:
+        assert conn.prompt("Password: ") == "pw"
+        conn.prompt("Verification code: ")
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path)
+        r = run(confdir, SERVICE, "alice", lambda m, t: "pw" if len(t) == 1 else None)
+    assert r.rc == PAM_CONV_ERR
+    assert len(r.transcript) == 2
+
+
+def test_answer_too_long(confdir: str) -> None:
+    def script(conn: Conn) -> None:
+        conn.send("PROMPT_ON name: ")
+        assert conn.recv() is None
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path)
+        r = run(confdir, SERVICE, "alice", ["a" * 20000])
+    assert r.rc == PAM_AUTH_ERR
+
+
+def test_shim_survives_daemon_reset(confdir: str) -> None:
+    """The daemon drops the connection while the shim writes: no SIGPIPE."""
+
+    def script(conn: Conn) -> None:
+        conn.send("PROMPT_OFF Password: ")
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path)
+        r = run(confdir, SERVICE, "alice", lambda m, t: (time.sleep(0.2), "pw")[1])
+    assert r.rc == PAM_AUTHINFO_UNAVAIL
+
+
+def test_socket_is_cloexec(confdir: str, tmp_path: Path) -> None:
+    """While the shim waits for the user, its socket must carry FD_CLOEXEC."""
+    seen: list[bool] = []
+
+    def answer(msg: Message, transcript: list[Message]) -> str:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:"):
+                with open(f"/proc/self/fdinfo/{fd}") as f:
+                    flags = int(f.read().split("flags:")[1].split()[0], 8)
+                seen.append(bool(flags & 0o2000000))
+        return "pw"
+
+    def script(conn: Conn) -> None:
+        conn.prompt("Password: ")
+        conn.verdict("SUCCESS")
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path)
+        assert run(confdir, SERVICE, "alice", answer).rc == PAM_SUCCESS
+    assert seen and any(seen)
