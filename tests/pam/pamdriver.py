@@ -9,7 +9,6 @@ own handle, so many logins may run at once from threads.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import threading
 import time
@@ -108,7 +107,9 @@ class _PamConv(ctypes.Structure):
 
 
 _libpam = ctypes.CDLL("libpam.so.0", use_errno=True)
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The process's own malloc (global lookup, not libc's handle): modules free()
+# the responses, and under LD_PRELOAD=libasan that free is ASan's.
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.calloc.restype = ctypes.c_void_p
 _libc.calloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
 _libc.strdup.restype = ctypes.c_void_p
