@@ -1,0 +1,92 @@
+"""The audit log: one JSON object per line, and the same events to syslog.
+
+Never a password, code, secret or recovery code: callers pass only names,
+event types and reasons. Each event is written and flushed on its own; a
+failed write is reported to the daemon log and returned to the caller, who
+applies `audit_failure` (continue | deny).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import syslog
+import time
+from typing import Any, Iterator
+
+log = logging.getLogger("jctotpd.audit")
+
+EVENTS = frozenset({
+    "login_ok", "login_fail", "locked", "unlocked", "enrolled", "enrollment_skipped",
+    "enrollment_expired", "mfa_enabled", "mfa_reset", "mfa_disabled", "password_changed",
+    "recovery_code_used", "recovery_codes_regenerated", "replay_refused", "exempted",
+    "user_added", "user_removed", "user_changed", "acct_refused", "daemon_started",
+})
+
+
+class AuditLog:
+    def __init__(self, path: str, use_syslog: bool = True) -> None:
+        self.path = path
+        self.use_syslog = use_syslog
+        self.host = socket.gethostname()
+        self._fh: Any = None
+        if use_syslog:
+            syslog.openlog("jctotpd", syslog.LOG_PID, syslog.LOG_AUTHPRIV)
+
+    def _open(self) -> Any:
+        if self._fh is None:
+            os.makedirs(os.path.dirname(self.path), mode=0o750, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                         0o640)
+            self._fh = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+        return self._fh
+
+    def write(self, event: str, user: str | None = None, *, now: float | None = None,
+              **fields: Any) -> bool:
+        """Append one event; False (and an error in the daemon log) if it could not be."""
+        assert event in EVENTS, event
+        record: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now or time.time())),
+            "ts": round(now or time.time(), 3), "event": event, "user": user,
+            "host": self.host,
+        }
+        record.update({k: v for k, v in fields.items() if v not in (None, "")})
+        line = json.dumps(record, ensure_ascii=False, sort_keys=False)
+        if self.use_syslog:
+            syslog.syslog(syslog.LOG_NOTICE, line)
+        try:
+            fh = self._open()
+            fh.write(line + "\n")
+            fh.flush()
+        except OSError as exc:
+            log.error("audit log %s cannot be written: %s (event %s for %s lost from the "
+                      "file; it went to syslog)", self.path, exc, event, user)
+            self._fh = None
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def read(path: str, user: str | None = None, since: float | None = None) -> Iterator[dict]:
+    """Events from the file, oldest first, filtered; unparsable lines are skipped."""
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return
+    with fh:
+        for line in fh:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if user is not None and event.get("user") != user:
+                continue
+            if since is not None and float(event.get("ts", 0)) < since:
+                continue
+            yield event

@@ -1,0 +1,237 @@
+"""jctotp: the command line for admins (as root) and users (self-service)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import re
+import sys
+import time
+from typing import Any
+
+from . import __version__, config as configmod
+from .client import request
+from .errors import JctotpError, UsageError
+
+EPILOG = """\
+admin verbs (as root): user add|list|show|set|remove, mfa enable|reset|disable,
+  unlock, passwd NAME, audit
+self-service (as yourself): status, setup, reset, recovery-codes, passwd
+
+exit codes:
+  0   done
+  1   refused (wrong code or password, already enrolled, ...): nothing changed
+  2   usage error (bad arguments, out-of-range values)
+  3   no such user
+  4   permission denied (admin verb as a non-root user)
+  5   account locked
+  69  the daemon cannot be reached
+  78  configuration error
+  130 interrupted (Ctrl-C): nothing changed
+"""
+
+
+def _interact(kind: str, text: str, echo: bool) -> str | None:
+    if kind == "prompt":
+        if echo:
+            return input(text)
+        return getpass.getpass(text)
+    print(text, file=sys.stderr if kind == "error" else sys.stdout, flush=True)
+    return None
+
+
+def _since(value: str) -> float:
+    m = re.fullmatch(r"(\d+)([smhd])", value)
+    if m:
+        return time.time() - int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
+        try:
+            return time.mktime(time.strptime(value, fmt))
+        except ValueError:
+            pass
+    raise UsageError(f"--since {value!r}: use a date (2026-11-24), a time "
+                     "(2026-11-24T10:00:00) or an age (30m, 2h, 7d)")
+
+
+def _read_password(args: argparse.Namespace, prompt: str = "New password: ") -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        if not line.strip():
+            raise UsageError("--password-stdin: no password on standard input")
+        return line.rstrip("\n")
+    first = getpass.getpass(prompt)
+    if first != getpass.getpass("Again: "):
+        raise UsageError("the two passwords differ")
+    return first
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    cells = [[h for _, h in columns]]
+    for row in rows:
+        cells.append(["-" if row.get(k) in (None, "") else
+                      ("yes" if row.get(k) is True else "no" if row.get(k) is False
+                       else str(row.get(k))) for k, _ in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+
+
+USER_COLUMNS = [("name", "USER"), ("admin", "ADMIN"), ("mfa", "MFA"),
+                ("days_left", "DAYS LEFT"), ("locked", "LOCKED"),
+                ("attempts_left", "ATTEMPTS LEFT"), ("recovery_codes_left", "RECOVERY")]
+
+
+def _describe(user: dict[str, Any]) -> str:
+    lines = [f"{k.replace('_', ' '):<22}{'-' if v is None else v}" for k, v in user.items()]
+    return "\n".join(lines)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jctotp", description="pam_jctotp: TOTP MFA for Linux "
+                                "logins", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=configmod.DEFAULT_PATH)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--version", action="version", version=f"jctotp {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="VERB")
+
+    def json_flag(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+        return sp
+
+    user = sub.add_parser("user", help="directory users (admin)")
+    usub = user.add_subparsers(dest="sub", required=True, metavar="ACTION")
+    add = json_flag(usub.add_parser("add", help="add a user"))
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="an admin account (at most 5 attempts)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.add_argument("--no-password", action="store_true",
+                     help="no directory password (for factors=totp stacks)")
+    add.add_argument("--mfa", action="store_true",
+                     help="make a TOTP secret now and print its otpauth:// URI once")
+    add.add_argument("--no-system-account", action="store_true",
+                     help="do not create the Linux account")
+    json_flag(usub.add_parser("list", help="list users"))
+    show = json_flag(usub.add_parser("show", help="one user's MFA, lock and attempt state"))
+    show.add_argument("name")
+    uset = json_flag(usub.add_parser("set", help="change a user's settings"))
+    uset.add_argument("name")
+    uset.add_argument("--max-attempts", help="N (1-100) or 'default'")
+    uset.add_argument("--admin", dest="admin", action="store_true", default=None)
+    uset.add_argument("--no-admin", dest="admin", action="store_false")
+    rm = json_flag(usub.add_parser("remove", help="remove from the directory"))
+    rm.add_argument("name")
+
+    mfa = sub.add_parser("mfa", help="require, reset or disable MFA (admin)")
+    msub = mfa.add_subparsers(dest="sub", required=True, metavar="ACTION")
+    for action, text in (("enable", "require MFA with an enrollment period"),
+                         ("reset", "remove secrets and recovery codes; new enrollment period"),
+                         ("disable", "MFA no longer required; secrets removed")):
+        sp = json_flag(msub.add_parser(action, help=text))
+        sp.add_argument("names", nargs="+", metavar="NAME")
+        if action != "disable":
+            sp.add_argument("--enrollment-days", type=int, default=None,
+                            help="1-365 (default: config default_enrollment_days)")
+
+    ul = json_flag(sub.add_parser("unlock", help="unlock accounts (admin)"))
+    ul.add_argument("names", nargs="+", metavar="NAME")
+    pw = json_flag(sub.add_parser("passwd", help="change your password, or NAME's as root"))
+    pw.add_argument("name", nargs="?")
+    pw.add_argument("--password-stdin", action="store_true")
+    au = json_flag(sub.add_parser("audit", help="read the audit log (admin)"))
+    au.add_argument("--user")
+    au.add_argument("--since", help="date, time or age (30m, 2h, 7d)")
+    au.add_argument("--limit", type=int, default=10000)
+    json_flag(sub.add_parser("status", help="your MFA state, days left, recovery codes, lock"))
+    sub.add_parser("setup", help="enroll your authenticator now")
+    sub.add_parser("reset", help="move to a new phone: prove the old one, confirm the new")
+    sub.add_parser("recovery-codes", help="make new recovery codes (needs a current code)")
+    return p
+
+
+def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    cmd, sub = args.cmd, getattr(args, "sub", None)
+    if cmd == "user":
+        if sub == "add":
+            password = None if args.no_password else _read_password(args)
+            body = {"name": args.name, "admin": args.admin, "password": password,
+                    "mfa": args.mfa}
+            if args.no_system_account:
+                body["system_account"] = False
+            return "user.add", body
+        if sub == "list":
+            return "user.list", {}
+        if sub == "set":
+            body = {"name": args.name}
+            if args.max_attempts is not None:
+                if args.max_attempts == "default":
+                    body["max_attempts"] = None
+                elif re.fullmatch(r"\d{1,3}", args.max_attempts):
+                    body["max_attempts"] = int(args.max_attempts)
+                else:
+                    raise UsageError("--max-attempts takes a number (1-100) or 'default'")
+            if args.admin is not None:
+                body["admin"] = args.admin
+            return "user.set", body
+        return f"user.{sub}", {"name": args.name}
+    if cmd == "mfa":
+        body = {"names": args.names}
+        if sub != "disable" and args.enrollment_days is not None:
+            body["enrollment_days"] = args.enrollment_days
+        return f"mfa.{sub}", body
+    if cmd == "unlock":
+        return "unlock", {"names": args.names}
+    if cmd == "passwd":
+        if args.name:
+            return "passwd.admin", {"name": args.name, "password": _read_password(args)}
+        return "passwd", {}
+    if cmd == "audit":
+        body = {"user": args.user, "limit": args.limit}
+        if args.since:
+            body["since"] = _since(args.since)
+        return "audit", body
+    return cmd, {}
+
+
+def _print(args: argparse.Namespace, verb: str, data: Any, message: str) -> None:
+    if args.json:
+        print(json.dumps(data if data is not None else {"message": message}, indent=2))
+        return
+    if verb == "user.list":
+        print(_table(data, USER_COLUMNS) if data else "No users.")
+    elif verb in ("user.show", "status"):
+        print(_describe(data))
+    elif verb == "audit":
+        for e in data:
+            extra = " ".join(f"{k}={v}" for k, v in e.items()
+                             if k not in ("time", "ts", "event", "user", "host"))
+            print(f"{e.get('time')}  {e.get('event'):<20} {e.get('user') or '-':<12} {extra}")
+    if message:
+        print(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if not hasattr(args, "json"):
+        args.json = False
+    try:
+        cfg = configmod.load(args.config, daemon=False)
+        verb, body = _request(args)
+        result = request(cfg.control_socket, verb, body, _interact, timeout=None)
+    except KeyboardInterrupt:
+        print("\nInterrupted: nothing was changed.", file=sys.stderr)
+        return 130
+    except JctotpError as exc:
+        print(f"jctotp: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if result.exit != 0:
+        if args.json:
+            print(json.dumps({"error": result.message, "exit": result.exit}))
+        print(f"jctotp: {result.message}", file=sys.stderr)
+        return result.exit
+    _print(args, verb, result.data, result.message)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

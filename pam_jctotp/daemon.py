@@ -1,0 +1,94 @@
+"""jctotpd: the verifier daemon (foreground; systemd Type=notify)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from . import __version__, config as configmod
+from .accounts import Accounts
+from .audit import AuditLog
+from .clock import Clock
+from .crypto import SecretBox, load_or_create_key
+from .errors import JctotpError
+from .passwords import Passwords
+from .server import Daemon
+from .store import Store
+
+log = logging.getLogger("jctotpd")
+
+
+def _notify(state: str) -> None:
+    """sd_notify without a hard dependency: python3-sdnotify if present."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    try:
+        import sdnotify  # type: ignore[import-not-found]
+    except ImportError:
+        log.warning("NOTIFY_SOCKET is set but python3-sdnotify is not installed")
+        return
+    sdnotify.SystemdNotifier().notify(state)
+
+
+def build(cfg: configmod.Config) -> tuple[Accounts, Passwords]:
+    os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
+    box = SecretBox(load_or_create_key(cfg.key_path))
+    store = Store(cfg.db_path)
+    audit = AuditLog(cfg.audit_log, cfg.audit_syslog)
+    accounts = Accounts(cfg, store, box, Clock(controllable=cfg.clock_control), audit)
+    return accounts, Passwords(cfg.password_hash)
+
+
+async def serve(cfg: configmod.Config) -> None:
+    accounts, passwords = build(cfg)
+    pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                              thread_name_prefix="argon2")
+    daemon = Daemon(accounts, passwords, pool)
+    await daemon.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    accounts.audit("daemon_started", None, reason=f"jctotpd {__version__}")
+    if cfg.clock_control:
+        log.warning("TEST MODE: the clock can be moved over the control socket")
+    _notify("READY=1")
+    log.info("jctotpd %s ready", __version__)
+    await stop.wait()
+    _notify("STOPPING=1")
+    log.info("stopping")
+    await daemon.close()
+    pool.shutdown(wait=False, cancel_futures=True)
+    accounts.store.close()
+    accounts.audit_log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jctotpd", description="pam_jctotp verifier daemon")
+    parser.add_argument("--config", default=configmod.DEFAULT_PATH,
+                        help=f"config file (default {configmod.DEFAULT_PATH})")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the config and exit")
+    parser.add_argument("--version", action="version", version=f"jctotpd {__version__}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, format="jctotpd[%(process)d]: %(levelname)s %(message)s")
+    try:
+        cfg = configmod.load(args.config)
+        logging.getLogger().setLevel(cfg.log_level.upper())
+        if args.check:
+            print(f"{args.config}: OK")
+            return 0
+        asyncio.run(serve(cfg))
+    except JctotpError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The PAM wire protocol, version 1 (docs/protocol.md): framing and parsing.
+
+Pure functions over bytes; the server feeds them what it reads.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .conversation import LoginRequest
+from .errors import ProtocolError
+from .secret import Secret
+from .steps import VERDICTS, Error, Info, Prompt, Verdict
+
+MAX_FRAME = 16384
+VERSION_LINE = "HELLO JCTOTP/1"
+HEADER = struct.Struct("!I")
+_HELLO_KEYS = {"call", "service", "user", "rhost", "tty", "factors", "authtok"}
+_REQUIRED = _HELLO_KEYS - {"authtok"}
+
+
+def frame(payload: str) -> bytes:
+    data = payload.encode("utf-8")
+    if not 1 <= len(data) <= MAX_FRAME:
+        raise ProtocolError(f"frame of {len(data)} bytes is outside 1..{MAX_FRAME}")
+    if b"\0" in data:
+        raise ProtocolError("frame contains NUL")
+    return HEADER.pack(len(data)) + data
+
+
+def check_length(length: int) -> int:
+    if not 1 <= length <= MAX_FRAME:
+        raise ProtocolError(f"frame length {length} is outside 1..{MAX_FRAME}")
+    return length
+
+
+def decode(data: bytes) -> str:
+    if b"\0" in data:
+        raise ProtocolError("frame contains NUL")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("frame is not valid UTF-8") from None
+
+
+def parse_hello(payload: str) -> LoginRequest:
+    lines = payload.split("\n")
+    if lines[0] != VERSION_LINE:
+        if lines[0].startswith("HELLO "):
+            raise ProtocolError(f"unsupported protocol version {lines[0][6:]!r}")
+        raise ProtocolError("first frame is not HELLO")
+    fields: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or key not in _HELLO_KEYS:
+            raise ProtocolError(f"bad HELLO line {key[:32]!r}")
+        if key in fields:
+            raise ProtocolError(f"HELLO key {key!r} repeated")
+        fields[key] = value
+    missing = _REQUIRED - set(fields)
+    if missing:
+        raise ProtocolError(f"HELLO lacks {', '.join(sorted(missing))}")
+    if fields["call"] not in ("auth", "acct"):
+        raise ProtocolError(f"bad call {fields['call'][:16]!r}")
+    if fields["factors"] not in ("password,totp", "totp"):
+        raise ProtocolError(f"bad factors {fields['factors'][:32]!r}")
+    if not fields["user"]:
+        raise ProtocolError("empty user")
+    authtok = fields.get("authtok")
+    return LoginRequest(call=fields["call"], service=fields["service"], user=fields["user"],
+                        rhost=fields["rhost"], tty=fields["tty"], factors=fields["factors"],
+                        authtok=Secret(authtok) if authtok is not None else None)
+
+
+def parse_answer(payload: str) -> str:
+    tag, _, text = payload.partition(" ")
+    if tag != "ANSWER":
+        raise ProtocolError(f"expected ANSWER, got {tag[:16]!r}")
+    return text
+
+
+def encode_step(step: Prompt | Info | Error | Verdict) -> bytes:
+    if isinstance(step, Prompt):
+        return frame(("PROMPT_ON " if step.echo else "PROMPT_OFF ") + step.text)
+    if isinstance(step, Info):
+        return frame("INFO " + step.text)
+    if isinstance(step, Error):
+        return frame("ERROR " + step.text)
+    assert step.code in VERDICTS
+    return frame("VERDICT " + step.code)

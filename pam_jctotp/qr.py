@@ -1,0 +1,49 @@
+"""What a user scans: the otpauth:// URI, its QR code in the terminal, the key.
+
+segno encodes the QR code; this module only draws its matrix with Unicode
+half blocks (two rows of modules per line of text) so a phone camera reads it
+from an ordinary terminal. Dark modules are drawn as spaces on a light
+background inverted: we print light modules as blocks, which works on the
+common dark-background terminal and on light ones alike thanks to the quiet zone.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import segno
+
+from .secret import Secret
+
+_HALF = {
+    (False, False): "\u2588",  # both light  -> full block (drawn light)
+    (True, False): "\u2584",   # top dark    -> lower half block
+    (False, True): "\u2580",   # bottom dark -> upper half block
+    (True, True): " ",         # both dark   -> blank
+}
+
+
+def otpauth_uri(secret: Secret, account: str, issuer: str, digits: int, period: int) -> str:
+    label = urllib.parse.quote(f"{issuer}:{account}", safe="@:")
+    query = urllib.parse.urlencode({
+        "secret": secret.reveal(), "issuer": issuer, "algorithm": "SHA1",
+        "digits": str(digits), "period": str(period),
+    }, quote_via=urllib.parse.quote)
+    return f"otpauth://totp/{label}?{query}"
+
+
+def grouped_key(secret: Secret) -> str:
+    key = secret.reveal()
+    return " ".join(key[i:i + 4] for i in range(0, len(key), 4))
+
+
+def terminal_qr(data: str, border: int = 2) -> str:
+    """The QR code of `data` as lines of Unicode half blocks."""
+    qr = segno.make(data, error="m", micro=False)
+    rows = [[bool(m) for m in row] for row in qr.matrix_iter(scale=1, border=border)]
+    if len(rows) % 2:
+        rows.append([False] * len(rows[0]))
+    lines = []
+    for top, bottom in zip(rows[0::2], rows[1::2], strict=True):
+        lines.append("".join(_HALF[(t, b)] for t, b in zip(top, bottom, strict=True)))
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""TOTP (RFC 6238) on top of pyotp, plus recovery codes.
+
+Works with pyotp >= 2.6 (Debian 12): only `TOTP.generate_otp` and
+`random_base32` are used. Codes are compared in constant time; the replay
+guard (a step must be newer than the last accepted one) lives in the store,
+as one atomic UPDATE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets as _stdlib_secrets
+
+import pyotp
+
+from .secret import Secret
+
+RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i
+
+
+class Totp:
+    def __init__(self, digits: int = 6, period: int = 30, window: int = 1) -> None:
+        self.digits = digits
+        self.period = period
+        self.window = window
+
+    def step(self, now: float) -> int:
+        return int(now // self.period)
+
+    def code(self, secret: Secret, step: int) -> str:
+        return pyotp.TOTP(secret.reveal(), digits=self.digits, digest=hashlib.sha1,
+                          interval=self.period).generate_otp(step)
+
+    def match(self, secret: Secret, code: str, now: float) -> int | None:
+        """The time-step the code belongs to within ±window, or None.
+
+        Every candidate is computed and compared, so the time taken does not
+        depend on which step (if any) matched.
+        """
+        code = code.strip().replace(" ", "")
+        if len(code) != self.digits or not code.isascii() or not code.isdigit():
+            return None
+        current = self.step(now)
+        found = None
+        for step in range(current - self.window, current + self.window + 1):
+            if hmac.compare_digest(self.code(secret, step), code) and found is None:
+                found = step
+        return found
+
+    @staticmethod
+    def new_secret() -> Secret:
+        return Secret(pyotp.random_base32(32))  # 160 bits, RFC 4226's recommendation
+
+
+def looks_like_code(answer: str, digits: int) -> bool:
+    text = answer.strip().replace(" ", "")
+    return len(text) == digits and text.isascii() and text.isdigit()
+
+
+def new_recovery_codes(count: int) -> list[str]:
+    """Codes like `k7qx-m3vd-2pzh` (≈ 60 bits each), shown once, stored hashed."""
+    def one() -> str:
+        raw = "".join(_stdlib_secrets.choice(RECOVERY_ALPHABET) for _ in range(12))
+        return "-".join(raw[i:i + 4] for i in range(0, 12, 4))
+    return [one() for _ in range(count)]
