@@ -1,0 +1,145 @@
+"""Test helpers shared by every tier: a real jctotpd in a temp dir, codes from a clock."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import yaml
+
+from pam_jctotp import client
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Daemon:
+    """A private jctotpd: its config, sockets and state in one temp dir."""
+
+    dir: Path
+    config: dict[str, Any]
+    proc: subprocess.Popen | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.dir / "jctotpd.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "config.yaml"
+
+    @property
+    def pam_socket(self) -> str:
+        return self.config["pam_socket"]
+
+    @property
+    def audit_path(self) -> Path:
+        return Path(self.config["audit_log"])
+
+    def start(self) -> "Daemon":
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        env = dict(os.environ, JCTOTPD_TESTING="1", PYTHONPATH=str(REPO))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pam_jctotp.daemon", "--config", str(self.config_path)],
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jctotpd exited: {self.log.read_text()}")
+            if os.path.exists(self.config["control_socket"]):
+                try:
+                    client.request(self.config["control_socket"], "user.list")
+                    return self
+                except Exception:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError("jctotpd did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+
+    # --- control socket ----------------------------------------------------
+
+    def request(self, verb: str, answers: list[str] | None = None, **args: Any) -> client.Result:
+        """A control request as root (the test runs as root); prompts take `answers`."""
+        pending = list(answers or [])
+        self.transcript: list[tuple[str, str]] = []
+
+        def interact(kind: str, text: str, echo: bool) -> str | None:
+            self.transcript.append((kind, text))
+            if kind == "prompt":
+                if not pending:
+                    raise AssertionError(f"unexpected prompt {text!r}")
+                return pending.pop(0)
+            return None
+
+        return client.request(self.config["control_socket"], verb, args, interact)
+
+    def ok(self, verb: str, **args: Any) -> Any:
+        result = self.request(verb, **args)
+        assert result.exit == 0, result.message
+        return result.data
+
+    def cli(self, *argv: str, input: str | None = None) -> subprocess.CompletedProcess:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        return subprocess.run([sys.executable, "-m", "pam_jctotp.cli", "--config",
+                               str(self.config_path), *argv], input=input, text=True,
+                              capture_output=True, env=env, timeout=60)
+
+    def set_clock(self, offset: float) -> None:
+        self.ok("clock.set", offset=offset)
+
+    def add_user(self, name: str, password: str = "correct horse battery", *,
+                 mfa: bool = True, admin: bool = False) -> pyotp.TOTP | None:
+        data = self.ok("user.add", name=name, password=password, mfa=mfa, admin=admin,
+                       system_account=False)
+        if not mfa:
+            return None
+        return pyotp.parse_uri(data["otpauth_uri"])
+
+    def user(self, name: str) -> dict[str, Any]:
+        return self.ok("user.show", name=name)
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        if not self.audit_path.exists():
+            return []
+        return [json.loads(line) for line in self.audit_path.read_text().splitlines()]
+
+
+def daemon_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
+    config = {
+        "pam_socket": str(tmp / "pam.sock"),
+        "control_socket": str(tmp / "control.sock"),
+        "state_dir": str(tmp / "state"),
+        "audit_log": str(tmp / "audit.jsonl"),
+        "audit_syslog": False,
+        "create_system_accounts": False,
+        "fail_delay": 0.05,
+        "testing": {"clock_control": True},
+    }
+    config.update(overrides)
+    return config
+
+
+
+def code_at(totp: pyotp.TOTP, offset: float = 0.0) -> str:
+    """The code a phone shows now (+offset seconds): from the secret and the clock."""
+    return totp.at(time.time() + offset)
