@@ -17,13 +17,14 @@
 #include "util.h"
 #include "wire.h"
 
-/* Appends "key=value\n" to the HELLO payload; refuses a value with '\n'. */
+/* Appends "key=value\n" to the HELLO payload; refuses a value with '\n'
+ * or one that is not UTF-8 (the protocol could not carry it). */
 static int hello_add(pam_handle_t *pamh, char *payload, size_t *len, const char *key, const char *value)
 {
     size_t kl = strlen(key), vl = value != NULL ? strlen(value) : 0;
 
-    if (vl > 0 && memchr(value, '\n', vl) != NULL) {
-        pam_syslog(pamh, LOG_ERR, "refusing to send %s: it contains a newline", key);
+    if (vl > 0 && (memchr(value, '\n', vl) != NULL || !jc_utf8_valid((const unsigned char *)value, vl))) {
+        pam_syslog(pamh, LOG_ERR, "refusing to send %s: newline or not UTF-8", key);
         return -1;
     }
     if (*len + kl + vl + 2 > JC_MAX_FRAME) {
@@ -188,8 +189,8 @@ static int jc_call(pam_handle_t *pamh, int argc, const char **argv, const char *
             goto done;
         len = strlen(answer);
         retval = PAM_AUTH_ERR;
-        if (len > JC_MAX_FRAME - 7) {
-            pam_syslog(pamh, LOG_NOTICE, "answer too long");
+        if (len > JC_MAX_FRAME - 7 || !jc_utf8_valid((const unsigned char *)answer, len)) {
+            pam_syslog(pamh, LOG_NOTICE, "answer too long or not UTF-8");
             goto done;
         }
         /* "ANSWER <text>", or "ANSWER" alone for an empty reply */

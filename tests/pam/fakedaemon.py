@@ -86,7 +86,7 @@ class Conn:
         return True
 
 
-Script = Callable[[Conn], None]
+Script = Callable[[Conn], object]
 
 
 def parse_hello(payload: str) -> dict[str, str]:

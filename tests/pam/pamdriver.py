@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 SHIM = os.environ.get("JCTOTP_SHIM") or str(REPO / "native" / "pam_jctotp.so")
@@ -156,7 +157,16 @@ def _authtok_service(confdir: str | os.PathLike[str], service: str) -> str:
     return name
 
 
-def _make_conv(answers: Answers, transcript: list[Message], authtok: str | None) -> _CONV_FUNC:
+class _ConvError(Exception):
+    pass
+
+
+def _bytes(text: str) -> bytes:
+    """UTF-8; lone surrogates ("\udce9") become raw bytes, to send invalid UTF-8."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _make_conv(answers: Answers, transcript: list[Message], authtok: str | None) -> Any:
     queue = None if callable(answers) else list(answers)
     preset = [authtok] if authtok is not None else []  # pam_exec's prompt, answered first
 
@@ -166,31 +176,33 @@ def _make_conv(answers: Answers, transcript: list[Message], authtok: str | None)
         return queue.pop(0) if queue else None
 
     def conv(n, msgs, resps, _appdata):  # runs in the thread that called libpam
+        arr = _libc.calloc(n, ctypes.sizeof(_PamResponse))
+        if not arr:
+            return PAM_BUF_ERR
+        out = ctypes.cast(arr, ctypes.POINTER(_PamResponse))
         try:
-            arr = _libc.calloc(n, ctypes.sizeof(_PamResponse))
-            if not arr:
-                return PAM_BUF_ERR
-            out = ctypes.cast(arr, ctypes.POINTER(_PamResponse))
             for i in range(n):
                 m = msgs[i].contents
                 if preset and m.msg_style == 1:
-                    out[i].resp = _libc.strdup(preset.pop().encode())
+                    out[i].resp = _libc.strdup(_bytes(preset.pop()))
                     continue
-                message = Message(_STYLES.get(m.msg_style, str(m.msg_style)),
-                                  (m.msg or b"").decode("utf-8", "replace"))
+                message = Message(
+                    _STYLES.get(m.msg_style, str(m.msg_style)),
+                    (m.msg or b"").decode("utf-8", "replace"),
+                )
                 transcript.append(message)
                 if message.style in ("prompt_off", "prompt_on"):
                     answer = reply(message)
                     if answer is None:
-                        for j in range(i):
-                            _libc.free(out[j].resp)
-                        _libc.free(arr)
-                        return PAM_CONV_ERR
-                    out[i].resp = _libc.strdup(answer.encode())
-            resps[0] = out
-            return PAM_SUCCESS
-        except Exception:  # an exception must not cross into C
+                        raise _ConvError
+                    out[i].resp = _libc.strdup(_bytes(answer))
+        except Exception:  # _ConvError, or a bug in a test's callable: never into C
+            for i in range(n):
+                _libc.free(out[i].resp)
+            _libc.free(arr)
             return PAM_CONV_ERR
+        resps[0] = out
+        return PAM_SUCCESS
 
     return _CONV_FUNC(conv)
 
@@ -198,7 +210,7 @@ def _make_conv(answers: Answers, transcript: list[Message], authtok: str | None)
 def run(
     confdir: str | os.PathLike[str],
     service: str,
-    user: str,
+    user: str | None,
     answers: Answers,
     *,
     call: str = "auth",
@@ -212,7 +224,8 @@ def run(
     `answers` answers the prompts in order (a prompt beyond the list fails the
     conversation with PAM_CONV_ERR), or is a callable (message, transcript) ->
     answer, None for PAM_CONV_ERR. `authtok` sets PAM_AUTHTOK before the stack
-    runs, as an earlier pam_unix would (see _authtok_service).
+    runs, as an earlier pam_unix would (see _authtok_service). `user=None`
+    leaves PAM_USER unset, so a module must ask for it (pam_get_user).
     """
     if call not in ("auth", "acct", "both"):
         raise ValueError(f"call must be auth, acct or both, not {call!r}")
@@ -223,14 +236,16 @@ def run(
     conv = _PamConv(conv_func, None)
     pamh = _pam_handle_p()
     start = time.monotonic()
-    rc = _libpam.pam_start_confdir(service.encode(), user.encode(), ctypes.byref(conv),
-                                   os.fsencode(confdir), ctypes.byref(pamh))
+    c_user = None if user is None else _bytes(user)
+    rc = _libpam.pam_start_confdir(
+        service.encode(), c_user, ctypes.byref(conv), os.fsencode(confdir), ctypes.byref(pamh)
+    )
     if rc != PAM_SUCCESS:
         return Result(rc, pam_strerror(rc), transcript, time.monotonic() - start)
     try:
         for item, value in (("rhost", rhost), ("tty", tty)):
             if value is not None:
-                buf = ctypes.create_string_buffer(value.encode())
+                buf = ctypes.create_string_buffer(_bytes(value))
                 rc = _libpam.pam_set_item(pamh, _ITEMS[item], buf)  # libpam copies it
                 if rc != PAM_SUCCESS:
                     raise RuntimeError(f"pam_set_item({item}): {pam_strerror(rc)}")

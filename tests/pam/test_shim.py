@@ -19,7 +19,6 @@ from pamdriver import (
     PAM_AUTHINFO_UNAVAIL,
     PAM_CONV_ERR,
     PAM_CRED_INSUFFICIENT,
-    PAM_IGNORE,
     PAM_MAXTRIES,
     PAM_PERM_DENIED,
     PAM_SERVICE_ERR,
@@ -38,7 +37,9 @@ SERVICE = "jctest"
 
 def service(confdir: str, sock: str, *options: str, stack: str = "required") -> None:
     opts = " ".join((f"socket={sock}",) + options)
-    write_service(confdir, SERVICE, [f"auth {stack} {SHIM} {opts}", f"account {stack} {SHIM} {opts}"])
+    write_service(
+        confdir, SERVICE, [f"auth {stack} {SHIM} {opts}", f"account {stack} {SHIM} {opts}"]
+    )
 
 
 def no_daemon_path() -> str:
@@ -58,7 +59,9 @@ def test_password_and_code(confdir: str) -> None:
 
     with FakeDaemon(script) as d:
         service(confdir, d.path)
-        r = run(confdir, SERVICE, "alice", ["correct horse", "123456"], rhost="203.0.113.9", tty="ssh")
+        r = run(
+            confdir, SERVICE, "alice", ["correct horse", "123456"], rhost="203.0.113.9", tty="ssh"
+        )
     assert r.name == "PAM_SUCCESS"
     assert r.transcript == [
         Message("prompt_off", "Password: "),
@@ -431,20 +434,45 @@ def test_authtok_not_sent_for_acct(confdir: str) -> None:
 # --- refusing to send what the protocol cannot carry ---------------------------
 
 
+@pytest.mark.parametrize("bad", ["evil\nuser=root", "caf\udce9"], ids=["newline", "not_utf8"])
 @pytest.mark.parametrize("field", ["user", "rhost", "tty", "authtok"])
-def test_newline_in_field_not_sent(confdir: str, field: str) -> None:
-    kw = {"rhost": None, "tty": None, "authtok": None}
-    user = "alice"
-    if field == "user":
-        user = "alice\nauthtok=x"
-    else:
-        kw[field] = "evil\nuser=root"
+def test_unsendable_field_not_sent(confdir: str, field: str, bad: str) -> None:
+    items: dict[str, str | None] = {"user": "alice", "rhost": None, "tty": None, "authtok": None}
+    items[field] = bad  # "\udce9" is the raw byte 0xe9 (surrogateescape)
     with FakeDaemon(lambda c: c.verdict("SUCCESS")) as d:
         service(confdir, d.path, "try_first_pass")
-        r = run(confdir, SERVICE, user, [], **kw)
+        r = run(
+            confdir,
+            SERVICE,
+            items["user"],
+            [],
+            rhost=items["rhost"],
+            tty=items["tty"],
+            authtok=items["authtok"],
+        )
         time.sleep(0.05)
     assert r.rc == PAM_AUTHINFO_UNAVAIL
     assert d.connections == []
+
+
+def test_non_utf8_answer_not_sent(confdir: str) -> None:
+    def script(conn: Conn) -> None:
+        conn.send("PROMPT_OFF Password: ")
+        assert conn.recv() is None
+
+    with FakeDaemon(script) as d:
+        service(confdir, d.path)
+        r = run(confdir, SERVICE, "alice", ["caf\udce9"])
+    assert r.rc == PAM_AUTH_ERR
+
+
+def test_user_asked_when_not_set(confdir: str) -> None:
+    with FakeDaemon(lambda c: c.verdict("SUCCESS")) as d:
+        service(confdir, d.path)
+        r = run(confdir, SERVICE, None, ["carol"])
+    assert r.rc == PAM_SUCCESS
+    assert [m.style for m in r.transcript] == ["prompt_on"]
+    assert d.connections[0].hello["user"] == "carol"
 
 
 # --- the conversation fails ---------------------------------------------------
@@ -492,9 +520,13 @@ def test_shim_survives_daemon_reset(confdir: str) -> None:
         conn.send("PROMPT_OFF Password: ")
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
+    def slow(msg: Message, transcript: list[Message]) -> str:
+        time.sleep(0.2)  # the reset arrives meanwhile
+        return "pw"
+
     with FakeDaemon(script) as d:
         service(confdir, d.path)
-        r = run(confdir, SERVICE, "alice", lambda m, t: (time.sleep(0.2), "pw")[1])
+        r = run(confdir, SERVICE, "alice", slow)
     assert r.rc == PAM_AUTHINFO_UNAVAIL
 
 
