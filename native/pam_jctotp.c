@@ -114,14 +114,13 @@ static int jc_call(pam_handle_t *pamh, int argc, const char **argv, const char *
     unsigned char *out = NULL; /* outgoing frame: JC_HDR bytes, then the payload */
     char *in = NULL, *text, *answer = NULL;
     size_t len = 0;
-    int fd = -1, code;
+    int fd = -1, code, rc;
 
     if (jc_cfg_parse(pamh, argc, argv, &cfg) != PAM_SUCCESS)
         goto done;
-    retval = pam_get_user(pamh, &user, NULL);
-    if (retval != PAM_SUCCESS) {
-        if (retval == PAM_CONV_AGAIN)
-            retval = PAM_INCOMPLETE;
+    rc = pam_get_user(pamh, &user, NULL);
+    if (rc != PAM_SUCCESS) {
+        retval = rc == PAM_CONV_AGAIN ? PAM_INCOMPLETE : rc;
         goto done;
     }
     retval = PAM_USER_UNKNOWN;
@@ -179,14 +178,18 @@ static int jc_call(pam_handle_t *pamh, int argc, const char **argv, const char *
         }
         jc_sanitize(text);
         if (tag == JC_TAG_INFO || tag == JC_TAG_ERROR) {
-            retval = converse(pamh, tag == JC_TAG_INFO ? PAM_TEXT_INFO : PAM_ERROR_MSG, text, NULL);
-            if (retval != PAM_SUCCESS)
+            rc = converse(pamh, tag == JC_TAG_INFO ? PAM_TEXT_INFO : PAM_ERROR_MSG, text, NULL);
+            if (rc != PAM_SUCCESS) {
+                retval = rc;
                 goto done;
+            }
             continue;
         }
-        retval = converse(pamh, tag == JC_TAG_PROMPT_OFF ? PAM_PROMPT_ECHO_OFF : PAM_PROMPT_ECHO_ON, text, &answer);
-        if (retval != PAM_SUCCESS)
+        rc = converse(pamh, tag == JC_TAG_PROMPT_OFF ? PAM_PROMPT_ECHO_OFF : PAM_PROMPT_ECHO_ON, text, &answer);
+        if (rc != PAM_SUCCESS) {
+            retval = rc;
             goto done;
+        }
         len = strlen(answer);
         retval = PAM_AUTH_ERR;
         if (len > JC_MAX_FRAME - 7 || !jc_utf8_valid((const unsigned char *)answer, len)) {
