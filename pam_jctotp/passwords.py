@@ -7,7 +7,8 @@ worker pool, never on the event loop.
 from __future__ import annotations
 
 from argon2 import PasswordHasher, Type
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.exceptions import InvalidHash as InvalidHashError  # Debian 12: argon2-cffi 21.1
+from argon2.exceptions import VerificationError, VerifyMismatchError
 
 from .config import PasswordHashParams
 from .secret import Secret
