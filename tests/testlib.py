@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,9 +126,13 @@ class Daemon:
 
 
 def daemon_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
+    # The control socket sits in a world-traversable dir so that tests can
+    # connect as an unprivileged user (self-service verbs).
+    public = Path(tempfile.mkdtemp(prefix="jctotp-ctl-"))
+    os.chmod(public, 0o755)
     config = {
         "pam_socket": str(tmp / "pam.sock"),
-        "control_socket": str(tmp / "control.sock"),
+        "control_socket": str(public / "control.sock"),
         "state_dir": str(tmp / "state"),
         "audit_log": str(tmp / "audit.jsonl"),
         "audit_syslog": False,
@@ -143,3 +148,49 @@ def daemon_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
 def code_at(totp: pyotp.TOTP, offset: float = 0.0) -> str:
     """The code a phone shows now (+offset seconds): from the secret and the clock."""
     return totp.at(time.time() + offset)
+
+
+NEW_KEY_CODE = "<code of the key shown>"
+
+
+def as_user(uid: int, socket_path: str, verb: str, args: dict[str, Any] | None = None,
+            answers: list[str] | None = None, hang_up_after: int | None = None) -> dict:
+    """A control request from an unprivileged uid (fork, setuid, connect).
+
+    `hang_up_after=N` drops the connection after N prompts (a user pressing
+    Ctrl-C half-way). An answer NEW_KEY_CODE is replaced by the current code
+    of the key the daemon showed (a person scanning it with a phone).
+    Returns {"exit", "message", "data", "transcript", "key"}.
+    """
+    script = f"""
+import json, os, re, sys
+import pyotp
+from pam_jctotp import client
+answers = {answers or []!r}
+transcript = []
+prompts = 0
+def interact(kind, text, echo):
+    global prompts
+    transcript.append([kind, text])
+    if kind == "prompt":
+        prompts += 1
+        if {hang_up_after!r} is not None and prompts > {hang_up_after!r}:
+            print(json.dumps({{"exit": None, "transcript": transcript, "key": shown_key()}}))
+            os._exit(0)
+        answer = answers.pop(0)
+        if answer == {NEW_KEY_CODE!r}:
+            answer = pyotp.TOTP(shown_key()).now()
+        return answer
+def shown_key():
+    text = "\\n".join(t for _, t in transcript)
+    found = re.findall(r"by hand: ([A-Z2-7 ]+)\\n", text)
+    return found[-1].replace(" ", "") if found else None
+os.setgroups([]); os.setgid({uid}); os.setuid({uid})
+r = client.request({socket_path!r}, {verb!r}, {args or {}!r}, interact)
+print(json.dumps({{"exit": r.exit, "message": r.message, "data": r.data,
+                  "transcript": transcript, "key": shown_key()}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
