@@ -1,0 +1,57 @@
+"""Password + code over the real sshd: success, wrong factors, replay."""
+
+from __future__ import annotations
+
+import time
+
+from sshlib import finish
+
+
+def test_password_and_code_run_a_command(sshd):
+    totp = sshd.add_user("ann", "ann-pass-1")
+    r = sshd.login("ann", "ann-pass-1", totp.fresh(), command="echo $((6 * 7))-$(id -un)")
+    assert r.ok, r.output
+    assert "42-ann" in r.output
+
+
+def test_wrong_code_is_refused(sshd):
+    totp = sshd.add_user("ben", "ben-pass-1")
+    r = sshd.login("ben", "ben-pass-1", totp.wrong())
+    assert not r.ok
+    assert "ran-as-" not in r.output
+    assert "Permission denied" in r.output
+
+
+def test_wrong_password_still_asks_the_code_then_refuses(sshd):
+    totp = sshd.add_user("cal", "cal-pass-1")
+    r = sshd.login("cal", "not-the-password", totp.fresh())
+    assert not r.ok
+    assert "ran-as-" not in r.output
+
+
+def test_unknown_user_gets_the_same_prompts(sshd):
+    # sshd plays a fake conversation for users the system does not know:
+    # the prompts must still look the same.
+    child = sshd.ssh("nobody-here", "true")
+    child.expect_exact("Password: ")
+    child.sendline("whatever")
+    child.expect_exact("Verification code: ")
+    child.sendline("123456")
+    assert not finish(child).ok
+
+def test_accepted_code_is_refused_on_the_next_login(sshd):
+    totp = sshd.add_user("dot", "dot-pass-1")
+    code = totp.fresh()
+    assert sshd.login("dot", "dot-pass-1", code).ok
+    replay = sshd.login("dot", "dot-pass-1", code)
+    assert not replay.ok, "the same code was accepted twice"
+    # The next time step still works: the refusal was about the code.
+    assert sshd.login("dot", "dot-pass-1", totp.fresh()).ok
+    assert sshd.show("dot")["locked"] is False
+
+
+def test_login_wall_time_is_reasonable(sshd):
+    totp = sshd.add_user("eve", "eve-pass-1")
+    start = time.monotonic()
+    assert sshd.login("eve", "eve-pass-1", totp.fresh(), command="true").ok
+    assert time.monotonic() - start < 5
