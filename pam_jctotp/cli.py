@@ -73,7 +73,8 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
                       ("yes" if row.get(k) is True else "no" if row.get(k) is False
                        else str(row.get(k))) for k, _ in columns])
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in cells)
 
 
 USER_COLUMNS = [("name", "USER"), ("admin", "ADMIN"), ("mfa", "MFA"),

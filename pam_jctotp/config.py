@@ -133,9 +133,11 @@ _TYPES: dict[str, Any] = {
     "pam_socket": str, "control_socket": str, "state_dir": str, "audit_log": str,
     "audit_syslog": bool, "audit_failure": str, "log_level": str, "issuer": str,
     "account_name": str, "totp_digits": int, "totp_period": int, "totp_window": int,
-    "max_attempts": int, "fail_interval": int, "unlock_after": int, "fail_delay": float,
+    "max_attempts": int, "fail_interval": int, "unlock_after": int,
+    "fail_delay": float,
     "admin_groups": "strlist", "exempt_groups": "strlist", "exempt_sources": "strlist",
-    "require_mfa_for_all": bool, "unknown_users": str, "default_enrollment_days": int, "enrollment_attempts": int,
+    "require_mfa_for_all": bool, "unknown_users": str, "default_enrollment_days": int,
+    "enrollment_attempts": int,
     "recovery_codes": int, "create_system_accounts": bool, "max_connections": int,
 }
 

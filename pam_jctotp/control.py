@@ -18,7 +18,7 @@ from .accounts import Accounts
 from .errors import NotFound, PermissionDenied, UsageError
 from .policy import MfaState
 from .secret import Secret
-from .steps import Conversation, Error, HashPassword, Info, Prompt, Result, VerifyPassword
+from .steps import Check, Conversation, Error, HashPassword, Info, Prompt, Result, VerifyPassword
 from .store import UserRecord
 from .totp import Totp
 
@@ -265,7 +265,7 @@ def clock_set(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
 
 # --- self-service -------------------------------------------------------------
 
-def _prove(acc: Accounts, rec: UserRecord, what: str) -> Conversation:
+def _prove(acc: Accounts, rec: UserRecord, what: str) -> Check:
     """Ask for a current code (or a recovery code); counts as an attempt like a login.
 
     Sends True on success; on failure ends the conversation itself.

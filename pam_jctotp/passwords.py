@@ -35,7 +35,7 @@ class Passwords:
         """True only for a real hash that matches; always spends one argon2 verify."""
         target = stored if stored else self._dummy
         try:
-            ok = self._hasher.verify(target, password.reveal())
+            ok: bool = self._hasher.verify(target, password.reveal())
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             ok = False
         return ok and bool(stored)

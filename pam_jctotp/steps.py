@@ -79,3 +79,5 @@ class Result:
 
 Step = Prompt | Info | Error | VerifyPassword | HashPassword | Verdict | Result
 Conversation = Generator[Step, Any, None]
+# A sub-conversation that reports back whether it succeeded (e.g. a proof of identity).
+Check = Generator[Step, Any, bool]

@@ -1,0 +1,77 @@
+#!/bin/bash
+# Install what the tests need and run them all (the README's second command;
+# .ci/run calls exactly this).
+#
+#   bash scripts/test.sh          everything: lint, unit, real libpam, the shim
+#                                 under ASan/UBSan, then real sshd in Docker
+#   bash scripts/test.sh --fast   the fast tier only (unit + real libpam), < 2 min
+#
+# Needs root on a Debian 12 machine (apt-get, dockerd, setuid tests).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+fast=no
+[ "${1:-}" = "--fast" ] && fast=yes
+
+step() { printf '\n=== %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: run as root (it installs packages and tests root-only sockets)" >&2
+    exit 1
+fi
+
+# --- system packages (Debian 12) ---------------------------------------------
+pkgs=(gcc make libc6-dev libpam0g-dev libpam-modules oathtool python3 python3-venv)
+[ "$fast" = no ] && pkgs+=(docker.io debootstrap openssh-client)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    step "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+fi
+
+# --- Python environment ---------------------------------------------------------
+venv=${JCTOTP_VENV:-$repo/.venv}
+if [ ! -x "$venv/bin/python" ]; then
+    step "creating $venv"
+    python3 -m venv "$venv"
+fi
+stamp="$venv/.jctotp-deps"
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    step "installing Python dependencies"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -e ".[test]"
+    echo "$want" >"$stamp"
+fi
+export PATH="$venv/bin:$PATH"
+export PYTHON="$venv/bin/python"
+
+# --- build and lint ---------------------------------------------------------------
+step "building the shim (native/)"
+make -s -C native
+step "lint: ruff"
+ruff check pam_jctotp tests bench
+step "types: mypy"
+mypy pam_jctotp
+
+# --- fast tier ----------------------------------------------------------------------
+step "unit + real libpam (fast tier)"
+"$PYTHON" -m pytest -q tests/unit tests/pam
+step "the shim under AddressSanitizer + UBSan"
+scripts/test-asan.sh -q
+
+[ "$fast" = yes ] && { step "fast tier passed"; exit 0; }
+
+# --- containers: real sshd and OpenSSH client -----------------------------------------
+step "Docker engine and images"
+scripts/ensure-docker.sh
+scripts/build-image.sh
+step "real sshd + OpenSSH client in containers"
+CI=true "$PYTHON" -m pytest -q tests/ssh
+step "all tests passed"
