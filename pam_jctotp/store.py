@@ -74,6 +74,14 @@ _COLUMNS = [f for f in UserRecord.__dataclass_fields__]
 class Store:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        if str(self.path) != ":memory:":
+            # SQLite creates -wal and -shm with the database file's mode, so the
+            # file must be 0600 before the first connect, not after.
+            try:
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                os.chmod(self.path, 0o600)
+            except OSError as exc:
+                raise StoreError(f"cannot create state database {self.path}: {exc}") from None
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0,
                                        check_same_thread=False)
@@ -84,8 +92,6 @@ class Store:
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open state database {self.path}: {exc}") from None
-        if str(self.path) != ":memory:":
-            os.chmod(self.path, 0o600)
 
     def close(self) -> None:
         self._db.close()

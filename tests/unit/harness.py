@@ -1,0 +1,183 @@
+"""Sans-I/O harness for the unit tier: real Accounts, no sockets, no threads.
+
+`drive()` runs a conversation (a login or a control verb) the way the server
+does, but synchronously: prompts are answered from a list (or a callable),
+argon2 runs inline. `World` builds the daemon's long-lived pieces in a temp
+dir and adds users straight into the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyotp
+
+from pam_jctotp import config as configmod
+from pam_jctotp.accounts import Accounts
+from pam_jctotp.audit import AuditLog
+from pam_jctotp.clock import Clock
+from pam_jctotp.crypto import SecretBox
+from pam_jctotp.passwords import Passwords
+from pam_jctotp.secret import Secret
+from pam_jctotp.steps import (Conversation, Error, HashPassword, Info, Prompt, Result, Verdict,
+                              VerifyPassword)
+from pam_jctotp.store import Store
+from pam_jctotp.totp import Totp
+
+PASSWORD = "correct horse battery"
+# One argon2 instance for the whole tier: each hash/verify costs ~20 ms by design.
+PASSWORDS = Passwords(configmod.PasswordHashParams())
+
+Answers = Sequence[str] | Callable[[Prompt, list[Any]], str]
+
+
+@dataclass
+class Run:
+    """Everything a conversation yielded, and how it ended."""
+
+    steps: list[Any]
+    end: Verdict | Result
+
+    @property
+    def code(self) -> str:
+        assert isinstance(self.end, Verdict)
+        return self.end.code
+
+    @property
+    def prompts(self) -> list[str]:
+        return [s.text for s in self.steps if isinstance(s, Prompt)]
+
+    @property
+    def shown(self) -> list[tuple[str, str]]:
+        """What the user sees, in order: (kind, text) of prompts, infos, errors."""
+        kinds = {Prompt: "prompt", Info: "info", Error: "error"}
+        return [(kinds[type(s)], s.text) for s in self.steps if type(s) in kinds]
+
+    @property
+    def verifies(self) -> int:
+        return sum(isinstance(s, VerifyPassword) for s in self.steps)
+
+    def text(self) -> str:
+        return "\n".join(t for _, t in self.shown)
+
+
+def drive(conv: Conversation, answers: Answers = (),
+          passwords: Passwords = PASSWORDS) -> Run:
+    """Run `conv` to its Verdict/Result; every answer in a list must be asked for."""
+    queue = None if callable(answers) else list(answers)
+    steps: list[Any] = []
+    value: Any = None
+    try:
+        while True:
+            step = conv.send(value)
+            steps.append(step)
+            value = None
+            if isinstance(step, (Verdict, Result)):
+                assert not queue, f"answers never asked for: {queue!r}"
+                return Run(steps, step)
+            if isinstance(step, Prompt):
+                if queue is None:
+                    value = answers(step, steps)  # type: ignore[operator]
+                else:
+                    assert queue, f"unexpected prompt {step.text!r} after {steps!r}"
+                    value = queue.pop(0)
+            elif isinstance(step, VerifyPassword):
+                value = passwords.verify(step.stored_hash, step.password)
+            elif isinstance(step, HashPassword):
+                value = passwords.hash(step.password)
+            else:
+                assert isinstance(step, (Info, Error)), step
+    except StopIteration:
+        raise AssertionError(f"conversation ended without a verdict after {steps!r}") from None
+    finally:
+        conv.close()
+
+
+def mid_step(t: float, period: int = 30) -> float:
+    """The middle of t's time-step: a few seconds of drift never cross a boundary."""
+    return (t // period) * period + period / 2
+
+
+@dataclass
+class World:
+    """A daemon's pieces in `tmp`: config, store, key, clock, audit log."""
+
+    tmp: Path
+    overrides: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        raw = {"state_dir": str(self.tmp / "state"), "audit_log": str(self.tmp / "audit.jsonl"),
+               "audit_syslog": False, "create_system_accounts": False, "fail_delay": 0}
+        raw.update(self.overrides)
+        self.config = configmod.parse(raw, daemon=False)
+        os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
+        self.store = Store(self.config.db_path)
+        self.box = SecretBox(os.urandom(32))
+        self.clock = Clock(controllable=True)
+        self.audit = AuditLog(self.config.audit_log, use_syslog=False)
+        self.acc = Accounts(self.config, self.store, self.box, self.clock, self.audit,
+                            groups_of=lambda name: self.groups.get(name, frozenset()))
+        self.set_time(mid_step(time.time()))
+
+    def close(self) -> None:
+        self.store.close()
+        self.audit.close()
+
+    # --- time ----------------------------------------------------------------
+
+    def set_time(self, t: float) -> None:
+        """Make the daemon's clock read `t` now (it keeps ticking from there)."""
+        self.clock.set_offset(t - time.time())
+
+    def advance(self, seconds: float) -> None:
+        self.clock.set_offset(self.clock.offset + seconds)
+
+    def now(self) -> float:
+        return self.acc.now()
+
+    # --- users ---------------------------------------------------------------
+
+    def add(self, name: str, *, password: str | None = PASSWORD, admin: bool = False,
+            mfa: str = "active", days: int = 7,
+            max_attempts: int | None = None) -> pyotp.TOTP | None:
+        """A directory user; mfa: "off" | "pending" | "expired" | "active".
+
+        Returns the phone's view of an active user's secret."""
+        pw_hash = PASSWORDS.hash(Secret(password)) if password is not None else None
+        self.store.add(name, is_admin=admin, password_hash=pw_hash, now=self.now())
+        if max_attempts is not None:
+            self.store.update(name, max_attempts=max_attempts)
+        if mfa == "active":
+            secret = Totp.new_secret()
+            self.codes = self.acc.activate(name, secret, None)
+            self.store.update(name, mfa_required=1)
+            return pyotp.TOTP(secret.reveal())
+        if mfa in ("pending", "expired"):
+            self.acc.start_enrollment(name, days)
+            if mfa == "expired":
+                self.store.update(name, enroll_deadline=self.now() - 1)
+        else:
+            assert mfa == "off", mfa
+        return None
+
+    def code(self, totp: pyotp.TOTP, offset: float = 0) -> str:
+        """The code the phone shows at the daemon's time (+offset seconds)."""
+        return totp.at(self.now() + offset)
+
+    def wrong(self, totp: pyotp.TOTP) -> str:
+        """A well-formed code that matches no step of the window."""
+        window = {totp.at(self.now() + d) for d in (-30, 0, 30)}
+        return next(c for c in ("000000", "111111", "222222", "333333") if c not in window)
+
+    def audit_events(self) -> list[str]:
+        path = Path(self.config.audit_log)
+        if not path.exists():
+            return []
+        return [json.loads(line)["event"] for line in path.read_text().splitlines()]
