@@ -205,8 +205,14 @@ def parse(raw: Any, daemon: bool = True) -> Config:
         except ValueError:
             raise ConfigError(f"config key 'exempt_sources': {cidr!r} is not a CIDR "
                               "(e.g. 192.0.2.0/24)") from None
-    if "{user}" not in values.get("account_name", "{user}"):
-        raise ConfigError("config key 'account_name' must contain {user}")
+    account = values.get("account_name", "{user}")
+    try:  # formatted at every enrollment: a bad placeholder must fail here, not there
+        account.format(user="u", host="h")
+    except (KeyError, IndexError, ValueError, AttributeError):
+        account = ""
+    if "{user}" not in account:
+        raise ConfigError("config key 'account_name' must contain {user} and no other "
+                          "placeholder than {host}")
     return Config(**values)
 
 

@@ -1,0 +1,207 @@
+"""Config validation: pam_jctotp/config.py."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+from pam_jctotp import config
+from pam_jctotp.config import Config, ConfigError, PasswordHashParams
+
+
+def test_defaults():
+    cfg = config.parse({}, daemon=True)
+    assert cfg == config.parse(None)
+    assert cfg.pam_socket == "/run/jctotp/pam.sock"
+    assert cfg.control_socket == "/run/jctotp/control.sock"
+    assert cfg.state_dir == "/var/lib/jctotp"
+    assert (cfg.totp_digits, cfg.totp_period, cfg.totp_window) == (6, 30, 1)
+    assert cfg.password_hash == PasswordHashParams(19456, 2, 1)
+    assert not cfg.clock_control
+    assert not cfg.require_mfa_for_all
+    assert cfg.unknown_users == "refuse"
+    assert str(cfg.db_path) == "/var/lib/jctotp/jctotp.db"
+    assert str(cfg.key_path) == "/var/lib/jctotp/secret.key"
+    assert cfg.issuer.startswith("jctotp ")
+
+
+def test_every_key_round_trips():
+    raw = {"pam_socket": "/tmp/p.sock", "max_attempts": 3, "fail_delay": 0,
+           "admin_groups": ["wheel"], "exempt_sources": ["10.0.0.0/8", "2001:db8::/32"],
+           "password_hash": {"memory_kib": 65536, "time_cost": 3}, "unlock_after": 0,
+           "audit_failure": "deny", "log_level": "debug", "unknown_users": "ignore"}
+    cfg = config.parse(raw)
+    assert cfg.admin_groups == ("wheel",)
+    assert cfg.fail_delay == 0.0 and isinstance(cfg.fail_delay, float)
+    assert cfg.password_hash == PasswordHashParams(65536, 3, 1)
+    assert [str(n) for n in cfg.exempt_networks] == ["10.0.0.0/8", "2001:db8::/32"]
+
+
+def error(raw, daemon=True) -> str:
+    with pytest.raises(ConfigError) as exc:
+        config.parse(raw, daemon=daemon)
+    return str(exc.value)
+
+
+def test_unknown_key_is_named():
+    assert "'pam_sokcet'" in error({"pam_sokcet": "/x"})
+    assert "'password_hash.memory'" in error({"password_hash": {"memory": 65536}})
+    assert "'testing'" in error({"testing": {"fast": True}})
+
+
+WRONG_TYPES = {
+    "pam_socket": 5, "state_dir": "", "audit_syslog": "yes", "issuer": None,
+    "totp_digits": "6", "totp_period": 30.0, "totp_window": True, "max_attempts": [5],
+    "fail_interval": None, "unlock_after": "0", "fail_delay": "2", "admin_groups": "wheel",
+    "exempt_groups": [1], "exempt_sources": [""], "require_mfa_for_all": 1,
+    "default_enrollment_days": 7.5, "enrollment_attempts": False, "recovery_codes": {},
+    "create_system_accounts": "true", "max_connections": 1e3, "password_hash": [1],
+    "testing": True, "log_level": 1, "audit_failure": False, "unknown_users": [],
+    "account_name": 0, "control_socket": b"/x", "audit_log": 0.5,
+}
+
+
+def test_the_wrong_type_table_covers_every_key():
+    assert set(WRONG_TYPES) == {f.name for f in fields(Config)}
+
+
+@pytest.mark.parametrize("key, value", sorted(WRONG_TYPES.items()))
+def test_wrong_type_is_named(key, value):
+    assert repr(key) in error({key: value})
+
+
+OUT_OF_RANGE = [
+    ("totp_digits", 5), ("totp_digits", 9), ("totp_period", 14), ("totp_period", 121),
+    ("totp_window", -1), ("totp_window", 11), ("max_attempts", 0), ("max_attempts", 101),
+    ("fail_interval", 0), ("unlock_after", -1), ("fail_delay", -0.1), ("fail_delay", 31),
+    ("fail_delay", float("nan")), ("fail_delay", float("inf")),
+    ("default_enrollment_days", 0), ("default_enrollment_days", 366),
+    ("enrollment_attempts", 0), ("recovery_codes", 51), ("max_connections", 0),
+]
+
+
+@pytest.mark.parametrize("key, value", OUT_OF_RANGE)
+def test_out_of_range_is_named(key, value):
+    message = error({key: value})
+    assert repr(key) in message and "range" in message
+
+
+@pytest.mark.parametrize("key", ["audit_failure", "log_level", "unknown_users"])
+def test_bad_enum_is_named(key):
+    message = error({key: "sometimes"})
+    assert repr(key) in message and "not one of" in message
+
+
+@pytest.mark.parametrize("key", ["pam_socket", "control_socket", "state_dir", "audit_log"])
+def test_relative_path_is_refused(key):
+    message = error({key: "run/x"})
+    assert repr(key) in message and "absolute" in message
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.0/33", "example.com", "10.0.0.300", "::g/64"])
+def test_bad_cidr_is_named(cidr):
+    message = error({"exempt_sources": ["192.0.2.0/24", cidr]})
+    assert "'exempt_sources'" in message and repr(cidr) in message
+
+
+def test_host_bits_in_a_cidr_are_tolerated():
+    assert [str(n) for n in config.parse({"exempt_sources": ["192.0.2.7/24"]}).exempt_networks] \
+        == ["192.0.2.0/24"]
+
+
+@pytest.mark.parametrize("name", ["{host}", "fixed", "{user}@{hostname}", "{0}{user}",
+                                  "{user", "{user.x}"])
+def test_account_name_must_format_with_user_and_host(name):
+    """Checked at start: a bad placeholder must not surface as a crash at enrollment."""
+    assert "'account_name'" in error({"account_name": name})
+
+
+def test_account_name_with_host():
+    assert config.parse({"account_name": "{user}@{host}.example"}).account_name
+
+
+@pytest.mark.parametrize("key, weak", [("memory_kib", 19455), ("time_cost", 1),
+                                       ("parallelism", 0)])
+def test_password_hash_weaker_than_owasp_is_refused(key, weak):
+    message = error({"password_hash": {key: weak}})
+    assert f"'password_hash.{key}'" in message and "OWASP" in message
+
+
+def test_password_hash_wrong_type():
+    assert "'password_hash.time_cost'" in error({"password_hash": {"time_cost": "2"}})
+    assert "'password_hash'" in error({"password_hash": "argon2id"})
+
+
+class TestClockControlFence:
+    RAW = {"testing": {"clock_control": True}}
+
+    def test_refused_without_the_environment(self, monkeypatch):
+        monkeypatch.delenv(config.TESTING_ENV, raising=False)
+        message = error(self.RAW)
+        assert "'testing.clock_control'" in message and config.TESTING_ENV in message
+
+    @pytest.mark.parametrize("value", ["0", "true", "yes", ""])
+    def test_only_exactly_1_opens_the_fence(self, monkeypatch, value):
+        monkeypatch.setenv(config.TESTING_ENV, value)
+        error(self.RAW)
+
+    def test_accepted_with_the_environment(self, monkeypatch):
+        monkeypatch.setenv(config.TESTING_ENV, "1")
+        assert config.parse(self.RAW).clock_control
+
+    def test_the_cli_skips_the_fence(self, monkeypatch):
+        monkeypatch.delenv(config.TESTING_ENV, raising=False)
+        assert config.parse(self.RAW, daemon=False).clock_control
+
+    def test_false_needs_no_environment(self, monkeypatch):
+        monkeypatch.delenv(config.TESTING_ENV, raising=False)
+        assert not config.parse({"testing": {"clock_control": False}}).clock_control
+
+    def test_wrong_type(self, monkeypatch):
+        monkeypatch.setenv(config.TESTING_ENV, "1")
+        assert "'testing.clock_control'" in error({"testing": {"clock_control": "yes"}})
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
+def test_non_mapping_yaml(tmp_path, text):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="mapping"):
+        config.load(path)
+
+
+def test_empty_file_means_defaults(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("# nothing set\n")
+    assert config.load(path) == config.parse({})
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("pam_socket: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(path)
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"issuer: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(path)
+
+
+def test_load_names_the_file_and_the_key(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("max_attempts: 0\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: config key 'max_attempts'"):
+        config.load(path)
+
+
+def test_config_error_exit_code_is_ex_config():
+    assert ConfigError.exit_code == 78
