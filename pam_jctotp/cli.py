@@ -16,7 +16,7 @@ from .errors import JctotpError, UsageError
 
 EPILOG = """\
 admin verbs (as root): user add|list|show|set|remove, mfa enable|reset|disable,
-  unlock, passwd NAME, audit
+  unlock, passwd NAME, audit, doctor
 self-service (as yourself): status, setup, reset, recovery-codes, passwd
 
 exit codes:
@@ -147,6 +147,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("setup", help="enroll your authenticator now")
     sub.add_parser("reset", help="move to a new phone: prove the old one, confirm the new")
     sub.add_parser("recovery-codes", help="make new recovery codes (needs a current code)")
+    json_flag(sub.add_parser("doctor", help="check this host's setup (sockets, key, sshd)"))
     return p
 
 
@@ -211,12 +212,25 @@ def _print(args: argparse.Namespace, verb: str, data: Any, message: str) -> None
         print(message)
 
 
+def _doctor(args: argparse.Namespace, cfg: configmod.Config) -> int:
+    from . import doctor
+    findings = doctor.run(cfg)
+    if args.json:
+        print(json.dumps([f.__dict__ for f in findings], indent=2))
+    else:
+        for f in findings:
+            print(f"{f.level.upper() if f.level == 'fail' else f.level:<5} {f.what}")
+    return 1 if any(f.level == "fail" for f in findings) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if not hasattr(args, "json"):
         args.json = False
     try:
         cfg = configmod.load(args.config, daemon=False)
+        if args.cmd == "doctor":
+            return _doctor(args, cfg)
         verb, body = _request(args)
         result = request(cfg.control_socket, verb, body, _interact, timeout=None)
     except KeyboardInterrupt:

@@ -293,3 +293,20 @@ def test_cli_lists_and_shows_for_people_and_scripts(daemon):
     shown = json.loads(daemon.cli("user", "show", "bob", "--json").stdout)
     assert shown["mfa"] == "pending" and shown["days_left"] == 9 and not shown["locked"]
     assert "exit codes" in daemon.cli("--help").stdout
+
+
+def test_doctor_reports_sockets_and_sshd_traps(daemon):
+    from pam_jctotp import doctor
+    out = daemon.cli("doctor", "--json")
+    import json
+    findings = json.loads(out.stdout)
+    assert any(f["level"] == "ok" and "daemon answers" in f["what"] for f in findings)
+    assert any(f["level"] == "ok" and "PAM socket" in f["what"] for f in findings)
+    traps = doctor.sshd_findings({"usepam": "yes", "kbdinteractiveauthentication": "no",
+                                  "passwordauthentication": "yes",
+                                  "authenticationmethods": "any"})
+    assert [f.level for f in traps] == ["fail", "fail", "warn"]
+    good = doctor.sshd_findings({"usepam": "yes", "kbdinteractiveauthentication": "yes",
+                                 "passwordauthentication": "no",
+                                 "authenticationmethods": "keyboard-interactive"})
+    assert [f.level for f in good] == ["ok"]
