@@ -205,6 +205,10 @@ def parse(raw: Any, daemon: bool = True) -> Config:
         except ValueError:
             raise ConfigError(f"config key 'exempt_sources': {cidr!r} is not a CIDR "
                               "(e.g. 192.0.2.0/24)") from None
+    for key in ("issuer", "account_name"):
+        if ":" in values.get(key, ""):  # the otpauth:// label is "issuer:account"
+            raise ConfigError(f"config key {key!r} must not contain ':' (authenticator "
+                              "apps read it as the issuer/account separator)")
     account = values.get("account_name", "{user}")
     try:  # formatted at every enrollment: a bad placeholder must fail here, not there
         account.format(user="u", host="h")

@@ -117,6 +117,11 @@ def test_account_name_must_format_with_user_and_host(name):
     assert "'account_name'" in error({"account_name": name})
 
 
+@pytest.mark.parametrize("key, value", [("issuer", "ACME: prod"), ("account_name", "{user}:x")])
+def test_a_colon_would_split_the_otpauth_label(key, value):
+    assert repr(key) in error({key: value})
+
+
 def test_account_name_with_host():
     assert config.parse({"account_name": "{user}@{host}.example"}).account_name
 
