@@ -39,7 +39,12 @@ TEST_CONFIG: dict[str, Any] = {
 
 SSH_OPTS = [
     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "LogLevel=ERROR", "-o", "NumberOfPasswordPrompts=1",
+    # LogLevel INFO as a person has it: the client prints keyboard-interactive
+    # text that comes without a prompt ("account locked") only at INFO.
+    "-o", "LogLevel=INFO", "-o", "NumberOfPasswordPrompts=1",
+    # sshd offers no method after a lock (MAXTRIES); a default client then
+    # still asks "user@host's password:", which would only hang the test.
+    "-o", "PasswordAuthentication=no",
     "-o", "ConnectTimeout=10", "-F", "/dev/null",
 ]
 DENIED = "Permission denied"
