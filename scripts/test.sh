@@ -4,7 +4,7 @@
 #
 #   bash scripts/test.sh          everything: lint, unit, real libpam, the shim
 #                                 under ASan/UBSan, then real sshd in Docker
-#   bash scripts/test.sh --fast   the fast tier only (unit + real libpam), < 2 min
+#   bash scripts/test.sh --fast   lint + the fast tier (unit + real libpam), < 2 min
 #
 # Needs root on a Debian 12 machine (apt-get, dockerd, setuid tests).
 set -euo pipefail
@@ -63,10 +63,10 @@ mypy pam_jctotp
 # --- fast tier ----------------------------------------------------------------------
 step "unit + real libpam (fast tier)"
 "$PYTHON" -m pytest -q tests/unit tests/pam
+[ "$fast" = yes ] && { step "fast tier passed"; exit 0; }
+
 step "the shim under AddressSanitizer + UBSan"
 scripts/test-asan.sh -q
-
-[ "$fast" = yes ] && { step "fast tier passed"; exit 0; }
 
 # --- containers: real sshd and OpenSSH client -----------------------------------------
 step "Docker engine and images"
