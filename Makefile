@@ -21,7 +21,7 @@ asan:
 	scripts/test-asan.sh
 
 lint:
-	ruff check pam_jctotp tests bench
+	ruff check .
 	mypy pam_jctotp
 
 bench:

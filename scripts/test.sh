@@ -56,7 +56,7 @@ export PYTHON="$venv/bin/python"
 step "building the shim (native/)"
 make -s -C native
 step "lint: ruff"
-ruff check pam_jctotp tests bench
+ruff check .
 step "types: mypy"
 mypy pam_jctotp
 
