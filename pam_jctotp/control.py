@@ -265,13 +265,15 @@ def clock_set(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
 
 # --- self-service -------------------------------------------------------------
 
-def _prove(acc: Accounts, rec: UserRecord, what: str) -> Check:
-    """Ask for a current code (or a recovery code); counts as an attempt like a login.
+def _prove(acc: Accounts, rec: UserRecord, what: str, reserved: bool = False) -> Check:
+    """Ask for a current code (or a recovery code); counts as an attempt like a login
+    (`reserved`: the caller already counted this attempt).
 
     Sends True on success; on failure ends the conversation itself.
     """
     limit = acc.limit(rec)
-    if acc.store.reserve_attempt(rec.name, acc.now(), acc.config.fail_interval, limit) is None:
+    if not reserved and acc.store.reserve_attempt(rec.name, acc.now(), acc.config.fail_interval,
+                                                  limit) is None:
         acc.store.lock_if_exhausted(rec.name, acc.now(), limit, "too many attempts")
         yield Result(5, "Your account is locked. Contact your administrator.", delay=True)
         return False
@@ -377,10 +379,12 @@ def self_passwd(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Convers
         acc.audit("login_fail", rec.name, service="jctotp", reason="wrong_password")
         yield Result(1, "That password is not right; nothing was changed.", delay=True)
         return
-    if acc.state(rec) is MfaState.ACTIVE:
-        acc.store.reset_failures(rec.name)  # _prove reserves its own attempt
-        if not (yield from _prove(acc, rec, "to confirm")):
-            return
+    # One attempt covers password and code, as in a login: resetting the
+    # counter between them would give unlimited code guesses to anyone
+    # who knows the password.
+    if acc.state(rec) is MfaState.ACTIVE and not (
+            yield from _prove(acc, rec, "to confirm", reserved=True)):
+        return
     acc.store.reset_failures(rec.name)
     new = yield Prompt("New password: ")
     again = yield Prompt("New password again: ")

@@ -310,3 +310,18 @@ def test_doctor_reports_sockets_and_sshd_traps(daemon):
                                  "passwordauthentication": "no",
                                  "authenticationmethods": "keyboard-interactive"})
     assert [f.level for f in good] == ["ok"]
+
+
+def test_self_passwd_code_guesses_count_toward_the_lock(make_daemon):
+    """Knowing the password must not buy unlimited code guesses via `jctotp passwd`."""
+    daemon = make_daemon(max_attempts=3, unlock_after=0)
+    totp = daemon.add_user("nobody")
+    sock = daemon.config["control_socket"]
+    valid = {code_at(totp, d) for d in (-30, 0, 30)}
+    bad = next(f"{n:06d}" for n in range(10**6) if f"{n:06d}" not in valid)
+    for _ in range(3):
+        assert as_user(NOBODY, sock, "passwd", answers=[PASSWORD, bad])["exit"] == 1
+    shown = daemon.user("nobody")
+    assert shown["locked"] and shown["failed_attempts"] == 3
+    out = as_user(NOBODY, sock, "passwd", answers=[PASSWORD, code_at(totp)])
+    assert out["exit"] == 5
