@@ -8,6 +8,7 @@ dir and adds users straight into the store.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -99,6 +100,12 @@ def drive(conv: Conversation, answers: Answers = (),
         conv.close()
 
 
+@functools.lru_cache(maxsize=None)
+def _hash(password: str) -> str:
+    """One argon2 hash per distinct password: the users of a test may share it."""
+    return PASSWORDS.hash(Secret(password))
+
+
 def mid_step(t: float, period: int = 30) -> float:
     """The middle of t's time-step: a few seconds of drift never cross a boundary."""
     return (t // period) * period + period / 2
@@ -150,7 +157,7 @@ class World:
         """A directory user; mfa: "off" | "pending" | "expired" | "active".
 
         Returns the phone's view of an active user's secret."""
-        pw_hash = PASSWORDS.hash(Secret(password)) if password is not None else None
+        pw_hash = None if password is None else _hash(password)
         self.store.add(name, is_admin=admin, password_hash=pw_hash, now=self.now())
         if max_attempts is not None:
             self.store.update(name, max_attempts=max_attempts)
