@@ -7,8 +7,16 @@
 set -euo pipefail
 
 sshd=${SSHD:-/usr/sbin/sshd}
+where() {
+    echo "Files that set these keywords, in the order sshd reads them:" >&2
+    grep -inE '^[[:space:]]*(Include|UsePAM|KbdInteractiveAuthentication|ChallengeResponseAuthentication|PasswordAuthentication|AuthenticationMethods)' \
+        /etc/ssh/sshd_config /etc/ssh/sshd_config.d/*.conf >&2 2>/dev/null || true
+}
 if ! eff=$("$sshd" -T "$@" 2>&1); then
-    printf 'sshd -T failed:\n%s\n' "$eff" >&2
+    # e.g. "AuthenticationMethods cannot be satisfied": an earlier file
+    # turned keyboard-interactive off, and sshd will not even start.
+    printf 'sshd -T failed (sshd would not start):\n%s\n' "$eff" >&2
+    where
     exit 2
 fi
 get() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }' <<<"$eff"; }
@@ -32,9 +40,5 @@ case " ${methods//,/ } " in
     *) trap_ "AuthenticationMethods ($methods) does not require keyboard-interactive:" \
         "a login can skip the code. Use keyboard-interactive or publickey,keyboard-interactive." ;;
 esac
-if [ $bad -ne 0 ]; then
-    echo "Files that set these keywords, in the order sshd reads them:" >&2
-    grep -inE '^[[:space:]]*(Include|UsePAM|KbdInteractiveAuthentication|ChallengeResponseAuthentication|PasswordAuthentication|AuthenticationMethods)' \
-        /etc/ssh/sshd_config /etc/ssh/sshd_config.d/*.conf 2>/dev/null >&2 || true
-fi
+[ $bad -eq 0 ] || where
 exit $bad

@@ -7,6 +7,7 @@ host's `ssh`, spawned under pexpect; it answers the prompts it sees.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -41,7 +42,8 @@ SSH_OPTS = [
     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
     # LogLevel INFO as a person has it: the client prints keyboard-interactive
     # text that comes without a prompt ("account locked") only at INFO.
-    "-o", "LogLevel=INFO", "-o", "NumberOfPasswordPrompts=1",
+    "-o", "LogLevel=" + os.environ.get("JCTOTP_SSH_LOGLEVEL", "INFO"),
+    "-o", "NumberOfPasswordPrompts=1",
     # sshd offers no method after a lock (MAXTRIES); a default client then
     # still asks "user@host's password:", which would only hang the test.
     "-o", "PasswordAuthentication=no",
@@ -153,6 +155,12 @@ class Sshd:
         if not enrolled:
             return None
         return Totp(re.search(r"secret=([A-Z2-7]+)", out).group(1))
+
+    def exec_tty(self, user: str, command: str) -> pexpect.spawn:
+        """A command inside the container on a terminal (su, sudo prompt there)."""
+        return pexpect.spawn("docker", ["exec", "-it", "-u", user, self.container.id,
+                                        "sh", "-c", command],
+                             encoding="utf-8", timeout=20)
 
     def show(self, name: str) -> dict[str, Any]:
         return yaml.safe_load(self.ok(f"jctotp user show {name} --json"))
