@@ -1,0 +1,47 @@
+"""What both benches share: a private jctotpd in a temp dir, and percentiles."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "pam")]
+
+from testlib import Daemon, daemon_config  # noqa: E402
+
+
+@contextmanager
+def private_daemon(**overrides: Any) -> Iterator[Daemon]:
+    """A jctotpd with its sockets, state and audit log in a temp dir (removed after)."""
+    tmp = Path(tempfile.mkdtemp(prefix="jctotp-bench-"))
+    config = daemon_config(tmp, **overrides)
+    daemon = Daemon(tmp, config)
+    try:
+        yield daemon.start()
+    finally:
+        daemon.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(Path(config["control_socket"]).parent, ignore_errors=True)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p99 of 100 samples is the 99th smallest)."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(rank) - 1]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def describe(values: list[float]) -> str:
+    return (f"median {ms(statistics.median(values))}, p99 {ms(percentile(values, 99))}, "
+            f"min {ms(min(values))}, max {ms(max(values))}")
