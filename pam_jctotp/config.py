@@ -206,6 +206,8 @@ def parse(raw: Any, daemon: bool = True) -> Config:
             raise ConfigError(f"config key 'exempt_sources': {cidr!r} is not a CIDR "
                               "(e.g. 192.0.2.0/24)") from None
     for key in ("issuer", "account_name"):
+        if len(values.get(key, "")) > 100:  # the QR code must fit in one protocol frame
+            raise ConfigError(f"config key {key!r}: at most 100 characters")
         if ":" in values.get(key, ""):  # the otpauth:// label is "issuer:account"
             raise ConfigError(f"config key {key!r} must not contain ':' (authenticator "
                               "apps read it as the issuer/account separator)")

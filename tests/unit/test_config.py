@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import fields
 
 import pytest
+from harness import World
 
-from pam_jctotp import config
+from pam_jctotp import config, protocol
 from pam_jctotp.config import Config, ConfigError, PasswordHashParams
+from pam_jctotp.steps import Info
+from pam_jctotp.totp import Totp
 
 
 def test_defaults():
@@ -120,6 +123,22 @@ def test_account_name_must_format_with_user_and_host(name):
 @pytest.mark.parametrize("key, value", [("issuer", "ACME: prod"), ("account_name", "{user}:x")])
 def test_a_colon_would_split_the_otpauth_label(key, value):
     assert repr(key) in error({key: value})
+
+
+@pytest.mark.parametrize("key", ["issuer", "account_name"])
+def test_issuer_and_account_name_length(key):
+    assert config.parse({key: "{user}" + "x" * 94})
+    assert repr(key) in error({key: "{user}" + "x" * 95})
+
+
+def test_the_longest_enrollment_text_fits_in_one_frame(tmp_path):
+    """A QR code of the longest issuer/account still travels in one frame."""
+    world = World(tmp_path, {"issuer": "i" * 100, "account_name": "{user}@{host}" + "a" * 87})
+    world.acc.host = "h" * 64  # HOST_NAME_MAX
+    text = world.acc.enrollment_text("u" * 32, Totp.new_secret())
+    world.close()
+    assert protocol.encode_step(Info("Multi-factor authentication is required for your "
+                                     "account; 365 day(s) left to set it up.\n" + text))
 
 
 def test_account_name_with_host():
