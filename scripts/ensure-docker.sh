@@ -10,8 +10,13 @@ wait_s=${DOCKERD_WAIT:-60}
 
 if ! command -v dockerd >/dev/null; then
     echo "ensure-docker: installing docker.io from Debian"
+    # Keep the package from starting its own dockerd (with the default
+    # docker0 bridge on 172.17.0.0/16): we start ours below, bridgeless.
+    rcd=/usr/sbin/policy-rc.d
+    [ -e "$rcd" ] || { printf '#!/bin/sh\nexit 101\n' >"$rcd"; chmod 755 "$rcd"; added=$rcd; }
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+    rm -f "${added:-/nonexistent}"
 fi
 
 if docker info >/dev/null 2>&1; then

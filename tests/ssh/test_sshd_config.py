@@ -24,8 +24,8 @@ def run(image, script: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("conf", ["jctotp.conf", "jctotp-key.conf"])
 def test_our_dropins_pass_the_check(image, conf):
-    r = run(image, f"install -m644 /usr/share/jctotp/sshd_config.d/{conf} {DROPINS}/00-jctotp.conf; "
-                   f"{CHECK}")
+    r = run(image, f"install -m644 /usr/share/jctotp/sshd_config.d/{conf} "
+                   f"{DROPINS}/00-jctotp.conf; {CHECK}")
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.split()[:4] == ["usepam", "yes", "kbdinteractiveauthentication", "yes"]
 
