@@ -80,15 +80,14 @@ def test_contents_modes_and_control(deb):
 
 
 class Container:
-    """A debian:bookworm-slim container (host network, for apt) with the .deb."""
+    """A container with the .deb's folder at /pkg; commands run with docker exec."""
 
-    def __init__(self, deb: Path):
+    def __init__(self, deb: Path, *run_args: str, image: str = "debian:bookworm-slim",
+                 command: tuple[str, ...] = ()):
         self.name = f"jctotp-deb-{uuid.uuid4().hex[:8]}"
-        subprocess.run(
-            ["docker", "run", "-d", "--rm", "--init", "--network", "host", "--name", self.name,
-             "-v", f"{deb.parent}:/pkg:ro", "-v", f"{REPO / 'tests/pam'}:/src/tests/pam:ro",
-             "debian:bookworm-slim", "sleep", "infinity"],
-            check=True, capture_output=True)
+        subprocess.run(["docker", "run", "-d", "--rm", "--name", self.name,
+                        "-v", f"{deb.parent}:/pkg:ro", *run_args, image, *command],
+                       check=True, capture_output=True)
 
     def sh(self, script: str, stdin: str | None = None, ok: bool = True,
            timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -117,7 +116,9 @@ class Container:
 
 @pytest.fixture
 def container(deb, docker_engine):
-    c = Container(deb)
+    # Host network for apt; tini (--init) reaps the daemon we kill.
+    c = Container(deb, "--init", "--network", "host",
+                  "-v", f"{REPO / 'tests/pam'}:/src/tests/pam:ro", command=("sleep", "infinity"))
     yield c
     c.remove()
 
@@ -187,3 +188,69 @@ def test_install_use_pam_auth_update_and_purge(container, deb):
     assert left.stdout == ""
     assert c.sh("dpkg-query -W -f='${Status}' pam-jctotp", ok=False).stdout in (
         "", "unknown ok not-installed")
+
+
+SYSTEMD_IMAGE = "jctotp-deb-systemd:test"
+SYSTEMD_DOCKERFILE = """FROM debian:bookworm-slim
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \\
+    --no-install-recommends systemd systemd-sysv dbus >/dev/null && \\
+    rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d
+CMD ["/lib/systemd/systemd"]
+"""
+
+
+@pytest.fixture
+def systemd_container(deb, docker_engine, tmp_path):
+    """systemd as PID 1 (no network; CAP_SYS_ADMIN so that the unit's mount
+    namespace is really set up, not skipped as in an unprivileged container)."""
+    (tmp_path / "Dockerfile").write_text(SYSTEMD_DOCKERFILE)
+    built = subprocess.run(["docker", "build", "-q", "--network", "host", "-t", SYSTEMD_IMAGE,
+                            str(tmp_path)], capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.skip(f"cannot install systemd into the base image: {built.stderr[-300:]}")
+    c = Container(deb, "--network", "none", "--cap-add", "SYS_ADMIN",
+                  "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+                  "--tmpfs", "/run", "--tmpfs", "/run/lock",
+                  "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", image=SYSTEMD_IMAGE)
+    booted = c.sh("for i in $(seq 150); do systemctl is-system-running 2>/dev/null | "
+                  "grep -qE 'running|degraded' && exit 0; sleep 0.1; done; exit 1", ok=False)
+    if booted.returncode != 0:
+        logs = subprocess.run(["docker", "logs", c.name], capture_output=True, text=True)
+        c.remove()
+        pytest.skip(f"systemd does not boot in a container here: {logs.stdout[-300:]}")
+    yield c
+    c.remove()
+
+
+@pytest.mark.docker
+def test_systemd_unit_starts_sandboxed_and_creates_accounts(systemd_container, deb):
+    c = systemd_container
+    c.sh(f"apt-get install -y -q --no-install-recommends /pkg/{deb.name}")
+    # postinst enabled and started it; Type=notify: active only after READY=1.
+    c.sh("for i in $(seq 100); do systemctl is-active -q jctotpd && exit 0; sleep 0.1; done; "
+         "systemctl status jctotpd; exit 1")
+    assert c.sh("systemctl is-enabled jctotpd").stdout.strip() == "enabled"
+    assert "ExecStartPre" in c.sh("systemctl status jctotpd --no-pager").stdout
+
+    # What the daemon may write, seen from inside its mount namespace.
+    probe = ("pid=$(systemctl show -p MainPID --value jctotpd); for f in $PATHS; do "
+             "if nsenter -t $pid -m touch $f/.probe 2>/dev/null; then echo rw; "
+             "nsenter -t $pid -m rm $f/.probe; else echo ro; fi; done")
+    access = {
+        "/var/lib/jctotp": "rw", "/var/log/jctotp": "rw", "/run/jctotp": "rw",
+        "/etc": "rw", "/home": "rw",  # useradd (create_system_accounts)
+        "/usr": "ro", "/root": "ro", "/etc/pam.d": "ro", "/etc/jctotp": "ro",
+        "/etc/systemd": "ro", "/var/cache": "ro",
+    }
+    got = c.sh(f"PATHS='{' '.join(access)}'; {probe}").stdout.split()
+    assert dict(zip(access, got, strict=True)) == access
+    assert c.sh("stat -c %a /var/lib/jctotp").stdout.strip() == "700"
+
+    # useradd through the sandboxed daemon: a Linux account with its home.
+    c.sh("jctotp user add alice --password-stdin", stdin=PASSWORD + "\n")
+    assert c.sh("stat -c %U /home/alice").stdout.strip() == "alice"
+
+    c.sh("dpkg --purge pam-jctotp")
+    assert c.sh("systemctl is-active jctotpd", ok=False).stdout.strip() == "inactive"
+    assert c.sh("ls /etc/systemd/system/multi-user.target.wants/").stdout.count("jctotpd") == 0
+    assert c.sh("ls -d /var/lib/jctotp 2>/dev/null", ok=False).stdout == ""
