@@ -56,8 +56,8 @@ def main() -> None:
         sshd.stop()
     times.sort()
     p95 = times[min(len(times) - 1, round(0.95 * len(times)) - 1)]
-    ms = {k: round(v * 1000) for k, v in
-          {"median": statistics.median(times), "p95": p95, "min": times[0], "max": times[-1]}.items()}
+    figures = {"median": statistics.median(times), "p95": p95, "min": times[0], "max": times[-1]}
+    ms = {k: round(v * 1000) for k, v in figures.items()}
     print(f"ssh login (password + code), {n} logins: median {ms['median']} ms, p95 {ms['p95']} ms,"
           f" min {ms['min']} ms, max {ms['max']} ms")
 
