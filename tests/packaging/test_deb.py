@@ -169,6 +169,7 @@ def test_install_use_pam_auth_update_and_purge(container, deb):
     c.sh("printf '@include common-auth\\n@include common-account\\n' >/etc/pam.d/jctotp-test")
     name, transcript = c.pam("y", [PASSWORD])
     assert name == "PAM_SUCCESS", transcript
+    assert [t for t in transcript if t.startswith("prompt")] == ["prompt_off Password: "]
     name, _ = c.pam("y", ["wrong"])
     assert name == "PAM_AUTH_ERR"
     # Fail closed: with the daemon down the same right password is refused.
