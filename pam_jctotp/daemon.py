@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="validate the config and exit")
     parser.add_argument("--version", action="version", version=f"jctotpd {__version__}")
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, format="jctotpd[%(process)d]: %(levelname)s %(message)s")
+    # Under systemd the journal adds "jctotpd[pid]:" itself.
+    prefix = "" if os.environ.get("JOURNAL_STREAM") else "jctotpd[%(process)d]: "
+    logging.basicConfig(stream=sys.stderr, format=prefix + "%(levelname)s %(message)s")
     try:
         cfg = configmod.load(args.config)
         logging.getLogger().setLevel(cfg.log_level.upper())

@@ -23,7 +23,7 @@ fi
 
 # --- system packages (Debian 12) ---------------------------------------------
 pkgs=(gcc make libc6-dev libpam0g-dev libpam-modules oathtool python3 python3-venv)
-[ "$fast" = no ] && pkgs+=(docker.io debootstrap openssh-client)
+[ "$fast" = no ] && pkgs+=(docker.io debootstrap openssh-client dpkg-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -74,4 +74,6 @@ scripts/ensure-docker.sh
 scripts/build-image.sh
 step "real sshd + OpenSSH client in containers"
 CI=true "$PYTHON" -m pytest -q tests/ssh
+step "the .deb: build, contents, install/use/purge in containers, the unit under systemd"
+CI=true "$PYTHON" -m pytest -q tests/packaging
 step "all tests passed"
