@@ -60,8 +60,10 @@ def create_account(user: str) -> bool:
     proc = subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", user],
                           capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:
+        if exists(user):  # half-made (e.g. the home dir failed): leave nothing behind
+            subprocess.run(["userdel", user], capture_output=True, timeout=30, check=False)
         raise UsageError(f"useradd {user} failed: {proc.stderr.strip()}")
     # A usable-but-unknown shadow password: sshd's PAM path needs the account
     # unlocked ("*" rather than "!") so that pubkey logins still run PAM.
-    subprocess.run(["usermod", "-p", "*", user], capture_output=True, timeout=30)
+    subprocess.run(["usermod", "-p", "*", user], capture_output=True, timeout=30, check=False)
     return True
