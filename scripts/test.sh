@@ -23,7 +23,8 @@ fi
 
 # --- system packages (Debian 12) ---------------------------------------------
 pkgs=(gcc make libc6-dev libpam0g-dev libpam-modules oathtool python3 python3-venv)
-[ "$fast" = no ] && pkgs+=(docker.io debootstrap openssh-client dpkg-dev)
+# docker.io comes from scripts/ensure-docker.sh: it keeps the package from starting a bridged dockerd.
+[ "$fast" = no ] && pkgs+=(debootstrap openssh-client dpkg-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
