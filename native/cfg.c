@@ -40,6 +40,7 @@ int jc_cfg_parse(pam_handle_t *pamh, int argc, const char **argv, struct jc_cfg 
     cfg->socket = JC_DEFAULT_SOCKET;
     cfg->factors = "password,totp";
     cfg->timeout = JC_DEFAULT_TIMEOUT;
+    cfg->lockdir = JC_DEFAULT_LOCKDIR;
 
     for (int i = 0; i < argc; i++) {
         const char *arg = argv[i];
@@ -67,6 +68,12 @@ int jc_cfg_parse(pam_handle_t *pamh, int argc, const char **argv, struct jc_cfg 
                 goto done;
             }
             cfg->failmode_open = strcmp(v, "open") == 0;
+        } else if ((v = opt_value(arg, "lockdir")) != NULL) {
+            if (*v != '/' || strlen(v) > 512) {
+                pam_syslog(pamh, LOG_ERR, "Bad lockdir \"%s\"", v);
+                goto done;
+            }
+            cfg->lockdir = v;
         } else if (strcmp(arg, "use_first_pass") == 0) {
             cfg->use_first_pass = 1;
         } else if (strcmp(arg, "try_first_pass") == 0) {

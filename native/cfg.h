@@ -5,10 +5,12 @@
 
 #define JC_DEFAULT_SOCKET "/run/jctotp/pam.sock"
 #define JC_DEFAULT_TIMEOUT 10
+#define JC_DEFAULT_LOCKDIR "/var/lib/jctotp/locked"
 
 struct jc_cfg {
     const char *socket;  /* points into argv or a literal */
     const char *factors; /* "password,totp" or "totp" */
+    const char *lockdir; /* the daemon's lock markers, read only for failmode=open */
     int timeout;         /* seconds, 1..60 */
     int use_first_pass;
     int try_first_pass;

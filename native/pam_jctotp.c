@@ -2,7 +2,11 @@
  * pam_jctotp: relays a PAM conversation to jctotpd over a Unix socket.
  * All policy lives in the daemon; see docs/protocol.md for the wire format.
  */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -103,6 +107,29 @@ static int build_hello(pam_handle_t *pamh, char *p, size_t *len, const char *cal
     return 0;
 }
 
+/* failmode=open never opens for a locked account: the daemon keeps one file
+ * per locked user in lockdir. Anything but a clean "no such file" in an
+ * existing lockdir counts as locked. */
+static int locked_marker(pam_handle_t *pamh, const char *lockdir, const char *user)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    int n;
+
+    if (strchr(user, '/') != NULL || strcmp(user, ".") == 0 || strcmp(user, "..") == 0)
+        return 1;
+    if (stat(lockdir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        pam_syslog(pamh, LOG_ERR, "failmode=open: lockdir %s unusable: %m", lockdir);
+        return 1;
+    }
+    n = snprintf(path, sizeof(path), "%s/%s", lockdir, user);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return 1;
+    if (lstat(path, &st) == 0)
+        return 1;
+    return errno != ENOENT;
+}
+
 static int jc_call(pam_handle_t *pamh, int argc, const char **argv, const char *call)
 {
     int retval = PAM_SERVICE_ERR;
@@ -155,8 +182,12 @@ static int jc_call(pam_handle_t *pamh, int argc, const char **argv, const char *
             io = jc_recv(pamh, fd, in, cfg.timeout);
         if (io != JC_OK) {
             /* failmode=open only when jctotpd is unavailable, never for a protocol fault. */
-            unavailable = io == JC_UNAVAIL;
-            retval = unavailable && cfg.failmode_open ? PAM_IGNORE : PAM_AUTHINFO_UNAVAIL;
+            unavailable = io == JC_UNAVAIL && cfg.failmode_open;
+            if (unavailable && locked_marker(pamh, cfg.lockdir, user)) {
+                pam_syslog(pamh, LOG_CRIT, "jctotpd unavailable; failmode=open refused: %s is locked", user);
+                unavailable = 0;
+            }
+            retval = unavailable ? PAM_IGNORE : PAM_AUTHINFO_UNAVAIL;
             goto done;
         }
         retval = PAM_AUTHINFO_UNAVAIL;
@@ -211,7 +242,7 @@ done:
         jc_wipe_free(answer, strlen(answer));
     jc_wipe_free(out, JC_HDR + JC_MAX_FRAME);
     jc_wipe_free(in, JC_MAX_FRAME + 1);
-    if (unavailable && cfg.failmode_open)
+    if (unavailable)
         pam_syslog(pamh, LOG_CRIT, "jctotpd unavailable and failmode=open: PAM_IGNORE for user %s", user);
     return retval;
 }

@@ -8,6 +8,7 @@ up, decide their state and limits, check a code once, run an enrollment.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from dataclasses import dataclass
 from typing import Callable
@@ -47,6 +48,46 @@ class Accounts:
         self.groups_of = groups_of
         self.totp = Totp(config.totp_digits, config.totp_period, config.totp_window)
         self.host = socket.gethostname()
+        # One empty file per locked user, read by the shim only when the
+        # daemon is unreachable and failmode=open: a locked account stays
+        # locked even then. Persistent (state_dir), so it survives a reboot.
+        self.lock_dir = os.path.join(config.state_dir, "locked")
+
+    # --- locks -------------------------------------------------------------
+
+    def _mark(self, name: str, locked: bool) -> None:
+        path = os.path.join(self.lock_dir, name)
+        try:
+            if locked:
+                os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.error("lock marker %s: %s (failmode=open would not see this lock)", path, exc)
+
+    def sync_lock_markers(self) -> None:
+        """At start: one marker per locked user, none for anyone else."""
+        os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
+        locked = {r.name for r in self.store.list() if r.locked_at is not None}
+        for name in set(os.listdir(self.lock_dir)) - locked:
+            self._mark(name, False)
+        for name in locked:
+            self._mark(name, True)
+
+    def lock_if_exhausted(self, name: str, limit: int) -> bool:
+        """After a failed attempt: lock when the window's count reached the limit."""
+        if not self.store.lock_if_exhausted(name, self.now(), limit, "too many attempts"):
+            return False
+        self._mark(name, True)
+        self.audit("locked", name, reason=f"{limit} failed attempts")
+        return True
+
+    def unlock(self, name: str) -> None:
+        self.store.unlock(name)
+        self._mark(name, False)
 
     # --- lookups ---------------------------------------------------------
 
@@ -57,6 +98,7 @@ class Accounts:
         rec = self.store.get(name)
         if rec is not None and rec.locked_at is not None:
             if self.store.expire_lock(name, self.now(), self.config.unlock_after):
+                self._mark(name, False)
                 self.audit("unlocked", name, reason="unlock_after elapsed")
                 rec = self.store.get(name)
         return rec

@@ -222,7 +222,7 @@ def mfa_disable(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation
 def unlock(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     records = _names(acc, args)
     for rec in records:
-        acc.store.unlock(rec.name)
+        acc.unlock(rec.name)
         acc.audit("unlocked", rec.name, actor=actor)
     yield Result(0, f"Unlocked {', '.join(r.name for r in records)} "
                  "(password and authenticator unchanged).")
@@ -274,7 +274,7 @@ def _prove(acc: Accounts, rec: UserRecord, what: str, reserved: bool = False) ->
     limit = acc.limit(rec)
     if not reserved and acc.store.reserve_attempt(rec.name, acc.now(), acc.config.fail_interval,
                                                   limit) is None:
-        acc.store.lock_if_exhausted(rec.name, acc.now(), limit, "too many attempts")
+        acc.lock_if_exhausted(rec.name, limit)
         yield Result(5, "Your account is locked. Contact your administrator.", delay=True)
         return False
     secret = acc.active_secret(rec)
@@ -288,8 +288,7 @@ def _prove(acc: Accounts, rec: UserRecord, what: str, reserved: bool = False) ->
         return True
     if check.reason == "replay":
         acc.audit("replay_refused", rec.name, actor=rec.name)
-    if acc.store.lock_if_exhausted(rec.name, acc.now(), limit, "too many attempts"):
-        acc.audit("locked", rec.name, reason=f"{limit} failed attempts")
+    acc.lock_if_exhausted(rec.name, limit)
     acc.audit("login_fail", rec.name, service="jctotp", reason=check.reason)
     yield Result(1, "That code is not right; nothing was changed.", delay=True)
     return False
@@ -374,8 +373,7 @@ def self_passwd(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Convers
         return
     ok = yield VerifyPassword(rec.password_hash, current)
     if not ok:
-        if acc.store.lock_if_exhausted(rec.name, acc.now(), limit, "too many attempts"):
-            acc.audit("locked", rec.name, reason=f"{limit} failed attempts")
+        acc.lock_if_exhausted(rec.name, limit)
         acc.audit("login_fail", rec.name, service="jctotp", reason="wrong_password")
         yield Result(1, "That password is not right; nothing was changed.", delay=True)
         return

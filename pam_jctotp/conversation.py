@@ -201,16 +201,14 @@ class Login:
         yield from self._fail("locked", MAXTRIES)
 
     def _lock_now(self, rec: UserRecord, limit: int) -> Conversation:
-        if self.acc.store.lock_if_exhausted(rec.name, self.acc.now(), limit, "too many attempts"):
-            self._audit("locked", reason=f"{limit} failed attempts")
+        self.acc.lock_if_exhausted(rec.name, limit)
         rec = self.acc.get(rec.name) or rec
         yield Error(self._locked_text(rec))
         yield from self._fail("locked", MAXTRIES)
 
     def _failed_attempt(self, rec: UserRecord, limit: int, reason: str) -> Conversation:
         acc = self.acc
-        if acc.store.lock_if_exhausted(rec.name, acc.now(), limit, "too many attempts"):
-            self._audit("locked", reason=f"{limit} failed attempts")
+        if acc.lock_if_exhausted(rec.name, limit):
             yield Error(LOCKED_TEXT.format(until="") if acc.config.unlock_after == 0
                         else self._locked_text(acc.get(rec.name) or rec))
         yield from self._fail(reason)

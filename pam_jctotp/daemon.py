@@ -41,6 +41,7 @@ def build(cfg: configmod.Config) -> tuple[Accounts, Passwords]:
     store = Store(cfg.db_path)
     audit = AuditLog(cfg.audit_log, cfg.audit_syslog)
     accounts = Accounts(cfg, store, box, Clock(controllable=cfg.clock_control), audit)
+    accounts.sync_lock_markers()
     return accounts, Passwords(cfg.password_hash)
 
 

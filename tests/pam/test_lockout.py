@@ -236,3 +236,25 @@ def test_unwritable_audit_log_denies_with_audit_failure_deny(make_daemon, confdi
     totp = daemon.add_user("alice")
     svc = service(confdir, daemon)
     assert pd.run(confdir, svc, "alice", [PASSWORD, code_at(totp)]).rc == pd.PAM_AUTH_ERR
+
+
+def test_failmode_open_still_refuses_a_locked_user(make_daemon, confdir):
+    """The daemon keeps a marker per locked user; with the daemon down and
+    failmode=open, the shim lets others through (IGNORE) but not them."""
+    daemon = make_daemon(max_attempts=1, unlock_after=0)
+    totp = daemon.add_user("alice")
+    daemon.add_user("bob")
+    svc = service(confdir, daemon)
+    pd.run(confdir, svc, "alice", [PASSWORD, wrong(totp)])
+    markers = daemon.dir / "state" / "locked"
+    assert sorted(p.name for p in markers.iterdir()) == ["alice"]
+    daemon.stop()
+    pd.write_service(confdir, "open", [
+        f"auth [success=ok ignore=ignore default=die] {pd.SHIM} socket={daemon.pam_socket} "
+        f"failmode=open lockdir={markers}",
+        "auth requisite pam_debug.so auth=cred_insufficient"])
+    assert pd.run(confdir, "open", "bob", []).rc == pd.PAM_CRED_INSUFFICIENT  # = IGNORE
+    assert pd.run(confdir, "open", "alice", []).rc == pd.PAM_AUTHINFO_UNAVAIL
+    daemon.start()
+    daemon.ok("unlock", names=["alice"])
+    assert list(markers.iterdir()) == []

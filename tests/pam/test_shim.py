@@ -282,15 +282,36 @@ def test_silent_daemon_times_out(confdir: str, when: str) -> None:
     assert d.connections[0].eof
 
 
-def test_failmode_open_no_daemon(confdir: str) -> None:
-    ignore_probe(confdir, no_daemon_path(), "failmode=open")
+@pytest.fixture
+def lockdir(tmp_path) -> Path:
+    """The daemon's lock markers (state_dir/locked): one empty file per locked user."""
+    d = tmp_path / "locked"
+    d.mkdir()
+    (d / "lucy").touch()
+    return d
+
+
+def test_failmode_open_no_daemon(confdir: str, lockdir: Path) -> None:
+    ignore_probe(confdir, no_daemon_path(), "failmode=open", f"lockdir={lockdir}")
     assert run(confdir, SERVICE, "alice", []).rc == PAM_CRED_INSUFFICIENT
 
 
-def test_failmode_open_timeout(confdir: str) -> None:
+def test_failmode_open_timeout(confdir: str, lockdir: Path) -> None:
     with FakeDaemon(lambda c: c.wait_closed()) as d:
-        ignore_probe(confdir, d.path, "failmode=open", "timeout=1")
+        ignore_probe(confdir, d.path, "failmode=open", "timeout=1", f"lockdir={lockdir}")
         assert run(confdir, SERVICE, "alice", []).rc == PAM_CRED_INSUFFICIENT
+
+
+def test_failmode_open_never_for_a_locked_user(confdir: str, lockdir: Path) -> None:
+    ignore_probe(confdir, no_daemon_path(), "failmode=open", f"lockdir={lockdir}")
+    assert run(confdir, SERVICE, "lucy", []).rc == PAM_AUTHINFO_UNAVAIL
+    assert run(confdir, SERVICE, "alice", []).rc == PAM_CRED_INSUFFICIENT
+
+
+def test_failmode_open_without_lock_markers_fails_closed(confdir: str, tmp_path: Path) -> None:
+    """No lockdir (the daemon never ran here): nobody can tell who is locked."""
+    ignore_probe(confdir, no_daemon_path(), "failmode=open", f"lockdir={tmp_path}/missing")
+    assert run(confdir, SERVICE, "alice", []).rc == PAM_AUTHINFO_UNAVAIL
 
 
 def test_failmode_open_still_closed_on_protocol_error(confdir: str) -> None:
