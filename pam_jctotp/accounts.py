@@ -137,10 +137,13 @@ class Accounts:
                           pending_secret=self.box.seal(secret, rec.name, PENDING_PURPOSE))
         return secret
 
-    def enrollment_text(self, name: str, secret: Secret) -> str:
+    def otpauth_uri(self, name: str, secret: Secret) -> str:
         account = self.config.account_name.format(user=name, host=self.host)
-        uri = qr.otpauth_uri(secret, account, self.config.issuer, self.totp.digits,
-                             self.totp.period)
+        return qr.otpauth_uri(secret, account, self.config.issuer, self.totp.digits,
+                              self.totp.period)
+
+    def enrollment_text(self, name: str, secret: Secret) -> str:
+        uri = self.otpauth_uri(name, secret)
         return (
             "Scan this QR code with your authenticator app "
             "(Google Authenticator, FreeOTP, JumpCloud Protect, ...):\n\n"

@@ -139,10 +139,8 @@ def user_add(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     message = f"Added user {name}" + (" (admin)" if is_admin else "") + "."
     if secret:
         acc.audit("mfa_enabled", name, actor=actor, reason="enrolled by admin")
-        text = acc.enrollment_text(name, secret)
-        uri = text.split("URI: ", 1)[1].split("\n", 1)[0]
-        data.update(otpauth_uri=uri, recovery_codes=codes)
-        yield Info(text + acc.recovery_text(codes)
+        data.update(otpauth_uri=acc.otpauth_uri(name, secret), recovery_codes=codes)
+        yield Info(acc.enrollment_text(name, secret) + acc.recovery_text(codes)
                    + "Hand these to the user over a safe channel; they are not shown again.")
     yield Result(0, message, data)
 

@@ -209,8 +209,7 @@ class Login:
     def _failed_attempt(self, rec: UserRecord, limit: int, reason: str) -> Conversation:
         acc = self.acc
         if acc.lock_if_exhausted(rec.name, limit):
-            yield Error(LOCKED_TEXT.format(until="") if acc.config.unlock_after == 0
-                        else self._locked_text(acc.get(rec.name) or rec))
+            yield Error(self._locked_text(acc.get(rec.name) or rec))
         yield from self._fail(reason)
 
     def _check_code(self, rec: UserRecord, password_ok: bool, code: str, limit: int,

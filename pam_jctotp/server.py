@@ -32,6 +32,17 @@ ANSWER_TIMEOUT = 600.0   # a person typing (sshd's LoginGraceTime is shorter)
 _CRED = struct.Struct("3i")
 
 
+async def read_payload(reader: asyncio.StreamReader, check_length: Callable[[int], int],
+                       timeout: float) -> bytes:
+    """One frame of either socket: a 4-byte big-endian length, then the payload.
+
+    Both sockets share the framing; only the size limit (check_length) differs.
+    """
+    header = await asyncio.wait_for(reader.readexactly(4), timeout)
+    length = check_length(int.from_bytes(header, "big"))
+    return await asyncio.wait_for(reader.readexactly(length), timeout)
+
+
 def peer_uid(writer: asyncio.StreamWriter) -> int:
     sock = writer.get_extra_info("socket")
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
@@ -150,9 +161,7 @@ class Daemon:
     async def _serve_pam(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         async def read_frame(timeout: float) -> str:
-            header = await asyncio.wait_for(reader.readexactly(4), timeout)
-            length = protocol.check_length(protocol.HEADER.unpack(header)[0])
-            return protocol.decode(await asyncio.wait_for(reader.readexactly(length), timeout))
+            return protocol.decode(await read_payload(reader, protocol.check_length, timeout))
 
         req = protocol.parse_hello(await read_frame(HELLO_TIMEOUT))
         last_answer = time.monotonic()
@@ -195,10 +204,8 @@ class Daemon:
     async def handle_control(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
         async def read_message(timeout: float) -> dict[str, Any]:
-            header = await asyncio.wait_for(reader.readexactly(4), timeout)
-            length = control_protocol.check_length(control_protocol.HEADER.unpack(header)[0])
             return control_protocol.decode(
-                await asyncio.wait_for(reader.readexactly(length), timeout))
+                await read_payload(reader, control_protocol.check_length, timeout))
 
         async def show(step: Any) -> None:
             writer.write(control_protocol.encode(control_protocol.step_message(step)))
