@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import syslog
+import threading
 import time
 from typing import Any, Iterator
 
@@ -32,6 +33,7 @@ class AuditLog:
         self.use_syslog = use_syslog
         self.host = socket.gethostname()
         self._fh: Any = None
+        self._lock = threading.Lock()  # conversation steps write from worker threads
         if use_syslog:
             syslog.openlog("jctotpd", syslog.LOG_PID, syslog.LOG_AUTHPRIV)
 
@@ -46,7 +48,8 @@ class AuditLog:
     def write(self, event: str, user: str | None = None, *, now: float | None = None,
               **fields: Any) -> bool:
         """Append one event; False (and an error in the daemon log) if it could not be."""
-        assert event in EVENTS, event
+        if event not in EVENTS:
+            raise ValueError(f"unknown audit event {event!r}")
         record: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now or time.time())),
             "ts": round(now or time.time(), 3), "event": event, "user": user,
@@ -56,21 +59,27 @@ class AuditLog:
         line = json.dumps(record, ensure_ascii=False, sort_keys=False)
         if self.use_syslog:
             syslog.syslog(syslog.LOG_NOTICE, line)
-        try:
-            fh = self._open()
-            fh.write(line + "\n")
-            fh.flush()
-        except OSError as exc:
-            log.error("audit log %s cannot be written: %s (event %s for %s lost from the "
-                      "file; it went to syslog)", self.path, exc, event, user)
-            self._fh = None
-            return False
+        with self._lock:
+            try:
+                fh = self._open()
+                fh.write(line + "\n")
+                fh.flush()
+            except OSError as exc:
+                log.error("audit log %s cannot be written: %s (event %s for %s lost from the "
+                          "file; it went to syslog)", self.path, exc, event, user)
+                self._fh = None
+                return False
         return True
 
+    def events(self, user: str | None = None, since: float | None = None) -> Iterator[dict]:
+        """This log's events (see read)."""
+        return read(self.path, user, since)
+
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
 
 
 def read(path: str, user: str | None = None, since: float | None = None) -> Iterator[dict]:

@@ -1,4 +1,8 @@
-"""jctotpd: the verifier daemon (foreground; systemd Type=notify)."""
+"""jctotpd: the verifier daemon (foreground; systemd Type=notify).
+
+The one place that opens the store and the key and wires the layers together:
+store + directory + accounts (core) + driver and servers (transport).
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,20 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from . import __version__, config as configmod
-from .accounts import Accounts
 from .audit import AuditLog
 from .clock import Clock
+from .core.accounts import Accounts
 from .crypto import SecretBox, load_or_create_key
+from .directory.local import LocalDirectory, Passwords
+from .directory.nss import NssAccounts
 from .errors import JctotpError
-from .passwords import Passwords
-from .server import Daemon
-from .store import Store
+from .store.markers import LockMarkers
+from .store.sqlite import SqliteStore
+from .transport.driver import Driver
+from .transport.server import Daemon
+
+PAM_STEP_WORKERS = 16      # PAM conversation steps (store, NSS, audit) in flight at once
+CONTROL_STEP_WORKERS = 4   # control requests: their own pool, so useradd never queues a login
 
 log = logging.getLogger("jctotpd")
 
@@ -35,21 +45,28 @@ def _notify(state: str) -> None:
     sdnotify.SystemdNotifier().notify(state)
 
 
-def build(cfg: configmod.Config) -> tuple[Accounts, Passwords]:
+def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog]:
     os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
     box = SecretBox(load_or_create_key(cfg.key_path))
-    store = Store(cfg.db_path)
+    store = SqliteStore(cfg.db_path)
+    system = NssAccounts()
+    directory = LocalDirectory(store, Passwords(cfg.password_hash), system)
     audit = AuditLog(cfg.audit_log, cfg.audit_syslog)
-    accounts = Accounts(cfg, store, box, Clock(controllable=cfg.clock_control), audit)
-    accounts.sync_lock_markers()
-    return accounts, Passwords(cfg.password_hash)
+    markers = LockMarkers(os.path.join(cfg.state_dir, "locked"))
+    markers.sync(r.name for r in store.list() if r.locked_at is not None)
+    return Accounts(cfg, store, directory, system, box, Clock(controllable=cfg.clock_control),
+                    audit, markers), audit
 
 
 async def serve(cfg: configmod.Config) -> None:
-    accounts, passwords = build(cfg)
-    pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
-                              thread_name_prefix="argon2")
-    daemon = Daemon(accounts, passwords, pool)
+    accounts, audit = build(cfg)
+    argon2 = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                                thread_name_prefix="argon2")
+    pam_pool = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS, thread_name_prefix="pam")
+    control_pool = ThreadPoolExecutor(max_workers=CONTROL_STEP_WORKERS,
+                                      thread_name_prefix="control")
+    daemon = Daemon(accounts, Driver(accounts.directory, argon2), pam_pool,
+                    control_pool)
     await daemon.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -64,9 +81,10 @@ async def serve(cfg: configmod.Config) -> None:
     _notify("STOPPING=1")
     log.info("stopping")
     await daemon.close()
-    pool.shutdown(wait=False, cancel_futures=True)
+    for pool in (pam_pool, control_pool, argon2):
+        pool.shutdown(wait=False, cancel_futures=True)
     accounts.store.close()
-    accounts.audit_log.close()
+    audit.close()
 
 
 def main(argv: list[str] | None = None) -> int:

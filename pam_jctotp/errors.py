@@ -3,17 +3,19 @@
 Every message says what is wrong and, where it can, what to do next.
 """
 
+from .model import ExitCode
+
 
 class JctotpError(Exception):
     """Base of every error this package raises on purpose."""
 
-    exit_code = 1
+    exit_code: ExitCode = ExitCode.REFUSED
 
 
 class ConfigError(JctotpError):
     """The configuration file is missing, unreadable or names a bad key/value."""
 
-    exit_code = 78  # EX_CONFIG
+    exit_code = ExitCode.CONFIG
 
 
 class ProtocolError(JctotpError):
@@ -27,22 +29,22 @@ class StoreError(JctotpError):
 class UsageError(JctotpError):
     """A request is malformed: bad arguments, out-of-range values."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class NotFound(UsageError):
     """A named user does not exist in the directory."""
 
-    exit_code = 3
+    exit_code = ExitCode.NOT_FOUND
 
 
 class PermissionDenied(JctotpError):
     """The caller may not do this (e.g. an admin verb from a non-root user)."""
 
-    exit_code = 4
+    exit_code = ExitCode.PERMISSION
 
 
 class ServiceUnavailable(JctotpError):
     """The daemon cannot be reached."""
 
-    exit_code = 69  # EX_UNAVAILABLE
+    exit_code = ExitCode.UNAVAILABLE

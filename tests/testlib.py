@@ -15,7 +15,7 @@ from typing import Any
 import pyotp
 import yaml
 
-from pam_jctotp import client
+from pam_jctotp.cli import client
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,7 +79,7 @@ class Daemon:
 
     # --- control socket ----------------------------------------------------
 
-    def request(self, verb: str, answers: list[str] | None = None, **args: Any) -> client.Result:
+    def request(self, verb: str, answers: list[str] | None = None, **args: Any) -> client.Reply:
         """A control request as root (the test runs as root); prompts take `answers`."""
         pending = list(answers or [])
         self.transcript: list[tuple[str, str]] = []
@@ -165,7 +165,7 @@ def as_user(uid: int, socket_path: str, verb: str, args: dict[str, Any] | None =
     script = f"""
 import json, os, re, sys
 import pyotp
-from pam_jctotp import client
+from pam_jctotp.cli import client
 answers = {answers or []!r}
 transcript = []
 prompts = 0

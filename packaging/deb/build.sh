@@ -38,8 +38,9 @@ strip --strip-unneeded --remove-section=.comment --remove-section=.note \
     "$stage/lib/$multiarch/security/pam_jctotp.so"
 
 # The daemon and the CLI: the package and two wrappers.
-install -d "$stage/usr/lib/python3/dist-packages/pam_jctotp"
-install -m 0644 "$repo"/pam_jctotp/*.py "$stage/usr/lib/python3/dist-packages/pam_jctotp/"
+(cd "$repo" && find pam_jctotp -name '*.py' | sort) | while read -r module; do
+    install -D -m 0644 "$repo/$module" "$stage/usr/lib/python3/dist-packages/$module"
+done
 install -d "$stage/usr/sbin" "$stage/usr/bin"
 printf '#!/bin/sh\nexec python3 -m pam_jctotp.daemon "$@"\n' >"$stage/usr/sbin/jctotpd"
 printf '#!/bin/sh\nexec python3 -m pam_jctotp.cli "$@"\n' >"$stage/usr/bin/jctotp"

@@ -65,8 +65,8 @@ def test_contents_modes_and_control(deb):
         assert entries.get(path, (None,))[0] == mode, path
     # Examples only: nothing enables MFA for sshd or any service on install.
     assert not [p for p in entries if p.startswith(("/etc/ssh", "/etc/pam.d"))]
-    modules = {p.name for p in (REPO / "pam_jctotp").glob("*.py")}
-    shipped = {p.rsplit("/", 1)[1] for p in entries
+    modules = {str(p.relative_to(REPO)) for p in (REPO / "pam_jctotp").rglob("*.py")}
+    shipped = {p.removeprefix("/usr/lib/python3/dist-packages/") for p in entries
                if p.startswith("/usr/lib/python3/dist-packages/pam_jctotp/")}
     assert modules <= shipped
 

@@ -296,7 +296,7 @@ def test_cli_lists_and_shows_for_people_and_scripts(daemon):
 
 
 def test_doctor_reports_sockets_and_sshd_traps(daemon):
-    from pam_jctotp import doctor
+    from pam_jctotp.cli import doctor
     out = daemon.cli("doctor", "--json")
     import json
     findings = json.loads(out.stdout)

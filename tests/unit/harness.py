@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import pwd
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,16 +21,17 @@ from typing import Any
 import pyotp
 
 from pam_jctotp import config as configmod
-from pam_jctotp.accounts import Accounts
 from pam_jctotp.audit import AuditLog
 from pam_jctotp.clock import Clock
+from pam_jctotp.core.accounts import Accounts
+from pam_jctotp.core.steps import (Conversation, Error, Info, Prompt, Result, SetPassword, Verdict,
+                                   VerifyPassword)
+from pam_jctotp.core.totp import Totp
 from pam_jctotp.crypto import SecretBox
-from pam_jctotp.passwords import Passwords
+from pam_jctotp.directory import Directory
+from pam_jctotp.directory.local import LocalDirectory, Passwords
 from pam_jctotp.secret import Secret
-from pam_jctotp.steps import (Conversation, Error, HashPassword, Info, Prompt, Result, Verdict,
-                              VerifyPassword)
-from pam_jctotp.store import Store
-from pam_jctotp.totp import Totp
+from pam_jctotp.store.sqlite import SqliteStore
 
 PASSWORD = "correct horse battery"
 # One argon2 instance for the whole tier: each hash/verify costs ~20 ms by design.
@@ -68,8 +70,7 @@ class Run:
         return "\n".join(t for _, t in self.shown)
 
 
-def drive(conv: Conversation, answers: Answers = (),
-          passwords: Passwords = PASSWORDS) -> Run:
+def drive(conv: Conversation, answers: Answers = (), directory: Directory | None = None) -> Run:
     """Run `conv` to its Verdict/Result; every answer in a list must be asked for."""
     queue = None if callable(answers) else list(answers)
     steps: list[Any] = []
@@ -88,10 +89,12 @@ def drive(conv: Conversation, answers: Answers = (),
                 else:
                     assert queue, f"unexpected prompt {step.text!r} after {steps!r}"
                     value = queue.pop(0)
+            elif isinstance(step, (VerifyPassword, SetPassword)) and directory is None:
+                raise AssertionError("drive(..., directory=world.directory) checks passwords")
             elif isinstance(step, VerifyPassword):
-                value = passwords.verify(step.stored_hash, step.password)
-            elif isinstance(step, HashPassword):
-                value = passwords.hash(step.password)
+                value = directory.verify_password(step.user, step.password)
+            elif isinstance(step, SetPassword):
+                directory.set_password(step.user, step.password)
             else:
                 assert isinstance(step, (Info, Error)), step
     except StopIteration:
@@ -111,6 +114,31 @@ def mid_step(t: float, period: int = 30) -> float:
     return (t // period) * period + period / 2
 
 
+class FakeSystem:
+    """The Linux side, without NSS groups or useradd: groups from the test's table,
+    uids from the real passwd database."""
+
+    def __init__(self, groups: dict[str, frozenset[str]]) -> None:
+        self.groups = groups
+        self.created: list[str] = []
+
+    def groups_of(self, name: str) -> frozenset[str]:
+        return self.groups.get(name, frozenset())
+
+    def uid_to_name(self, uid: int) -> str | None:
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return None
+
+    def exists(self, name: str) -> bool:
+        return name in self.created
+
+    def create_account(self, name: str) -> bool:
+        self.created.append(name)
+        return True
+
+
 @dataclass
 class World:
     """A daemon's pieces in `tmp`: config, store, key, clock, audit log."""
@@ -125,12 +153,14 @@ class World:
         raw.update(self.overrides)
         self.config = configmod.parse(raw, daemon=False)
         os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
-        self.store = Store(self.config.db_path)
+        self.store = SqliteStore(self.config.db_path)
         self.box = SecretBox(os.urandom(32))
         self.clock = Clock(controllable=True)
         self.audit = AuditLog(self.config.audit_log, use_syslog=False)
-        self.acc = Accounts(self.config, self.store, self.box, self.clock, self.audit,
-                            groups_of=lambda name: self.groups.get(name, frozenset()))
+        self.system = FakeSystem(self.groups)
+        self.directory = LocalDirectory(self.store, PASSWORDS, self.system)
+        self.acc = Accounts(self.config, self.store, self.directory, self.system, self.box,
+                            self.clock, self.audit)
         self.set_time(mid_step(time.time()))
 
     def close(self) -> None:

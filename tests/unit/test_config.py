@@ -7,10 +7,11 @@ from dataclasses import fields
 import pytest
 from harness import World
 
-from pam_jctotp import config, protocol
+from pam_jctotp import config
 from pam_jctotp.config import Config, ConfigError, PasswordHashParams
-from pam_jctotp.steps import Info
-from pam_jctotp.totp import Totp
+from pam_jctotp.core.steps import Info
+from pam_jctotp.core.totp import Totp
+from pam_jctotp.transport import pam_wire as protocol
 
 
 def test_defaults():

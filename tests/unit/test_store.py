@@ -10,7 +10,8 @@ import threading
 import pytest
 
 from pam_jctotp.errors import StoreError
-from pam_jctotp.store import MIGRATIONS, Store
+from pam_jctotp.store.sqlite import MIGRATIONS
+from pam_jctotp.store.sqlite import SqliteStore as Store
 
 NOW = 1_700_000_000.0
 
@@ -55,7 +56,7 @@ def test_a_newer_schema_is_refused(db):
 
 
 def test_wal_mode(store, db):
-    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._conn().db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert os.path.exists(f"{db}-wal")
 
 
@@ -216,14 +217,14 @@ def test_recovery_codes_belong_to_one_user(store):
     store.replace_recovery_codes("alice", ["h1"])
     assert not store.use_recovery_code("bob", "h1", NOW)
     store.delete("alice")  # ON DELETE CASCADE
-    assert store._db.execute("SELECT count(*) FROM recovery_codes").fetchone()[0] == 0
+    assert store._conn().db.execute("SELECT count(*) FROM recovery_codes").fetchone()[0] == 0
 
 
 # --- transactions -------------------------------------------------------------
 
 def test_a_failing_transaction_rolls_back_everything(store):
     with pytest.raises(StoreError):
-        with store.transaction():
+        with store.unit_of_work():
             store.update("alice", max_attempts=7)
             store.add("alice", is_admin=False, password_hash=None, now=NOW)
     assert store.get("alice").max_attempts is None
@@ -231,24 +232,24 @@ def test_a_failing_transaction_rolls_back_everything(store):
 
 def test_nested_transactions_join_the_outer_one(store):
     with pytest.raises(RuntimeError):
-        with store.transaction():
+        with store.unit_of_work():
             store.update("alice", max_attempts=7)
-            with store.transaction():  # re-entrant: no second BEGIN
+            with store.unit_of_work():  # re-entrant: no second BEGIN
                 store.add("bob", is_admin=False, password_hash=None, now=NOW)
             raise RuntimeError("after the inner one committed nothing yet")
     assert store.get("alice").max_attempts is None
     assert store.get("bob") is None
-    with store.transaction():
-        with store.transaction():
+    with store.unit_of_work():
+        with store.unit_of_work():
             store.add("bob", is_admin=False, password_hash=None, now=NOW)
     assert store.get("bob") is not None
 
 
 def test_an_inner_failure_rolls_back_the_outer_work(store):
     with pytest.raises(RuntimeError):
-        with store.transaction():
+        with store.unit_of_work():
             store.update("alice", max_attempts=7)
-            with store.transaction():
+            with store.unit_of_work():
                 raise RuntimeError("inner")
     assert store.get("alice").max_attempts is None
-    assert not store._db.in_transaction
+    assert not store._conn().db.in_transaction

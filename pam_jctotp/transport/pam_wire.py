@@ -1,22 +1,25 @@
 """The PAM wire protocol, version 1 (docs/protocol.md): framing and parsing.
 
-Pure functions over bytes; the server feeds them what it reads.
+Pure functions over bytes; the server feeds them what it reads. Imports only
+the vocabulary (model, steps, errors, secret).
 """
 
 from __future__ import annotations
 
+import re
 import struct
 
-from .conversation import LoginRequest
-from .errors import ProtocolError
-from .secret import Secret
-from .steps import VERDICTS, Error, Info, Prompt, Verdict
+from ..core.steps import Error, Info, Prompt, Verdict
+from ..errors import ProtocolError
+from ..model import LoginRequest, VerdictCode
+from ..secret import Secret
 
 MAX_FRAME = 16384
 VERSION_LINE = "HELLO JCTOTP/1"
 HEADER = struct.Struct("!I")
-_HELLO_KEYS = {"call", "service", "user", "rhost", "tty", "factors", "authtok"}
-_REQUIRED = _HELLO_KEYS - {"authtok"}
+TIMEOUT_RANGE = range(1, 61)  # the shim's timeout= option, seconds
+_HELLO_KEYS = {"call", "service", "user", "rhost", "tty", "factors", "authtok", "timeout"}
+_REQUIRED = _HELLO_KEYS - {"authtok", "timeout"}
 
 
 def frame(payload: str) -> bytes:
@@ -41,6 +44,15 @@ def decode(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolError("frame is not valid UTF-8") from None
+
+
+def _timeout(value: str | None) -> int | None:
+    if value is None:
+        return None
+    # Plain decimal digits only: int() would also take " 7", "+7", "0_7" or "٧".
+    if not re.fullmatch(r"[0-9]{1,2}", value) or int(value) not in TIMEOUT_RANGE:
+        raise ProtocolError(f"bad timeout {value[:8]!r} (1..60 seconds)")
+    return int(value)
 
 
 def parse_hello(payload: str) -> LoginRequest:
@@ -71,7 +83,8 @@ def parse_hello(payload: str) -> LoginRequest:
     authtok = fields.get("authtok")
     return LoginRequest(call=fields["call"], service=fields["service"], user=fields["user"],
                         rhost=fields["rhost"], tty=fields["tty"], factors=fields["factors"],
-                        authtok=Secret(authtok) if authtok is not None else None)
+                        authtok=Secret(authtok) if authtok is not None else None,
+                        timeout=_timeout(fields.get("timeout")))
 
 
 def parse_answer(payload: str) -> str:
@@ -88,5 +101,6 @@ def encode_step(step: Prompt | Info | Error | Verdict) -> bytes:
         return frame("INFO " + step.text)
     if isinstance(step, Error):
         return frame("ERROR " + step.text)
-    assert step.code in VERDICTS
+    if step.code not in VerdictCode.__members__.values():
+        raise ProtocolError(f"unknown verdict {str(step.code)[:16]!r}")
     return frame("VERDICT " + step.code)

@@ -13,7 +13,7 @@ import urllib.parse
 
 import segno
 
-from .secret import Secret
+from ..secret import Secret
 
 _HALF = {
     (False, False): "\u2588",  # both light  -> full block (drawn light)

@@ -14,7 +14,7 @@ import secrets as _stdlib_secrets
 
 import pyotp
 
-from .secret import Secret
+from ..secret import Secret
 
 RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i
 

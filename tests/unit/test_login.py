@@ -1,4 +1,4 @@
-"""The login conversation, sans I/O: pam_jctotp/conversation.py driven by harness.drive."""
+"""The login conversation, sans I/O: pam_jctotp/core/login.py driven by harness.drive."""
 
 from __future__ import annotations
 
@@ -6,13 +6,17 @@ import pyotp
 import pytest
 from harness import PASSWORD, Run, drive
 
-from pam_jctotp import conversation as cv
-from pam_jctotp import policy
-from pam_jctotp.conversation import Login, LoginRequest
-from pam_jctotp.policy import MfaState
+from pam_jctotp.core import login as cv
+from pam_jctotp.core import policy
+from pam_jctotp.core.login import Login
+from pam_jctotp.core.steps import Info, Prompt
+from pam_jctotp.model import LoginRequest, MfaState, VerdictCode
 from pam_jctotp.secret import Secret
-from pam_jctotp.steps import (ACCT_EXPIRED, AUTH_ERR, IGNORE, MAXTRIES, PERM_DENIED, SUCCESS,
-                              USER_UNKNOWN, Info, Prompt)
+
+SUCCESS, AUTH_ERR, IGNORE, MAXTRIES = (VerdictCode.SUCCESS, VerdictCode.AUTH_ERR,
+                                       VerdictCode.IGNORE, VerdictCode.MAXTRIES)
+ACCT_EXPIRED, PERM_DENIED, USER_UNKNOWN = (VerdictCode.ACCT_EXPIRED, VerdictCode.PERM_DENIED,
+                                           VerdictCode.USER_UNKNOWN)
 
 PW_CODE = [cv.PASSWORD_PROMPT, cv.CODE_PROMPT]
 
@@ -21,7 +25,7 @@ def login(world, user: str, answers=(), *, call: str = "auth", factors: str = "p
           rhost: str = "", authtok: str | None = None) -> Run:
     req = LoginRequest(call=call, service="sshd", user=user, rhost=rhost, tty="ssh",
                        factors=factors, authtok=Secret(authtok) if authtok is not None else None)
-    return drive(Login(world.acc, req).run(), answers)
+    return drive(Login(world.acc, req).run(), answers, world.directory)
 
 
 def rec(world, name):

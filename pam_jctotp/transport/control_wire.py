@@ -11,8 +11,8 @@ import json
 import struct
 from typing import Any
 
-from .errors import ProtocolError
-from .steps import Error, Info, Prompt, Result
+from ..core.steps import Error, Info, Prompt, Result
+from ..errors import ProtocolError
 
 VERSION = 1
 MAX_MESSAGE = 4 * 1024 * 1024
@@ -49,4 +49,4 @@ def step_message(step: Prompt | Info | Error | Result) -> dict[str, Any]:
         return {"t": "info", "text": step.text}
     if isinstance(step, Error):
         return {"t": "error", "text": step.text}
-    return {"t": "result", "exit": step.exit, "message": step.message, "data": step.data}
+    return {"t": "result", "exit": int(step.exit), "message": step.message, "data": step.data}

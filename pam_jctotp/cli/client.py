@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import control_protocol as cp
-from .errors import ProtocolError, ServiceUnavailable
-from .steps import Result
+from ..errors import ProtocolError, ServiceUnavailable
+from ..model import ExitCode
+from ..transport import control_wire as cp
 
 # (kind, text, echo) -> answer for prompts, None for info/error
 Interact = Callable[[str, str, bool], str | None]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The daemon's last word on a request."""
+
+    exit: int
+    message: str = ""
+    data: Any = None
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -26,7 +36,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def request(path: str, verb: str, args: dict[str, Any] | None = None,
-            interact: Interact | None = None, timeout: float | None = 60.0) -> Result:
+            interact: Interact | None = None, timeout: float | None = 60.0) -> Reply:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -41,8 +51,8 @@ def request(path: str, verb: str, args: dict[str, Any] | None = None,
             msg = cp.decode(_recv_exact(sock, length))
             kind = msg.get("t")
             if kind == "result":
-                return Result(int(msg.get("exit", 1)), str(msg.get("message", "")),
-                              msg.get("data"))
+                return Reply(int(msg.get("exit", ExitCode.REFUSED)),
+                             str(msg.get("message", "")), msg.get("data"))
             text = str(msg.get("text", ""))
             if kind in ("info", "error"):
                 if interact:

@@ -1,14 +1,18 @@
 """The vocabulary of every conversation (PAM logins and CLI requests).
 
 A conversation is a generator that yields these steps and is sent back what
-each one produced. It never touches a socket, a thread or a clock of its own;
-the server (or a unit test) drives it:
+each one produced. It never touches a socket or a clock of its own; the
+transport's driver (or a unit test) runs it, one step at a time in a worker
+thread, so the store and NSS calls a step makes never block the event loop:
 
     Prompt          -> the user's answer (str)
     Info / Error    -> None
-    HashPassword    -> the argon2id hash (computed in a worker thread)
-    VerifyPassword  -> bool              (computed in a worker thread)
+    VerifyPassword  -> bool   (the directory checks it, in the argon2 pool)
+    SetPassword     -> None   (the directory stores it, in the argon2 pool)
     Verdict/Result  -> ends the conversation
+
+Rule: no store unit of work is open across a yield (store/sqlite.py raises
+if one ends on another thread than it began).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generator
 
-from .secret import Secret
+from ..model import ExitCode, VerdictCode
+from ..secret import Secret
 
 
 @dataclass(frozen=True)
@@ -37,33 +42,23 @@ class Error:
 
 @dataclass(frozen=True)
 class VerifyPassword:
-    stored_hash: str | None
+    """Ask the directory: is this `user`'s password? (None: an unknown user, same work)."""
+
+    user: str | None
     password: Secret
 
 
 @dataclass(frozen=True)
-class HashPassword:
+class SetPassword:
+    user: str
     password: Secret
-
-
-# PAM verdict codes, as on the wire (docs/protocol.md).
-SUCCESS = "SUCCESS"
-AUTH_ERR = "AUTH_ERR"
-USER_UNKNOWN = "USER_UNKNOWN"
-MAXTRIES = "MAXTRIES"
-ACCT_EXPIRED = "ACCT_EXPIRED"
-PERM_DENIED = "PERM_DENIED"
-IGNORE = "IGNORE"
-AUTHINFO_UNAVAIL = "AUTHINFO_UNAVAIL"
-VERDICTS = (SUCCESS, AUTH_ERR, USER_UNKNOWN, MAXTRIES, ACCT_EXPIRED, PERM_DENIED, IGNORE,
-            AUTHINFO_UNAVAIL)
 
 
 @dataclass(frozen=True)
 class Verdict:
     """The end of a PAM call; `delay` asks the server to hold a failure back."""
 
-    code: str
+    code: VerdictCode
     delay: bool = False
 
 
@@ -71,13 +66,13 @@ class Verdict:
 class Result:
     """The end of a CLI request: an exit code, a sentence for people, data for --json."""
 
-    exit: int = 0
+    exit: ExitCode = ExitCode.OK
     message: str = ""
     data: Any = field(default=None)
     delay: bool = False  # a failed proof of identity: held back like a failed login
 
 
-Step = Prompt | Info | Error | VerifyPassword | HashPassword | Verdict | Result
+Step = Prompt | Info | Error | VerifyPassword | SetPassword | Verdict | Result
 Conversation = Generator[Step, Any, None]
 # A sub-conversation that reports back whether it succeeded (e.g. a proof of identity).
 Check = Generator[Step, Any, bool]

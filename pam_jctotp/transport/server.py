@@ -1,8 +1,9 @@
 """The asyncio servers: the PAM socket (root only) and the control socket.
 
 They only carry frames: every decision is made by a conversation
-(conversation.py for logins, control.py for CLI verbs) that this module
-drives, running argon2 in a worker pool so no login holds up another.
+(core/login.py for logins, core/verbs.py for CLI verbs) that the driver runs
+step by step in worker threads. PAM calls and control requests have pools
+of their own, so a slow `useradd` never queues a login.
 """
 
 from __future__ import annotations
@@ -12,80 +13,39 @@ import logging
 import os
 import socket
 import stat
-import struct
 import time
 from concurrent.futures import Executor
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from . import control, control_protocol, protocol
-from .accounts import Accounts
-from .conversation import Login
-from .errors import JctotpError, ProtocolError
-from .passwords import Passwords
-from .steps import (AUTHINFO_UNAVAIL, Conversation, Error, HashPassword, Info, Prompt, Result,
-                    Verdict, VerifyPassword)
+from ..core import verbs
+from ..core.accounts import Accounts
+from ..core.login import Login
+from ..core.steps import Prompt, Result, Verdict
+from ..errors import JctotpError, ProtocolError, StoreError
+from ..model import ExitCode, VerdictCode
+from . import control_wire, pam_wire
+from .driver import Deadline, Driver, StepTimeout, reply_budget
+from .framing import peer_uid, read_payload
 
 log = logging.getLogger("jctotpd")
 
 HELLO_TIMEOUT = 10.0     # the shim sends HELLO right after connecting
 ANSWER_TIMEOUT = 600.0   # a person typing (sshd's LoginGraceTime is shorter)
-_CRED = struct.Struct("3i")
-
-
-async def read_payload(reader: asyncio.StreamReader, check_length: Callable[[int], int],
-                       timeout: float) -> bytes:
-    """One frame of either socket: a 4-byte big-endian length, then the payload.
-
-    Both sockets share the framing; only the size limit (check_length) differs.
-    """
-    header = await asyncio.wait_for(reader.readexactly(4), timeout)
-    length = check_length(int.from_bytes(header, "big"))
-    return await asyncio.wait_for(reader.readexactly(length), timeout)
-
-
-def peer_uid(writer: asyncio.StreamWriter) -> int:
-    sock = writer.get_extra_info("socket")
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
-    return _CRED.unpack(creds)[1]
-
-
-async def drive(conv: Conversation, show: Callable[[Any], Awaitable[None]],
-                ask: Callable[[Prompt], Awaitable[str]], passwords: Passwords,
-                pool: Executor) -> Verdict | Result:
-    """Run a conversation to its end, doing the I/O each step asks for."""
-    loop = asyncio.get_running_loop()
-    value: Any = None
-    try:
-        while True:
-            step = conv.send(value)
-            value = None
-            if isinstance(step, (Verdict, Result)):
-                return step
-            if isinstance(step, Prompt):
-                value = await ask(step)
-            elif isinstance(step, (Info, Error)):
-                await show(step)
-            elif isinstance(step, VerifyPassword):
-                value = await loop.run_in_executor(pool, passwords.verify, step.stored_hash,
-                                                   step.password)
-            elif isinstance(step, HashPassword):
-                value = await loop.run_in_executor(pool, passwords.hash, step.password)
-            else:
-                raise AssertionError(f"unknown step {step!r}")
-    except StopIteration:
-        raise AssertionError("conversation ended without a verdict") from None
-    finally:
-        conv.close()
+CONTROL_STEP = 120.0     # a control step (useradd waits up to 30 s)
+_UNAVAIL = pam_wire.encode_step(Verdict(VerdictCode.AUTHINFO_UNAVAIL))
 
 
 class Daemon:
-    def __init__(self, accounts: Accounts, passwords: Passwords, pool: Executor) -> None:
+    def __init__(self, accounts: Accounts, driver: Driver, pam_pool: Executor,
+                 control_pool: Executor) -> None:
         self.acc = accounts
-        self.passwords = passwords
-        self.pool = pool
+        self.driver = driver
+        self.pam_pool = pam_pool
+        self.control_pool = control_pool
         self.config = accounts.config
         self._slots = asyncio.Semaphore(self.config.max_connections)
         self.servers: list[asyncio.AbstractServer] = []
+        self._delay_clamp_logged = False
 
     # --- sockets ---------------------------------------------------------
 
@@ -111,7 +71,7 @@ class Daemon:
         old = os.umask(0o177)  # created 0600, then widened if asked: never a window
         try:
             server = await asyncio.start_unix_server(handler, path=path,
-                                                     limit=control_protocol.MAX_MESSAGE)
+                                                     limit=control_wire.MAX_MESSAGE)
         finally:
             os.umask(old)
         os.chmod(path, mode)
@@ -147,49 +107,66 @@ class Daemon:
                 await self._serve_pam(reader, writer)
             except ProtocolError as exc:
                 log.warning("PAM peer broke the protocol: %s", exc)
-                await self._send_quietly(writer, protocol.encode_step(Verdict(AUTHINFO_UNAVAIL)))
+                await self._send_quietly(writer, _UNAVAIL)
             except (asyncio.IncompleteReadError, ConnectionError):
                 log.info("PAM peer left before the verdict (login abandoned)")
             except asyncio.TimeoutError:
                 log.warning("PAM peer timed out")
+            except StepTimeout as exc:
+                log.error("PAM call failed closed: a step stalled (%s; store or directory "
+                          "unresponsive?)", exc)
+                await self._send_quietly(writer, _UNAVAIL)
+            except StoreError as exc:
+                log.error("PAM call failed closed: %s", exc)
+                await self._send_quietly(writer, _UNAVAIL)
             except Exception:
                 log.exception("internal error during a PAM call; failing it closed")
-                await self._send_quietly(writer, protocol.encode_step(Verdict(AUTHINFO_UNAVAIL)))
+                await self._send_quietly(writer, _UNAVAIL)
             finally:
                 writer.close()
 
     async def _serve_pam(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         async def read_frame(timeout: float) -> str:
-            return protocol.decode(await read_payload(reader, protocol.check_length, timeout))
+            return pam_wire.decode(await read_payload(reader, pam_wire.check_length, timeout))
 
-        req = protocol.parse_hello(await read_frame(HELLO_TIMEOUT))
-        last_answer = time.monotonic()
+        req = pam_wire.parse_hello(await read_frame(HELLO_TIMEOUT))
+        deadline = Deadline(reply_budget(req.timeout))
 
         async def show(step: Any) -> None:
-            writer.write(protocol.encode_step(step))
+            writer.write(pam_wire.encode_step(step))
 
         async def ask(step: Prompt) -> str:
-            nonlocal last_answer
-            writer.write(protocol.encode_step(step))
+            writer.write(pam_wire.encode_step(step))
             await writer.drain()
-            answer = protocol.parse_answer(await read_frame(ANSWER_TIMEOUT))
-            last_answer = time.monotonic()
-            return answer
+            return pam_wire.parse_answer(await read_frame(ANSWER_TIMEOUT))
 
-        verdict = await drive(Login(self.acc, req).run(), show, ask, self.passwords, self.pool)
-        assert isinstance(verdict, Verdict)
+        verdict = await self.driver.drive(Login(self.acc, req).run(), show, ask, self.pam_pool,
+                                          deadline)
+        if not isinstance(verdict, Verdict):
+            raise TypeError("a login ended with a control result")
         if verdict.delay:
-            # Every failure takes fail_delay from the last answer, whatever it cost
-            # to decide: unknown users and wrong factors look the same.
-            wait = last_answer + self.config.fail_delay - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        log.log(logging.INFO if verdict.code == "SUCCESS" else logging.WARNING,
+            await self._fail_delay(deadline)
+        log.log(logging.INFO if verdict.code == VerdictCode.SUCCESS else logging.WARNING,
                 "%s %s user=%s service=%s rhost=%s -> %s", req.call, req.factors, req.user,
                 req.service, req.rhost or "-", verdict.code)
-        writer.write(protocol.encode_step(verdict))
+        writer.write(pam_wire.encode_step(verdict))
         await writer.drain()
+
+    async def _fail_delay(self, deadline: Deadline) -> None:
+        """Every failure takes fail_delay from the last answer, whatever it cost to
+        decide (unknown users and wrong factors look the same), but never reaches
+        the shim's timeout: a late verdict would count as "daemon unavailable"."""
+        wait = deadline.at - deadline.seconds + self.config.fail_delay - time.monotonic()
+        if wait > deadline.left():
+            if not self._delay_clamp_logged:
+                log.warning("fail_delay %.1fs is not below the PAM timeout budget %.1fs: "
+                            "failures are answered sooner", self.config.fail_delay,
+                            deadline.seconds)
+                self._delay_clamp_logged = True
+            wait = deadline.left()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     @staticmethod
     async def _send_quietly(writer: asyncio.StreamWriter, data: bytes) -> None:
@@ -204,41 +181,49 @@ class Daemon:
     async def handle_control(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
         async def read_message(timeout: float) -> dict[str, Any]:
-            return control_protocol.decode(
-                await read_payload(reader, control_protocol.check_length, timeout))
+            return control_wire.decode(
+                await read_payload(reader, control_wire.check_length, timeout))
 
         async def show(step: Any) -> None:
-            writer.write(control_protocol.encode(control_protocol.step_message(step)))
+            writer.write(control_wire.encode(control_wire.step_message(step)))
 
         async def ask(step: Prompt) -> str:
-            writer.write(control_protocol.encode(control_protocol.step_message(step)))
+            writer.write(control_wire.encode(control_wire.step_message(step)))
             await writer.drain()
             msg = await read_message(ANSWER_TIMEOUT)
             if msg.get("t") != "answer" or not isinstance(msg.get("text"), str):
                 raise ProtocolError("expected an answer")
-            return msg["text"]
+            text: str = msg["text"]
+            return text
 
         started = time.monotonic()
         try:
             uid = peer_uid(writer)
             request = await read_message(HELLO_TIMEOUT)
-            conv = control.handle(self.acc, uid, request)
-            result = await drive(conv, show, ask, self.passwords, self.pool)
-            assert isinstance(result, Result)
+            deadline = Deadline(CONTROL_STEP)
+            conv = await self.driver.call(self.control_pool, deadline, verbs.handle, self.acc,
+                                          uid, request)
+            result = await self.driver.drive(conv, show, ask, self.control_pool, deadline)
+            if not isinstance(result, Result):
+                raise TypeError("a control verb ended with a PAM verdict")
             if result.delay:
                 await asyncio.sleep(max(0.0, started + self.config.fail_delay
                                         - time.monotonic()))
-            writer.write(control_protocol.encode(control_protocol.step_message(result)))
+            writer.write(control_wire.encode(control_wire.step_message(result)))
             await writer.drain()
         except JctotpError as exc:
-            await self._send_quietly(writer, control_protocol.encode(
-                control_protocol.step_message(Result(exit=exc.exit_code, message=str(exc)))))
+            await self._send_quietly(writer, control_wire.encode(
+                control_wire.step_message(Result(exc.exit_code, str(exc)))))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
             log.info("control client left before the end (nothing more was changed)")
+        except StepTimeout as exc:
+            log.error("control request stalled: %s", exc)
+            await self._send_quietly(writer, control_wire.encode(control_wire.step_message(
+                Result(ExitCode.UNAVAILABLE, "the daemon's store did not answer in time"))))
         except Exception:
             log.exception("internal error in a control request")
-            await self._send_quietly(writer, control_protocol.encode(
-                control_protocol.step_message(Result(exit=1, message="internal error; see "
-                                                     "the daemon log"))))
+            await self._send_quietly(writer, control_wire.encode(
+                control_wire.step_message(Result(ExitCode.REFUSED, "internal error; see "
+                                                 "the daemon log"))))
         finally:
             writer.close()

@@ -1,32 +1,46 @@
 """Domain operations on directory users, shared by logins and CLI verbs.
 
-Holds the daemon's long-lived pieces (config, store, encryption, TOTP, clock,
-audit) and turns them into the few operations every flow needs: look a user
-up, decide their state and limits, check a code once, run an enrollment.
+Holds the daemon's long-lived pieces (config, store, directory, encryption,
+TOTP, clock, audit) behind small interfaces, and turns them into the few
+operations every flow needs: look a user up (a pure read), decide their state
+and limits, check a code once, activate a secret.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import socket
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Iterator, Protocol
 
-from . import policy, qr, system
-from .audit import AuditLog
-from .clock import Clock
-from .config import Config
-from .crypto import SecretBox
-from .policy import MfaState
-from .secret import Secret
-from .store import Store, UserRecord
+from ..clock import Clock
+from ..config import Config
+from ..crypto import SecretBox
+from ..directory import Directory, SystemAccounts
+from ..model import MfaState, UserRecord
+from ..secret import Secret
+from ..store import Store
+from . import policy, qr
 from .totp import Totp, new_recovery_codes
-
-log = logging.getLogger("jctotpd")
 
 TOTP_PURPOSE = "totp"
 PENDING_PURPOSE = "totp-pending"
+
+
+class AuditSink(Protocol):
+    def write(self, event: str, user: str | None = None, *, now: float | None = None,
+              **fields: Any) -> bool: ...
+
+    def events(self, user: str | None = None, since: float | None = None
+               ) -> Iterator[dict[str, Any]]: ...
+
+
+class LockMarks(Protocol):
+    def mark(self, name: str, locked: bool) -> None: ...
+
+
+class _NoMarks:
+    def mark(self, name: str, locked: bool) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -37,71 +51,30 @@ class CodeCheck:
 
 
 class Accounts:
-    def __init__(self, config: Config, store: Store, box: SecretBox, clock: Clock,
-                 audit: AuditLog,
-                 groups_of: Callable[[str], frozenset[str]] = system.groups_of) -> None:
+    def __init__(self, config: Config, store: Store, directory: Directory,
+                 system: SystemAccounts, box: SecretBox, clock: Clock, audit: AuditSink,
+                 markers: LockMarks | None = None) -> None:
         self.config = config
         self.store = store
+        self.directory = directory
+        self.system = system
         self.box = box
         self.clock = clock
         self.audit_log = audit
-        self.groups_of = groups_of
+        self.markers: LockMarks = markers or _NoMarks()
         self.totp = Totp(config.totp_digits, config.totp_period, config.totp_window)
-        self.host = socket.gethostname()
-        # One empty file per locked user, read by the shim only when the
-        # daemon is unreachable and failmode=open: a locked account stays
-        # locked even then. Persistent (state_dir), so it survives a reboot.
-        self.lock_dir = os.path.join(config.state_dir, "locked")
+        self.host = os.uname().nodename
 
-    # --- locks -------------------------------------------------------------
-
-    def _mark(self, name: str, locked: bool) -> None:
-        path = os.path.join(self.lock_dir, name)
-        try:
-            if locked:
-                os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            else:
-                os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.error("lock marker %s: %s (failmode=open would not see this lock)", path, exc)
-
-    def sync_lock_markers(self) -> None:
-        """At start: one marker per locked user, none for anyone else."""
-        os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
-        locked = {r.name for r in self.store.list() if r.locked_at is not None}
-        for name in set(os.listdir(self.lock_dir)) - locked:
-            self._mark(name, False)
-        for name in locked:
-            self._mark(name, True)
-
-    def lock_if_exhausted(self, name: str, limit: int) -> bool:
-        """After a failed attempt: lock when the window's count reached the limit."""
-        if not self.store.lock_if_exhausted(name, self.now(), limit, "too many attempts"):
-            return False
-        self._mark(name, True)
-        self.audit("locked", name, reason=f"{limit} failed attempts")
-        return True
-
-    def unlock(self, name: str) -> None:
-        self.store.unlock(name)
-        self._mark(name, False)
-
-    # --- lookups ---------------------------------------------------------
+    # --- lookups: pure reads (a read never lifts a lock: lockout.begin does) ---
 
     def now(self) -> float:
         return self.clock.now()
 
     def get(self, name: str) -> UserRecord | None:
-        rec = self.store.get(name)
-        if rec is not None and rec.locked_at is not None:
-            if self.store.expire_lock(name, self.now(), self.config.unlock_after):
-                self._mark(name, False)
-                self.audit("unlocked", name, reason="unlock_after elapsed")
-                rec = self.store.get(name)
-        return rec
+        return self.store.get(name)
+
+    def groups_of(self, name: str) -> frozenset[str]:
+        return self.directory.groups_of(name)
 
     def is_admin(self, rec: UserRecord) -> bool:
         return policy.is_admin(rec, self.groups_of(rec.name), self.config)
@@ -111,6 +84,9 @@ class Accounts:
 
     def state(self, rec: UserRecord) -> MfaState:
         return policy.mfa_state(rec, self.now())
+
+    def is_locked(self, rec: UserRecord) -> bool:
+        return policy.is_locked(rec, self.now(), self.config)
 
     def days_left(self, rec: UserRecord) -> int:
         return policy.days_left(rec.enroll_deadline, self.now())
@@ -122,20 +98,26 @@ class Accounts:
 
     # --- secrets ---------------------------------------------------------
 
-    def active_secret(self, rec: UserRecord) -> Secret | None:
+    def active_secret(self, rec: UserRecord) -> Secret:
         if rec.totp_secret is None:
-            return None
+            raise ValueError(f"{rec.name} has no active TOTP secret")
         return self.box.open(rec.totp_secret, rec.name, TOTP_PURPOSE)
 
     def pending_secret(self, rec: UserRecord) -> Secret:
-        """The secret awaiting confirmation; made once and kept until enrolled,
-        so a user who scanned it yesterday can finish today."""
+        """The secret awaiting confirmation; made once and kept until enrolled (or
+        the password changes), so a user who scanned it yesterday can finish today."""
         if rec.pending_secret is not None:
             return self.box.open(rec.pending_secret, rec.name, PENDING_PURPOSE)
         secret = Totp.new_secret()
         self.store.update(rec.name,
                           pending_secret=self.box.seal(secret, rec.name, PENDING_PURPOSE))
         return secret
+
+    def password_changed(self, name: str, actor: str) -> None:
+        """After any password change: drop a pending (unconfirmed) key. Whoever saw it
+        with the old password must not be able to finish that enrollment."""
+        self.store.update(name, pending_secret=None)
+        self.audit("password_changed", name, actor=actor)
 
     def otpauth_uri(self, name: str, secret: Secret) -> str:
         account = self.config.account_name.format(user=name, host=self.host)
@@ -185,7 +167,7 @@ class Accounts:
     def activate(self, name: str, secret: Secret, step: int | None) -> list[str]:
         """Make `secret` the user's TOTP secret; returns new recovery codes (shown once)."""
         codes = new_recovery_codes(self.config.recovery_codes)
-        with self.store.transaction():
+        with self.store.unit_of_work():
             self.store.update(name, totp_secret=self.box.seal(secret, name, TOTP_PURPOSE),
                               pending_secret=None, last_step=step if step is not None else -1,
                               enrolled_at=self.now())
@@ -200,7 +182,7 @@ class Accounts:
 
     def start_enrollment(self, name: str, days: int) -> None:
         """Require MFA with a fresh period; drops every secret and recovery code."""
-        with self.store.transaction():
+        with self.store.unit_of_work():
             self.store.update(name, mfa_required=1, totp_secret=None, pending_secret=None,
                               enroll_deadline=self.now() + days * policy.DAY,
                               last_step=-1, enrolled_at=None)

@@ -12,9 +12,9 @@ import stat
 import subprocess
 from dataclasses import dataclass
 
+from ..config import Config
+from ..errors import JctotpError
 from .client import request
-from .config import Config
-from .errors import JctotpError
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ import sys
 import time
 from typing import Any
 
-from . import __version__, config as configmod
+from .. import __version__
+from .. import config as configmod
+from ..errors import JctotpError, UsageError
+from ..model import ExitCode
 from .client import request
-from .errors import JctotpError, UsageError
 
 EPILOG = """\
 admin verbs (as root): user add|list|show|set|remove, mfa enable|reset|disable,
@@ -220,7 +222,7 @@ def _doctor(args: argparse.Namespace, cfg: configmod.Config) -> int:
     else:
         for f in findings:
             print(f"{f.level.upper() if f.level == 'fail' else f.level:<5} {f.what}")
-    return 1 if any(f.level == "fail" for f in findings) else 0
+    return ExitCode.REFUSED if any(f.level == "fail" for f in findings) else ExitCode.OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,17 +237,17 @@ def main(argv: list[str] | None = None) -> int:
         result = request(cfg.control_socket, verb, body, _interact, timeout=None)
     except KeyboardInterrupt:
         print("\nInterrupted: nothing was changed.", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except JctotpError as exc:
         print(f"jctotp: {exc}", file=sys.stderr)
         return exc.exit_code
-    if result.exit != 0:
+    if result.exit != ExitCode.OK:
         if args.json:
             print(json.dumps({"error": result.message, "exit": result.exit}))
         print(f"jctotp: {result.message}", file=sys.stderr)
         return result.exit
     _print(args, verb, result.data, result.message)
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""CLI verbs, sans I/O: pam_jctotp/control.py driven by harness.drive."""
+"""CLI verbs, sans I/O: pam_jctotp/core/verbs*.py driven by harness.drive."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pyotp
 import pytest
 from harness import PASSWORD, Run, drive
 
-from pam_jctotp import control
+from pam_jctotp.core import verbs as control
+from pam_jctotp.core.steps import Result
 from pam_jctotp.errors import NotFound, PermissionDenied, UsageError
-from pam_jctotp.policy import MfaState
-from pam_jctotp.steps import Result
+from pam_jctotp.model import MfaState
 
 NOBODY = 65534
 ADMIN_ARGS = {  # well-formed arguments, so that only the caller is wrong
@@ -25,7 +25,8 @@ ADMIN_ARGS = {  # well-formed arguments, so that only the caller is wrong
 
 
 def request(world, uid: int, verb: str, answers=(), **args) -> Run:
-    return drive(control.handle(world.acc, uid, {"v": 1, "verb": verb, "args": args}), answers)
+    return drive(control.handle(world.acc, uid, {"v": 1, "verb": verb, "args": args}),
+                 answers, world.directory)
 
 
 def admin(world, verb: str, answers=(), **args) -> Result:

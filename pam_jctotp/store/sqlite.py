@@ -1,20 +1,26 @@
-"""The state database: SQLite in WAL mode, with versioned migrations.
+"""The SQLite backend of `Store`: WAL mode, versioned migrations, one connection per thread.
 
-Every counter that decides a login (failed attempts, the lock, the last
-accepted TOTP step, single-use recovery codes) changes in ONE SQL statement,
-so concurrent logins can never race past a limit. The daemon is the only
-writer; it keeps one connection open for its lifetime.
+The daemon runs conversation steps in worker threads; each thread has its own
+connection (thread-local), so two steps never share a transaction, and a unit
+of work is bound to the connection it began on. The busy timeout is short
+(BUSY_TIMEOUT): a database locked by someone else fails one login within a
+second (StoreError -> AUTHINFO_UNAVAIL), well inside the shim's timeout.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from dataclasses import dataclass
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
-from .errors import StoreError
+from ..errors import StoreError
+from ..model import UserRecord
+from . import USER_COLUMNS
+
+BUSY_TIMEOUT = 1.0  # seconds; the shim waits 10 s by default (1..60)
 
 # Each entry upgrades the schema by one version (PRAGMA user_version).
 MIGRATIONS: list[str] = [
@@ -45,36 +51,27 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-
-@dataclass(frozen=True)
-class UserRecord:
-    name: str
-    is_admin: bool
-    password_hash: str | None
-    mfa_required: bool
-    enroll_deadline: float | None
-    totp_secret: bytes | None
-    pending_secret: bytes | None
-    last_step: int
-    failed_count: int
-    fail_window_start: float | None
-    locked_at: float | None
-    lock_reason: str | None
-    max_attempts: int | None
-    created_at: float
-    enrolled_at: float | None
-
-    def __repr__(self) -> str:  # never print hashes or ciphertexts
-        return f"UserRecord(name={self.name!r}, admin={self.is_admin})"
+_SELECT = f"SELECT {', '.join(USER_COLUMNS)} FROM users"
 
 
-_COLUMNS = [f for f in UserRecord.__dataclass_fields__]
+class _Connection:
+    """One thread's connection and its unit-of-work depth."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.depth = 0
+        self.owner = 0  # the thread that began the open unit of work
 
 
-class Store:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+class SqliteStore:
+    def __init__(self, path: str | os.PathLike[str], busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.path = Path(path)
-        if str(self.path) != ":memory:":
+        self.busy_timeout = busy_timeout
+        self._memory = str(self.path) == ":memory:"  # tests only: one shared connection
+        self._local = threading.local()
+        self._all: list[_Connection] = []
+        self._guard = threading.Lock()
+        if not self._memory:
             # SQLite creates -wal and -shm with the database file's mode, so the
             # file must be 0600 before the first connect, not after.
             try:
@@ -83,65 +80,110 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"cannot create state database {self.path}: {exc}") from None
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._tx = _Transaction(self._db)
-            self._migrate()
+            self._migrate(self._conn().db)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open state database {self.path}: {exc}") from None
 
-    def close(self) -> None:
-        self._db.close()
+    # --- connections ----------------------------------------------------------
 
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+    def _conn(self) -> _Connection:
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._guard:
+                if self._memory and self._all:
+                    conn = self._all[0]
+                else:
+                    conn = _Connection(self._connect())
+                    self._all.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open state database {self.path}: {exc}") from None
+        return db
+
+    def close(self) -> None:
+        with self._guard:
+            for conn in self._all:
+                conn.db.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise StoreError(f"{self.path} has schema version {version}, newer than this "
                              f"jctotpd understands ({len(MIGRATIONS)}); upgrade jctotpd")
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self.transaction():
+            with self.unit_of_work():
                 for statement in script.split(";"):
                     if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version={number}")
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")
 
-    def transaction(self) -> "_Transaction":
-        return self._tx
+    @contextmanager
+    def unit_of_work(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE … COMMIT/ROLLBACK on this thread's connection.
 
-    def _exec(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        Re-entrant: an inner one joins the outer one. Ending on another thread
+        than it began means a conversation yielded inside it: refused.
+        """
+        conn = self._conn()
+        me = threading.get_ident()
+        if conn.depth == 0:
+            self._exec("BEGIN IMMEDIATE", conn=conn)
+            conn.owner = me
+        conn.depth += 1
+        ok = False
         try:
-            return self._db.execute(sql, params)
+            yield
+            ok = True
+        finally:
+            if threading.get_ident() != conn.owner:
+                raise StoreError("a unit of work was held across a conversation step")
+            conn.depth -= 1
+            if conn.depth == 0:
+                self._exec("COMMIT" if ok else "ROLLBACK", conn=conn)
+
+    def _exec(self, sql: str, params: Any = (), conn: _Connection | None = None
+              ) -> sqlite3.Cursor:
+        try:
+            return (conn or self._conn()).db.execute(sql, params)
         except sqlite3.Error as exc:
             raise StoreError(f"state database error: {exc}") from None
 
     # --- users -----------------------------------------------------------
 
     def get(self, name: str) -> UserRecord | None:
-        row = self._exec(f"SELECT {', '.join(_COLUMNS)} FROM users WHERE name = ?",
-                         (name,)).fetchone()
+        row = self._exec(f"{_SELECT} WHERE name = ?", (name,)).fetchone()
         return UserRecord(*row) if row else None
 
     def list(self) -> list[UserRecord]:
-        rows = self._exec(f"SELECT {', '.join(_COLUMNS)} FROM users ORDER BY name").fetchall()
-        return [UserRecord(*r) for r in rows]
+        return [UserRecord(*r) for r in self._exec(f"{_SELECT} ORDER BY name").fetchall()]
 
     def add(self, name: str, *, is_admin: bool, password_hash: str | None, now: float) -> None:
         try:
-            self._db.execute(
+            self._conn().db.execute(
                 "INSERT INTO users (name, is_admin, password_hash, created_at) "
                 "VALUES (?, ?, ?, ?)", (name, int(is_admin), password_hash, now))
         except sqlite3.IntegrityError:
             raise StoreError(f"user {name!r} already exists") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"state database error: {exc}") from None
 
     def delete(self, name: str) -> bool:
         return self._exec("DELETE FROM users WHERE name = ?", (name,)).rowcount == 1
 
     def update(self, name: str, **values: Any) -> bool:
-        """Set plain columns of one user (admin/self-service edits)."""
-        bad = set(values) - set(_COLUMNS) - {"name"}
+        """Set plain columns of one user (admin/self-service edits), in one statement."""
+        bad = set(values) - set(USER_COLUMNS) - {"name"}
         if bad or not values:
             raise ValueError(f"bad columns {bad}")
         assignments = ", ".join(f"{k} = ?" for k in values)
@@ -152,7 +194,7 @@ class Store:
     # --- lockout: single statements, no read-modify-write ----------------
 
     def expire_lock(self, name: str, now: float, unlock_after: int) -> bool:
-        """Lift a lock older than unlock_after (0 = never by time)."""
+        """Lift a lock older than unlock_after (0 = never by time); resets the counter."""
         cur = self._exec(
             "UPDATE users SET locked_at = NULL, lock_reason = NULL, failed_count = 0, "
             "fail_window_start = NULL WHERE name = ? AND locked_at IS NOT NULL "
@@ -216,10 +258,11 @@ class Store:
     # --- recovery codes --------------------------------------------------
 
     def replace_recovery_codes(self, name: str, hashes: Iterable[str]) -> None:
-        with self.transaction():
+        with self.unit_of_work():
             self._exec("DELETE FROM recovery_codes WHERE user = ?", (name,))
-            self._db.executemany("INSERT INTO recovery_codes (user, code_hash) VALUES (?, ?)",
-                                 [(name, h) for h in hashes])
+            for code_hash in hashes:
+                self._exec("INSERT INTO recovery_codes (user, code_hash) VALUES (?, ?)",
+                           (name, code_hash))
 
     def use_recovery_code(self, name: str, code_hash: str, now: float) -> bool:
         cur = self._exec("UPDATE recovery_codes SET used_at = ? WHERE user = ? "
@@ -227,30 +270,9 @@ class Store:
         return cur.rowcount == 1
 
     def recovery_codes_left(self, name: str) -> int:
-        return self._exec("SELECT count(*) FROM recovery_codes WHERE user = ? "
-                          "AND used_at IS NULL", (name,)).fetchone()[0]
+        count: int = self._exec("SELECT count(*) FROM recovery_codes WHERE user = ? "
+                                "AND used_at IS NULL", (name,)).fetchone()[0]
+        return count
 
     def clear_recovery_codes(self, name: str) -> None:
         self._exec("DELETE FROM recovery_codes WHERE user = ?", (name,))
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT/ROLLBACK, taking the write lock up front.
-
-    Re-entrant: an inner `with` joins the outer transaction. Never held across
-    a conversation step (all store calls are synchronous on the event loop).
-    """
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        self._depth = 0
-
-    def __enter__(self) -> None:
-        if self._depth == 0:
-            self._db.execute("BEGIN IMMEDIATE")
-        self._depth += 1
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

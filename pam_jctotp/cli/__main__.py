@@ -1,0 +1,7 @@
+"""python -m pam_jctotp.cli"""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

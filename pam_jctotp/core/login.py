@@ -1,0 +1,234 @@
+"""The PAM login conversation: a sans-I/O state machine (see steps.py).
+
+Rules, in one place:
+1. Password first (or the earlier module's PAM_AUTHTOK with use_first_pass),
+   then the code. With factors=totp there is no password: the first factor
+   was checked by an earlier module or by sshd (publickey).
+2. Unknown users get the prompts of an enrolled user and fail at the end;
+   every failure is held back to the same `fail_delay` by the server, and a
+   dummy argon2 verify keeps the work equal.
+3. Every login of a known user reserves one attempt BEFORE any factor is
+   checked (lockout.begin); a locked account or a used-up window gets no
+   check at all. Success resets the counter. So N parallel guesses are
+   counted N times and never exceed the limit.
+4. A locked account (policy.is_locked) is refused in auth (after the
+   prompts, whatever was typed) and in account (so publickey logins are
+   refused too).
+5. A code is accepted once: its time-step must be newer than the last.
+6. Inside the enrollment period a right password shows the QR code and asks
+   for a code (enrollment.confirm); empty skips; after the deadline the
+   login is refused.
+7. Exempt users (group or source) skip the code, never the password; with
+   factors=totp they get IGNORE, never SUCCESS.
+"""
+
+from __future__ import annotations
+
+from ..model import LoginRequest, MfaState, UserRecord, VerdictCode
+from ..secret import Secret
+from . import enrollment, lockout, policy
+from .accounts import Accounts
+from .enrollment import Outcome
+from .lockout import Attempt
+from .steps import Conversation, Error, Info, Prompt, Verdict, VerifyPassword
+
+__all__ = ["Login", "LoginRequest"]
+
+PASSWORD_PROMPT = "Password: "
+CODE_PROMPT = "Verification code: "
+ENROLL_PROMPT = enrollment.SKIP_PROMPT
+ACK_PROMPT = "Press Enter when you have stored them: "
+LOCKED_TEXT = ("Your account is locked after too many failed attempts. "
+               "Contact your administrator{until}.")
+EXPIRED_TEXT = ("Your multi-factor authentication enrollment period has ended. "
+                "Contact your administrator to reset it.")
+MFA_FOR_ALL_TEXT = ("Multi-factor authentication is required but not set up for your "
+                    "account. Contact your administrator.")
+
+V = VerdictCode
+
+
+class Login:
+    def __init__(self, accounts: Accounts, req: LoginRequest) -> None:
+        self.acc = accounts
+        self.req = req
+
+    def _audit(self, event: str, **fields: object) -> bool:
+        return self.acc.audit(event, self.req.user, service=self.req.service,
+                              rhost=self.req.rhost, tty=self.req.tty, **fields)
+
+    def _fail(self, reason: str, code: VerdictCode = V.AUTH_ERR) -> Conversation:
+        self._audit("login_fail", reason=reason)
+        yield Verdict(code, delay=True)
+
+    def _locked_text(self, rec: UserRecord) -> str:
+        until = policy.locked_until(rec, self.acc.config)
+        if until is None:
+            return LOCKED_TEXT.format(until="")
+        minutes = max(1, round((until - self.acc.now()) / 60))
+        return LOCKED_TEXT.format(until=f" or try again in {minutes} min")
+
+    def run(self) -> Conversation:
+        if self.req.call == "acct":
+            return self.account()
+        return self.authenticate()
+
+    # --- pam_sm_acct_mgmt --------------------------------------------------
+
+    def account(self) -> Conversation:
+        acc = self.acc
+        rec = acc.get(self.req.user)
+        if rec is None:
+            yield Verdict(V.IGNORE if acc.config.unknown_users == "ignore" else V.USER_UNKNOWN)
+            return
+        if acc.is_locked(rec):
+            self._audit("acct_refused", reason="locked")
+            yield Error(self._locked_text(rec))
+            yield Verdict(V.PERM_DENIED)
+            return
+        state = acc.state(rec)
+        if state is MfaState.EXPIRED:
+            self._audit("acct_refused", reason="enrollment_expired")
+            yield Error(EXPIRED_TEXT)
+            yield Verdict(V.ACCT_EXPIRED)
+            return
+        if state is MfaState.OFF and acc.config.require_mfa_for_all:
+            self._audit("acct_refused", reason="mfa_required_for_all")
+            yield Error(MFA_FOR_ALL_TEXT)
+            yield Verdict(V.PERM_DENIED)
+            return
+        yield Verdict(V.SUCCESS)
+
+    # --- pam_sm_authenticate ----------------------------------------------
+
+    def authenticate(self) -> Conversation:
+        req, acc = self.req, self.acc
+        rec = acc.get(req.user)
+        if rec is None and not req.password_factor and acc.config.unknown_users == "ignore":
+            yield Verdict(V.IGNORE)
+            return
+        if rec is not None and acc.is_locked(rec):
+            yield from self._locked(rec)
+            return
+        state = acc.state(rec) if rec is not None else MfaState.ACTIVE
+        password = None
+        if req.password_factor:
+            password = req.authtok
+            if password is None:
+                password = Secret((yield Prompt(PASSWORD_PROMPT)))
+        code = None
+        if state is MfaState.ACTIVE:
+            code = yield Prompt(CODE_PROMPT)  # asked before any check: reveals nothing
+
+        if rec is None:
+            if password is not None:
+                yield VerifyPassword(None, password)  # same work as a real check
+            yield from self._fail("unknown_user")
+            return
+        attempt = lockout.begin(acc, rec)
+        if attempt is None:
+            yield Error(self._locked_text(acc.get(rec.name) or rec))
+            yield from self._fail("locked", V.MAXTRIES)
+            return
+        password_ok = True
+        if password is not None:
+            password_ok = yield VerifyPassword(rec.name, password)
+
+        exempt = policy.exemption(acc.groups_of(rec.name), req.rhost, acc.config)
+        if state is MfaState.ACTIVE:
+            yield from self._check_code(rec, attempt, password_ok, code or "", exempt)
+        elif not password_ok:
+            if state is not MfaState.OFF:
+                yield Prompt(CODE_PROMPT)  # look like an enrolled user's failure
+            yield from self._failed_attempt(rec, attempt, "wrong_password")
+        elif exempt:
+            yield from self._exempted(attempt, exempt)
+        elif state is MfaState.PENDING:
+            yield from self._enroll(rec, attempt)
+        elif state is MfaState.EXPIRED:
+            lockout.succeeded(acc, attempt)  # the password was right: not a guess
+            self._audit("login_fail", reason="enrollment_expired")
+            yield Error(EXPIRED_TEXT)
+            yield Verdict(V.ACCT_EXPIRED, delay=True)
+        elif acc.config.require_mfa_for_all:
+            lockout.succeeded(acc, attempt)
+            self._audit("login_fail", reason="mfa_required_for_all")
+            yield Error(MFA_FOR_ALL_TEXT)
+            yield Verdict(V.PERM_DENIED, delay=True)
+        else:
+            yield from self._success(attempt, how="password_only" if req.password_factor
+                                     else "no_mfa")
+
+    def _success(self, attempt: Attempt, **fields: object) -> Conversation:
+        lockout.succeeded(self.acc, attempt)
+        if not self._audit("login_ok", **fields):
+            yield Verdict(V.AUTH_ERR, delay=True)  # audit_failure: deny
+            return
+        if not self.req.password_factor and fields.get("how") == "no_mfa":
+            yield Verdict(V.IGNORE)  # nothing of ours was checked: no opinion
+            return
+        yield Verdict(V.SUCCESS)
+
+    def _exempted(self, attempt: Attempt, why: str) -> Conversation:
+        lockout.succeeded(self.acc, attempt)
+        if not self._audit("exempted", reason=why):
+            yield Verdict(V.AUTH_ERR, delay=True)
+            return
+        # Without a password factor an exemption means "no opinion", so a
+        # `sufficient` line can never turn it into a password bypass.
+        yield Verdict(V.SUCCESS if self.req.password_factor else V.IGNORE)
+
+    def _locked(self, rec: UserRecord) -> Conversation:
+        """Prompts as usual, checks nothing, refuses: reveals nothing about the password."""
+        if self.req.password_factor and self.req.authtok is None:
+            yield Prompt(PASSWORD_PROMPT)
+        if self.acc.state(rec) is MfaState.ACTIVE:
+            yield Prompt(CODE_PROMPT)
+        yield Error(self._locked_text(rec))
+        yield from self._fail("locked", V.MAXTRIES)
+
+    def _failed_attempt(self, rec: UserRecord, attempt: Attempt, reason: str) -> Conversation:
+        if lockout.failed(self.acc, attempt):
+            yield Error(self._locked_text(self.acc.get(rec.name) or rec))
+        yield from self._fail(reason)
+
+    def _check_code(self, rec: UserRecord, attempt: Attempt, password_ok: bool, code: str,
+                    exempt: str | None) -> Conversation:
+        acc = self.acc
+        if password_ok and exempt and not code.strip():
+            yield from self._exempted(attempt, exempt)
+            return
+        check = acc.check_code(rec, acc.active_secret(rec), code, consume=password_ok)
+        if password_ok and check.ok:
+            if check.reason == "recovery":
+                self._audit("recovery_code_used")
+            yield from self._success(attempt, how=check.reason)
+            return
+        if check.reason == "replay":
+            self._audit("replay_refused")
+        reason = "wrong_password" if not password_ok else check.reason
+        yield from self._failed_attempt(rec, attempt, reason)
+
+    def _enroll(self, rec: UserRecord, attempt: Attempt) -> Conversation:
+        acc = self.acc
+        days = acc.days_left(rec)
+        outcome, codes = yield from enrollment.confirm(
+            acc, rec.name, acc.pending_secret(rec), may_skip=True,
+            intro="Multi-factor authentication is required for your account; "
+                  f"{days} day(s) left to set it up.\n")
+        if outcome is Outcome.SKIPPED:
+            lockout.succeeded(acc, attempt)
+            self._audit("enrollment_skipped", days_left=days)
+            if not self._audit("login_ok", how="enrollment_skipped"):
+                yield Verdict(V.AUTH_ERR, delay=True)
+                return
+            yield Info(f"Enrollment skipped. You have {days} day(s) left to set up "
+                       "multi-factor authentication; after that you cannot log in.")
+            yield Verdict(V.SUCCESS)
+        elif outcome is Outcome.ENROLLED:
+            self._audit("enrolled")
+            yield Info("Multi-factor authentication is now active.\n" + acc.recovery_text(codes))
+            yield Prompt(ACK_PROMPT, echo=True)
+            yield from self._success(attempt, how="enrolled")
+        else:
+            yield from self._failed_attempt(rec, attempt, "wrong_enrollment_code")

@@ -1,0 +1,139 @@
+"""Self-service verbs of the control socket, for the uid the kernel reports.
+
+Every proof of identity (a current code, the current password) is an attempt
+like a login's, through core/lockout.py; a new key is confirmed through the
+same enrollment sub-conversation as the login's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import ExitCode, MfaState, UserRecord
+from ..secret import Secret
+from . import enrollment, lockout
+from .accounts import Accounts
+from .enrollment import Outcome
+from .lockout import Attempt
+from .report import summary
+from .steps import Check, Conversation, Info, Prompt, Result, SetPassword, VerifyPassword
+from .totp import Totp
+from .verbargs import new_password
+
+LOCKED = Result(ExitCode.LOCKED, "Your account is locked. Contact your administrator.",
+                delay=True)
+
+
+def _prove(acc: Accounts, rec: UserRecord, what: str, attempt: Attempt | None = None) -> Check:
+    """Ask for a current code (or a recovery code); an attempt like a login's
+    (`attempt`: the caller already reserved it, e.g. for the password).
+
+    Sends True on success; on failure ends the conversation itself.
+    """
+    if attempt is None:
+        attempt = lockout.begin(acc, rec)
+        if attempt is None:
+            yield LOCKED
+            return False
+    answer = yield Prompt(f"Current verification code (or a recovery code) {what}: ")
+    check = acc.check_code(rec, acc.active_secret(rec), answer, consume=True)
+    if check.ok:
+        lockout.succeeded(acc, attempt)
+        if check.reason == "recovery":
+            acc.audit("recovery_code_used", rec.name, actor=rec.name)
+        return True
+    if check.reason == "replay":
+        acc.audit("replay_refused", rec.name, actor=rec.name)
+    lockout.failed(acc, attempt)
+    acc.audit("login_fail", rec.name, service="jctotp", reason=check.reason)
+    yield Result(ExitCode.REFUSED, "That code is not right; nothing was changed.", delay=True)
+    return False
+
+
+def _confirm_new_secret(acc: Accounts, rec: UserRecord, secret: Secret,
+                        event: str) -> Conversation:
+    outcome, codes = yield from enrollment.confirm(acc, rec.name, secret)
+    if outcome is not Outcome.ENROLLED:
+        yield Result(ExitCode.REFUSED,
+                     "No right code: nothing was changed (your previous state stays).",
+                     delay=True)
+        return
+    acc.audit(event, rec.name, actor=rec.name)
+    yield Info(acc.recovery_text(codes))
+    yield Result(message="Multi-factor authentication is active with the new key.",
+                 data={"recovery_codes": len(codes)})
+
+
+def self_status(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Conversation:
+    yield Result(data=summary(acc, rec))
+
+
+def self_setup(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Conversation:
+    if acc.is_locked(rec):
+        yield Result(ExitCode.LOCKED, LOCKED.message)
+        return
+    state = acc.state(rec)
+    if state is MfaState.ACTIVE:
+        yield Result(ExitCode.REFUSED,
+                     "You are already enrolled; use `jctotp reset` for a new phone.")
+        return
+    if state is MfaState.EXPIRED:
+        yield Result(ExitCode.REFUSED,
+                     "Your enrollment period has ended; ask an administrator to reset it.")
+        return
+    yield from _confirm_new_secret(acc, rec, acc.pending_secret(rec), "enrolled")
+
+
+def self_reset(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Conversation:
+    if acc.state(rec) is not MfaState.ACTIVE:
+        yield Result(ExitCode.REFUSED, "You have no authenticator to reset; use `jctotp setup`.")
+        return
+    if not (yield from _prove(acc, rec, "from your current authenticator")):
+        return
+    # The new secret lives only in this conversation until confirmed: quitting
+    # half-way leaves the old one in place.
+    yield from _confirm_new_secret(acc, rec, Totp.new_secret(), "mfa_reset")
+
+
+def self_recovery_codes(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Conversation:
+    if acc.state(rec) is not MfaState.ACTIVE:
+        yield Result(ExitCode.REFUSED,
+                     "Recovery codes need an active authenticator; run `jctotp setup`.")
+        return
+    if not (yield from _prove(acc, rec, "to make new recovery codes")):
+        return
+    codes = acc.new_recovery_codes(rec.name)
+    acc.audit("recovery_codes_regenerated", rec.name, actor=rec.name)
+    yield Info(acc.recovery_text(codes))
+    yield Result(message="New recovery codes made; the old ones no longer work.",
+                 data={"recovery_codes": len(codes)})
+
+
+def self_passwd(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Conversation:
+    current = Secret((yield Prompt("Current password: ")))
+    attempt = lockout.begin(acc, rec) if not acc.is_locked(rec) else None
+    if attempt is None:
+        yield LOCKED
+        return
+    if not (yield VerifyPassword(rec.name, current)):
+        lockout.failed(acc, attempt)
+        acc.audit("login_fail", rec.name, service="jctotp", reason="wrong_password")
+        yield Result(ExitCode.REFUSED, "That password is not right; nothing was changed.",
+                     delay=True)
+        return
+    # One attempt covers password and code, as in a login: resetting the
+    # counter between them would give unlimited code guesses to anyone
+    # who knows the password.
+    if acc.state(rec) is MfaState.ACTIVE:
+        if not (yield from _prove(acc, rec, "to confirm", attempt)):
+            return
+    else:
+        lockout.succeeded(acc, attempt)
+    new = yield Prompt("New password: ")
+    again = yield Prompt("New password again: ")
+    if new != again:
+        yield Result(ExitCode.USAGE, "The two new passwords differ; nothing was changed.")
+        return
+    yield SetPassword(rec.name, new_password({"password": new}))
+    acc.password_changed(rec.name, rec.name)
+    yield Result(message="Password changed.")

@@ -1,0 +1,97 @@
+"""The Linux side of a user: groups, uids, and the account itself (useradd).
+
+Groups come from NSS initgroups (`os.getgrouplist`), the same call login
+uses, so a group that sssd/LDAP knows but does not enumerate still counts;
+never `grp.getgrall()`, which walks every group and misses those. Results
+are cached for GROUP_TTL seconds: a login looks groups up twice or more.
+
+sshd runs PAM for real only for users the system knows (getpwnam), so
+`jctotp user add` creates the Linux account too unless told not to. Every
+call here can block (NSS over the network, useradd up to 30 s): the daemon
+makes them from worker threads, never from the event loop.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import subprocess
+import threading
+import time
+from typing import Callable
+
+from ..errors import UsageError
+
+GROUP_TTL = 10.0  # seconds
+
+
+class NssAccounts:
+    def __init__(self, ttl: float = GROUP_TTL,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._monotonic = monotonic
+        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self._lock = threading.Lock()
+
+    def groups_of(self, name: str) -> frozenset[str]:
+        """Names of the groups the user belongs to (empty if unknown), cached briefly."""
+        now = self._monotonic()
+        with self._lock:
+            hit = self._cache.get(name)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        groups = lookup_groups(name)
+        with self._lock:
+            if len(self._cache) > 4096:  # bounded: names come from remote clients
+                self._cache.clear()
+            self._cache[name] = (now, groups)
+        return groups
+
+    def uid_to_name(self, uid: int) -> str | None:
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return None
+
+    def exists(self, name: str) -> bool:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            return False
+        return True
+
+    def create_account(self, name: str) -> bool:
+        """useradd -m NAME (shell /bin/bash, password locked: PAM is the gate). False if present."""
+        if self.exists(name):
+            return False
+        proc = subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name],
+                              capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            if self.exists(name):  # half-made (e.g. the home dir failed): leave nothing behind
+                subprocess.run(["userdel", name], capture_output=True, timeout=30, check=False)
+            raise UsageError(f"useradd {name} failed: {proc.stderr.strip()}")
+        # A usable-but-unknown shadow password: sshd's PAM path needs the account
+        # unlocked ("*" rather than "!") so that pubkey logins still run PAM.
+        subprocess.run(["usermod", "-p", "*", name], capture_output=True, timeout=30,
+                       check=False)
+        return True
+
+
+def lookup_groups(name: str) -> frozenset[str]:
+    """The user's groups by initgroups (primary group included), mapped to names."""
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        return frozenset()
+    try:
+        gids = os.getgrouplist(name, pw.pw_gid)
+    except OSError:
+        gids = [pw.pw_gid]
+    names = set()
+    for gid in gids:
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            pass  # a gid without a name cannot match a configured group name
+    return frozenset(names)

@@ -1,0 +1,88 @@
+"""The records and enums every layer shares: no I/O, no behaviour beyond properties.
+
+Wire codecs, the core, the store and the CLI all speak these, so this module
+imports nothing of the package but `secret`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, IntEnum, StrEnum
+
+from .secret import Secret
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """One row of the directory's user table, as the store returns it."""
+
+    name: str
+    is_admin: bool
+    password_hash: str | None
+    mfa_required: bool
+    enroll_deadline: float | None
+    totp_secret: bytes | None
+    pending_secret: bytes | None
+    last_step: int
+    failed_count: int
+    fail_window_start: float | None
+    locked_at: float | None
+    lock_reason: str | None
+    max_attempts: int | None
+    created_at: float
+    enrolled_at: float | None
+
+    def __repr__(self) -> str:  # never print hashes or ciphertexts
+        return f"UserRecord(name={self.name!r}, admin={self.is_admin})"
+
+
+class MfaState(str, Enum):
+    OFF = "off"                  # not required, not enrolled: password only
+    PENDING = "pending"          # required, inside the enrollment period
+    EXPIRED = "expired"          # required, period over, never enrolled
+    ACTIVE = "active"            # enrolled
+
+
+class VerdictCode(StrEnum):
+    """PAM verdicts, spelled as on the wire (docs/protocol.md)."""
+
+    SUCCESS = "SUCCESS"
+    AUTH_ERR = "AUTH_ERR"
+    USER_UNKNOWN = "USER_UNKNOWN"
+    MAXTRIES = "MAXTRIES"
+    ACCT_EXPIRED = "ACCT_EXPIRED"
+    PERM_DENIED = "PERM_DENIED"
+    IGNORE = "IGNORE"
+    AUTHINFO_UNAVAIL = "AUTHINFO_UNAVAIL"
+
+
+class ExitCode(IntEnum):
+    """Exit codes of `jctotp` (and of control-socket results); documented in its --help."""
+
+    OK = 0
+    REFUSED = 1          # wrong code or password, already enrolled, ...: nothing changed
+    USAGE = 2            # bad arguments, out-of-range values
+    NOT_FOUND = 3        # no such user
+    PERMISSION = 4       # admin verb as a non-root user
+    LOCKED = 5           # account locked
+    UNAVAILABLE = 69     # EX_UNAVAILABLE: the daemon cannot be reached
+    CONFIG = 78          # EX_CONFIG
+    INTERRUPTED = 130    # Ctrl-C
+
+
+@dataclass(frozen=True)
+class LoginRequest:
+    """What the shim's HELLO frame says about one PAM call."""
+
+    call: str            # "auth" | "acct"
+    service: str
+    user: str
+    rhost: str = ""
+    tty: str = ""
+    factors: str = "password,totp"
+    authtok: Secret | None = None
+    timeout: int | None = None   # the shim's timeout= (seconds), when it told us
+
+    @property
+    def password_factor(self) -> bool:
+        return self.factors == "password,totp"
