@@ -39,6 +39,29 @@ def test_hello_keys_in_any_order_with_authtok():
     assert not req.password_factor
 
 
+# --- the shim's timeout= (optional) -------------------------------------------------------
+
+def test_hello_without_timeout():
+    assert pam_wire.parse_hello(hello()).timeout is None
+
+
+@pytest.mark.parametrize("value, seconds", [("1", 1), ("10", 10), ("60", 60), ("07", 7)])
+def test_hello_with_timeout(value, seconds):
+    assert pam_wire.parse_hello(hello(timeout=value)).timeout == seconds
+
+
+@pytest.mark.parametrize("value", ["0", "61", "100", "-1", "+5", " 5", "5 ", "", "5s", "1e1",
+                                   "0x10", "\u0665", "5.0", "1_0"])
+def test_a_malformed_timeout_is_a_protocol_error(value):
+    with pytest.raises(ProtocolError, match="timeout"):
+        pam_wire.parse_hello(hello(timeout=value))
+
+
+def test_timeout_is_said_once():
+    with pytest.raises(ProtocolError, match="repeated"):
+        pam_wire.parse_hello(hello(timeout="5") + "timeout=6\n")
+
+
 @pytest.mark.parametrize("key", sorted(FIELDS))
 def test_missing_key(key):
     with pytest.raises(ProtocolError, match=f"lacks {key}"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pwd
+from pathlib import Path
 
 import pyotp
 import pytest
@@ -182,6 +183,8 @@ def test_single_name_verbs_on_an_unknown_user(users, verb, args):
 @pytest.mark.parametrize("verb, args", [
     ("user.show", {}), ("user.show", {"name": ""}), ("user.remove", {"name": None}),
     ("user.add", {"name": "Bad Name", "system_account": False}),
+    ("user.add", {"name": "mallory\n", "system_account": False}),  # issue 9 item 10
+    ("user.add", {"name": "mallory$\n", "system_account": False}),
     ("user.add", {"name": "", "system_account": False}),
     ("user.add", {"name": "alice", "system_account": False}),
     ("user.add", {"name": "zed", "password": "short", "system_account": False}),
@@ -241,3 +244,67 @@ def test_clock_set_needs_a_controllable_clock(world):
         admin(world, "clock.set", offset=0)
     with pytest.raises(UsageError):
         admin(world, "clock.set", offset="60")
+
+
+
+# --- reads never write (issue 10) ----------------------------------------------------------
+
+def state_of(world):
+    """Everything a read could change: every row, every code count, the audit log."""
+    audit = Path(world.config.audit_log)
+    return snapshot(world), audit.read_bytes() if audit.exists() else b""
+
+
+def test_show_and_list_agree_on_an_expired_lock_and_neither_writes(users):
+    users.store.reserve_attempt("alice", users.now(), users.config.fail_interval, 5)
+    users.store.lock("alice", users.now(), "too many attempts")
+    users.advance(users.config.unlock_after + 1)  # the lock has run out, nobody lifted it
+    before = state_of(users)
+    shown = admin(users, "user.show", name="alice").data
+    listed = next(u for u in admin(users, "user.list").data if u["name"] == "alice")
+    assert shown == listed
+    assert shown["locked"] is False and shown["locked_until"] is None
+    assert shown["failed_attempts"] == 0 and shown["attempts_left"] == shown["max_attempts"]
+    assert state_of(users) == before  # no unlock written, no "unlocked" audited
+    assert users.store.get("alice").locked_at is not None
+
+
+def test_show_and_list_agree_on_a_live_lock(users):
+    users.store.lock("alice", users.now(), "too many attempts")
+    users.advance(users.config.unlock_after - 60)
+    before = state_of(users)
+    shown = admin(users, "user.show", name="alice").data
+    listed = next(u for u in admin(users, "user.list").data if u["name"] == "alice")
+    assert shown == listed and shown["locked"] is True and shown["attempts_left"] == 0
+    assert state_of(users) == before
+
+
+def test_status_of_an_expired_lock_does_not_write_either(nobody):
+    nobody.store.lock("nobody", nobody.now(), "too many attempts")
+    nobody.advance(nobody.config.unlock_after)
+    before = state_of(nobody)
+    assert request(nobody, NOBODY, "status").end.data["locked"] is False
+    assert state_of(nobody) == before
+
+
+# --- a password change drops a pending enrollment key (issue 9 item 6) -----------------
+
+def pending_key(world, name):
+    return world.store.get(name).pending_secret
+
+
+def test_admin_passwd_discards_the_pending_key(users):
+    record = users.store.get("carol")
+    users.acc.pending_secret(record)  # shown at a login: now stored
+    assert pending_key(users, "carol") is not None
+    assert admin(users, "passwd.admin", name="carol", password="new password 1").exit == 0
+    assert pending_key(users, "carol") is None
+    assert users.acc.state(users.store.get("carol")) is MfaState.PENDING  # period unchanged
+
+
+def test_self_passwd_discards_the_pending_key(users):
+    users.add("nobody", mfa="pending")
+    users.acc.pending_secret(users.store.get("nobody"))
+    r = request(users, NOBODY, "passwd", [PASSWORD, "new password 1", "new password 1"])
+    assert r.end.exit == 0
+    assert pending_key(users, "nobody") is None

@@ -1,91 +1,67 @@
-"""The state database: pam_jctotp/store.py."""
+"""The `Store` contract (pam_jctotp/store/__init__.py), run against every backend.
+
+Each backend is a factory in BACKENDS; a PostgreSQL one joins with a fixture
+that starts (or finds) its server and returns a fresh schema. SQLite-only
+matters (files, WAL, migrations) are in test_store_sqlite.py.
+"""
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import stat
 import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from pam_jctotp.errors import StoreError
-from pam_jctotp.store.sqlite import MIGRATIONS
-from pam_jctotp.store.sqlite import SqliteStore as Store
+from pam_jctotp.store import Store
+from pam_jctotp.store.sqlite import SqliteStore
 
 NOW = 1_700_000_000.0
+THREADS = 24
 
 
-@pytest.fixture
-def db(tmp_path):
-    return tmp_path / "jctotp.db"
+def _sqlite(tmp_path: Path) -> Store:
+    return SqliteStore(tmp_path / "jctotp.db")
 
 
-@pytest.fixture
-def store(db):
-    s = Store(db)
+BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store(request, tmp_path) -> Iterator[Store]:
+    s = BACKENDS[request.param](tmp_path)
     s.add("alice", is_admin=False, password_hash="h", now=NOW)
     yield s
     s.close()
 
 
-def mode(path) -> int:
-    return stat.S_IMODE(os.stat(path).st_mode)
+def race(n: int, work: Callable[[int], object]) -> list[object]:
+    """Run work(i) in n threads released together by a barrier; every result, no errors."""
+    barrier = threading.Barrier(n)
+    results: list[object] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        try:
+            barrier.wait()
+            value = work(i)
+            with lock:
+                results.append(value)
+        except BaseException as exc:  # noqa: B036 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return results
 
 
-# --- opening -------------------------------------------------------------------
-
-def test_migrations_set_user_version_and_run_once(db):
-    s = Store(db)
-    s.add("alice", is_admin=True, password_hash=None, now=NOW)
-    s.close()
-    raw = sqlite3.connect(db)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
-    raw.close()
-    again = Store(db)  # re-opening does not re-run (CREATE TABLE would fail)
-    assert again.get("alice").is_admin
-    again.close()
-
-
-def test_a_newer_schema_is_refused(db):
-    raw = sqlite3.connect(db)
-    raw.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
-    raw.close()
-    with pytest.raises(StoreError, match="upgrade jctotpd"):
-        Store(db)
-
-
-def test_wal_mode(store, db):
-    assert store._conn().db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert os.path.exists(f"{db}-wal")
-
-
-def test_database_and_its_wal_files_are_0600(store, db):
-    store.update("alice", password_hash="x")  # something in the WAL
-    for path in (db, f"{db}-wal", f"{db}-shm"):
-        assert mode(path) == 0o600, path
-
-
-def test_an_existing_world_readable_database_is_tightened(db):
-    db.touch(mode=0o644)
-    os.chmod(db, 0o644)
-    Store(db).close()
-    assert mode(db) == 0o600
-
-
-def test_an_unopenable_path_is_a_store_error(tmp_path):
-    with pytest.raises(StoreError, match="state database"):
-        Store(tmp_path / "missing-dir" / "x.db")
-
-
-def test_memory_database(tmp_path):
-    s = Store(":memory:")
-    s.add("a", is_admin=False, password_hash=None, now=NOW)
-    assert [r.name for r in s.list()] == ["a"]
-    assert not os.path.exists(":memory:")
-
-
-# --- users ----------------------------------------------------------------------
+# --- users, attempts, locks, codes (each counter in one statement) ----------------------
 
 def test_add_get_update_delete(store):
     with pytest.raises(StoreError, match="already exists"):
@@ -107,8 +83,6 @@ def test_record_repr_hides_hashes_and_ciphertexts(store):
     assert "SECRETHASH" not in repr(store.get("alice"))
     assert "CIPHERTEXT" not in repr(store.get("alice"))
 
-
-# --- attempts and locks ------------------------------------------------------------
 
 def test_reserve_attempt_counts_up_to_the_limit_then_refuses(store):
     assert [store.reserve_attempt("alice", NOW + i, 900, 3) for i in range(5)] == \
@@ -159,36 +133,6 @@ def test_expire_lock(store):
     assert store.get("alice").locked_at is None
 
 
-def test_parallel_reservations_never_exceed_the_limit(db, store):
-    """N connections race; the single UPDATE lets exactly `limit` through."""
-    limit, n = 5, 24
-    results: list[int | None] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n)
-    stores = [Store(db) for _ in range(n)]
-
-    def guess(s: Store) -> None:
-        try:
-            barrier.wait()
-            results.append(s.reserve_attempt("alice", NOW, 900, limit))
-        except BaseException as exc:  # noqa: B036 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guess, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for s in stores:
-        s.close()
-    assert not errors, errors
-    assert sorted(r for r in results if r is not None) == list(range(1, limit + 1))
-    assert results.count(None) == n - limit
-    assert store.get("alice").failed_count == limit
-
-
-# --- replay guard and recovery codes --------------------------------------------
-
 def test_accept_step_only_moves_forward(store):
     assert store.accept_step("alice", 100)
     assert not store.accept_step("alice", 100)  # the same step: replay
@@ -211,16 +155,6 @@ def test_recovery_codes_are_single_use(store):
     store.clear_recovery_codes("alice")
     assert store.recovery_codes_left("alice") == 0
 
-
-def test_recovery_codes_belong_to_one_user(store):
-    store.add("bob", is_admin=False, password_hash=None, now=NOW)
-    store.replace_recovery_codes("alice", ["h1"])
-    assert not store.use_recovery_code("bob", "h1", NOW)
-    store.delete("alice")  # ON DELETE CASCADE
-    assert store._conn().db.execute("SELECT count(*) FROM recovery_codes").fetchone()[0] == 0
-
-
-# --- transactions -------------------------------------------------------------
 
 def test_a_failing_transaction_rolls_back_everything(store):
     with pytest.raises(StoreError):
@@ -245,11 +179,84 @@ def test_nested_transactions_join_the_outer_one(store):
     assert store.get("bob") is not None
 
 
-def test_an_inner_failure_rolls_back_the_outer_work(store):
-    with pytest.raises(RuntimeError):
-        with store.unit_of_work():
-            store.update("alice", max_attempts=7)
+def test_deleting_a_user_deletes_their_recovery_codes(store):
+    store.replace_recovery_codes("alice", ["h1"])
+    store.delete("alice")
+    store.add("alice", is_admin=False, password_hash=None, now=NOW)
+    assert store.recovery_codes_left("alice") == 0
+    assert not store.use_recovery_code("alice", "h1", NOW)
+
+
+def test_list_is_sorted_by_name(store):
+    store.add("aaron", is_admin=True, password_hash=None, now=NOW)
+    assert [r.name for r in store.list()] == ["aaron", "alice"]
+    assert store.list()[0].is_admin
+
+
+# --- the barrier races: N threads at once, as N logins in the daemon's worker pool -------
+
+def test_one_code_is_accepted_exactly_once(store):
+    results = race(THREADS, lambda i: store.accept_step("alice", 1000))
+    assert results.count(True) == 1 and results.count(False) == THREADS - 1
+    assert store.get("alice").last_step == 1000
+
+
+def test_parallel_wrong_guesses_reserve_at_most_the_limit(store):
+    limit = 5
+    results = race(THREADS, lambda i: store.reserve_attempt("alice", NOW, 900, limit))
+    assert sorted(r for r in results if r is not None) == list(range(1, limit + 1))
+    assert results.count(None) == THREADS - limit
+    locks = race(THREADS, lambda i: store.lock_if_exhausted("alice", NOW, limit, "r"))
+    assert locks.count(True) == 1  # one lock event, however many failures end at once
+    assert store.get("alice").failed_count == limit
+
+
+def test_a_recovery_code_is_used_exactly_once(store):
+    store.replace_recovery_codes("alice", ["h1"])
+    results = race(THREADS, lambda i: store.use_recovery_code("alice", "h1", NOW))
+    assert results.count(True) == 1
+    assert store.recovery_codes_left("alice") == 0
+
+
+def test_units_of_work_in_threads_never_share_a_transaction(store):
+    """Each thread's unit of work is its own: one failing rolls back only its own work."""
+    for i in range(8):
+        store.add(f"u{i}", is_admin=False, password_hash=None, now=NOW)
+
+    def work(i: int) -> bool:
+        try:
             with store.unit_of_work():
-                raise RuntimeError("inner")
-    assert store.get("alice").max_attempts is None
-    assert not store._conn().db.in_transaction
+                store.update(f"u{i}", max_attempts=i + 1)
+                if i % 2:
+                    raise RuntimeError("this one fails")
+        except RuntimeError:
+            return False
+        return True
+
+    assert sorted(race(8, work)) == [False] * 4 + [True] * 4
+    assert {r.name: r.max_attempts for r in store.list() if r.name.startswith("u")} == {
+        f"u{i}": (None if i % 2 else i + 1) for i in range(8)}
+
+
+def test_a_unit_of_work_cannot_span_a_conversation_step(store):
+    """A conversation that yields inside a unit of work and resumes on another worker
+    thread is refused: the work must not be committed on a connection it was not begun on."""
+    def conversation():
+        with store.unit_of_work():
+            store.update("alice", max_attempts=9)
+            yield "prompt"
+
+    conv = conversation()
+    next(conv)
+    failure: list[BaseException] = []
+
+    def resume() -> None:
+        try:
+            next(conv, None)
+        except BaseException as exc:  # noqa: B036
+            failure.append(exc)
+
+    t = threading.Thread(target=resume)
+    t.start()
+    t.join()
+    assert len(failure) == 1 and isinstance(failure[0], StoreError)

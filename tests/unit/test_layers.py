@@ -1,0 +1,95 @@
+"""The import rules between the layers (issue 10), read from the source with `ast`.
+
+- core/ is sans-I/O: no asyncio, socket, sqlite3, psycopg, ldap3, subprocess,
+  and no adapter (store backends, directory backends), transport or CLI;
+- the wire codecs import only the vocabulary (model, steps, errors, secret);
+- only daemon.py opens the store or the key (store/crypto themselves aside);
+- cli/ is a client of the control socket: no core, store or directory.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[2] / "pam_jctotp"
+# Backends; the protocols themselves are the packages (store/__init__, directory/__init__).
+ADAPTERS = ("pam_jctotp.store.", "pam_jctotp.directory.")
+FORBIDDEN_IN_CORE = ("asyncio", "socket", "sqlite3", "psycopg", "ldap3", "subprocess",
+                     "pam_jctotp.transport", "pam_jctotp.cli", "pam_jctotp.daemon",
+                     "pam_jctotp.audit", *ADAPTERS)
+VOCABULARY = ("pam_jctotp.model", "pam_jctotp.core.steps", "pam_jctotp.errors",
+              "pam_jctotp.secret")
+
+
+def imports(path: Path, module: str = "") -> tuple[set[str], set[str]]:
+    """The modules this file imports (absolute), and the names it takes from them."""
+    module = module or "pam_jctotp." + ".".join(path.relative_to(PKG).with_suffix("").parts)
+    package = module.removesuffix(".__init__") if path.name == "__init__.py" \
+        else module.rsplit(".", 1)[0]
+    mods: set[str] = set()
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            mods.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            mod = ".".join(p for p in (base, node.module or "") if p)
+            mods.add(mod)
+            for alias in node.names:
+                names.add(alias.name)
+                if is_module(f"{mod}.{alias.name}"):
+                    mods.add(f"{mod}.{alias.name}")
+    return mods, names
+
+
+def is_module(name: str) -> bool:
+    if not name.startswith("pam_jctotp."):
+        return False
+    rel = PKG.joinpath(*name.split(".")[1:])
+    return rel.with_suffix(".py").exists() or (rel / "__init__.py").exists()
+
+
+def modules(folder: str = "") -> list[Path]:
+    return sorted((PKG / folder).rglob("*.py"))
+
+
+def hits(path: Path, banned: tuple[str, ...], module: str = "") -> list[str]:
+    return sorted(m for m in imports(path, module)[0]
+                  if any(m.startswith(b) if b.endswith(".") else m == b or m.startswith(b + ".")
+                         for b in banned))
+
+
+@pytest.mark.parametrize("path", modules("core"), ids=lambda p: p.name)
+def test_core_is_sans_io(path):
+    assert hits(path, FORBIDDEN_IN_CORE) == []
+
+
+@pytest.mark.parametrize("name", ["pam_wire.py", "control_wire.py"])
+def test_wire_codecs_import_only_the_vocabulary(name):
+    own = {n for n in imports(PKG / "transport" / name)[0] if n.startswith("pam_jctotp")}
+    assert {n for n in own if not n.startswith(VOCABULARY)} == set()
+
+
+def test_only_the_daemon_opens_the_store_or_the_key():
+    openers = {p.relative_to(PKG).as_posix() for p in modules()
+               if hits(p, ("pam_jctotp.store.sqlite", "pam_jctotp.store.postgres"))
+               or "load_or_create_key" in imports(p)[1]}
+    assert openers == {"daemon.py"}
+
+
+@pytest.mark.parametrize("path", modules("cli"), ids=lambda p: p.name)
+def test_the_cli_is_a_control_socket_client(path):
+    assert hits(path, ("pam_jctotp.core", "pam_jctotp.store", "pam_jctotp.directory",
+                       "pam_jctotp.crypto", "pam_jctotp.daemon")) == []
+
+
+def test_the_rules_catch_a_violation(tmp_path):
+    """The checker itself: a core module importing sqlite3 or the SQLite store is caught."""
+    bad = tmp_path / "probe.py"
+    bad.write_text("import sqlite3\nfrom ..store.sqlite import SqliteStore\n"
+                   "from ..store import Store\nfrom . import policy\n")
+    assert hits(bad, FORBIDDEN_IN_CORE, "pam_jctotp.core.probe") == [
+        "pam_jctotp.store.sqlite", "sqlite3"]
