@@ -27,6 +27,7 @@ class Daemon:
     dir: Path
     config: dict[str, Any]
     proc: subprocess.Popen | None = None
+    env: dict[str, str] = field(default_factory=dict)  # extra environment (e.g. PATH)
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -46,7 +47,7 @@ class Daemon:
 
     def start(self) -> "Daemon":
         self.config_path.write_text(yaml.safe_dump(self.config))
-        env = dict(os.environ, JCTOTPD_TESTING="1", PYTHONPATH=str(REPO))
+        env = dict(os.environ, JCTOTPD_TESTING="1", PYTHONPATH=str(REPO), **self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pam_jctotp.daemon", "--config", str(self.config_path)],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env)

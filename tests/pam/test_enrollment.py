@@ -325,3 +325,19 @@ def test_self_passwd_code_guesses_count_toward_the_lock(make_daemon):
     assert shown["locked"] and shown["failed_attempts"] == 3
     out = as_user(NOBODY, sock, "passwd", answers=[PASSWORD, code_at(totp)])
     assert out["exit"] == 5
+
+
+def test_an_admin_password_reset_discards_the_pending_key(daemon, confdir):
+    """Issue 9 item 6: whoever saw the pending key with the old password cannot
+    finish that enrollment after a reset: the next login shows a new key."""
+    enable(daemon, "hank")
+    svc = service(confdir, daemon)
+    before = Enroller(code="")
+    assert pd.run(confdir, svc, "hank", before).rc == pd.PAM_SUCCESS
+    assert daemon.ok("passwd.admin", name="hank", password=PASSWORD) is not None
+    after = Enroller(code="")
+    assert pd.run(confdir, svc, "hank", after).rc == pd.PAM_SUCCESS
+    assert before.key and after.key and before.key != after.key
+    # the old key no longer enrolls; the new one does
+    stale = pd.run(confdir, svc, "hank", Enroller(code=code_at(pyotp.TOTP(before.key))))
+    assert stale.rc != pd.PAM_SUCCESS and daemon.user("hank")["mfa"] == "pending"
