@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import pwd
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pam_jctotp.core.totp import Totp
 from pam_jctotp.crypto import SecretBox
 from pam_jctotp.directory import Directory
 from pam_jctotp.directory.local import LocalDirectory, Passwords
+from pam_jctotp.directory.nss import NssAccounts
 from pam_jctotp.secret import Secret
 from pam_jctotp.store.sqlite import SqliteStore
 
@@ -114,22 +114,17 @@ def mid_step(t: float, period: int = 30) -> float:
     return (t // period) * period + period / 2
 
 
-class FakeSystem:
+class FakeSystem(NssAccounts):
     """The Linux side, without NSS groups or useradd: groups from the test's table,
     uids from the real passwd database."""
 
     def __init__(self, groups: dict[str, frozenset[str]]) -> None:
+        super().__init__()
         self.groups = groups
         self.created: list[str] = []
 
     def groups_of(self, name: str) -> frozenset[str]:
         return self.groups.get(name, frozenset())
-
-    def uid_to_name(self, uid: int) -> str | None:
-        try:
-            return pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return None
 
     def exists(self, name: str) -> bool:
         return name in self.created
