@@ -62,8 +62,11 @@ def sshd_findings(effective: dict[str, str]) -> list[Finding]:
 def run(cfg: Config) -> list[Finding]:
     found = [_socket(cfg.pam_socket, 0o600, "PAM socket")]
     try:
-        request(cfg.control_socket, "user.list", timeout=5)
+        reply = request(cfg.control_socket, "doctor", timeout=5)
         found.append(Finding("ok", f"daemon answers on {cfg.control_socket}"))
+        problems = (reply.data or {}).get("directory", []) if reply.exit == 0 else [
+            f"the daemon's own checks: {reply.message}"]
+        found.extend(Finding("fail", p) for p in problems)
     except JctotpError as exc:
         found.append(Finding("fail", str(exc)))
     try:

@@ -24,7 +24,7 @@ ADMIN_VERBS: dict[str, Callable[[Accounts, str, dict[str, Any]], Conversation]] 
     "user.set": a.user_set, "user.remove": a.user_remove,
     "mfa.enable": a.mfa_enable, "mfa.reset": a.mfa_reset, "mfa.disable": a.mfa_disable,
     "unlock": a.unlock, "passwd.admin": a.admin_passwd, "audit": a.audit_read,
-    "clock.set": a.clock_set,
+    "clock.set": a.clock_set, "doctor": a.doctor,
 }
 SELF_VERBS: dict[str, Callable[[Accounts, UserRecord, dict[str, Any]], Conversation]] = {
     "status": s.self_status, "setup": s.self_setup, "reset": s.self_reset,

@@ -153,6 +153,11 @@ def audit_read(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     yield Result(data=events[-int(arg(args, "limit", int, 10000)):])
 
 
+def doctor(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
+    """What only the daemon can check, for `jctotp doctor`: its directory."""
+    yield Result(data={"directory": acc.directory.check()})
+
+
 def clock_set(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     offset = args.get("offset")
     if isinstance(offset, bool) or not isinstance(offset, (int, float)):

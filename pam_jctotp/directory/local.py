@@ -11,7 +11,7 @@ from argon2.exceptions import InvalidHash as InvalidHashError  # Debian 12: argo
 from argon2.exceptions import VerificationError, VerifyMismatchError
 
 from ..config import PasswordHashParams
-from ..errors import NotFound
+from ..errors import NotFound, StoreError
 from ..secret import Secret
 from ..store import Store
 from . import SystemAccounts
@@ -69,4 +69,8 @@ class LocalDirectory:
         return self.system.groups_of(name)
 
     def check(self) -> list[str]:
-        return []  # the store opened and migrated: nothing more to check locally
+        try:
+            self.store.list()
+        except StoreError as exc:
+            return [f"local directory: {exc}"]
+        return []

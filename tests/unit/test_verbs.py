@@ -11,7 +11,7 @@ from harness import PASSWORD, Run, drive
 
 from pam_jctotp.core import verbs as control
 from pam_jctotp.core.steps import Result
-from pam_jctotp.errors import NotFound, PermissionDenied, UsageError
+from pam_jctotp.errors import NotFound, PermissionDenied, StoreError, UsageError
 from pam_jctotp.model import MfaState
 
 NOBODY = 65534
@@ -21,7 +21,7 @@ ADMIN_ARGS = {  # well-formed arguments, so that only the caller is wrong
     "user.remove": {"name": "alice"}, "mfa.enable": {"names": ["alice"]},
     "mfa.reset": {"names": ["alice"]}, "mfa.disable": {"names": ["alice"]},
     "unlock": {"names": ["alice"]}, "passwd.admin": {"name": "alice", "password": "x" * 12},
-    "audit": {}, "clock.set": {"offset": 30},
+    "audit": {}, "clock.set": {"offset": 30}, "doctor": {},
 }
 
 
@@ -308,3 +308,14 @@ def test_self_passwd_discards_the_pending_key(users):
     r = request(users, NOBODY, "passwd", [PASSWORD, "new password 1", "new password 1"])
     assert r.end.exit == 0
     assert pending_key(users, "nobody") is None
+
+
+def test_doctor_reports_the_directorys_own_checks(world, monkeypatch):
+    assert admin(world, "doctor").data == {"directory": []}
+
+    def broken():
+        raise StoreError("state database error: disk I/O error")
+
+    monkeypatch.setattr(world.store, "list", broken)
+    problems = admin(world, "doctor").data["directory"]
+    assert problems == ["local directory: state database error: disk I/O error"]
