@@ -7,10 +7,10 @@ import pytest
 from harness import PASSWORD, Run, drive
 
 from pam_jctotp.core import login as cv
-from pam_jctotp.core import policy
+from pam_jctotp.core import policy, verbs
 from pam_jctotp.core.login import Login
 from pam_jctotp.core.steps import Info, Prompt
-from pam_jctotp.model import LoginRequest, MfaState, VerdictCode
+from pam_jctotp.model import ExitCode, LoginRequest, MfaState, VerdictCode
 from pam_jctotp.secret import Secret
 
 SUCCESS, AUTH_ERR, IGNORE, MAXTRIES = (VerdictCode.SUCCESS, VerdictCode.AUTH_ERR,
@@ -292,6 +292,34 @@ def test_lock_lifts_after_unlock_after(make_world):
     world.advance(601)
     assert login(world, "alice", [PASSWORD, world.code(totp)]).code == SUCCESS
     assert "unlocked" in world.audit_events()
+
+
+def test_an_expired_lock_is_lifted_by_the_next_login_not_by_reads(make_world):
+    """Reads (acct_mgmt, a refused auth's lookup) never write; the next auth lifts it."""
+    world = make_world(max_attempts=1, unlock_after=600)
+    totp = world.add("alice")
+    assert login(world, "alice", [PASSWORD, world.wrong(totp)]).code == AUTH_ERR
+    world.advance(601)
+    assert login(world, "alice", call="acct").code == SUCCESS  # expired: not locked
+    assert rec(world, "alice").locked_at is not None and "unlocked" not in world.audit_events()
+    assert login(world, "alice", [PASSWORD, world.code(totp)]).code == SUCCESS
+    assert rec(world, "alice").locked_at is None
+    assert world.audit_events().count("unlocked") == 1
+
+
+def test_self_service_proofs_and_logins_share_one_counter(make_world):
+    """One lockout rule: a wrong code at `jctotp recovery-codes` and wrong logins add up."""
+    world = make_world(max_attempts=3, unlock_after=0)
+    totp = world.add("nobody")
+    assert login(world, "nobody", [PASSWORD, world.wrong(totp)]).code == AUTH_ERR
+    proof = drive(verbs.handle(world.acc, 65534, {"v": 1, "verb": "recovery-codes"}),
+                  [world.wrong(totp)], world.directory)
+    assert proof.end.exit == 1 and rec(world, "nobody").failed_count == 2
+    assert login(world, "nobody", [PASSWORD, world.wrong(totp)]).code == AUTH_ERR
+    assert rec(world, "nobody").locked_at is not None  # the third failure, whichever door
+    locked = drive(verbs.handle(world.acc, 65534, {"v": 1, "verb": "passwd"}), [PASSWORD],
+                   world.directory)
+    assert locked.end.exit == ExitCode.LOCKED and locked.verifies == 0
 
 
 def test_failures_outside_fail_interval_do_not_add_up(make_world):
