@@ -15,8 +15,8 @@ from .steps import VERDICTS, Error, Info, Prompt, Verdict
 MAX_FRAME = 16384
 VERSION_LINE = "HELLO JCTOTP/1"
 HEADER = struct.Struct("!I")
-_HELLO_KEYS = {"call", "service", "user", "rhost", "tty", "factors", "authtok"}
-_REQUIRED = _HELLO_KEYS - {"authtok"}
+_HELLO_KEYS = {"call", "service", "user", "rhost", "tty", "factors", "authtok", "timeout"}
+_REQUIRED = _HELLO_KEYS - {"authtok", "timeout"}
 
 
 def frame(payload: str) -> bytes:
@@ -68,6 +68,11 @@ def parse_hello(payload: str) -> LoginRequest:
         raise ProtocolError(f"bad factors {fields['factors'][:32]!r}")
     if not fields["user"]:
         raise ProtocolError("empty user")
+    timeout = fields.get("timeout")  # the shim's timeout= (seconds); optional
+    if timeout is not None and not (
+        timeout.isascii() and timeout.isdigit() and 1 <= int(timeout) <= 60
+    ):
+        raise ProtocolError(f"bad timeout {timeout[:16]!r}")
     authtok = fields.get("authtok")
     return LoginRequest(call=fields["call"], service=fields["service"], user=fields["user"],
                         rhost=fields["rhost"], tty=fields["tty"], factors=fields["factors"],
