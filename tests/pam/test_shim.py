@@ -29,6 +29,7 @@ from pamdriver import (
     run,
     write_service,
 )
+from testlib import code_at
 
 pytestmark = pytest.mark.pam
 
@@ -403,8 +404,6 @@ def test_hello_carries_timeout(confdir: str) -> None:
 def test_failmode_open_behind_permit_refuses_a_wrong_code(make_daemon, confdir: str) -> None:
     """Issue 9 item 1 against the real daemon: fail_delay (2 s) outlasts
     timeout=1; behind pam_permit an IGNORE would log a wrong code in."""
-    from testlib import code_at
-
     daemon = make_daemon(fail_delay=2.0)
     totp = daemon.add_user("alice")
     lockdir = daemon.dir / "state" / "locked"
