@@ -93,47 +93,80 @@ done:
 
 /* Writes the HELLO payload; fails (logged) if a value has a newline. */
 static int build_hello(pam_handle_t *pamh, char *p, size_t *len, const char *call, const char *user,
-                       const char *factors, const char *authtok)
+                       const struct jc_cfg *cfg, const char *authtok)
 {
     static const char first[] = "HELLO JCTOTP/1\n";
+    char timeout[16];
 
+    /* The daemon keeps its delays (fail_delay) below our timeout: a verdict
+     * that arrives after we gave up is a login refused for nothing. */
+    snprintf(timeout, sizeof(timeout), "%d", cfg->timeout);
     memcpy(p, first, sizeof(first) - 1);
     *len = sizeof(first) - 1;
     if (hello_add(pamh, p, len, "call", call) || hello_add(pamh, p, len, "service", get_str_item(pamh, PAM_SERVICE)) ||
         hello_add(pamh, p, len, "user", user) || hello_add(pamh, p, len, "rhost", get_str_item(pamh, PAM_RHOST)) ||
-        hello_add(pamh, p, len, "tty", get_str_item(pamh, PAM_TTY)) || hello_add(pamh, p, len, "factors", factors) ||
-        (authtok != NULL && hello_add(pamh, p, len, "authtok", authtok)))
+        hello_add(pamh, p, len, "tty", get_str_item(pamh, PAM_TTY)) || hello_add(pamh, p, len, "factors", cfg->factors) ||
+        hello_add(pamh, p, len, "timeout", timeout) || (authtok != NULL && hello_add(pamh, p, len, "authtok", authtok)))
         return -1;
     return 0;
 }
 
 /* failmode=open never opens for a locked account: the daemon keeps one file
  * per locked user in lockdir. Anything but a clean "no such file" in an
- * existing lockdir counts as locked. */
-static int locked_marker(pam_handle_t *pamh, const char *lockdir, const char *user)
+ * existing lockdir counts as locked. NULL if not locked, else why. */
+static const char *lock_reason(const char *lockdir, const char *user)
 {
+    const char *why = "unsafe user name";
     char path[PATH_MAX];
     struct stat st;
     int n;
 
     if (strchr(user, '/') != NULL || strcmp(user, ".") == 0 || strcmp(user, "..") == 0)
-        return 1;
-    if (stat(lockdir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        pam_syslog(pamh, LOG_ERR, "failmode=open: lockdir %s unusable: %m", lockdir);
-        return 1;
-    }
+        goto done;
+    why = "lockdir missing or not a directory";
+    if (stat(lockdir, &st) != 0 || !S_ISDIR(st.st_mode))
+        goto done;
+    why = "lock marker path too long";
     n = snprintf(path, sizeof(path), "%s/%s", lockdir, user);
     if (n < 0 || (size_t)n >= sizeof(path))
-        return 1;
+        goto done;
+    why = "user is locked";
     if (lstat(path, &st) == 0)
-        return 1;
-    return errno != ENOENT;
+        goto done;
+    why = errno == ENOENT ? NULL : "lock marker unreadable";
+done:
+    return why;
+}
+
+/* connect() found nobody listening (ENOENT, ECONNREFUSED; errno still says
+ * which): the one case failmode=open applies to, and never for a locked user.
+ * Logs one line. */
+static int nobody_listens(pam_handle_t *pamh, const struct jc_cfg *cfg, const char *user)
+{
+    int retval = PAM_AUTHINFO_UNAVAIL, err = errno;
+    const char *why;
+
+    if (!cfg->failmode_open) {
+        pam_syslog(pamh, LOG_ERR, "jctotpd not listening at %s: %m; failing closed", cfg->socket);
+        goto done;
+    }
+    why = lock_reason(cfg->lockdir, user);
+    errno = err;
+    if (why != NULL) {
+        pam_syslog(pamh, LOG_CRIT, "jctotpd not listening at %s: %m; failmode=open refused for %s (%s, lockdir %s)",
+                   cfg->socket, user, why, cfg->lockdir);
+        goto done;
+    }
+    pam_syslog(pamh, LOG_CRIT, "jctotpd not listening at %s: %m; failmode=open: PAM_IGNORE for user %s", cfg->socket,
+               user);
+    retval = PAM_IGNORE;
+done:
+    return retval;
 }
 
 static int jc_call(pam_handle_t *pamh, int argc, const char **argv, const char *call)
 {
     int retval = PAM_SERVICE_ERR;
-    int unavailable = 0;
     struct jc_cfg cfg;
     enum jc_io io;
     enum jc_tag tag;
@@ -169,10 +202,14 @@ static int jc_call(pam_handle_t *pamh, int argc, const char **argv, const char *
         goto done;
 
     retval = PAM_AUTHINFO_UNAVAIL;
-    if (build_hello(pamh, (char *)out + JC_HDR, &len, call, user, cfg.factors, authtok) != 0)
+    if (build_hello(pamh, (char *)out + JC_HDR, &len, call, user, &cfg, authtok) != 0)
         goto done;
 
     io = jc_connect(pamh, cfg.socket, cfg.timeout, &fd);
+    if (io == JC_NOBODY) {
+        retval = nobody_listens(pamh, &cfg, user);
+        goto done;
+    }
     if (io == JC_OK && cfg.debug)
         pam_syslog(pamh, LOG_DEBUG, "connected to %s, call=%s user=%s", cfg.socket, call, user);
     if (io == JC_OK)
@@ -180,26 +217,20 @@ static int jc_call(pam_handle_t *pamh, int argc, const char **argv, const char *
     for (;;) {
         if (io == JC_OK)
             io = jc_recv(pamh, fd, in, cfg.timeout);
-        if (io != JC_OK) {
-            /* failmode=open only when jctotpd is unavailable, never for a protocol fault. */
-            unavailable = io == JC_UNAVAIL && cfg.failmode_open;
-            if (unavailable && locked_marker(pamh, cfg.lockdir, user)) {
-                pam_syslog(pamh, LOG_CRIT, "jctotpd unavailable; failmode=open refused: %s is locked", user);
-                unavailable = 0;
-            }
-            retval = unavailable ? PAM_IGNORE : PAM_AUTHINFO_UNAVAIL;
-            goto done;
-        }
+        /* Somebody listened: from here every fault fails closed (wire.c
+         * logged why), whatever failmode says. */
         retval = PAM_AUTHINFO_UNAVAIL;
+        if (io != JC_OK)
+            goto done;
         tag = jc_parse(in, &text);
         if (tag == JC_TAG_BAD) {
-            pam_syslog(pamh, LOG_ERR, "protocol error: unknown frame tag");
+            pam_syslog(pamh, LOG_ERR, "protocol error: unknown frame tag; failing closed");
             goto done;
         }
         if (tag == JC_TAG_VERDICT) {
             code = jc_verdict(text);
             if (code < 0) {
-                pam_syslog(pamh, LOG_ERR, "protocol error: unknown verdict");
+                pam_syslog(pamh, LOG_ERR, "protocol error: unknown verdict; failing closed");
                 goto done;
             }
             if (cfg.debug)
@@ -242,8 +273,6 @@ done:
         jc_wipe_free(answer, strlen(answer));
     jc_wipe_free(out, JC_HDR + JC_MAX_FRAME);
     jc_wipe_free(in, JC_MAX_FRAME + 1);
-    if (unavailable)
-        pam_syslog(pamh, LOG_CRIT, "jctotpd unavailable and failmode=open: PAM_IGNORE for user %s", user);
     return retval;
 }
 

@@ -40,25 +40,38 @@ static enum jc_io wait_fd(int fd, short events, const struct timespec *deadline)
     for (;;) {
         ms = ms_left(deadline);
         if (ms == 0)
-            return JC_UNAVAIL;
+            return JC_TIMEOUT;
         n = poll(&pfd, 1, ms);
         if (n > 0)
             return JC_OK; /* POLLHUP/POLLERR: the next recv/send says what */
         if (n == 0)
-            return JC_UNAVAIL;
+            return JC_TIMEOUT;
         if (errno != EINTR)
             return JC_FAULT;
     }
 }
 
+/* Only "no such socket" and "nobody listens on it" mean the daemon is
+ * absent. A full backlog (the connect times out) means it is there but
+ * slow; EACCES, ENOTSOCK and the rest are a misconfiguration or a fault:
+ * all of these fail closed. */
+static enum jc_io connect_error(int err)
+{
+    if (err == ENOENT || err == ECONNREFUSED)
+        return JC_NOBODY;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == EINPROGRESS || err == ETIMEDOUT)
+        return JC_TIMEOUT;
+    return JC_FAULT;
+}
+
 enum jc_io jc_connect(pam_handle_t *pamh, const char *path, int timeout, int *fd)
 {
-    enum jc_io retval = JC_UNAVAIL;
+    enum jc_io retval = JC_FAULT;
     struct sockaddr_un sa;
     /* A blocking AF_UNIX connect waits for room in the listen backlog;
      * SO_SNDTIMEO bounds that wait (poll cannot: it reports EAGAIN). */
     struct timeval tv = { .tv_sec = timeout, .tv_usec = 0 };
-    int s = -1;
+    int s = -1, err = 0;
 
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
@@ -66,18 +79,24 @@ enum jc_io jc_connect(pam_handle_t *pamh, const char *path, int timeout, int *fd
 
     s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0) {
-        pam_syslog(pamh, LOG_ERR, "socket: %m");
+        pam_syslog(pamh, LOG_ERR, "socket: %m; failing closed");
         goto done;
     }
     if (setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0) {
-        pam_syslog(pamh, LOG_ERR, "setsockopt(SO_SNDTIMEO): %m");
+        pam_syslog(pamh, LOG_ERR, "setsockopt(SO_SNDTIMEO): %m; failing closed");
         goto done;
     }
     while (connect(s, (const struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        if (errno != EINTR) {
-            pam_syslog(pamh, LOG_ERR, "cannot connect to jctotpd at %s: %m", path);
-            goto done;
-        }
+        if (errno == EINTR)
+            continue;
+        err = errno;
+        retval = connect_error(err);
+        if (retval == JC_TIMEOUT)
+            pam_syslog(pamh, LOG_ERR, "jctotpd at %s accepted no connection within %d s (busy, not absent); failing closed",
+                       path, timeout);
+        else if (retval == JC_FAULT)
+            pam_syslog(pamh, LOG_ERR, "cannot connect to jctotpd at %s: %m; failing closed", path);
+        goto done;
     }
     *fd = s;
     s = -1;
@@ -85,6 +104,8 @@ enum jc_io jc_connect(pam_handle_t *pamh, const char *path, int timeout, int *fd
 done:
     if (s >= 0)
         close(s);
+    if (err != 0)
+        errno = err; /* JC_NOBODY: the caller logs why, with %m */
     return retval;
 }
 
@@ -103,14 +124,15 @@ enum jc_io jc_send(pam_handle_t *pamh, int fd, unsigned char *frame, size_t len,
     while (sent < total) {
         retval = wait_fd(fd, POLLOUT, &deadline);
         if (retval != JC_OK) {
-            pam_syslog(pamh, LOG_ERR, "sending to jctotpd: %s", retval == JC_UNAVAIL ? "timed out" : "poll failed");
+            pam_syslog(pamh, LOG_ERR, "sending to jctotpd: %s; failing closed",
+                       retval == JC_TIMEOUT ? "timed out" : "poll failed");
             goto done;
         }
         n = send(fd, frame + sent, total - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             continue;
         if (n <= 0) {
-            pam_syslog(pamh, LOG_ERR, "sending to jctotpd: %m");
+            pam_syslog(pamh, LOG_ERR, "sending to jctotpd: %m; failing closed");
             retval = JC_FAULT;
             goto done;
         }
@@ -132,7 +154,8 @@ static enum jc_io read_full(pam_handle_t *pamh, int fd, unsigned char *buf, size
     while (got < len) {
         retval = wait_fd(fd, POLLIN, deadline);
         if (retval != JC_OK) {
-            pam_syslog(pamh, LOG_ERR, "no answer from jctotpd: %s", retval == JC_UNAVAIL ? "timed out" : "poll failed");
+            pam_syslog(pamh, LOG_ERR, "no answer from jctotpd: %s; failing closed",
+                       retval == JC_TIMEOUT ? "timed out (a slow daemon is not an absent one)" : "poll failed");
             goto done;
         }
         n = recv(fd, buf + got, len - got, MSG_DONTWAIT);
@@ -140,11 +163,11 @@ static enum jc_io read_full(pam_handle_t *pamh, int fd, unsigned char *buf, size
             continue;
         retval = JC_FAULT;
         if (n < 0) {
-            pam_syslog(pamh, LOG_ERR, "reading from jctotpd: %m");
+            pam_syslog(pamh, LOG_ERR, "reading from jctotpd: %m; failing closed");
             goto done;
         }
         if (n == 0) {
-            pam_syslog(pamh, LOG_ERR, "jctotpd closed the connection before the verdict");
+            pam_syslog(pamh, LOG_ERR, "jctotpd closed the connection before the verdict; failing closed");
             goto done;
         }
         got += (size_t)n;
@@ -154,21 +177,38 @@ done:
     return retval;
 }
 
+size_t jc_frame_len(const unsigned char hdr[JC_HDR])
+{
+    unsigned long len = (unsigned long)hdr[0] << 24 | (unsigned long)hdr[1] << 16 | (unsigned long)hdr[2] << 8 | hdr[3];
+
+    return len == 0 || len > JC_MAX_FRAME ? 0 : (size_t)len;
+}
+
+const char *jc_payload_error(const char *payload, size_t len)
+{
+    if (memchr(payload, '\0', len) != NULL)
+        return "NUL byte in frame";
+    if (!jc_utf8_valid((const unsigned char *)payload, len))
+        return "frame is not UTF-8";
+    return NULL;
+}
+
 enum jc_io jc_recv(pam_handle_t *pamh, int fd, char *buf, int timeout)
 {
     enum jc_io retval;
     struct timespec deadline;
     unsigned char hdr[JC_HDR];
-    unsigned long len;
+    const char *why;
+    size_t len;
 
     deadline_in(&deadline, timeout);
     retval = read_full(pamh, fd, hdr, JC_HDR, &deadline);
     if (retval != JC_OK)
         goto done;
-    len = (unsigned long)hdr[0] << 24 | (unsigned long)hdr[1] << 16 | (unsigned long)hdr[2] << 8 | hdr[3];
     retval = JC_FAULT;
-    if (len == 0 || len > JC_MAX_FRAME) {
-        pam_syslog(pamh, LOG_ERR, "protocol error: frame length %lu", len);
+    len = jc_frame_len(hdr);
+    if (len == 0) {
+        pam_syslog(pamh, LOG_ERR, "protocol error: frame length outside 1..%u; failing closed", JC_MAX_FRAME);
         goto done;
     }
     retval = read_full(pamh, fd, (unsigned char *)buf, len, &deadline);
@@ -176,12 +216,9 @@ enum jc_io jc_recv(pam_handle_t *pamh, int fd, char *buf, int timeout)
         goto done;
     retval = JC_FAULT;
     buf[len] = '\0';
-    if (memchr(buf, '\0', len) != NULL) {
-        pam_syslog(pamh, LOG_ERR, "protocol error: NUL byte in frame");
-        goto done;
-    }
-    if (!jc_utf8_valid((const unsigned char *)buf, len)) {
-        pam_syslog(pamh, LOG_ERR, "protocol error: frame is not UTF-8");
+    why = jc_payload_error(buf, len);
+    if (why != NULL) {
+        pam_syslog(pamh, LOG_ERR, "protocol error: %s; failing closed", why);
         goto done;
     }
     retval = JC_OK;

@@ -3,7 +3,8 @@
 # .ci/run calls exactly this).
 #
 #   bash scripts/test.sh          everything: lint, unit, real libpam, the shim
-#                                 under ASan/UBSan, then real sshd in Docker
+#                                 under ASan/UBSan, its frame parser fuzzed (60 s),
+#                                 then real sshd in Docker
 #   bash scripts/test.sh --fast   lint + the fast tier (unit + real libpam), < 2 min
 #
 # Needs root on a Debian 12 machine (apt-get, dockerd, setuid tests).
@@ -24,7 +25,7 @@ fi
 # --- system packages (Debian 12) ---------------------------------------------
 pkgs=(gcc make libc6-dev libpam0g-dev libpam-modules oathtool python3 python3-venv)
 # docker.io comes from scripts/ensure-docker.sh: it keeps the package from starting a bridged dockerd.
-[ "$fast" = no ] && pkgs+=(debootstrap openssh-client dpkg-dev)
+[ "$fast" = no ] && pkgs+=(debootstrap openssh-client dpkg-dev clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -68,6 +69,8 @@ step "unit + real libpam (fast tier)"
 
 step "the shim under AddressSanitizer + UBSan"
 scripts/test-asan.sh -q
+step "fuzzing the shim's frame parser (libFuzzer, ASan + UBSan)"
+scripts/fuzz.sh 60
 
 # --- containers: real sshd and OpenSSH client -----------------------------------------
 step "Docker engine and images"

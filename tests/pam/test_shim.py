@@ -29,6 +29,7 @@ from pamdriver import (
     run,
     write_service,
 )
+from testlib import code_at
 
 pytestmark = pytest.mark.pam
 
@@ -78,6 +79,7 @@ def test_password_and_code(confdir: str) -> None:
         "rhost": "203.0.113.9",
         "tty": "ssh",
         "factors": "password,totp",
+        "timeout": "10",
     }
     assert conn.received[1:] == ["ANSWER correct horse", "ANSWER 123456"]
 
@@ -244,27 +246,175 @@ def test_control_characters_stripped(confdir: str) -> None:
 
 
 # --- the daemon is missing or silent ----------------------------------------
+#
+# failmode=open applies ONLY when nobody listens (connect: ENOENT or
+# ECONNREFUSED). Once somebody answers the connect, every fault or timeout
+# fails closed: a daemon that holds back a failure verdict (fail_delay) must
+# never look like an absent one (issue 9, item 1).
 
 
-def test_no_daemon(confdir: str) -> None:
-    service(confdir, no_daemon_path())
-    r = run(confdir, SERVICE, "alice", [])
-    assert r.rc == PAM_AUTHINFO_UNAVAIL
-    assert r.elapsed < 0.5
+@pytest.fixture
+def lockdir(tmp_path) -> Path:
+    """The daemon's lock markers (state_dir/locked): one empty file per locked user."""
+    d = tmp_path / "locked"
+    d.mkdir()
+    (d / "lucy").touch()
+    return d
 
 
-def test_connection_refused(confdir: str) -> None:
+@pytest.fixture
+def empty_lockdir(tmp_path) -> Path:
+    """An existing lockdir with no marker: failmode=open would open for anyone."""
+    d = tmp_path / "nolocks"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def refused_path():
+    """A socket file nobody listens on (bound, never listening): ECONNREFUSED."""
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         path = os.path.join(tmp, "s")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(path)  # bound, never listening: ECONNREFUSED
+        s.bind(path)
         try:
-            service(confdir, path)
-            r = run(confdir, SERVICE, "alice", [])
+            yield path
         finally:
             s.close()
-    assert r.rc == PAM_AUTHINFO_UNAVAIL
+
+
+@pytest.mark.parametrize("where", ["no_socket_file", "nobody_listens"])
+def test_failmode_closed_unreachable(
+    confdir: str, empty_lockdir: Path, refused_path: str, where: str
+) -> None:
+    """failmode=closed holds even with an existing, empty lockdir."""
+    sock = no_daemon_path() if where == "no_socket_file" else refused_path
+    ignore_probe(confdir, sock, "failmode=closed", f"lockdir={empty_lockdir}")
+    r = run(confdir, SERVICE, "alice", [])
+    assert r.rc == PAM_AUTHINFO_UNAVAIL, r
     assert r.elapsed < 0.5
+
+
+def test_failmode_closed_is_the_default(confdir: str, empty_lockdir: Path) -> None:
+    ignore_probe(confdir, no_daemon_path(), f"lockdir={empty_lockdir}")
+    assert run(confdir, SERVICE, "alice", []).rc == PAM_AUTHINFO_UNAVAIL
+
+
+@pytest.mark.parametrize("where", ["no_socket_file", "nobody_listens"])
+def test_failmode_open_when_nobody_listens(
+    confdir: str, lockdir: Path, refused_path: str, where: str
+) -> None:
+    """ENOENT / ECONNREFUSED: IGNORE for an unmarked user, never for a locked one."""
+    sock = no_daemon_path() if where == "no_socket_file" else refused_path
+    ignore_probe(confdir, sock, "failmode=open", f"lockdir={lockdir}")
+    assert run(confdir, SERVICE, "alice", []).rc == PAM_CRED_INSUFFICIENT  # = IGNORE
+    assert run(confdir, SERVICE, "lucy", []).rc == PAM_AUTHINFO_UNAVAIL
+
+
+def test_failmode_open_without_lock_markers_fails_closed(confdir: str, tmp_path: Path) -> None:
+    """No lockdir (the daemon never ran here): nobody can tell who is locked."""
+    ignore_probe(confdir, no_daemon_path(), "failmode=open", f"lockdir={tmp_path}/missing")
+    assert run(confdir, SERVICE, "alice", []).rc == PAM_AUTHINFO_UNAVAIL
+
+
+def _silent(conn: Conn) -> None:
+    conn.wait_closed()
+
+
+def _close_after_hello(conn: Conn) -> None:
+    pass  # the connection closes when the script returns
+
+
+def _close_after_prompt(conn: Conn) -> None:
+    conn.send("PROMPT_OFF Verification code: ")
+
+
+def _close_after_answer(conn: Conn) -> None:
+    conn.prompt("Verification code: ")
+
+
+def _silent_after_answer(conn: Conn) -> None:
+    conn.prompt("Verification code: ")
+    conn.wait_closed()
+
+
+def _garbage(conn: Conn) -> None:
+    conn.send_raw(b"\xde\xad\xbe\xef garbage garbage")
+
+
+SOMEONE_LISTENS = {
+    "never_answers": _silent,
+    "closes_after_hello": _close_after_hello,
+    "closes_after_prompt": _close_after_prompt,
+    "closes_after_answer": _close_after_answer,
+    "silent_after_answer": _silent_after_answer,
+    "garbage": _garbage,
+}
+
+
+@pytest.mark.parametrize("name", list(SOMEONE_LISTENS))
+def test_failmode_open_never_once_connected(confdir: str, empty_lockdir: Path, name: str) -> None:
+    with FakeDaemon(SOMEONE_LISTENS[name]) as d:
+        ignore_probe(confdir, d.path, "failmode=open", "timeout=1", f"lockdir={empty_lockdir}")
+        r = run(confdir, SERVICE, "alice", ["123456"])
+    assert r.rc == PAM_AUTHINFO_UNAVAIL, r  # never CRED_INSUFFICIENT (= IGNORE)
+    assert d.connections
+
+
+def test_failmode_open_never_when_not_accepting(confdir: str, empty_lockdir: Path) -> None:
+    """A daemon that listens but never accepts: first the HELLO goes
+    unanswered; once the backlog is full, the connect itself times out."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        path = os.path.join(tmp, "s")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(0)
+        ignore_probe(confdir, path, "failmode=open", "timeout=1", f"lockdir={empty_lockdir}")
+        held: list[socket.socket] = []
+        try:
+            r = run(confdir, SERVICE, "alice", [])  # queued: connect succeeds, no reply
+            assert r.rc == PAM_AUTHINFO_UNAVAIL, r
+            while True:  # fill the backlog (AF_UNIX: one more than listen()'s argument)
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.setblocking(False)
+                held.append(c)
+                try:
+                    c.connect(path)
+                except BlockingIOError:
+                    break
+            r = run(confdir, SERVICE, "alice", [])  # connect times out
+            assert r.rc == PAM_AUTHINFO_UNAVAIL, r
+            assert r.elapsed >= 0.9, r.elapsed
+        finally:
+            for c in held:
+                c.close()
+            listener.close()
+
+
+def test_hello_carries_timeout(confdir: str) -> None:
+    """The daemon keeps its delays (fail_delay) below the shim's timeout."""
+    with FakeDaemon(lambda c: c.verdict("SUCCESS")) as d:
+        service(confdir, d.path, "timeout=3")
+        assert run(confdir, SERVICE, "alice", []).rc == PAM_SUCCESS
+        service(confdir, d.path)
+        assert run(confdir, SERVICE, "alice", []).rc == PAM_SUCCESS
+    assert [c.hello["timeout"] for c in d.connections] == ["3", "10"]
+
+
+def test_failmode_open_behind_permit_refuses_a_wrong_code(make_daemon, confdir: str) -> None:
+    """Issue 9 item 1 against the real daemon: fail_delay (2 s) outlasts
+    timeout=1; behind pam_permit an IGNORE would log a wrong code in."""
+    daemon = make_daemon(fail_delay=2.0)
+    totp = daemon.add_user("alice")
+    lockdir = daemon.dir / "state" / "locked"
+    assert lockdir.is_dir() and not any(lockdir.iterdir())
+    opts = f"socket={daemon.pam_socket} factors=totp failmode=open timeout=1 lockdir={lockdir}"
+    write_service(confdir, SERVICE, ["auth required pam_permit.so", f"auth required {SHIM} {opts}"])
+    good = code_at(totp)
+    wrong = f"{(int(good) + 1) % 1000000:06d}"
+    r = run(confdir, SERVICE, "alice", [wrong])
+    assert r.rc in (PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL), r
+    assert run(confdir, SERVICE, "alice", [good]).rc == PAM_SUCCESS
 
 
 @pytest.mark.parametrize("when", ["after_hello", "after_answer"])
@@ -282,47 +432,15 @@ def test_silent_daemon_times_out(confdir: str, when: str) -> None:
     assert d.connections[0].eof
 
 
-@pytest.fixture
-def lockdir(tmp_path) -> Path:
-    """The daemon's lock markers (state_dir/locked): one empty file per locked user."""
-    d = tmp_path / "locked"
-    d.mkdir()
-    (d / "lucy").touch()
-    return d
-
-
-def test_failmode_open_no_daemon(confdir: str, lockdir: Path) -> None:
-    ignore_probe(confdir, no_daemon_path(), "failmode=open", f"lockdir={lockdir}")
-    assert run(confdir, SERVICE, "alice", []).rc == PAM_CRED_INSUFFICIENT
-
-
-def test_failmode_open_timeout(confdir: str, lockdir: Path) -> None:
-    with FakeDaemon(lambda c: c.wait_closed()) as d:
-        ignore_probe(confdir, d.path, "failmode=open", "timeout=1", f"lockdir={lockdir}")
-        assert run(confdir, SERVICE, "alice", []).rc == PAM_CRED_INSUFFICIENT
-
-
-def test_failmode_open_never_for_a_locked_user(confdir: str, lockdir: Path) -> None:
-    ignore_probe(confdir, no_daemon_path(), "failmode=open", f"lockdir={lockdir}")
-    assert run(confdir, SERVICE, "lucy", []).rc == PAM_AUTHINFO_UNAVAIL
-    assert run(confdir, SERVICE, "alice", []).rc == PAM_CRED_INSUFFICIENT
-
-
-def test_failmode_open_without_lock_markers_fails_closed(confdir: str, tmp_path: Path) -> None:
-    """No lockdir (the daemon never ran here): nobody can tell who is locked."""
-    ignore_probe(confdir, no_daemon_path(), "failmode=open", f"lockdir={tmp_path}/missing")
-    assert run(confdir, SERVICE, "alice", []).rc == PAM_AUTHINFO_UNAVAIL
-
-
-def test_failmode_open_still_closed_on_protocol_error(confdir: str) -> None:
+def test_failmode_open_still_closed_on_protocol_error(confdir: str, empty_lockdir: Path) -> None:
     with FakeDaemon(lambda c: c.send("VERDICT BOGUS")) as d:
-        ignore_probe(confdir, d.path, "failmode=open")
+        ignore_probe(confdir, d.path, "failmode=open", f"lockdir={empty_lockdir}")
         assert run(confdir, SERVICE, "alice", []).rc == PAM_AUTHINFO_UNAVAIL
 
 
-def test_failmode_open_never_overrides_verdict(confdir: str) -> None:
+def test_failmode_open_never_overrides_verdict(confdir: str, empty_lockdir: Path) -> None:
     with FakeDaemon(lambda c: c.verdict("MAXTRIES")) as d:
-        ignore_probe(confdir, d.path, "failmode=open")
+        ignore_probe(confdir, d.path, "failmode=open", f"lockdir={empty_lockdir}")
         assert run(confdir, SERVICE, "alice", []).rc == PAM_MAXTRIES
 
 
