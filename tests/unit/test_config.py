@@ -224,8 +224,72 @@ def test_not_utf8(tmp_path):
 def test_load_names_the_file_and_the_key(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("max_attempts: 0\n")
-    with pytest.raises(ConfigError, match=rf"^{path}: config key 'max_attempts'"):
+    with pytest.raises(ConfigError, match=rf"^{path}: line 1: config key 'max_attempts'"):
         config.load(path)
+
+
+BROKEN = """\
+# a comment
+max_atempts: 3
+issuer: ACME
+fail_delay: -1
+password_hash:
+  memory_kb: 65536
+unknown_user: ignore
+"""
+
+
+def test_every_problem_at_once_with_its_line_and_a_suggestion(tmp_path):
+    """Issue 12 bug 4: all errors in one report, each with its line; a typo
+    gets a "did you mean" (it stopped at the first, with no line, before)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(BROKEN)
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    problems = exc.value.problems
+    assert len(problems) == 4, problems
+    assert problems[0] == (f"{path}: line 2: unknown config key 'max_atempts' (did you mean "
+                           "'max_attempts'?); see jctotp.yaml(5) for the key list")
+    assert problems[1].startswith(f"{path}: line 4: config key 'fail_delay'")
+    assert "line 6: unknown config key 'password_hash.memory_kb' (did you mean " \
+           "'memory_kib'?)" in problems[2]
+    assert "line 7:" in problems[3] and "did you mean 'unknown_users'?" in problems[3]
+    assert str(exc.value).startswith(f"{path}: 4 problems:\n")
+
+
+def test_load_collect_keeps_the_valid_keys(tmp_path):
+    """The CLI and doctor read what they can of a broken file (the socket path)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(BROKEN + "control_socket: /tmp/x/control.sock\n")
+    cfg, problems = config.load_collect(path)
+    assert cfg.control_socket == "/tmp/x/control.sock" and cfg.issuer == "ACME"
+    assert cfg.fail_delay == Config().fail_delay and len(problems) == 4
+    assert config.load_collect(tmp_path / "missing.yaml")[0] == Config()
+
+
+@pytest.mark.parametrize("issuer", ["é" * 100, "认证" * 50, "Ω" * 60])
+def test_non_ascii_issuer_that_breaks_every_enrollment_is_refused(issuer):
+    """Issue 9 item 11: 100 non-ASCII characters passed --check and then made
+    a 37 KB enrollment frame (the shim refuses > 16 KB): every enrollment failed."""
+    message = error({"issuer": issuer})
+    assert "'issuer'" in message and "16384-byte limit" in message
+
+
+def test_frame_limit_is_the_wire_limit():
+    assert config.PAM_FRAME_LIMIT == protocol.MAX_FRAME
+
+
+@pytest.mark.parametrize("issuer", ["é" * 30, "ACME Corp. production bastion",
+                                    "i" * 100])
+def test_an_accepted_issuer_enrolls_in_one_frame(tmp_path, issuer):
+    """What validation accepts, the longest name on the longest host really sends."""
+    cfg = config.parse({"issuer": issuer, "account_name": "{user}@{host}"})
+    world = World(tmp_path, {"issuer": cfg.issuer, "account_name": cfg.account_name})
+    world.acc.host = "h" * 64
+    text = world.acc.enrollment_text("u" * 32 + "$", Totp.new_secret())
+    world.close()
+    assert protocol.encode_step(Info("Multi-factor authentication is required for your "
+                                     "account; 365 day(s) left to set it up.\n" + text))
 
 
 def test_config_error_exit_code_is_ex_config():
