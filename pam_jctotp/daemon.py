@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from . import __version__, config as configmod
+from . import __version__, config as configmod, logs
 from .audit import AuditLog
 from .clock import Clock
 from .core.accounts import Accounts
+from .core.totp import Totp
 from .crypto import SecretBox, load_or_create_key
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
@@ -58,7 +60,47 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog]:
                     audit, markers), audit
 
 
-async def serve(cfg: configmod.Config) -> None:
+# Read once at start (sockets, the store, pools, the test clock): a reload
+# that changes them keeps the running value and says a restart is needed.
+RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections",
+                "password_hash", "testing")
+
+
+def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bool:
+    """SIGHUP: validate the file first; a broken one is refused (one error line)
+    and the running config stays. Then reopen the audit log (logrotate)."""
+    old = accounts.config
+    try:
+        new = configmod.load(path)
+    except JctotpError as exc:
+        log.error("reload refused, keeping the running config: %s",
+                  "; ".join(getattr(exc, "problems", None) or [str(exc)]).replace("\n", " "))
+        audit.reopen()
+        return False
+    except Exception:  # never let a reload take the daemon down
+        log.exception("reload failed, keeping the running config")
+        return False
+    kept = [k for k in RESTART_KEYS if getattr(new, k) != getattr(old, k)]
+    if kept:
+        log.warning("reload: %s changed; that takes a restart (systemctl restart jctotpd), "
+                    "the running value stays", ", ".join(kept))
+        new = dataclasses.replace(new, **{k: getattr(old, k) for k in kept})
+    changed = [f.name for f in dataclasses.fields(new) if getattr(new, f.name) !=
+               getattr(old, f.name)]
+    # One reference swap each: a login in flight finishes with the config it read.
+    accounts.totp = Totp(new.totp_digits, new.totp_period, new.totp_window)
+    accounts.config = new
+    daemon.config = new
+    audit.use_syslog = new.audit_syslog
+    logs.setup_auth(syslog_too=new.audit_syslog)
+    audit.reopen(new.audit_log)
+    logging.getLogger().setLevel(new.log_level.upper())
+    log.info("reloaded %s (%s); audit log reopened", path,
+             "changed: " + ", ".join(changed) if changed else "no change")
+    return True
+
+
+async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH) -> None:
     accounts, audit = build(cfg)
     argon2 = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
                                 thread_name_prefix="argon2")
@@ -72,6 +114,17 @@ async def serve(cfg: configmod.Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloading: list[asyncio.Future[bool]] = []
+
+    def on_sighup() -> None:
+        # Off the loop (the file is parsed and checked); one at a time, and the
+        # sockets are served throughout.
+        if reloading and not reloading[-1].done():
+            log.info("SIGHUP: a reload is already running")
+            return
+        reloading[:] = [loop.run_in_executor(control_pool, reload, path, accounts, daemon,
+                                             audit)]
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     accounts.audit("daemon_started", None, reason=f"jctotpd {__version__}")
     if cfg.clock_control:
         log.warning("TEST MODE: the clock can be moved over the control socket")
@@ -95,18 +148,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="validate the config and exit")
     parser.add_argument("--version", action="version", version=f"jctotpd {__version__}")
     args = parser.parse_args(argv)
-    # Under systemd the journal adds "jctotpd[pid]:" itself.
-    prefix = "" if os.environ.get("JOURNAL_STREAM") else "jctotpd[%(process)d]: "
-    logging.basicConfig(stream=sys.stderr, format=prefix + "%(levelname)s %(message)s")
+    logs.setup()
     try:
         cfg = configmod.load(args.config)
         logging.getLogger().setLevel(cfg.log_level.upper())
+        logs.setup_auth(syslog_too=cfg.audit_syslog)
         if args.check:
             print(f"{args.config}: OK")
             return 0
-        asyncio.run(serve(cfg))
+        asyncio.run(serve(cfg, args.config))
     except JctotpError as exc:
-        log.error("%s", exc)
+        for line in getattr(exc, "problems", None) or [str(exc)]:
+            log.error("%s", line)
         return exc.exit_code
     return 0
 

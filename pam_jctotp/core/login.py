@@ -24,6 +24,8 @@ Rules, in one place:
 
 from __future__ import annotations
 
+import logging
+
 from ..model import LoginRequest, MfaState, UserRecord, VerdictCode
 from ..secret import Secret
 from . import enrollment, lockout, policy
@@ -33,6 +35,10 @@ from .lockout import Attempt
 from .steps import Conversation, Error, Info, Prompt, Verdict, VerifyPassword
 
 __all__ = ["Login", "LoginRequest"]
+
+# Refusals of names the directory does not know also go to auth.log (the
+# daemon wires this logger to syslog LOG_AUTHPRIV, names escaped), as sshd's do.
+auth_log = logging.getLogger("jctotpd.auth")
 
 PASSWORD_PROMPT = "Password: "
 CODE_PROMPT = "Verification code: "
@@ -61,6 +67,10 @@ class Login:
         self._audit("login_fail", reason=reason)
         yield Verdict(code, delay=True)
 
+    def _refused_unknown(self) -> None:
+        auth_log.warning("refused user %s: not in the directory (%s, service %s, rhost %s)",
+                         self.req.user, self.req.call, self.req.service, self.req.rhost or "-")
+
     def _locked_text(self, rec: UserRecord) -> str:
         until = policy.locked_until(rec, self.acc.config)
         if until is None:
@@ -79,6 +89,8 @@ class Login:
         acc = self.acc
         rec = acc.get(self.req.user)
         if rec is None:
+            if acc.config.unknown_users != "ignore":
+                self._refused_unknown()
             yield Verdict(V.IGNORE if acc.config.unknown_users == "ignore" else V.USER_UNKNOWN)
             return
         if acc.is_locked(rec):
@@ -123,6 +135,7 @@ class Login:
         if rec is None:
             if password is not None:
                 yield VerifyPassword(None, password)  # same work as a real check
+            self._refused_unknown()
             yield from self._fail("unknown_user")
             return
         attempt = lockout.begin(acc, rec)
