@@ -40,7 +40,9 @@ __all__ = ["Login", "LoginRequest"]
 # daemon wires this logger to syslog LOG_AUTHPRIV, names escaped), as sshd's do.
 auth_log = logging.getLogger("jctotpd.auth")
 
-PASSWORD_PROMPT = "Password: "
+# The directory's password (local argon2 table; LDAP later), not the Unix one:
+# with pam_unix in the same stack a plain "Password:" would be ambiguous.
+PASSWORD_PROMPT = "Directory password: "
 CODE_PROMPT = "Verification code: "
 ENROLL_PROMPT = enrollment.SKIP_PROMPT
 ACK_PROMPT = "Press Enter when you have stored them: "

@@ -41,7 +41,7 @@ def test_password_and_code(daemon, confdir):
     svc = service(confdir, daemon)
     r = login(confdir, svc, "alice", [PASSWORD, code_at(totp)], call="both")
     assert r.rc == pd.PAM_SUCCESS, r
-    assert prompts(r) == ["Password: ", "Verification code: "]
+    assert prompts(r) == ["Directory password: ", "Verification code: "]
     assert [m.style for m in r.transcript] == ["prompt_off", "prompt_off"]
 
 
@@ -102,7 +102,7 @@ def test_unknown_user_gets_the_same_prompts_and_fails(daemon, confdir):
     )
     unknown = login(confdir, svc, "mallory", [PASSWORD, "123456"])
     assert unknown.rc == pd.PAM_AUTH_ERR == known.rc
-    assert prompts(unknown) == prompts(known) == ["Password: ", "Verification code: "]
+    assert prompts(unknown) == prompts(known) == ["Directory password: ", "Verification code: "]
     assert [m.text for m in unknown.transcript] == [m.text for m in known.transcript]
 
 
@@ -111,7 +111,7 @@ def test_user_without_mfa_logs_in_with_password_alone(daemon, confdir):
     svc = service(confdir, daemon)
     r = login(confdir, svc, "paula", [PASSWORD], call="both")
     assert r.rc == pd.PAM_SUCCESS
-    assert prompts(r) == ["Password: "]
+    assert prompts(r) == ["Directory password: "]
     assert login(confdir, svc, "paula", ["nope"]).rc == pd.PAM_AUTH_ERR
 
 

@@ -17,7 +17,7 @@ def start_enrollment(sshd, name: str, password: str, *, tty: bool = False, comma
 def enrollment_login(sshd, name: str, password: str, *, tty: bool = False, command=None):
     """Log in up to the enrollment prompt; returns the child and the screen so far."""
     child = sshd.ssh(name, command, tty=tty)
-    child.expect_exact("Password: ")
+    child.expect_exact("Directory password: ")
     child.sendline(password)
     child.expect_exact(ENROLL_PROMPT)
     return child, child.before

@@ -32,7 +32,7 @@ def test_unknown_user_gets_the_same_prompts(sshd):
     # sshd plays a fake conversation for users the system does not know:
     # the prompts must still look the same.
     child = sshd.ssh("nobody-here", "true")
-    child.expect_exact("Password: ")
+    child.expect_exact("Directory password: ")
     child.sendline("whatever")
     child.expect_exact("Verification code: ")
     child.sendline("123456")
