@@ -345,36 +345,43 @@ def key_lines(text: str) -> dict[str, int]:
 
 def load(path: str | os.PathLike[str] = DEFAULT_PATH, daemon: bool = True) -> Config:
     """The validated config, or one ConfigError naming every problem with its line."""
-    cfg, problems, lines = _load(path, daemon)
+    return load_with_text(path, daemon)[0]
+
+
+def load_with_text(path: str | os.PathLike[str], daemon: bool = True) -> tuple[Config, str]:
+    """load(), and the very text that was validated (the daemon keeps a copy)."""
+    cfg, problems, lines, text = _load(path, daemon)
     if problems.items:
         raise problems.error(lines, str(path))
-    return cfg
+    return cfg, text
 
 
 def load_collect(path: str | os.PathLike[str] = DEFAULT_PATH, daemon: bool = False
                  ) -> tuple[Config, list[str]]:
     """For the CLI and doctor: the valid keys (defaults for the rest) and the
     problems as text, so a typo never stops `jctotp` reaching the daemon."""
-    cfg, problems, lines = _load(path, daemon)
+    cfg, problems, lines, _ = _load(path, daemon)
     if not problems.items:
         return cfg, []
     return cfg, problems.error(lines, str(path)).problems
 
 
-def _load(path: str | os.PathLike[str], daemon: bool) -> tuple[Config, Problems, dict[str, int]]:
+def _load(path: str | os.PathLike[str], daemon: bool
+          ) -> tuple[Config, Problems, dict[str, int], str]:
     problems = Problems()
+    text = ""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
         raw = yaml.safe_load(text)
     except FileNotFoundError:
         problems.add("", "config file not found (pass --config FILE)")
-        return Config(), problems, {}
+        return Config(), problems, {}, text
     except (OSError, UnicodeDecodeError) as exc:
         problems.add("", f"cannot read the config file: {exc}")
-        return Config(), problems, {}
+        return Config(), problems, {}, text
     except yaml.YAMLError as exc:
         problems.add("", f"not valid YAML: {exc}")
-        return Config(), problems, {}
+        return Config(), problems, {}, text
     cfg, problems = parse_collect(raw, daemon)
-    return cfg, problems, key_lines(text)
+    return cfg, problems, key_lines(text), text

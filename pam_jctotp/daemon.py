@@ -66,12 +66,52 @@ RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections",
                 "password_hash", "testing")
 
 
+LAST_GOOD = "config.last-good.yaml"
+
+
+def remember_good(cfg: configmod.Config, text: str) -> None:
+    """Keep the text of the config we run with in state_dir: a restart with a
+    broken config.yaml starts with it instead of leaving every login refused."""
+    final = os.path.join(cfg.state_dir, LAST_GOOD)
+    try:
+        fd = os.open(final + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                     0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(final + ".tmp", final)
+    except OSError as exc:
+        log.warning("cannot keep a copy of the running config in %s: %s", final, exc)
+
+
+def load_at_start(path: str) -> tuple[configmod.Config, str | None]:
+    """The config to start with, and its text (None: the last good copy).
+
+    A broken file stops the start, unless an earlier start or reload left a
+    last good copy: then every problem is logged as an error and the daemon
+    serves with that copy (as a refused reload would), so `systemctl restart`
+    after a bad edit never leaves every login refused."""
+    try:
+        return configmod.load_with_text(path)
+    except configmod.ConfigError as exc:
+        partial, _ = configmod.load_collect(path, daemon=True)
+        state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or partial.state_dir
+        good = os.path.join(state_dir, LAST_GOOD)
+        if not os.path.isfile(good):
+            raise
+        for line in exc.problems:
+            log.error("%s", line)
+        cfg, _ = configmod.load_with_text(good)
+        log.error("%s is broken (above): serving with the last good config (%s); fix the "
+                  "file, then systemctl reload jctotpd", path, good)
+        return cfg, None
+
+
 def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bool:
     """SIGHUP: validate the file first; a broken one is refused (one error line)
     and the running config stays. Then reopen the audit log (logrotate)."""
     old = accounts.config
     try:
-        new = configmod.load(path)
+        new, text = configmod.load_with_text(path)
     except JctotpError as exc:
         log.error("reload refused, keeping the running config: %s",
                   "; ".join(getattr(exc, "problems", None) or [str(exc)]).replace("\n", " "))
@@ -93,6 +133,7 @@ def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bo
     daemon.config = new
     audit.use_syslog = new.audit_syslog
     logs.setup_auth(syslog_too=new.audit_syslog)
+    remember_good(new, text)
     audit.reopen(new.audit_log)
     logging.getLogger().setLevel(new.log_level.upper())
     log.info("reloaded %s (%s); audit log reopened", path,
@@ -100,8 +141,11 @@ def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bo
     return True
 
 
-async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH) -> None:
+async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
+                text: str | None = None) -> None:
     accounts, audit = build(cfg)
+    if text is not None:
+        remember_good(cfg, text)
     argon2 = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
                                 thread_name_prefix="argon2")
     pam_pool = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS, thread_name_prefix="pam")
@@ -150,13 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.setup()
     try:
-        cfg = configmod.load(args.config)
-        logging.getLogger().setLevel(cfg.log_level.upper())
-        logs.setup_auth(syslog_too=cfg.audit_syslog)
         if args.check:
+            configmod.load(args.config)
             print(f"{args.config}: OK")
             return 0
-        asyncio.run(serve(cfg, args.config))
+        cfg, text = load_at_start(args.config)
+        logging.getLogger().setLevel(cfg.log_level.upper())
+        logs.setup_auth(syslog_too=cfg.audit_syslog)
+        asyncio.run(serve(cfg, args.config, text))
     except JctotpError as exc:
         for line in getattr(exc, "problems", None) or [str(exc)]:
             log.error("%s", line)

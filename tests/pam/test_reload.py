@@ -105,3 +105,29 @@ def test_logins_are_served_while_reloads_come_in(daemon, confdir):
         r = pd.run(confdir, svc, "alice", [PASSWORD, code_at(totp, 30 * n)], call="both")
         assert r.rc == pd.PAM_SUCCESS, (n, r)
     assert daemon.proc.poll() is None
+
+
+def test_a_restart_with_a_broken_file_serves_the_last_good_config(daemon, confdir):
+    """`systemctl restart` stops the daemon before anything can check the new
+    file: the new process starts with the last config that was good (kept in
+    state_dir at every start and reload), says so at error level, and logins
+    go on. Before: it exited 78 and every login was refused."""
+    totp = daemon.add_user("alice")
+    daemon.stop()
+    daemon.config["max_atempts"] = 3
+    daemon.config["issuer"] = "Never Applied"
+    daemon.start()
+    log = daemon.log.read_text()
+    assert "did you mean 'max_attempts'" in log and "serving with the last good config" in log
+    r = pd.run(confdir, service(confdir, daemon), "alice", [PASSWORD, code_at(totp)],
+               call="both")
+    assert r.rc == pd.PAM_SUCCESS, r
+    assert daemon.add_user("bob").issuer != "Never Applied"
+    # --check still refuses the file (the unit's check, the admin's test).
+    check = daemon.cli("doctor")
+    assert "max_atempts" in check.stdout
+
+
+def test_a_first_start_with_a_broken_file_fails(make_daemon):
+    with pytest.raises(RuntimeError, match="max_atempts"):
+        make_daemon(max_atempts=3)
