@@ -3,7 +3,8 @@
 # .ci/run calls exactly this).
 #
 #   bash scripts/test.sh          everything: lint, unit, real libpam, the shim
-#                                 under ASan/UBSan, then real sshd in Docker
+#                                 under ASan/UBSan, private PostgreSQL and slapd,
+#                                 then real sshd in Docker
 #   bash scripts/test.sh --fast   lint + the fast tier (unit + real libpam), < 2 min
 #
 # Needs root on a Debian 12 machine (apt-get, dockerd, setuid tests).
@@ -35,6 +36,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${missing[@]}" >/dev/null
 fi
+# PostgreSQL and OpenLDAP for tests/fleet and tests/ldap, without starting system servers.
+[ "$fast" = no ] && scripts/install-test-servers.sh
 
 # --- Python environment ---------------------------------------------------------
 venv=${JCTOTP_VENV:-$repo/.venv}
@@ -68,6 +71,9 @@ step "unit + real libpam (fast tier)"
 
 step "the shim under AddressSanitizer + UBSan"
 scripts/test-asan.sh -q
+
+step "real PostgreSQL and slapd, private on 127.0.0.1 (fleet + directory)"
+"$PYTHON" -m pytest -q tests/fleet tests/ldap
 
 # --- containers: real sshd and OpenSSH client -----------------------------------------
 step "Docker engine and images"

@@ -1,0 +1,140 @@
+"""A private PostgreSQL for tests (issue 13): scripts/pg-test-cluster.sh driven from Python.
+
+127.0.0.1 only, a free port, its socket and data in a temp dir, run by the OS user
+postgres. The product's side logs in as role `jctotp` with scram-sha-256; the
+password lives only in a libpq passfile (0600) that `uri` names, so no config file
+the daemon reads holds it. `stop()` / `start()` take the server down and back up
+mid-test (same port, same data).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "pg-test-cluster.sh"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PgCluster:
+    """One private cluster. `uri` is what a daemon's `database:` would say."""
+
+    dir: Path
+    port: int = 0
+    host: str = "127.0.0.1"
+    user: str = "jctotp"
+    dbname: str = "jctotp"
+    _databases: int = field(default=0, repr=False)
+
+    @property
+    def passfile(self) -> Path:
+        """libpq passfile (0600) holding the `jctotp` role's password."""
+        return self.dir / "pgpass"
+
+    @property
+    def socket_dir(self) -> Path:
+        """Unix socket dir (superuser access only; the product uses TCP)."""
+        return self.dir / "run"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "postgres.log"
+
+    @property
+    def bare_uri(self) -> str:
+        """URI without the passfile: pair it with PGPASSFILE=passfile in the environment."""
+        return self.uri_for(self.dbname, passfile=False)
+
+    @property
+    def uri(self) -> str:
+        """libpq URI for role jctotp, database jctotp, naming the passfile."""
+        return self.uri_for(self.dbname)
+
+    def uri_for(self, dbname: str, *, passfile: bool = True) -> str:
+        uri = f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
+        if passfile:
+            uri += f"?passfile={quote(str(self.passfile), safe='/')}"
+        return uri
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for a process that connects with `bare_uri`."""
+        return {"PGPASSFILE": str(self.passfile)}
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def start(self) -> "PgCluster":
+        """Start (creating the cluster on first call); on a port clash, try another port."""
+        for attempt in range(3):
+            if not self.port or attempt:
+                self.port = free_port()
+            done = subprocess.run([str(SCRIPT), "start", str(self.dir), str(self.port)],
+                                  capture_output=True, text=True, timeout=60)
+            if done.returncode == 0:
+                return self
+        raise RuntimeError(f"PostgreSQL did not start: {done.stderr}\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Fast shutdown: open connections are dropped, new ones refused."""
+        subprocess.run([str(SCRIPT), "stop", str(self.dir)], check=True, timeout=60)
+
+    @property
+    def running(self) -> bool:
+        return subprocess.run([str(SCRIPT), "status", str(self.dir)],
+                              capture_output=True, timeout=30).returncode == 0
+
+    def destroy(self) -> None:
+        """Stop and remove the cluster's directory (session end)."""
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # --- test setup -------------------------------------------------------------
+
+    def psql(self, sql: str, dbname: str = "postgres") -> str:
+        """Run SQL as the superuser over the private socket; returns unaligned output."""
+        done = subprocess.run(
+            ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+             "-h", str(self.socket_dir), "-p", str(self.port), "-U", "postgres", "-d", dbname],
+            input=sql, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"psql failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def new_database(self) -> str:
+        """A fresh, empty database owned by jctotp; returns its URI (with the passfile)."""
+        self._databases += 1
+        name = f"jctotp_{self._databases}"
+        self.psql(f"CREATE DATABASE {name} OWNER jctotp;")
+        return self.uri_for(name)
+
+
+def new_cluster() -> PgCluster:
+    """Create and start a cluster in a fresh dir under /tmp (pytest's basetemp is 0700 root,
+    which the postgres user cannot enter)."""
+    cluster = PgCluster(Path(tempfile.mkdtemp(prefix="jctotp-pg-")))
+    try:
+        return cluster.start()
+    except BaseException:
+        cluster.destroy()
+        raise
