@@ -4,12 +4,15 @@
 postgres. The product's side logs in as role `jctotp` with scram-sha-256; the
 password lives only in a libpq passfile (0600) that `uri` names, so no config file
 the daemon reads holds it. `stop()` / `start()` take the server down and back up
-mid-test (same port, same data).
+mid-test (same port, same data); `freeze()` / `thaw()` make it hang instead (SIGSTOP:
+connections are accepted by the kernel and never answered, as with a wedged server).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -89,7 +92,29 @@ class PgCluster:
 
     def stop(self) -> None:
         """Fast shutdown: open connections are dropped, new ones refused."""
+        self.thaw()
         subprocess.run([str(SCRIPT), "stop", str(self.dir)], check=True, timeout=60)
+
+    def freeze(self) -> None:
+        """SIGSTOP the postmaster and its backends (pg_ctl makes it a process group leader)."""
+        self._signal_group(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal_group(signal.SIGCONT)
+
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        pid = self._postmaster_pid()
+        if pid:
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                pass
 
     @property
     def running(self) -> bool:
@@ -97,9 +122,11 @@ class PgCluster:
                               capture_output=True, timeout=30).returncode == 0
 
     def destroy(self) -> None:
-        """Stop and remove the cluster's directory (session end)."""
+        """Stop and remove the cluster's directory (session end), killing it if pg_ctl fails."""
         try:
             self.stop()
+        except (subprocess.SubprocessError, OSError):
+            self._signal_group(signal.SIGKILL)
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 

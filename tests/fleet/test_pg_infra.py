@@ -65,3 +65,15 @@ def test_open_connection_sees_the_outage(pg: PgCluster) -> None:
     finally:
         conn.close()
         pg.start()
+
+
+def test_frozen_server_times_out_then_thaws(pg: PgCluster) -> None:
+    pg.freeze()
+    try:
+        began = time.monotonic()
+        with pytest.raises(psycopg.OperationalError):
+            select_one(pg.uri, timeout=2)   # libpq's smallest connect_timeout
+        assert time.monotonic() - began < 8
+    finally:
+        pg.thaw()
+    assert select_one(pg.uri) == 1
