@@ -8,7 +8,7 @@
 #   scripts/install-test-servers.sh      (root; idempotent; called by scripts/test.sh)
 set -euo pipefail
 
-pkgs=(postgresql libpq5 slapd ldap-utils openssl)
+pkgs=(postgresql libpq5 slapd ldap-utils openssl iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.fleet
 
 def select_one(uri: str, timeout: int = 2) -> int:
     with psycopg.connect(uri, connect_timeout=timeout) as conn:
-        return conn.execute("SELECT 1").fetchone()[0]
+        row = conn.execute("SELECT 1").fetchone()
+        assert row is not None
+        return row[0]
 
 
 def test_connects_by_uri_as_jctotp_with_the_passfile(pg: PgCluster) -> None:
@@ -42,7 +44,7 @@ def test_listens_on_loopback_only(pg: PgCluster) -> None:
 def test_fresh_database_per_test(pg_uri: str) -> None:
     with psycopg.connect(pg_uri) as conn:
         conn.execute("CREATE TABLE t (x int)")
-        assert conn.execute("SELECT current_database()").fetchone()[0] != "jctotp"
+        assert conn.execute("SELECT current_database()").fetchone() != ("jctotp",)
 
 
 def test_stop_fails_fast_then_start_works_again(pg: PgCluster) -> None:
