@@ -9,7 +9,8 @@
 # First start creates role and database "jctotp" and the role's random password
 # (scram-sha-256) in DIR/pgpass (0600, libpq passfile format): no password in any
 # config file the product reads. Superuser access is "trust" over DIR/run, a
-# socket dir only postgres and root can enter. Log: DIR/postgres.log.
+# socket dir only postgres and root can enter. TLS is on when DIR/server.pem and
+# DIR/server.key exist before the first start. Log: DIR/postgres.log.
 set -euo pipefail
 
 bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
@@ -39,6 +40,13 @@ synchronous_commit = off
 full_page_writes = off
 password_encryption = 'scram-sha-256'
 EOF
+        # TLS when the caller left a certificate in DIR (tests/servers/certs.py writes one).
+        if [ -f "$dir/server.pem" ] && [ -f "$dir/server.key" ]; then
+            chown postgres: "$dir/server.key"
+            chmod 600 "$dir/server.key"
+            printf "ssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n" \
+                "$dir/server.pem" "$dir/server.key" >>"$data/postgresql.conf"
+        fi
         fresh=yes
     else
         sed -ri "s/^port = [0-9]+$/port = $port/" "$data/postgresql.conf"

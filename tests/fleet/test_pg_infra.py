@@ -8,7 +8,7 @@ import time
 
 import psycopg
 import pytest
-from pg_server import PgCluster
+from servers.postgres import PgCluster
 
 pytestmark = pytest.mark.fleet
 
@@ -25,6 +25,14 @@ def test_connects_by_uri_as_jctotp_with_the_passfile(pg: PgCluster) -> None:
     with psycopg.connect(pg.uri) as conn:
         assert conn.execute("SELECT current_user, current_database()").fetchone() == (
             "jctotp", "jctotp")
+
+
+def test_tls_verify_full_against_the_test_ca(pg: PgCluster) -> None:
+    with psycopg.connect(pg.tls_uri, connect_timeout=2) as conn:
+        assert conn.info.pgconn.ssl_in_use
+    wrong = pg.tls_uri.replace(str(pg.ca_file), str(pg.wrong_ca_file))
+    with pytest.raises(psycopg.OperationalError, match="certificate"):
+        psycopg.connect(wrong, connect_timeout=2)
 
 
 def test_password_only_in_a_private_passfile(pg: PgCluster) -> None:

@@ -12,7 +12,7 @@ import ldap3
 import pytest
 from ldap3.core.exceptions import LDAPException, LDAPNoSuchObjectResult, LDAPSocketOpenError
 from ldap3.utils.conv import escape_filter_chars
-from ldap_server import ADMINS, BREAK_GLASS, MFA, Slapd
+from servers.slapd import ADMINS, BREAK_GLASS, MFA, Slapd
 
 pytestmark = pytest.mark.ldap
 
@@ -42,6 +42,16 @@ def test_ldaps_user_bind_with_the_right_ca(slapd: Slapd) -> None:
     conn = connect(slapd.ldaps_uri, slapd.ca_file, slapd.user_dn("alice"),
                    slapd.passwords["alice"])
     assert conn.extend.standard.who_am_i() == "dn:" + slapd.user_dn("alice")
+
+
+def test_bind_log_shows_which_dns_bound(slapd: Slapd) -> None:
+    mark = slapd.log_mark()
+    connect(slapd.ldaps_uri, slapd.ca_file, slapd.user_dn("bob"), slapd.passwords["bob"])
+    service(slapd)
+    deadline = time.monotonic() + 5   # slapd writes its log line after answering
+    while len(slapd.binds_since(mark)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert slapd.binds_since(mark) == [slapd.user_dn("bob"), slapd.bind_dn]
 
 
 def test_wrong_password_is_refused(slapd: Slapd) -> None:

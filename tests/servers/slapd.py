@@ -23,25 +23,23 @@ may only bind. Every password is random per session: read them from `passwords`.
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
-import ipaddress
-import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
+import re
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+import pytest
+
+from servers import accepts, free_port, write_file
+from servers.certs import TlsFiles, write_tls_files
 
 ORG_ID = "5f1e0c9a8b7d6e5f4a3b2c1d"
 SUFFIX = "dc=jumpcloud,dc=com"
@@ -50,81 +48,11 @@ ADMINS, BREAK_GLASS, MFA = "admins", "break-glass", "mfa"
 INITIAL_USERS = {"alice": (MFA,), "bob": (), "carol": (ADMINS, MFA), "dave": (BREAK_GLASS,)}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def ssha(password: str) -> str:
     """{SSHA} userPassword value (slapd verifies it; the clear text never reaches slapd's files)."""
     salt = secrets.token_bytes(8)
     digest = hashlib.sha1(password.encode() + salt).digest()
     return "{SSHA}" + base64.b64encode(digest + salt).decode()
-
-
-# --- certificates ---------------------------------------------------------------------
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _builder(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
-             ) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30)))
-
-
-def make_ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = _key()
-    cert = (_builder(_name(cn), _name(cn), key)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False,
-                                         False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def make_server_cert(ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate
-                     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = _key()
-    san = x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                       x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    cert = (_builder(_name("localhost"), ca.subject, key)
-            .add_extension(san, critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return key, cert
-
-
-def _write(path: Path, data: bytes | str, mode: int = 0o644) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    os.chmod(path, mode)
-    return path
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
 
 
 # --- the server -------------------------------------------------------------------------
@@ -138,6 +66,7 @@ class Slapd:
     ldap_port: int = 0
     ldaps_port: int = 0
     passwords: dict[str, str] = field(default_factory=dict)
+    tls: TlsFiles | None = None
     proc: subprocess.Popen | None = field(default=None, repr=False)
     _next_uid: int = field(default=10001, repr=False)
 
@@ -190,12 +119,14 @@ class Slapd:
     @property
     def ca_file(self) -> Path:
         """The CA that signed the server's certificate (SAN localhost, 127.0.0.1)."""
-        return self.dir / "ca.pem"
+        assert self.tls, "start() first"
+        return self.tls.ca_file
 
     @property
     def wrong_ca_file(self) -> Path:
         """An unrelated CA: verifying the server against it must fail."""
-        return self.dir / "wrong-ca.pem"
+        assert self.tls, "start() first"
+        return self.tls.wrong_ca_file
 
     @property
     def ldapi_path(self) -> Path:
@@ -207,14 +138,27 @@ class Slapd:
 
     @property
     def log(self) -> Path:
+        """slapd's stats log (connections, binds, searches, results)."""
         return self.dir / "slapd.log"
+
+    def log_mark(self) -> int:
+        """A position in the log, for `binds_since`."""
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def binds_since(self, mark: int = 0) -> list[str]:
+        """DNs of the simple binds slapd received after `mark` (anonymous: ""): how a test
+        knows whether a password reached the directory at all."""
+        with open(self.log, "rb") as f:
+            f.seek(mark)
+            text = f.read().decode(errors="replace")
+        return re.findall(r' BIND dn="([^"]*)" method=128', text)
 
     # --- lifecycle --------------------------------------------------------------
 
     def start(self) -> "Slapd":
         fresh = not (self.dir / "slapd.d").exists()
         if fresh:
-            self._make_certs()
+            self.tls = write_tls_files(self.dir)
             self._make_config()
         for attempt in range(3):
             if not self.ldap_port or attempt:
@@ -264,17 +208,18 @@ class Slapd:
             return ""
 
     def _spawn(self) -> bool:
-        """Run slapd in the foreground (-d 0) as our child; True once all listeners accept."""
+        """Run slapd in the foreground as our child, logging stats (binds, searches) to
+        `log`; True once all listeners accept."""
         urls = f"{self.ldap_uri}/ {self.ldaps_uri}/ {self.ldapi_uri}"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                ["/usr/sbin/slapd", "-d", "0", "-h", urls, "-F", str(self.dir / "slapd.d")],
+                ["/usr/sbin/slapd", "-d", "stats", "-h", urls, "-F", str(self.dir / "slapd.d")],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False    # typically a port clash: the caller picks new ports
-            if all(_accepts(p) for p in (self.ldap_port, self.ldaps_port)) \
+            if all(accepts(p) for p in (self.ldap_port, self.ldaps_port)) \
                     and self.ldapi_path.exists():
                 return True
             time.sleep(0.02)
@@ -283,20 +228,13 @@ class Slapd:
 
     # --- set-up ---------------------------------------------------------------------
 
-    def _make_certs(self) -> None:
-        ca_key, ca = make_ca("jctotp test CA")
-        _, wrong = make_ca("jctotp unrelated CA")
-        key, cert = make_server_cert(ca_key, ca)
-        _write(self.ca_file, _pem(ca))
-        _write(self.wrong_ca_file, _pem(wrong))
-        _write(self.dir / "server.pem", _pem(cert))
-        _write(self.dir / "server.key", _key_pem(key), 0o600)
-
     def _make_config(self) -> None:
         (self.dir / "db").mkdir(mode=0o700)
         (self.dir / "slapd.d").mkdir(mode=0o700)
         svc = self.bind_dn
         d = self.dir
+        tls = self.tls
+        assert tls
         ldif = f"""\
 dn: cn=config
 objectClass: olcGlobal
@@ -304,8 +242,8 @@ cn: config
 olcPidFile: {d}/slapd.pid
 olcArgsFile: {d}/slapd.args
 olcTLSCACertificateFile: {self.ca_file}
-olcTLSCertificateFile: {d}/server.pem
-olcTLSCertificateKeyFile: {d}/server.key
+olcTLSCertificateFile: {tls.cert_file}
+olcTLSCertificateKeyFile: {tls.key_file}
 olcTLSProtocolMin: 3.3
 olcPasswordHash: {{SSHA}}
 
@@ -367,7 +305,7 @@ objectClass: olcRefintConfig
 olcOverlay: {{1}}refint
 olcRefintAttribute: memberof member
 """
-        config = _write(d / "config.ldif", ldif)
+        config = write_file(d / "config.ldif", ldif)
         done = subprocess.run(["/usr/sbin/slapadd", "-n0", "-F", str(d / "slapd.d"),
                                "-l", str(config)], capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
@@ -395,7 +333,7 @@ objectClass: organizationalUnit
 ou: Groups
 """)
         self.add_user("svc-jctotp")
-        _write(self.bind_password_file, self.bind_password + "\n", 0o600)
+        write_file(self.bind_password_file, self.bind_password + "\n", 0o600)
         for name in INITIAL_USERS:
             self.add_user(name)
         for group in (ADMINS, BREAK_GLASS, MFA):
@@ -457,14 +395,6 @@ userPassword: {ssha(password)}
         self.passwords[name] = password
 
 
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
 def new_slapd() -> Slapd:
     """Create and start a slapd in a fresh temp dir (runs as root: the test's user)."""
     server = Slapd(Path(tempfile.mkdtemp(prefix="jctotp-ldap-")))
@@ -473,3 +403,29 @@ def new_slapd() -> Slapd:
     except BaseException:
         server.destroy()
         raise
+
+
+# --- fixtures (a conftest imports these names) ------------------------------------------
+
+@pytest.fixture(scope="session")
+def slapd_server() -> Iterator[Slapd]:
+    """The session's slapd; stopped and removed at the end, even after failures."""
+    server = new_slapd()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+def _healthy(server: Slapd) -> None:
+    server.thaw()
+    if not server.running:
+        server.start()
+
+
+@pytest.fixture
+def slapd(slapd_server: Slapd) -> Iterator[Slapd]:
+    """The session's slapd, up: thawed/started before and after each test."""
+    _healthy(slapd_server)
+    yield slapd_server
+    _healthy(slapd_server)

@@ -1,11 +1,12 @@
 """A private PostgreSQL for tests (issue 13): scripts/pg-test-cluster.sh driven from Python.
 
 127.0.0.1 only, a free port, its socket and data in a temp dir, run by the OS user
-postgres. The product's side logs in as role `jctotp` with scram-sha-256; the
-password lives only in a libpq passfile (0600) that `uri` names, so no config file
-the daemon reads holds it. `stop()` / `start()` take the server down and back up
-mid-test (same port, same data); `freeze()` / `thaw()` make it hang instead (SIGSTOP:
-connections are accepted by the kernel and never answered, as with a wedged server).
+postgres, TLS with a test CA (optional for clients: `uri` is plain, `tls_uri`
+says sslmode=verify-full). The product logs in as role `jctotp` with scram-sha-256;
+the password lives only in a libpq passfile (0600) that the URIs name, so no config
+file the daemon reads holds it. `stop()` / `start()` take the server down and back
+up mid-test (same port, same data); `freeze()` / `thaw()` make it hang instead
+(SIGSTOP: the kernel accepts connections, nobody answers, as with a wedged server).
 """
 
 from __future__ import annotations
@@ -13,22 +14,20 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-REPO = Path(__file__).resolve().parent.parent
+import pytest
+
+from servers import free_port
+from servers.certs import TlsFiles, write_tls_files
+
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "pg-test-cluster.sh"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the kernel's pick)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -36,6 +35,7 @@ class PgCluster:
     """One private cluster. `uri` is what a daemon's `database:` would say."""
 
     dir: Path
+    tls: TlsFiles
     port: int = 0
     host: str = "127.0.0.1"
     user: str = "jctotp"
@@ -48,6 +48,14 @@ class PgCluster:
         return self.dir / "pgpass"
 
     @property
+    def ca_file(self) -> Path:
+        return self.tls.ca_file
+
+    @property
+    def wrong_ca_file(self) -> Path:
+        return self.tls.wrong_ca_file
+
+    @property
     def socket_dir(self) -> Path:
         """Unix socket dir (superuser access only; the product uses TCP)."""
         return self.dir / "run"
@@ -57,24 +65,31 @@ class PgCluster:
         return self.dir / "postgres.log"
 
     @property
-    def bare_uri(self) -> str:
-        """URI without the passfile: pair it with PGPASSFILE=passfile in the environment."""
-        return self.uri_for(self.dbname, passfile=False)
-
-    @property
     def uri(self) -> str:
         """libpq URI for role jctotp, database jctotp, naming the passfile."""
         return self.uri_for(self.dbname)
 
-    def uri_for(self, dbname: str, *, passfile: bool = True) -> str:
-        uri = f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
+    @property
+    def tls_uri(self) -> str:
+        """As `uri`, with sslmode=verify-full against the test CA."""
+        return self.uri_for(self.dbname, tls=True)
+
+    @property
+    def bare_uri(self) -> str:
+        """No query at all: pair it with `env` (PGPASSFILE) in the client's environment."""
+        return self.uri_for(self.dbname, passfile=False)
+
+    def uri_for(self, dbname: str, *, passfile: bool = True, tls: bool = False) -> str:
+        query = []
         if passfile:
-            uri += f"?passfile={quote(str(self.passfile), safe='/')}"
-        return uri
+            query.append(f"passfile={quote(str(self.passfile), safe='/')}")
+        if tls:
+            query += ["sslmode=verify-full", f"sslrootcert={quote(str(self.ca_file), safe='/')}"]
+        uri = f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
+        return uri + ("?" + "&".join(query) if query else "")
 
     @property
     def env(self) -> dict[str, str]:
-        """Environment for a process that connects with `bare_uri`."""
         return {"PGPASSFILE": str(self.passfile)}
 
     # --- lifecycle ------------------------------------------------------------
@@ -95,31 +110,17 @@ class PgCluster:
         self.thaw()
         subprocess.run([str(SCRIPT), "stop", str(self.dir)], check=True, timeout=60)
 
+    @property
+    def running(self) -> bool:
+        return subprocess.run([str(SCRIPT), "status", str(self.dir)],
+                              capture_output=True, timeout=30).returncode == 0
+
     def freeze(self) -> None:
         """SIGSTOP the postmaster and its backends (pg_ctl makes it a process group leader)."""
         self._signal_group(signal.SIGSTOP)
 
     def thaw(self) -> None:
         self._signal_group(signal.SIGCONT)
-
-    def _postmaster_pid(self) -> int | None:
-        try:
-            return int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def _signal_group(self, sig: signal.Signals) -> None:
-        pid = self._postmaster_pid()
-        if pid:
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                pass
-
-    @property
-    def running(self) -> bool:
-        return subprocess.run([str(SCRIPT), "status", str(self.dir)],
-                              capture_output=True, timeout=30).returncode == 0
 
     def destroy(self) -> None:
         """Stop and remove the cluster's directory (session end), killing it if pg_ctl fails."""
@@ -130,13 +131,20 @@ class PgCluster:
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def _signal_group(self, sig: signal.Signals) -> None:
+        try:
+            pid = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+            os.killpg(pid, sig)
+        except (OSError, ValueError, IndexError):
+            pass   # no pid file or no such process: nothing is running
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
 
-    # --- test setup -------------------------------------------------------------
+    # --- test set-up -------------------------------------------------------------
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run SQL as the superuser over the private socket; returns unaligned output."""
@@ -159,9 +167,42 @@ class PgCluster:
 def new_cluster() -> PgCluster:
     """Create and start a cluster in a fresh dir under /tmp (pytest's basetemp is 0700 root,
     which the postgres user cannot enter)."""
-    cluster = PgCluster(Path(tempfile.mkdtemp(prefix="jctotp-pg-")))
+    directory = Path(tempfile.mkdtemp(prefix="jctotp-pg-"))
+    cluster = PgCluster(directory, write_tls_files(directory))
     try:
         return cluster.start()
     except BaseException:
         cluster.destroy()
         raise
+
+
+# --- fixtures (a conftest imports these names) ------------------------------------------
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """The session's cluster; stopped and removed at the end, even after failures."""
+    cluster = new_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+def _healthy(cluster: PgCluster) -> None:
+    cluster.thaw()
+    if not cluster.running:
+        cluster.start()
+
+
+@pytest.fixture
+def pg(pg_cluster: PgCluster) -> Iterator[PgCluster]:
+    """The session's cluster, up: thawed/started before and after each test."""
+    _healthy(pg_cluster)
+    yield pg_cluster
+    _healthy(pg_cluster)
+
+
+@pytest.fixture
+def pg_uri(pg: PgCluster) -> str:
+    """A fresh, empty database owned by jctotp, as a libpq URI naming the passfile."""
+    return pg.new_database()
