@@ -8,6 +8,7 @@ import time
 
 import psycopg
 import pytest
+from servers import orphan_survives
 from servers.postgres import PgCluster
 
 pytestmark = pytest.mark.fleet
@@ -87,3 +88,7 @@ def test_frozen_server_times_out_then_thaws(pg: PgCluster) -> None:
     finally:
         pg.thaw()
     assert select_one(pg.uri) == 1
+
+
+def test_server_dies_with_the_test_run() -> None:
+    assert not orphan_survives("servers.postgres.new_cluster()")

@@ -12,6 +12,7 @@ import ldap3
 import pytest
 from ldap3.core.exceptions import LDAPException, LDAPNoSuchObjectResult, LDAPSocketOpenError
 from ldap3.utils.conv import escape_filter_chars
+from servers import orphan_survives
 from servers.slapd import ADMINS, BREAK_GLASS, MFA, Slapd
 
 pytestmark = pytest.mark.ldap
@@ -149,3 +150,7 @@ def test_frozen_server_times_out_then_thaws(slapd: Slapd, tls: str) -> None:
     finally:
         slapd.thaw()
     assert service(slapd).bound
+
+
+def test_server_dies_with_the_test_run() -> None:
+    assert not orphan_survives("servers.slapd.new_slapd()")

@@ -1,7 +1,9 @@
-"""A private PostgreSQL for tests (issue 13): scripts/pg-test-cluster.sh driven from Python.
+"""A private PostgreSQL for tests (issue 13).
 
-127.0.0.1 only, a free port, its socket and data in a temp dir, run by the OS user
-postgres, TLS with a test CA (optional for clients: `uri` is plain, `tls_uri`
+scripts/pg-test-cluster.sh creates the cluster; the postmaster then runs as our
+child (as the OS user postgres), so it dies with the test run even if pytest is
+killed (parent-death signal). 127.0.0.1 only, a free port, its socket and data in
+a temp dir, TLS with a test CA (optional for clients: `uri` is plain, `tls_uri`
 says sslmode=verify-full). The product logs in as role `jctotp` with scram-sha-256;
 the password lives only in a libpq passfile (0600) that the URIs name, so no config
 file the daemon reads holds it. `stop()` / `start()` take the server down and back
@@ -11,11 +13,14 @@ up mid-test (same port, same data); `freeze()` / `thaw()` make it hang instead
 
 from __future__ import annotations
 
+import ctypes
 import os
+import pwd
 import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +28,25 @@ from urllib.parse import quote
 
 import pytest
 
-from servers import free_port
+from servers import PR_SET_PDEATHSIG, free_port
 from servers.certs import TlsFiles, write_tls_files
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "pg-test-cluster.sh"
+
+
+def postgres_binary() -> str:
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+                      key=lambda p: int(p.parts[-3]))
+    if not versions:
+        raise RuntimeError("PostgreSQL is not installed (scripts/install-test-servers.sh)")
+    return str(versions[-1])
+
+
+def _as_postgres_dying_with_parent() -> None:
+    """In the child, after Popen switched to the postgres user: SIGQUIT (immediate
+    shutdown) when the test run dies. Set after the uid change, which clears it."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGQUIT)
 
 
 @dataclass
@@ -40,6 +59,7 @@ class PgCluster:
     host: str = "127.0.0.1"
     user: str = "jctotp"
     dbname: str = "jctotp"
+    proc: subprocess.Popen | None = field(default=None, repr=False)
     _databases: int = field(default=0, repr=False)
 
     @property
@@ -96,47 +116,75 @@ class PgCluster:
 
     def start(self) -> "PgCluster":
         """Start (creating the cluster on first call); on a port clash, try another port."""
+        if not (self.dir / "data" / "PG_VERSION").exists():
+            self.port = self.port or free_port()
+            subprocess.run([str(SCRIPT), "init", str(self.dir), str(self.port)],
+                           check=True, capture_output=True, timeout=60)
         for attempt in range(3):
-            if not self.port or attempt:
+            if attempt:
                 self.port = free_port()
-            done = subprocess.run([str(SCRIPT), "start", str(self.dir), str(self.port)],
-                                  capture_output=True, text=True, timeout=60)
-            if done.returncode == 0:
+            if self._spawn():
                 return self
-        raise RuntimeError(f"PostgreSQL did not start: {done.stderr}\n{self.log_tail()}")
+        raise RuntimeError(f"PostgreSQL did not start:\n{self.log_tail()}")
+
+    def _spawn(self) -> bool:
+        """Run the postmaster in the foreground in its own process group; True once it
+        accepts connections (postmaster.pid says "ready")."""
+        pg = pwd.getpwnam("postgres")
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [postgres_binary(), "-D", str(self.dir / "data"), "-p", str(self.port)],
+                user=pg.pw_uid, group=pg.pw_gid, extra_groups=[], start_new_session=True,
+                preexec_fn=_as_postgres_dying_with_parent,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        pidfile = self.dir / "data" / "postmaster.pid"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False   # typically a port clash: the caller picks a new port
+            try:
+                lines = pidfile.read_text().splitlines()
+                if lines[0] == str(self.proc.pid) and lines[-1].strip() == "ready":
+                    return True
+            except (OSError, IndexError):
+                pass
+            time.sleep(0.02)
+        self.stop()
+        return False
 
     def stop(self) -> None:
         """Fast shutdown: open connections are dropped, new ones refused."""
-        self.thaw()
-        subprocess.run([str(SCRIPT), "stop", str(self.dir)], check=True, timeout=60)
+        if self.running:
+            self.thaw()
+            self.proc.send_signal(signal.SIGINT)   # type: ignore[union-attr]
+            try:
+                self.proc.wait(30)   # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.proc.wait()   # type: ignore[union-attr]
+        self.proc = None
 
     @property
     def running(self) -> bool:
-        return subprocess.run([str(SCRIPT), "status", str(self.dir)],
-                              capture_output=True, timeout=30).returncode == 0
+        return self.proc is not None and self.proc.poll() is None
 
     def freeze(self) -> None:
-        """SIGSTOP the postmaster and its backends (pg_ctl makes it a process group leader)."""
+        """SIGSTOP the postmaster and its backends (its process group)."""
         self._signal_group(signal.SIGSTOP)
 
     def thaw(self) -> None:
         self._signal_group(signal.SIGCONT)
 
+    def _signal_group(self, sig: signal.Signals) -> None:
+        if self.running:
+            os.killpg(self.proc.pid, sig)   # type: ignore[union-attr]
+
     def destroy(self) -> None:
-        """Stop and remove the cluster's directory (session end), killing it if pg_ctl fails."""
+        """Stop and remove the cluster's directory (session end)."""
         try:
             self.stop()
-        except (subprocess.SubprocessError, OSError):
-            self._signal_group(signal.SIGKILL)
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    def _signal_group(self, sig: signal.Signals) -> None:
-        try:
-            pid = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
-            os.killpg(pid, sig)
-        except (OSError, ValueError, IndexError):
-            pass   # no pid file or no such process: nothing is running
 
     def log_tail(self, lines: int = 20) -> str:
         try:

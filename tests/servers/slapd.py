@@ -23,6 +23,7 @@ may only bind. Every password is random per session: read them from `passwords`.
 from __future__ import annotations
 
 import base64
+import ctypes
 import hashlib
 import secrets
 import shutil
@@ -38,7 +39,7 @@ from urllib.parse import quote
 
 import pytest
 
-from servers import accepts, free_port, write_file
+from servers import PR_SET_PDEATHSIG, accepts, free_port, write_file
 from servers.certs import TlsFiles, write_tls_files
 
 ORG_ID = "5f1e0c9a8b7d6e5f4a3b2c1d"
@@ -214,7 +215,7 @@ class Slapd:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 ["/usr/sbin/slapd", "-d", "stats", "-h", urls, "-F", str(self.dir / "slapd.d")],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                preexec_fn=_dying_with_parent, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -393,6 +394,11 @@ userPassword: {ssha(password)}
         self.ldapmodify(f"dn: {self.user_dn(name)}\nchangetype: modify\nreplace: userPassword\n"
                         f"userPassword: {ssha(password)}\n")
         self.passwords[name] = password
+
+
+def _dying_with_parent() -> None:
+    """In the child: SIGTERM when the test run dies, even by SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def new_slapd() -> Slapd:
