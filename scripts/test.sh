@@ -23,7 +23,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- system packages (Debian 12) ---------------------------------------------
-pkgs=(gcc make libc6-dev libpam0g-dev libpam-modules oathtool python3 python3-venv)
+# libpq5: psycopg (the fleet store's driver) loads it at import.
+pkgs=(gcc make libc6-dev libpam0g-dev libpam-modules oathtool python3 python3-venv libpq5)
 # docker.io comes from scripts/ensure-docker.sh: it keeps the package from starting a bridged dockerd.
 [ "$fast" = no ] && pkgs+=(debootstrap openssh-client dpkg-dev)
 missing=()
