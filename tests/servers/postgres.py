@@ -13,22 +13,18 @@ up mid-test (same port, same data); `freeze()` / `thaw()` make it hang instead
 
 from __future__ import annotations
 
-import ctypes
-import os
 import pwd
-import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from servers import PR_SET_PDEATHSIG, free_port
+from servers import ServerProcess, free_port, server_fixtures
 from servers.certs import TlsFiles, write_tls_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,14 +39,8 @@ def postgres_binary() -> str:
     return str(versions[-1])
 
 
-def _as_postgres_dying_with_parent() -> None:
-    """In the child, after Popen switched to the postgres user: SIGQUIT (immediate
-    shutdown) when the test run dies. Set after the uid change, which clears it."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGQUIT)
-
-
 @dataclass
-class PgCluster:
+class PgCluster(ServerProcess):
     """One private cluster. `uri` is what a daemon's `database:` would say."""
 
     dir: Path
@@ -61,6 +51,7 @@ class PgCluster:
     dbname: str = "jctotp"
     proc: subprocess.Popen | None = field(default=None, repr=False)
     _databases: int = field(default=0, repr=False)
+    stop_signal = signal.SIGINT   # "fast" shutdown; the parent-death signal too
 
     @property
     def passfile(self) -> Path:
@@ -131,66 +122,22 @@ class PgCluster:
         """Run the postmaster in the foreground in its own process group; True once it
         accepts connections (postmaster.pid says "ready")."""
         pg = pwd.getpwnam("postgres")
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [postgres_binary(), "-D", str(self.dir / "data"), "-p", str(self.port)],
-                user=pg.pw_uid, group=pg.pw_gid, extra_groups=[], start_new_session=True,
-                preexec_fn=_as_postgres_dying_with_parent,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        proc = self.spawn([postgres_binary(), "-D", str(self.dir / "data"), "-p", str(self.port)],
+                          user=pg.pw_uid, group=pg.pw_gid, extra_groups=[])
         pidfile = self.dir / "data" / "postmaster.pid"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 return False   # typically a port clash: the caller picks a new port
             try:
                 lines = pidfile.read_text().splitlines()
-                if lines[0] == str(self.proc.pid) and lines[-1].strip() == "ready":
+                if lines[0] == str(proc.pid) and lines[-1].strip() == "ready":
                     return True
             except (OSError, IndexError):
                 pass
             time.sleep(0.02)
         self.stop()
         return False
-
-    def stop(self) -> None:
-        """Fast shutdown: open connections are dropped, new ones refused."""
-        if self.running:
-            self.thaw()
-            self.proc.send_signal(signal.SIGINT)   # type: ignore[union-attr]
-            try:
-                self.proc.wait(30)   # type: ignore[union-attr]
-            except subprocess.TimeoutExpired:
-                self._signal_group(signal.SIGKILL)
-                self.proc.wait()   # type: ignore[union-attr]
-        self.proc = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def freeze(self) -> None:
-        """SIGSTOP the postmaster and its backends (its process group)."""
-        self._signal_group(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        self._signal_group(signal.SIGCONT)
-
-    def _signal_group(self, sig: signal.Signals) -> None:
-        if self.running:
-            os.killpg(self.proc.pid, sig)   # type: ignore[union-attr]
-
-    def destroy(self) -> None:
-        """Stop and remove the cluster's directory (session end)."""
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
     # --- test set-up -------------------------------------------------------------
 
@@ -216,38 +163,12 @@ def new_cluster() -> PgCluster:
     """Create and start a cluster in a fresh dir under /tmp (pytest's basetemp is 0700 root,
     which the postgres user cannot enter)."""
     directory = Path(tempfile.mkdtemp(prefix="jctotp-pg-"))
-    cluster = PgCluster(directory, write_tls_files(directory))
-    try:
-        return cluster.start()
-    except BaseException:
-        cluster.destroy()
-        raise
+    return PgCluster(directory, write_tls_files(directory)).started()
 
 
 # --- fixtures (a conftest imports these names) ------------------------------------------
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    """The session's cluster; stopped and removed at the end, even after failures."""
-    cluster = new_cluster()
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
-def _healthy(cluster: PgCluster) -> None:
-    cluster.thaw()
-    if not cluster.running:
-        cluster.start()
-
-
-@pytest.fixture
-def pg(pg_cluster: PgCluster) -> Iterator[PgCluster]:
-    """The session's cluster, up: thawed/started before and after each test."""
-    _healthy(pg_cluster)
-    yield pg_cluster
-    _healthy(pg_cluster)
+pg_cluster, pg = server_fixtures(new_cluster, "pg_cluster", "pg")
 
 
 @pytest.fixture

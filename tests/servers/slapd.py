@@ -23,23 +23,17 @@ may only bind. Every password is random per session: read them from `passwords`.
 from __future__ import annotations
 
 import base64
-import ctypes
 import hashlib
 import secrets
-import shutil
-import signal
 import subprocess
 import re
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
-
-from servers import PR_SET_PDEATHSIG, accepts, free_port, write_file
+from servers import ServerProcess, accepts, free_port, server_fixtures, write_file
 from servers.certs import TlsFiles, write_tls_files
 
 ORG_ID = "5f1e0c9a8b7d6e5f4a3b2c1d"
@@ -59,7 +53,7 @@ def ssha(password: str) -> str:
 # --- the server -------------------------------------------------------------------------
 
 @dataclass
-class Slapd:
+class Slapd(ServerProcess):
     """One private slapd; `start()` creates it on first call, `stop()`/`start()` mid-test."""
 
     dir: Path
@@ -172,53 +166,15 @@ class Slapd:
             self._populate()
         return self
 
-    def stop(self) -> None:
-        """Stop slapd (SIGTERM, then SIGKILL after 10 s): connections drop, new ones fail."""
-        if self.proc and self.proc.poll() is None:
-            self.thaw()
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def freeze(self) -> None:
-        if self.running:
-            self.proc.send_signal(signal.SIGSTOP)   # type: ignore[union-attr]
-
-    def thaw(self) -> None:
-        if self.running:
-            self.proc.send_signal(signal.SIGCONT)   # type: ignore[union-attr]
-
-    def destroy(self) -> None:
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
     def _spawn(self) -> bool:
         """Run slapd in the foreground as our child, logging stats (binds, searches) to
         `log`; True once all listeners accept."""
         urls = f"{self.ldap_uri}/ {self.ldaps_uri}/ {self.ldapi_uri}"
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                ["/usr/sbin/slapd", "-d", "stats", "-h", urls, "-F", str(self.dir / "slapd.d")],
-                preexec_fn=_dying_with_parent, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        proc = self.spawn(["/usr/sbin/slapd", "-d", "stats", "-h", urls,
+                           "-F", str(self.dir / "slapd.d")])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 return False    # typically a port clash: the caller picks new ports
             if all(accepts(p) for p in (self.ldap_port, self.ldaps_port)) \
                     and self.ldapi_path.exists():
@@ -396,42 +352,11 @@ userPassword: {ssha(password)}
         self.passwords[name] = password
 
 
-def _dying_with_parent() -> None:
-    """In the child: SIGTERM when the test run dies, even by SIGKILL."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def new_slapd() -> Slapd:
     """Create and start a slapd in a fresh temp dir (runs as root: the test's user)."""
-    server = Slapd(Path(tempfile.mkdtemp(prefix="jctotp-ldap-")))
-    try:
-        return server.start()
-    except BaseException:
-        server.destroy()
-        raise
+    return Slapd(Path(tempfile.mkdtemp(prefix="jctotp-ldap-"))).started()
 
 
 # --- fixtures (a conftest imports these names) ------------------------------------------
 
-@pytest.fixture(scope="session")
-def slapd_server() -> Iterator[Slapd]:
-    """The session's slapd; stopped and removed at the end, even after failures."""
-    server = new_slapd()
-    try:
-        yield server
-    finally:
-        server.destroy()
-
-
-def _healthy(server: Slapd) -> None:
-    server.thaw()
-    if not server.running:
-        server.start()
-
-
-@pytest.fixture
-def slapd(slapd_server: Slapd) -> Iterator[Slapd]:
-    """The session's slapd, up: thawed/started before and after each test."""
-    _healthy(slapd_server)
-    yield slapd_server
-    _healthy(slapd_server)
+slapd_server, slapd = server_fixtures(new_slapd, "slapd_server", "slapd")
