@@ -378,8 +378,9 @@ def throughput_phases(args: argparse.Namespace, ga_so: str, tmp: Path) -> list[s
         cores_raw = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
         verified = counts["SUCCESS"] + counts["AUTH_ERR"]
         row("daemon alone (raw client): /s", verified / args.seconds, None,
-            fmt=lambda v: f"{v:.0f}/s", note=f"(jctotpd used {cores_raw:.2f} cores; "
-                                             "target ≥ 3000/s)")
+            fmt=lambda v: f"{v:.0f}/s", note=f"(jctotpd used {cores_raw:.2f} cores: "
+                                             f"{verified / args.seconds / max(cores_raw, 0.01):.0f}"
+                                             "/s per core; target ≥ 3000/s)")
         row("daemon alone (raw client): p99", percentile(lat, 99), None,
             note="(target < 5 ms)")
         mem_load = memory_mb(pid)
@@ -444,7 +445,13 @@ def profile(args: argparse.Namespace, socket: str, pool: list[tuple[str, str]],
     rec.wait(30)
     data = json.loads(Path(args.profile).read_text())
     frames = data["shared"]["frames"]
+
+    def function(i: int) -> str:  # py-spy's frames are per line: group them by function
+        f = frames[i]
+        return f"{f['name']} ({Path(f.get('file', '?')).name})"
+
     self_time: Counter = Counter()
+    inclusive: Counter = Counter()
     total = 0.0
     unit = data["profiles"][0].get("unit", "samples") if data["profiles"] else "samples"
     for prof in data["profiles"]:
@@ -452,13 +459,17 @@ def profile(args: argparse.Namespace, socket: str, pool: list[tuple[str, str]],
             if not stack:
                 continue
             total += weight
-            f = frames[stack[-1]]
-            where = f"{Path(f.get('file', '?')).name}:{f.get('line', '?')}"
-            self_time[f"{f['name']} ({where})"] += weight
+            self_time[function(stack[-1])] += weight
+            ours = {function(i) for i in stack if "pam_jctotp" in frames[i].get("file", "")}
+            for name in ours:
+                inclusive[name] += weight
     lines = [f"\nProfile of jctotpd under the raw-client load (py-spy, {args.profile}): "
-             f"self time, {total:.1f} {unit} sampled, all threads"]
+             f"{total:.1f} {unit} sampled, all threads", "  self time:"]
     lines += [f"  {100 * weight / total:5.1f}%  {name}"
               for name, weight in self_time.most_common(args.profile_top)]
+    lines.append("  inclusive time, pam_jctotp functions:")
+    lines += [f"  {100 * weight / total:5.1f}%  {name}"
+              for name, weight in inclusive.most_common(args.profile_top)]
     return lines
 
 
@@ -496,6 +507,9 @@ def main() -> int:
     subprocess.run(["make", "-s", "-C", str(REPO / "native"), "all"], check=True)
     print(f"ours: {pd.SHIM}\nGA:   {ga_so}\n{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
           f"temp files in {tempfile.gettempdir()}, {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    print(f"Python {sys.version.split()[0]} ({sys.executable}) for the driver and jctotpd")
+    if os.getloadavg()[0] > 1.0:
+        print("note: the machine is busy (load above 1): quote these figures with the load")
     if os.environ.get("JCTOTP_BENCH_NS"):
         print("no /dev/log here: GA's syslog line per login goes to /dev/null "
               "(/dev/console, bound in a private mount namespace)")
