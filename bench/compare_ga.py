@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyotp
 from benchlib import REPO, cpu_seconds, memory_mb, percentile, private_daemon, us
@@ -138,10 +139,14 @@ def quiet_console() -> None:
     if unshare is None:
         print("note: no /dev/log and no unshare: GA's syslog lines go to the console")
         return
+    namespace = [unshare, "--mount", "--propagation", "private", "sh", "-c"]
+    bind = "mount --bind /dev/null /dev/console"
+    if subprocess.run([*namespace, bind], capture_output=True).returncode != 0:
+        print("note: no /dev/log and no private mount namespace here: "
+              "GA's syslog lines go to the console")
+        return
     os.environ["JCTOTP_BENCH_NS"] = "1"
-    script = 'mount --bind /dev/null /dev/console && exec "$0" "$@"'
-    os.execv(unshare, [unshare, "--mount", "--propagation", "private", "sh", "-c", script,
-                       sys.executable, *sys.argv])
+    os.execv(unshare, [*namespace, f'{bind} && exec "$0" "$@"', sys.executable, *sys.argv])
 
 
 # --- one login, timed by the driver ------------------------------------------------
@@ -198,6 +203,48 @@ def parallel_wrong_logins(confdir: Path, side: Side, logins: int, procs: int) ->
             for i in range(procs)]
     with multiprocessing.get_context("fork").Pool(procs) as pool:
         return [t for times in pool.map(_wrong_logins, jobs) for t in times]
+
+
+def _floor_server(path: str, ready: Any) -> None:
+    """A PAM socket that does no work: HELLO -> code prompt, ANSWER -> SUCCESS
+    (asyncio streams, as jctotpd uses them)."""
+    import asyncio
+    import struct
+
+    header = struct.Struct("!I")
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for reply in (b"PROMPT_OFF Verification code: ", b"VERDICT SUCCESS"):
+                (length,) = header.unpack(await reader.readexactly(4))
+                await reader.readexactly(length)
+                writer.write(header.pack(len(reply)) + reply)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_unix_server(serve, path)
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+@contextmanager
+def floor_daemon(directory: Path) -> Iterator[str]:
+    path = str(directory / "floor.sock")
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_floor_server, args=(path, ready), daemon=True)
+    proc.start()
+    try:
+        ready.wait(10)
+        yield path
+    finally:
+        proc.terminate()
+        proc.join()
 
 
 # --- throughput through the driver -------------------------------------------------
@@ -320,6 +367,20 @@ def latency_phases(args: argparse.Namespace, ga_so: str, tmp: Path) -> None:
         o, g = interleaved(confdir, Side("jc-both", our_user, "both"),
                            Side("ga-both", ga_users.add, "both"), args.logins, args.warmup)
         stats("auth + account", o, g, note="(GA: account = pam_permit)")
+
+        # What the protocol costs without the daemon's work: the shim against
+        # a do-nothing asyncio server, and the driver against pam_permit.
+        pd.write_service(confdir, "permit", ["auth required pam_permit.so"])
+        with floor_daemon(tmp) as floor_socket:
+            pd.write_service(confdir, "floor", [f"auth required {pd.SHIM} socket={floor_socket} "
+                                                "timeout=10 factors=totp"])
+            floor = Side("floor", lambda: ("floor", pyotp.TOTP(pyotp.random_base32())))
+            permit = Side("permit", lambda: ("nobody", pyotp.TOTP(pyotp.random_base32())))
+            f, pm = interleaved(confdir, floor, permit, args.logins, args.warmup)
+        row("floor: shim + empty asyncio server", statistics.median(f), None,
+            note=f"(p99 {us(percentile(f, 99))}; 2 round trips, no work)")
+        row("floor: driver + pam_permit", statistics.median(pm), None,
+            note=f"(p99 {us(percentile(pm, 99))})")
 
         # The fail delay is a sleep: run the wrong codes a few at a time so the
         # run does not take logins x fail_delay; the excess over the delay is work.
