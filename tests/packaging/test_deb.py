@@ -24,15 +24,20 @@ PASSWORD = "Correct-Horse-7"
 
 
 def test_example_config_has_every_key_at_its_default():
-    """Uncommenting every `#key: value` line of the conffile gives Config()."""
+    """Uncommenting every `#key: value` line of the conffile gives Config(),
+    except unknown_users, which the package sets to ignore (the pam-auth-update
+    profile must not lock root out)."""
     text = EXAMPLE_CONFIG.read_text()
-    assert configmod.parse(yaml.safe_load(text)) == configmod.Config()  # all comments
+    shipped = yaml.safe_load(text)
+    assert shipped == {"unknown_users": "ignore"}
+    assert configmod.parse(shipped) == configmod.Config(unknown_users="ignore")
     uncommented = "\n".join(re.sub(r"^#(?=[a-z_]+:|  [a-z_]+:)", "", line)
                             for line in text.splitlines())
     raw = yaml.safe_load(uncommented)
     documented = set(raw) | {"testing"}  # test-suite only, mentioned in prose
     assert documented == {f.name for f in configmod.fields(configmod.Config)}
     raw.pop("issuer")  # the default has the host name in it
+    raw.pop("unknown_users")
     assert configmod.parse(raw) == configmod.Config()
 
 
