@@ -418,7 +418,8 @@ def test_systemd_broken_config_never_stops_the_daemon(systemd_container, deb):
          "mkdir -p /etc/jctotp && cp /tmp/broken.yaml /etc/jctotp/config.yaml")
     fresh = c.sh("apt-get install -y -q --no-install-recommends "
                  f"-o Dpkg::Options::=--force-confold /pkg/{deb.name}")
-    assert "WARNING: jctotpd is NOT running" in fresh.stderr, fresh.stderr
+    said = fresh.stdout + fresh.stderr  # apt passes dpkg's stderr on to its stdout
+    assert "WARNING: jctotpd is NOT running" in said, said
     assert c.sh("systemctl is-active jctotpd", ok=False).stdout.strip() != "active"
 
 
