@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from .crypto import SecretBox, load_or_create_key
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
 from .errors import JctotpError
+from .printable import PrintableFormatter
 from .store.markers import LockMarkers
 from .store.sqlite import SqliteStore
 from .transport.driver import Driver
@@ -52,13 +54,28 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog]:
     system = NssAccounts()
     directory = LocalDirectory(store, Passwords(cfg.password_hash), system)
     audit = AuditLog(cfg.audit_log, cfg.audit_syslog)
-    markers = LockMarkers(os.path.join(cfg.state_dir, "locked"))
-    markers.sync(r.name for r in store.list() if r.locked_at is not None)
+    markers = LockMarkers(os.path.join(cfg.state_dir, "locked"),
+                          lambda: [r.name for r in store.list() if r.locked_at is not None])
+    markers.resync()
     return Accounts(cfg, store, directory, system, box, Clock(controllable=cfg.clock_control),
                     audit, markers), audit
 
 
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (systemd's default soft limit is
+    1024); the control socket's tables are sized from what we get (transport/limits.py)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the descriptor limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
 async def serve(cfg: configmod.Config) -> None:
+    raise_fd_limit()
     accounts, audit = build(cfg)
     argon2 = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
                                 thread_name_prefix="argon2")
@@ -66,7 +83,7 @@ async def serve(cfg: configmod.Config) -> None:
     control_pool = ThreadPoolExecutor(max_workers=CONTROL_STEP_WORKERS,
                                       thread_name_prefix="control")
     daemon = Daemon(accounts, Driver(accounts.directory, argon2), pam_pool,
-                    control_pool)
+                    control_pool, housekeeping=getattr(accounts.markers, "resync", None))
     await daemon.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -98,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     # Under systemd the journal adds "jctotpd[pid]:" itself.
     prefix = "" if os.environ.get("JOURNAL_STREAM") else "jctotpd[%(process)d]: "
     logging.basicConfig(stream=sys.stderr, format=prefix + "%(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:  # no client-chosen control bytes in the log
+        handler.setFormatter(PrintableFormatter(prefix + "%(levelname)s %(message)s"))
     try:
         cfg = configmod.load(args.config)
         logging.getLogger().setLevel(cfg.log_level.upper())

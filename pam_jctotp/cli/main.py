@@ -14,6 +14,7 @@ from .. import __version__
 from .. import config as configmod
 from ..errors import JctotpError, UsageError
 from ..model import ExitCode
+from ..printable import printable
 from .client import request
 
 EPILOG = """\
@@ -83,12 +84,13 @@ USER_COLUMNS = [("name", "USER"), ("admin", "ADMIN"), ("mfa", "MFA"),
 
 
 def _cell(value: Any) -> str:
-    """A value for people: booleans as yes/no (--json keeps true/false)."""
+    """A value for people: booleans as yes/no, control characters escaped
+    (--json keeps true/false and the exact text)."""
     if value is None or value == "":
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    return printable(str(value))
 
 
 def _describe(user: dict[str, Any]) -> str:
@@ -244,9 +246,10 @@ def _print(args: argparse.Namespace, verb: str, data: Any, message: str) -> None
         print(_describe(data))
     elif verb == "audit":
         for e in data:
-            extra = " ".join(f"{k}={v}" for k, v in e.items()
+            extra = " ".join(f"{k}={printable(str(v))}" for k, v in e.items()
                              if k not in ("time", "ts", "event", "user", "host"))
-            print(f"{e.get('time')}  {e.get('event'):<20} {e.get('user') or '-':<12} {extra}")
+            print(f"{printable(str(e.get('time')))}  {printable(str(e.get('event'))):<20} "
+                  f"{printable(e.get('user') or '-'):<12} {extra}")
     if message:
         print(message)
 

@@ -28,7 +28,9 @@ Rules, in one place:
 8. A conversation abandoned half-way (the client gone, see run()) is audited
    as `abandoned` and counts nothing: an attempt reserved before a wrong
    factor was found is given back; a wrong factor is counted before any
-   further prompt, so leaving early never dodges the count.
+   further prompt, so leaving early never dodges the count. A grant is
+   audited once its verdict reached the shim (the driver says whether it
+   did): a shim gone by then means PAM refused, so it is `abandoned` too.
 """
 
 from __future__ import annotations
@@ -229,24 +231,34 @@ class Login:
             yield Error(locked_text())
         yield from self._fail("unknown_user")
 
+    def _grant(self, code: VerdictCode, event: str, **fields: object) -> Conversation:
+        """A grant is audited once the shim has the verdict (the driver sends
+        whether it arrived): `event` if it did, `abandoned` if the shim was gone
+        and PAM refused the login. With `audit_failure: deny` the log must be
+        writable before anything is granted."""
+        acc = self.acc
+        if acc.config.audit_failure == "deny" and not acc.audit_log.writable():
+            yield Verdict(V.AUTH_ERR, delay=True)
+            return
+        delivered = yield Verdict(code)
+        if delivered is False:
+            self._audit("abandoned", outcome=event, **fields)
+        else:
+            self._audit(event, **fields)
+
     def _success(self, attempt: Attempt, **fields: object) -> Conversation:
         lockout.succeeded(self.acc, attempt)
-        if not self._audit("login_ok", **fields):
-            yield Verdict(V.AUTH_ERR, delay=True)  # audit_failure: deny
-            return
         if not self.req.password_factor and fields.get("how") == "no_mfa":
-            yield Verdict(V.IGNORE)  # nothing of ours was checked: no opinion
+            yield from self._grant(V.IGNORE, "login_ok", **fields)  # nothing of ours checked
             return
-        yield Verdict(V.SUCCESS)
+        yield from self._grant(V.SUCCESS, "login_ok", **fields)
 
     def _exempted(self, attempt: Attempt, why: str) -> Conversation:
         lockout.succeeded(self.acc, attempt)
-        if not self._audit("exempted", reason=why):
-            yield Verdict(V.AUTH_ERR, delay=True)
-            return
         # Without a password factor an exemption means "no opinion", so a
         # `sufficient` line can never turn it into a password bypass.
-        yield Verdict(V.SUCCESS if self.req.password_factor else V.IGNORE)
+        yield from self._grant(V.SUCCESS if self.req.password_factor else V.IGNORE,
+                               "exempted", reason=why)
 
     def _locked(self, rec: UserRecord) -> Conversation:
         """Prompts as usual, checks nothing, refuses: reveals nothing about the password."""
@@ -294,12 +306,9 @@ class Login:
         if outcome is Outcome.SKIPPED:
             lockout.succeeded(acc, attempt)
             self._audit("enrollment_skipped", days_left=days)
-            if not self._audit("login_ok", how="enrollment_skipped"):
-                yield Verdict(V.AUTH_ERR, delay=True)
-                return
             yield Info(f"Enrollment skipped. You have {days} day(s) left to set up "
                        "multi-factor authentication; after that you cannot log in.")
-            yield Verdict(V.SUCCESS)
+            yield from self._grant(V.SUCCESS, "login_ok", how="enrollment_skipped")
         elif outcome is Outcome.ENROLLED:
             self._audit("enrolled")
             yield Info("Multi-factor authentication is now active.")

@@ -147,6 +147,7 @@ def user_set(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
 def user_remove(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     rec = user(acc, args.get("name"))
     acc.store.delete(rec.name)
+    acc.markers.mark(rec.name, False)  # markers follow the store (issue 9 item 12)
     acc.audit("user_removed", rec.name, actor=actor)
     yield Result(message=f"Removed {rec.name} from the directory (the Linux account is kept).",
                  data={"name": rec.name, "changed": True})

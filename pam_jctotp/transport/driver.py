@@ -74,8 +74,15 @@ class Driver:
 
     async def drive(self, conv: Conversation, show: Callable[[Any], Awaitable[None]],
                     ask: Callable[[Prompt], Awaitable[str]], pool: Executor,
-                    deadline: Deadline) -> Verdict | Result:
-        """Run `conv` to its Verdict/Result, doing the I/O each step asks for."""
+                    deadline: Deadline,
+                    deliver: Callable[[Verdict | Result], Awaitable[bool]] | None = None,
+                    settle: Deadline | None = None) -> Verdict | Result:
+        """Run `conv` to its Verdict/Result, doing the I/O each step asks for.
+
+        With `deliver`, the verdict is handed over by it and the conversation is
+        then told whether that worked (`delivered = yield Verdict(...)`), so a
+        grant is audited as such only once the peer has it; the epilogue has
+        its own deadline (`settle`), the peer waits for nothing more."""
         value: Any = None
         late = False
 
@@ -93,6 +100,18 @@ class Driver:
                     raise RuntimeError("conversation ended without a verdict") from None
                 value = None
                 if isinstance(step, (Verdict, Result)):
+                    if deliver is not None:
+                        delivered = await deliver(step)
+                        try:
+                            after = await self.call(pool, settle or Deadline(deadline.seconds),
+                                                    _finish, conv, delivered,
+                                                    on_late=close_late)
+                        except StepTimeout:
+                            late = True
+                            raise
+                        if after is not None:
+                            raise RuntimeError(f"a conversation went on after its verdict "
+                                               f"({type(after).__name__})")
                     return step
                 if isinstance(step, Prompt):
                     value = await ask(step)
@@ -112,3 +131,12 @@ class Driver:
                 # The generator's cleanup may write (an abandoned login is audited
                 # and its attempt given back): in a worker, like every step.
                 await asyncio.wrap_future(pool.submit(conv.close))
+
+
+def _finish(conv: Conversation, delivered: bool) -> object | None:
+    """Tell a finished conversation whether its verdict arrived; None once it ends.
+    (StopIteration cannot cross into an asyncio future, so it ends here.)"""
+    try:
+        return conv.send(delivered)
+    except StopIteration:
+        return None
