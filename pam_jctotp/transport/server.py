@@ -4,6 +4,12 @@ They only carry frames: every decision is made by a conversation
 (core/login.py for logins, core/verbs.py for CLI verbs) that the driver runs
 step by step in worker threads. PAM calls and control requests have pools
 of their own, so a slow `useradd` never queues a login.
+
+The control socket is world-writable: it has its own accept loop that
+counts each connection against its uid's budget (limits.py) before reading
+anything, so no local user can take the descriptors, memory or loop time
+the PAM socket needs. A granted login is audited only once its verdict was
+delivered (`abandoned` otherwise).
 """
 
 from __future__ import annotations
@@ -352,13 +358,16 @@ class Daemon:
                 return control_wire.decode(data)
             return await loop.run_in_executor(self.control_pool, control_wire.decode, data)
 
-        async def show(step: Any) -> None:
+        patience = self.limits.answer_timeout(uid)
+
+        async def send(step: Any) -> None:
+            # A client that never reads must not park the connection either.
             writer.write(control_wire.encode(control_wire.step_message(step)))
+            await asyncio.wait_for(writer.drain(), patience)
 
         async def ask(step: Prompt) -> str:
-            writer.write(control_wire.encode(control_wire.step_message(step)))
-            await writer.drain()
-            msg = await read_message(self.limits.answer_timeout(uid))
+            await send(step)
+            msg = await read_message(patience)
             if msg.get("t") != "answer" or not isinstance(msg.get("text"), str):
                 raise ProtocolError("expected an answer")
             text: str = msg["text"]
@@ -370,14 +379,13 @@ class Daemon:
             deadline = Deadline(CONTROL_STEP)
             conv = await self.driver.call(self.control_pool, deadline, verbs.handle, self.acc,
                                           uid, request)
-            result = await self.driver.drive(conv, show, ask, self.control_pool, deadline)
+            result = await self.driver.drive(conv, send, ask, self.control_pool, deadline)
             if not isinstance(result, Result):
                 raise TypeError("a control verb ended with a PAM verdict")
             if result.delay:
                 await asyncio.sleep(max(0.0, started + self.config.fail_delay
                                         - time.monotonic()))
-            writer.write(control_wire.encode(control_wire.step_message(result)))
-            await writer.drain()
+            await send(result)
         except TooLarge as exc:
             self.throttled.warning(("too large", uid), f"control {exc}: refused")
             await self._send_quietly(writer, control_wire.encode(control_wire.step_message(
