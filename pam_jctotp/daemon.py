@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Under systemd the journal adds "jctotpd[pid]:" itself.
     prefix = "" if os.environ.get("JOURNAL_STREAM") else "jctotpd[%(process)d]: "
-    logging.basicConfig(stream=sys.stderr, format=prefix + "%(levelname)s %(message)s")
+    logging.basicConfig(stream=sys.stderr)
     for handler in logging.getLogger().handlers:  # no client-chosen control bytes in the log
         handler.setFormatter(PrintableFormatter(prefix + "%(levelname)s %(message)s"))
     try:

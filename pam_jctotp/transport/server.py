@@ -41,7 +41,6 @@ log = logging.getLogger("jctotpd")
 HELLO_TIMEOUT = 10.0     # the shim sends HELLO right after connecting
 ANSWER_TIMEOUT = 600.0   # a person typing (sshd's LoginGraceTime is shorter)
 CONTROL_STEP = 120.0     # a control step (useradd waits up to 30 s)
-SETTLE_STEP = 10.0       # auditing a delivered (or undelivered) verdict
 ACCEPT_BATCH = 8         # control accepts per wake-up: the PAM socket gets its turn
 ACCEPT_PAUSE = 1.0       # out of descriptors: stop accepting control connections this long
 PARSE_ON_LOOP = 16384    # larger control JSON (root's bulk verbs) is parsed in a worker
@@ -249,7 +248,7 @@ class Daemon:
             return delivered
 
         await self.driver.drive(Login(self.acc, req).run(), show, ask, self.pam_pool, deadline,
-                                deliver=deliver, settle=Deadline(SETTLE_STEP))
+                                deliver=deliver)
 
     async def _fail_delay(self, deadline: Deadline) -> None:
         """Every failure takes fail_delay from the last answer, whatever it cost to
@@ -286,8 +285,9 @@ class Daemon:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno not in _OUT_OF_FILES:
-                    raise
+                if exc.errno not in _OUT_OF_FILES:  # ECONNABORTED and the like: that one only
+                    self.throttled.warning("accept", f"control socket: accept: {exc.strerror}")
+                    continue
                 self.throttled.warning("out of files", f"control socket: out of descriptors "
                                        f"({exc.strerror}); not accepting for {ACCEPT_PAUSE:.0f} s")
                 self._pause_control(ACCEPT_PAUSE)

@@ -9,14 +9,20 @@ the shim is audited as `abandoned`, never as `login_ok`.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 from pam_jctotp.transport import limits, pam_wire
+from pam_jctotp.transport.limits import Throttled
+from pam_jctotp.transport.server import Daemon
 from testlib import REPO
 
 NOBODY = 65534
@@ -124,3 +130,24 @@ def test_a_grant_the_shim_never_received_is_audited_abandoned(daemon):
     assert [e["event"] for e in events] == ["abandoned"], events
     assert events[0]["outcome"] == "login_ok" and events[0]["how"] == "password_only"
     assert "gone before the verdict" in daemon.log.read_text()
+
+
+def test_running_out_of_descriptors_is_one_line_not_a_traceback_per_accept(caplog):
+    """asyncio reports EMFILE at accept with a traceback each time; the daemon's
+    handler makes it one line per interval (other errors keep asyncio's report)."""
+    stub = SimpleNamespace(throttled=Throttled(logging.getLogger("jctotpd")))
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(100):
+                Daemon._loop_exception(stub, loop, {  # type: ignore[arg-type]
+                    "message": "socket.accept() out of system resource",
+                    "exception": OSError(errno.EMFILE, "Too many open files")})
+            Daemon._loop_exception(stub, loop, {  # type: ignore[arg-type]
+                "message": "something else", "exception": ValueError("boom")})
+    finally:
+        loop.close()
+    lines = [(r.name, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert lines[0] == ("jctotpd", "out of descriptors: Too many open files; new connections "
+                        "wait (raise LimitNOFILE?)", False)
+    assert len(lines) == 2 and lines[1][0] == "asyncio"  # the rest: asyncio's own report
