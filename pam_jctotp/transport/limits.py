@@ -108,7 +108,7 @@ class Throttled:
         self._last: dict[object, float] = {}
         self._held: Counter[object] = Counter()
 
-    def warning(self, key: object, message: str) -> None:
+    def say(self, key: object, message: str, level: int = logging.WARNING) -> None:
         now = time.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self.interval:
@@ -122,4 +122,4 @@ class Throttled:
                 del self._last[k]
                 self._held.pop(k, None)
         suffix = f" (and {more} more like it since)" if more else ""
-        self.log.warning("%s%s", message, suffix)
+        self.log.log(level, "%s%s", message, suffix)

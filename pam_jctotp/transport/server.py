@@ -131,7 +131,7 @@ class Daemon:
         per accept; one line per interval says it all (the PAM socket retries in 1 s)."""
         exc = context.get("exception")
         if isinstance(exc, OSError) and exc.errno in _OUT_OF_FILES:
-            self.throttled.warning("out of files", f"out of descriptors: {exc.strerror}; "
+            self.throttled.say("out of files", f"out of descriptors: {exc.strerror}; "
                                    "new connections wait (raise LimitNOFILE?)")
             return
         loop.default_exception_handler(context)
@@ -174,7 +174,7 @@ class Daemon:
     async def handle_pam(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         if self._slots.locked():
-            self.throttled.warning("pam full", f"refusing PAM connections: max_connections "
+            self.throttled.say("pam full", f"refusing PAM connections: max_connections "
                                    f"({self.config.max_connections}) reached")
             writer.close()
             return
@@ -286,9 +286,9 @@ class Daemon:
                 return
             except OSError as exc:
                 if exc.errno not in _OUT_OF_FILES:  # ECONNABORTED and the like: that one only
-                    self.throttled.warning("accept", f"control socket: accept: {exc.strerror}")
+                    self.throttled.say("accept", f"control socket: accept: {exc.strerror}")
                     continue
-                self.throttled.warning("out of files", f"control socket: out of descriptors "
+                self.throttled.say("out of files", f"control socket: out of descriptors "
                                        f"({exc.strerror}); not accepting for {ACCEPT_PAUSE:.0f} s")
                 self._pause_control(ACCEPT_PAUSE)
                 return
@@ -299,7 +299,7 @@ class Daemon:
                 continue
             refusal = self.limits.admit(uid)
             if refusal is not None:
-                self.throttled.warning(("full", uid), f"control connection refused: {refusal}")
+                self.throttled.say(("full", uid), f"control connection refused: {refusal}")
                 self._refuse(conn, Result(ExitCode.UNAVAILABLE, f"too many connections: "
                                           f"{refusal}; try again later"))
                 continue
@@ -387,15 +387,16 @@ class Daemon:
                                         - time.monotonic()))
             await send(result)
         except TooLarge as exc:
-            self.throttled.warning(("too large", uid), f"control {exc}: refused")
+            self.throttled.say(("too large", uid), f"control {exc}: refused")
             await self._send_quietly(writer, control_wire.encode(control_wire.step_message(
                 Result(ExitCode.USAGE, "request too large"))))
         except JctotpError as exc:
             await self._send_quietly(writer, control_wire.encode(
                 control_wire.step_message(Result(exc.exit_code, str(exc)))))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
-            log.info("control client (uid %d) left before the end (nothing more was changed)",
-                     uid)
+            # Per uid and interval: connecting and leaving in a loop writes no log.
+            self.throttled.say(("left", uid), f"control client (uid {uid}) left before the "
+                               "end (nothing more was changed)", logging.INFO)
         except StepTimeout as exc:
             log.error("control request stalled: %s", exc)
             await self._send_quietly(writer, control_wire.encode(control_wire.step_message(

@@ -85,6 +85,17 @@ print(json.dumps({{"refused": refused}}))
     assert "Traceback" not in log
 
 
+def test_connecting_and_leaving_in_a_loop_writes_one_log_line(daemon):
+    path = daemon.config["control_socket"]
+    as_nobody(f"""
+for _ in range(200):
+    s = socket.socket(socket.AF_UNIX); s.connect({path!r}); s.close()
+print("{{}}")
+""")
+    time.sleep(0.5)
+    assert daemon.log.read_text().count("left before the end") <= 1
+
+
 def test_root_gets_in_while_a_user_holds_all_the_connections_they_may(daemon):
     path = daemon.config["control_socket"]
     holder = subprocess.Popen([sys.executable, "-c", PRELUDE + f"""

@@ -62,10 +62,10 @@ def test_throttled_says_it_once_per_interval_then_counts(caplog, monkeypatch):
     t = Throttled(logging.getLogger("test_limits"), interval=60)
     with caplog.at_level(logging.WARNING, "test_limits"):
         for _ in range(500):
-            t.warning(("full", 1001), "table full for uid 1001")
-        t.warning(("full", 1002), "table full for uid 1002")
+            t.say(("full", 1001), "table full for uid 1001")
+        t.say(("full", 1002), "table full for uid 1002")
         now[0] += 61
-        t.warning(("full", 1001), "table full for uid 1001")
+        t.say(("full", 1001), "table full for uid 1001")
     assert [r.getMessage() for r in caplog.records] == [
         "table full for uid 1001", "table full for uid 1002",
         "table full for uid 1001 (and 499 more like it since)"]
