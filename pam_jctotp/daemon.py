@@ -83,7 +83,8 @@ async def serve(cfg: configmod.Config) -> None:
     control_pool = ThreadPoolExecutor(max_workers=CONTROL_STEP_WORKERS,
                                       thread_name_prefix="control")
     daemon = Daemon(accounts, Driver(accounts.directory, argon2), pam_pool,
-                    control_pool, housekeeping=getattr(accounts.markers, "resync", None))
+                    control_pool, housekeeping=accounts.markers.resync
+                    if isinstance(accounts.markers, LockMarkers) else None)
     await daemon.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -45,6 +45,7 @@ ACCEPT_BATCH = 8         # control accepts per wake-up: the PAM socket gets its 
 ACCEPT_PAUSE = 1.0       # out of descriptors: stop accepting control connections this long
 PARSE_ON_LOOP = 16384    # larger control JSON (root's bulk verbs) is parsed in a worker
 HOUSEKEEPING = 60.0      # seconds between housekeeping runs (lock markers follow the store)
+LAST_WORD = 5.0          # an error reply on a connection that is ending
 _UNAVAIL = pam_wire.encode_step(Verdict(VerdictCode.AUTHINFO_UNAVAIL))
 _OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -132,7 +133,7 @@ class Daemon:
         exc = context.get("exception")
         if isinstance(exc, OSError) and exc.errno in _OUT_OF_FILES:
             self.throttled.say("out of files", f"out of descriptors: {exc.strerror}; "
-                                   "new connections wait (raise LimitNOFILE?)")
+                               "new connections wait (raise LimitNOFILE?)")
             return
         loop.default_exception_handler(context)
 
@@ -175,7 +176,7 @@ class Daemon:
                          writer: asyncio.StreamWriter) -> None:
         if self._slots.locked():
             self.throttled.say("pam full", f"refusing PAM connections: max_connections "
-                                   f"({self.config.max_connections}) reached")
+                               f"({self.config.max_connections}) reached")
             writer.close()
             return
         async with self._slots:
@@ -267,10 +268,11 @@ class Daemon:
 
     @staticmethod
     async def _send_quietly(writer: asyncio.StreamWriter, data: bytes) -> None:
+        """A last word on a connection that is ending: never waits for long."""
         try:
             writer.write(data)
-            await writer.drain()
-        except (ConnectionError, RuntimeError):
+            await asyncio.wait_for(writer.drain(), LAST_WORD)
+        except (ConnectionError, RuntimeError, asyncio.TimeoutError):
             pass
 
     # --- control socket ---------------------------------------------------
@@ -289,7 +291,7 @@ class Daemon:
                     self.throttled.say("accept", f"control socket: accept: {exc.strerror}")
                     continue
                 self.throttled.say("out of files", f"control socket: out of descriptors "
-                                       f"({exc.strerror}); not accepting for {ACCEPT_PAUSE:.0f} s")
+                                   f"({exc.strerror}); not accepting for {ACCEPT_PAUSE:.0f} s")
                 self._pause_control(ACCEPT_PAUSE)
                 return
             try:
