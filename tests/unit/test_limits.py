@@ -9,11 +9,15 @@ limit; a full table is one log line per interval.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 
 from pam_jctotp.transport import control_wire, limits
 from pam_jctotp.transport.limits import ControlLimits, Plan, Throttled, plan
+from testlib import REPO
 
 
 @pytest.mark.parametrize("nofile", [256, 1024, 4096, 524288])
@@ -69,3 +73,14 @@ def test_throttled_says_it_once_per_interval_then_counts(caplog, monkeypatch):
     assert [r.getMessage() for r in caplog.records] == [
         "table full for uid 1001", "table full for uid 1002",
         "table full for uid 1001 (and 499 more like it since)"]
+
+
+def test_the_daemon_raises_its_soft_descriptor_limit_to_the_hard_one():
+    """systemd starts services with a soft limit of 1,024; the daemon takes what it may."""
+    script = ("import resource\n"
+              "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))\n"
+              "from pam_jctotp.daemon import raise_fd_limit\n"
+              "print(raise_fd_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert out.stdout.split() == ["4096", "4096", "4096"]
