@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from ..model import LoginRequest, MfaState, UserRecord, VerdictCode
 from ..secret import Secret
-from . import enrollment, lockout, policy
+from . import enrollment, lockout, policy, provisioning
 from .accounts import Accounts
 from .enrollment import Outcome
 from .lockout import Attempt
@@ -77,7 +77,7 @@ class Login:
 
     def account(self) -> Conversation:
         acc = self.acc
-        rec = acc.get(self.req.user)
+        rec = provisioning.record(acc, self.req.user)
         if rec is None:
             yield Verdict(V.IGNORE if acc.config.unknown_users == "ignore" else V.USER_UNKNOWN)
             return
@@ -103,7 +103,7 @@ class Login:
 
     def authenticate(self) -> Conversation:
         req, acc = self.req, self.acc
-        rec = acc.get(req.user)
+        rec = provisioning.record(acc, req.user)
         if rec is None and not req.password_factor and acc.config.unknown_users == "ignore":
             yield Verdict(V.IGNORE)
             return

@@ -155,7 +155,9 @@ def audit_read(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
 
 def doctor(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     """What only the daemon can check, for `jctotp doctor`: its directory."""
-    yield Result(data={"directory": acc.directory.check()})
+    name = arg(args, "user", str, None)
+    yield Result(data={"directory": acc.directory.check(name),
+                       "directory_kind": acc.directory.describe()})
 
 
 def clock_set(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
