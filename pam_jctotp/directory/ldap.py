@@ -24,6 +24,7 @@ and the call retried once on a fresh connection.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import ssl
@@ -63,10 +64,8 @@ class Entry:
 
 def normalise_dn(dn: str) -> str:
     """Case and spacing do not matter in a DN comparison ("CN=Admins, o=x" == "cn=admins,o=x")."""
-    try:
-        return ",".join(f"{a.strip().lower()}={v.strip().lower()}" for a, v, _ in parse_dn(dn))
-    except LDAPInvalidDnError:
-        return dn.strip().lower()
+    rdns = (part.partition("=") for part in re.split(r"(?<!\\),", dn))
+    return ",".join(f"{a.strip().lower()}={v.strip().lower()}" for a, _, v in rdns)
 
 
 def read_password_file(path: str) -> str:
@@ -165,10 +164,8 @@ class LdapDirectory:
         self._name_attr: str = attr
         # A configured group written as a DN matches however the directory spells it.
         self._configured_dns = {normalise_dn(g): g for g in configured_groups if "=" in g}
-        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=cfg.ca_file)
-        self._servers = [(uri, ldap3.Server(uri, tls=tls, connect_timeout=cfg.timeout,
-                                            get_info=ldap3.NONE),
-                          uri.lower().startswith("ldap://") and cfg.start_tls)
+        self._tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=cfg.ca_file)
+        self._servers = [(uri, uri.lower().startswith("ldap://") and cfg.start_tls)
                          for uri in cfg.uri]
         self._nobody_dn = f"cn=jctotp-no-such-user,{cfg.base_dn}"
         self._service = _Pool(self._service_connection)
@@ -213,9 +210,9 @@ class LdapDirectory:
         and `user` found by the filter."""
         problems = []
         reachable = False
-        for uri, server, start_tls in self._servers:
+        for uri, start_tls in self._servers:
             try:
-                _close(self._connect(server, start_tls))
+                _close(self._connect(uri, start_tls))
                 reachable = True
             except (LDAPException, OSError) as exc:
                 problems.append(f"directory {uri}: {describe(exc, self.cfg.ca_file)}")
@@ -365,9 +362,9 @@ class LdapDirectory:
     def _open(self, user: str | None, password: str | None) -> ldap3.Connection:
         """A connection to the first URI that answers (TLS verified, not yet bound)."""
         errors = []
-        for uri, server, start_tls in self._servers:
+        for uri, start_tls in self._servers:
             try:
-                conn = self._connect(server, start_tls)
+                conn = self._connect(uri, start_tls)
             except (LDAPException, OSError) as exc:
                 errors.append(f"{uri}: {describe(exc, self.cfg.ca_file)}")
                 continue
@@ -376,8 +373,13 @@ class LdapDirectory:
             return conn
         raise self._down("; ".join(errors))
 
-    def _connect(self, server: ldap3.Server, start_tls: bool) -> ldap3.Connection:
-        conn = ldap3.Connection(server, receive_timeout=self.cfg.timeout,
+    def _connect(self, uri: str, start_tls: bool) -> ldap3.Connection:
+        # A new Server each time: ldap3 remembers a failed address for minutes
+        # ("invalid server address"), and we want to see the directory come back.
+        server = ldap3.Server(uri, tls=self._tls, connect_timeout=self.cfg.timeout,
+                              get_info=ldap3.NONE)
+        # ldap3 packs the receive timeout into SO_RCVTIMEO as whole seconds.
+        conn = ldap3.Connection(server, receive_timeout=max(1, math.ceil(self.cfg.timeout)),
                                 raise_exceptions=False, auto_referrals=False,
                                 authentication=ldap3.SIMPLE)
         try:

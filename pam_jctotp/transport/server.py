@@ -21,7 +21,7 @@ from ..core import verbs
 from ..core.accounts import Accounts
 from ..core.login import Login
 from ..core.steps import Prompt, Result, Verdict
-from ..errors import JctotpError, ProtocolError, StoreError
+from ..errors import DirectoryUnavailable, JctotpError, ProtocolError, StoreError
 from ..model import ExitCode, VerdictCode
 from . import control_wire, pam_wire
 from .driver import Deadline, Driver, StepTimeout, reply_budget
@@ -141,8 +141,12 @@ class Daemon:
             await writer.drain()
             return pam_wire.parse_answer(await read_frame(ANSWER_TIMEOUT))
 
-        verdict = await self.driver.drive(Login(self.acc, req).run(), show, ask, self.pam_pool,
-                                          deadline)
+        try:
+            verdict = await self.driver.drive(Login(self.acc, req).run(), show, ask,
+                                              self.pam_pool, deadline)
+        except DirectoryUnavailable:
+            # Fail closed; the directory logged the outage once, each login only its verdict.
+            verdict = Verdict(VerdictCode.AUTHINFO_UNAVAIL)
         if not isinstance(verdict, Verdict):
             raise TypeError("a login ended with a control result")
         if verdict.delay:
