@@ -180,6 +180,10 @@ class LdapDirectory:
         secret = password.reveal()
         if not secret:
             return False    # an empty simple bind is an "unauthenticated bind": it succeeds
+        try:
+            secret.encode("utf-8")
+        except UnicodeEncodeError:
+            return False    # not UTF-8 (RFC 4511 passwords are octets we send as UTF-8)
         entry = self.lookup(name) if name is not None else None
         ok = self._bind_as(entry.dn if entry else self._nobody_dn, secret)
         return ok and entry is not None
@@ -369,7 +373,6 @@ class LdapDirectory:
                 errors.append(f"{uri}: {describe(exc, self.cfg.ca_file)}")
                 continue
             conn.user, conn.password = user, password
-            self._reached(uri)
             return conn
         raise self._down("; ".join(errors))
 
@@ -400,7 +403,9 @@ class LdapDirectory:
         for fresh in (False, True):
             try:
                 with pool.borrow(fresh) as conn:
-                    return fn(conn)
+                    result = fn(conn)
+                self._reached(getattr(conn.server, "name", ""))
+                return result
             except LDAPException as exc:
                 if fresh:
                     raise self._down(describe(exc, self.cfg.ca_file)) from None

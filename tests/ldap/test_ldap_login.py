@@ -249,3 +249,19 @@ def test_a_user_added_to_the_directory_later_appears_by_themself(ldap_daemon, sl
     r = pd.run(confdir, service(confdir, daemon), name, [password, ""], call="both")
     assert r.rc == pd.PAM_SUCCESS   # skipped enrollment, inside the period
     assert daemon.user(name)["mfa"] == "pending"
+
+
+def test_a_refused_service_bind_fails_closed_with_one_line(ldap_daemon, slapd, confdir,
+                                                           tmp_path):
+    wrong = tmp_path / "wrong.pw"
+    wrong.write_text("not-the-service-password\n")
+    wrong.chmod(0o600)
+    daemon = ldap_daemon(directory={"bind_password_file": str(wrong)})
+    svc = service(confdir, daemon)
+    for _ in range(3):
+        r = pd.run(confdir, svc, "alice", [slapd.passwords["alice"]])
+        assert r.rc == pd.PAM_AUTHINFO_UNAVAIL
+    log = daemon.log.read_text()
+    assert len(outage_lines(daemon)) == 1 and "service bind" in log
+    assert "reachable again" not in log
+    assert slapd.passwords["svc-jctotp"] not in log and slapd.passwords["alice"] not in log
