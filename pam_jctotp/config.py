@@ -67,7 +67,7 @@ class Config:
     create_system_accounts: bool = True
     max_connections: int = 256
     password_hash: PasswordHashParams = PasswordHashParams()
-    directory: DirectoryConfig = DirectoryConfig()
+    directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     testing: dict[str, bool] = field(default_factory=dict)
 
     @property
