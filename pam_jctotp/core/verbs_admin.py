@@ -24,6 +24,9 @@ def user_add(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     is_admin = arg(args, "admin", bool, False)
     mfa = arg(args, "mfa", bool, False)
     password = new_password(args) if args.get("password") is not None else None
+    if password is not None and not acc.directory.editable:
+        raise UsageError("the directory keeps its users' passwords: add the user without "
+                         "one (--no-password), or let them appear at their first login")
     if acc.store.get(name) is not None:
         raise UsageError(f"user {name!r} already exists")
     created = False

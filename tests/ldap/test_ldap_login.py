@@ -109,7 +109,8 @@ def test_injection_and_case_find_nobody(ldap_daemon, slapd, confdir, name):
     mark = slapd.log_mark()
     r = pd.run(confdir, svc, name, [slapd.passwords["alice"], "123456"])
     assert r.rc == pd.PAM_AUTH_ERR
-    assert prompts(r) == [PASSWORD_PROMPT, CODE_PROMPT]   # as for any unknown user
+    unknown = pd.run(confdir, svc, "nosuchuser", [slapd.passwords["alice"], "123456"])
+    assert prompts(r) == prompts(unknown)   # as for any unknown user
     assert daemon.ok("user.list") == []
     users = {slapd.user_dn(n) for n in ("alice", "bob", "carol", "dave")}
     assert not users & set(slapd.binds_since(mark))
@@ -265,3 +266,11 @@ def test_a_refused_service_bind_fails_closed_with_one_line(ldap_daemon, slapd, c
     assert len(outage_lines(daemon)) == 1 and "service bind" in log
     assert "reachable again" not in log
     assert slapd.passwords["svc-jctotp"] not in log and slapd.passwords["alice"] not in log
+
+
+def test_user_add_with_a_password_is_refused_for_an_ldap_directory(ldap_daemon):
+    daemon = ldap_daemon()
+    r = daemon.request("user.add", name="bob", password="a local password", mfa=False,
+                       system_account=False)
+    assert r.exit == 2 and "--no-password" in r.message
+    assert daemon.ok("user.list") == []
