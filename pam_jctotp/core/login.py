@@ -81,6 +81,11 @@ class Login:
         if rec is None:
             yield Verdict(V.IGNORE if acc.config.unknown_users == "ignore" else V.USER_UNKNOWN)
             return
+        if provisioning.left_directory(acc, rec):  # e.g. a key login of a removed user
+            self._audit("acct_refused", reason="not_in_directory")
+            yield Error(provisioning.LEFT_TEXT)
+            yield Verdict(V.PERM_DENIED)
+            return
         if acc.is_locked(rec):
             self._audit("acct_refused", reason="locked")
             yield Error(self._locked_text(rec))

@@ -16,6 +16,8 @@ from ..model import UserRecord
 from . import policy
 from .accounts import Accounts
 
+LEFT_TEXT = "Your account is no longer in the directory. Contact your administrator."
+
 
 def record(acc: Accounts, name: str) -> UserRecord | None:
     """The user's record; made now for a directory user seen for the first time."""
@@ -38,3 +40,9 @@ def record(acc: Accounts, name: str) -> UserRecord | None:
     acc.audit("user_provisioned", name, reason="first seen in the directory",
               enrollment_days=days if mfa else None)
     return acc.get(name)
+
+
+def left_directory(acc: Accounts, rec: UserRecord) -> bool:
+    """A record whose user the directory no longer knows (removed or renamed in
+    LDAP): refused in acct_mgmt, so an SSH key and a code do not outlive it."""
+    return acc.directory.provisions and not acc.directory.exists(rec.name)

@@ -274,3 +274,14 @@ def test_user_add_with_a_password_is_refused_for_an_ldap_directory(ldap_daemon):
                        system_account=False)
     assert r.exit == 2 and "--no-password" in r.message
     assert daemon.ok("user.list") == []
+
+
+def test_a_record_whose_user_left_the_directory_is_refused_in_account(ldap_daemon, slapd,
+                                                                      confdir):
+    daemon = ldap_daemon()
+    daemon.ok("user.add", name="gone", system_account=False)   # not (or no longer) in LDAP
+    r = pd.run(confdir, service(confdir, daemon), "gone", [], call="acct")
+    assert r.rc == pd.PAM_PERM_DENIED
+    assert any("no longer in the directory" in m.text for m in r.transcript)
+    r = pd.run(confdir, service(confdir, daemon), "bob", [], call="acct")
+    assert r.rc == pd.PAM_SUCCESS   # provisioned now, still in the directory

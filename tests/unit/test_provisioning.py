@@ -110,3 +110,13 @@ def test_the_local_directory_never_provisions(world):
     req = LoginRequest(call="auth", service="sshd", user="nobody-here")
     run = drive(Login(world.acc, req).run(), ["pw", "123456"], world.directory)
     assert run.code == V.AUTH_ERR and world.store.get("nobody-here") is None
+
+
+def test_a_user_removed_from_the_directory_is_refused_in_account(ldap):
+    world, fake = ldap
+    assert login(world, fake, "ben", ["ben-pass"]).code == V.SUCCESS
+    acct = LoginRequest(call="acct", service="sshd", user="ben")
+    assert drive(Login(world.acc, acct).run(), [], fake).code == V.SUCCESS
+    del fake.users["ben"]
+    run = drive(Login(world.acc, acct).run(), [], fake)
+    assert run.code == V.PERM_DENIED and "no longer in the directory" in run.text()
