@@ -129,8 +129,10 @@ def test_an_empty_password_is_refused_without_a_bind(ldap_daemon, slapd, confdir
     assert binds_after(slapd, mark, alice).count(alice) == 1
 
 
-def test_ldaps_with_the_wrong_ca_is_refused(ldap_daemon, slapd, confdir):
-    daemon = ldap_daemon(directory={"ca_file": str(slapd.wrong_ca_file)})
+@pytest.mark.parametrize("tls", ["ldaps", "starttls"])
+def test_the_wrong_ca_is_refused(ldap_daemon, slapd, confdir, tls):
+    uri = {"uri": [slapd.ldap_uri], "start_tls": True} if tls == "starttls" else {}
+    daemon = ldap_daemon(directory={"ca_file": str(slapd.wrong_ca_file), **uri})
     r = pd.run(confdir, service(confdir, daemon), "alice", [slapd.passwords["alice"]])
     assert r.rc == pd.PAM_AUTHINFO_UNAVAIL
     assert "certificate" in daemon.log.read_text()
