@@ -239,7 +239,7 @@ def test_user_list_shows_directory_users_with_a_record(ldap_daemon, slapd, confd
     pd.run(confdir, svc, "carol", ["wrong", ""])
     listed = {u["name"]: u for u in daemon.ok("user.list")}
     assert set(listed) == {"bob", "carol"}
-    assert listed["carol"]["admin"] and listed["carol"]["mfa"] == "pending"
+    assert listed["carol"]["admin"] and listed["carol"]["mfa"] == "enroll_now"  # no grace
     assert listed["carol"]["failed_attempts"] == 1
     assert "dave" not in listed and "alice" not in listed
 

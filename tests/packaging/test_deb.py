@@ -87,7 +87,7 @@ def test_contents_modes_and_control(deb):
     # Real entry points: the system's python3 runs them (no /usr/local one
     # takes over) and the process is named after the script (pgrep -x).
     for script, module in (("usr/sbin/jctotpd", "pam_jctotp.daemon"),
-                           ("usr/bin/jctotp", "pam_jctotp.cli")):
+                           ("usr/bin/jctotp", "pam_jctotp.cli.main")):
         body = deb_file(deb, script)
         assert body.startswith("#!/usr/bin/python3\n"), script
         assert f"from {module} import main" in body, script

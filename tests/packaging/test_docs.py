@@ -27,7 +27,7 @@ def text(page: str) -> str:
 
 def cli_help(*args: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; from pam_jctotp.cli import main; sys.exit(main())",
+        [sys.executable, "-c", "import sys; from pam_jctotp.cli.main import main; sys.exit(main())",
          *args, "--help"], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
     return out.stdout

@@ -7,7 +7,7 @@ import pytest
 from harness import World, drive
 
 from pam_jctotp.core import policy
-from pam_jctotp.core.login import CODE_PROMPT, Login, PASSWORD_PROMPT
+from pam_jctotp.core.login import PASSWORD_PROMPT, Login
 from pam_jctotp.model import LoginRequest, MfaState, VerdictCode
 from pam_jctotp.secret import Secret
 
@@ -79,9 +79,19 @@ def test_others_start_with_mfa_off(ldap):
 
 def test_a_name_the_directory_does_not_know_gets_no_record(ldap):
     world, fake = ldap
-    run = login(world, fake, "zed", ["whatever", "123456"])
-    assert run.code == V.AUTH_ERR and run.prompts == [PASSWORD_PROMPT, CODE_PROMPT]
+    run = login(world, fake, "zed", ["whatever"])
+    assert run.code == V.AUTH_ERR and run.prompts == login(world, fake, "ben", ["x"]).prompts
     assert world.store.get("zed") is None
+
+
+def test_an_admin_in_an_mfa_group_gets_no_period(ldap):
+    world, fake = ldap
+    fake.users["dee"] = ("dee-pass", frozenset({"admins", "cn=mfa,ou=groups,dc=example,dc=com"}))
+    run = login(world, fake, "dee",
+                lambda prompt, _: "dee-pass" if prompt.text == PASSWORD_PROMPT else "")
+    assert run.code != V.SUCCESS   # no skipping: the first login must enroll
+    assert "set it up now" in run.text()
+    assert world.acc.state(world.store.get("dee")) is MfaState.ENROLL_NOW
 
 
 def test_the_first_wrong_password_already_counts(ldap):
@@ -108,7 +118,7 @@ def test_a_parallel_first_login_finds_the_record_made_by_the_other(ldap):
 
 def test_the_local_directory_never_provisions(world):
     req = LoginRequest(call="auth", service="sshd", user="nobody-here")
-    run = drive(Login(world.acc, req).run(), ["pw", "123456"], world.directory)
+    run = drive(Login(world.acc, req).run(), ["pw"], world.directory)
     assert run.code == V.AUTH_ERR and world.store.get("nobody-here") is None
 
 
