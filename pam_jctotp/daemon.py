@@ -20,6 +20,7 @@ from .audit import AuditLog
 from .clock import Clock
 from .core.accounts import Accounts
 from .crypto import SecretBox, load_or_create_key
+from .directory import Directory
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
 from .errors import JctotpError
@@ -47,12 +48,21 @@ def _notify(state: str) -> None:
     sdnotify.SystemdNotifier().notify(state)
 
 
+def make_directory(cfg: configmod.Config, store: SqliteStore, system: NssAccounts
+                   ) -> Directory:
+    if cfg.directory.is_ldap:
+        from .directory.ldap import LdapDirectory  # ldap3 only where it is used
+        return LdapDirectory(cfg.directory, system,
+                             cfg.admin_groups + cfg.exempt_groups + cfg.mfa_groups)
+    return LocalDirectory(store, Passwords(cfg.password_hash), system)
+
+
 def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog]:
     os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
     box = SecretBox(load_or_create_key(cfg.key_path))
     store = SqliteStore(cfg.db_path)
     system = NssAccounts()
-    directory = LocalDirectory(store, Passwords(cfg.password_hash), system)
+    directory = make_directory(cfg, store, system)
     audit = AuditLog(cfg.audit_log, cfg.audit_syslog)
     markers = LockMarkers(os.path.join(cfg.state_dir, "locked"),
                           lambda: [r.name for r in store.list() if r.locked_at is not None])
@@ -77,8 +87,10 @@ def raise_fd_limit() -> int:
 async def serve(cfg: configmod.Config) -> None:
     raise_fd_limit()
     accounts, audit = build(cfg)
-    argon2 = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
-                                thread_name_prefix="argon2")
+    # Password checks: argon2 is CPU (one worker per core); an LDAP bind waits on
+    # the network, so as many as PAM steps.
+    argon2 = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS if cfg.directory.is_ldap
+                                else max(2, os.cpu_count() or 2), thread_name_prefix="argon2")
     pam_pool = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS, thread_name_prefix="pam")
     control_pool = ThreadPoolExecutor(max_workers=CONTROL_STEP_WORKERS,
                                       thread_name_prefix="control")

@@ -160,6 +160,23 @@ def daemon_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
 
 
 
+def ldap_directory(slapd: Any, **overrides: Any) -> dict[str, Any]:
+    """The `directory:` block for a test slapd (tests/servers/slapd.py), JumpCloud's layout."""
+    block = {
+        "type": "ldap",
+        "uri": [slapd.ldaps_uri],
+        "ca_file": str(slapd.ca_file),
+        "base_dn": slapd.users_dn,
+        "user_filter": "(&(objectClass=inetOrgPerson)(uid={user}))",
+        "bind_dn": slapd.bind_dn,
+        "bind_password_file": str(slapd.bind_password_file),
+        "group_attribute": "memberOf",
+        "timeout": 2,
+    }
+    block.update(overrides)
+    return block
+
+
 def code_at(totp: pyotp.TOTP, offset: float = 0.0) -> str:
     """The code a phone shows now (+offset seconds): from the secret and the clock."""
     return totp.at(time.time() + offset)

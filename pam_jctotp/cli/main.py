@@ -166,7 +166,10 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("setup", help="enroll your authenticator now")
     sub.add_parser("reset", help="move to a new phone: prove the old one, confirm the new")
     sub.add_parser("recovery-codes", help="make new recovery codes (needs a current code)")
-    json_flag(sub.add_parser("doctor", help="check this host's setup (sockets, key, sshd)"))
+    doctor = sub.add_parser("doctor", help="check this host's setup (sockets, key, sshd, "
+                            "directory)")
+    doctor.add_argument("--user", help="also check that the directory finds this user")
+    json_flag(doctor)
     return p
 
 
@@ -256,7 +259,7 @@ def _print(args: argparse.Namespace, verb: str, data: Any, message: str) -> None
 
 def _doctor(args: argparse.Namespace, cfg: configmod.Config) -> int:
     from . import doctor
-    findings = doctor.run(cfg)
+    findings = doctor.run(cfg, args.user)
     if args.json:
         print(json.dumps([f.__dict__ for f in findings], indent=2))
     else:

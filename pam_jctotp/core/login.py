@@ -40,7 +40,7 @@ import logging
 from ..errors import JctotpError
 from ..model import LoginRequest, MfaState, UserRecord, VerdictCode
 from ..secret import Secret
-from . import enrollment, lockout, policy
+from . import enrollment, lockout, policy, provisioning
 from .accounts import Accounts
 from .enrollment import Outcome
 from .lockout import Attempt
@@ -120,9 +120,14 @@ class Login:
 
     def account(self) -> Conversation:
         acc = self.acc
-        rec = acc.get(self.req.user)
+        rec = provisioning.record(acc, self.req.user)
         if rec is None:
             yield Verdict(V.IGNORE if acc.config.unknown_users == "ignore" else V.USER_UNKNOWN)
+            return
+        if provisioning.left_directory(acc, rec):  # e.g. a key login of a removed user
+            self._audit("acct_refused", reason="not_in_directory")
+            yield Error(provisioning.LEFT_TEXT)
+            yield Verdict(V.PERM_DENIED)
             return
         if acc.is_locked(rec):
             self._audit("acct_refused", reason="locked")
@@ -151,7 +156,7 @@ class Login:
 
     def authenticate(self) -> Conversation:
         req, acc = self.req, self.acc
-        rec = acc.get(req.user)
+        rec = provisioning.record(acc, req.user)
         if rec is None:
             if not req.password_factor and acc.config.unknown_users == "ignore":
                 yield Verdict(V.IGNORE)

@@ -134,7 +134,7 @@ class Driver:
                                             step.user, step.password)
                 elif isinstance(step, SetPassword):
                     await self.call(self.argon2, deadline, self.directory.set_password,
-                                    step.user, step.password)
+                                    step.user, step.password, step.old)
                 else:
                     raise TypeError(f"unknown conversation step {type(step).__name__}")
         finally:

@@ -29,7 +29,7 @@ from ..core import verbs
 from ..core.accounts import Accounts
 from ..core.login import Login
 from ..core.steps import Prompt, Result, Verdict
-from ..errors import JctotpError, ProtocolError, StoreError
+from ..errors import DirectoryUnavailable, JctotpError, ProtocolError, StoreError
 from ..model import ExitCode, VerdictCode
 from ..printable import printable
 from . import control_wire, limits, pam_wire
@@ -199,6 +199,10 @@ class Daemon:
                 await self._send_quietly(writer, _UNAVAIL)
             except StoreError as exc:
                 log.error("PAM call failed closed: %s", exc)
+                await self._send_quietly(writer, _UNAVAIL)
+            except DirectoryUnavailable:
+                # Fail closed; the directory logged the outage once, each login only this.
+                log.warning("PAM call failed closed: the directory is unavailable")
                 await self._send_quietly(writer, _UNAVAIL)
             except Exception:
                 log.exception("internal error during a PAM call; failing it closed")

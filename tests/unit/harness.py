@@ -100,7 +100,7 @@ def drive(conv: Conversation, answers: Answers = (), directory: Directory | None
             elif isinstance(step, VerifyPassword):
                 value = directory.verify_password(step.user, step.password)
             elif isinstance(step, SetPassword):
-                directory.set_password(step.user, step.password)
+                directory.set_password(step.user, step.password, step.old)
             else:
                 assert isinstance(step, (Info, Error)), step
     except StopIteration:
