@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .directory_config import DirectoryConfig, parse_directory_collect
 from .errors import ConfigError
 
 DEFAULT_PATH = "/etc/jctotp/config.yaml"
@@ -59,6 +60,8 @@ class Config:
     admin_groups: tuple[str, ...] = ()
     exempt_groups: tuple[str, ...] = ()
     exempt_sources: tuple[str, ...] = ()
+    # Directory users (LDAP) in these groups (cn or DN) get MFA required at first login.
+    mfa_groups: tuple[str, ...] = ()
     require_mfa_for_all: bool = False
     # A user the system knows but the directory does not: "refuse", or
     # "ignore" (PAM_IGNORE with factors=totp, for stacks where pam_unix or a
@@ -70,6 +73,7 @@ class Config:
     create_system_accounts: bool = True
     max_connections: int = 256
     password_hash: PasswordHashParams = PasswordHashParams()
+    directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     testing: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -142,6 +146,7 @@ _TYPES: dict[str, Any] = {
     "max_attempts": int, "fail_interval": int, "unlock_after": int,
     "fail_delay": float,
     "admin_groups": "strlist", "exempt_groups": "strlist", "exempt_sources": "strlist",
+    "mfa_groups": "strlist",
     "require_mfa_for_all": bool, "unknown_users": str, "default_enrollment_days": int,
     "enrollment_attempts": int,
     "recovery_codes": int, "create_system_accounts": bool, "max_connections": int,
@@ -224,20 +229,27 @@ def _did_you_mean(key: object, known: Any) -> str:
 
 
 # The worst case of a name the enrollment text may carry: 32 characters and a
-# trailing '$' (policy.NAME_RE), and a 64-byte host name (HOST_NAME_MAX).
+# trailing '$' (policy.NAME_RE), and a 64-byte host name (HOST_NAME_MAX). The
+# worst e-mail address (policy.EMAIL_RE, EMAIL_MAX) has a 64-character local
+# part the URI quotes three bytes a character; a user without one gets
+# user@host for {email} (Accounts.account_label).
 _WORST_USER = "u" * 32 + "$"
 _WORST_HOST = "h" * 64
+_WORST_EMAILS = ("{" * 64 + "@" + "d" * 31 + ".org", f"{_WORST_USER}@{_WORST_HOST}")
 _ENROLLMENT_PROSE = 1024  # the sentences around the QR code, the key and the URI
 
 
 def enrollment_frame_size(issuer: str, account_name: str) -> int:
     """Bytes of the largest enrollment text (QR code, key, URI, prose) these give."""
     from .core import qr  # lazily: config is imported by every layer
-    account = account_name.format(user=_WORST_USER, host=_WORST_HOST)
-    label = urllib.parse.quote(f"{issuer}:{account}", safe="@:")
-    uri = (f"otpauth://totp/{label}?secret={'A' * 32}&issuer="
-           f"{urllib.parse.quote(issuer)}&algorithm=SHA1&digits=8&period=120")
-    return len(qr.terminal_qr(uri).encode()) + 2 * len(uri) + _ENROLLMENT_PROSE
+    sizes = []
+    for email in _WORST_EMAILS:
+        account = account_name.format(user=_WORST_USER, host=_WORST_HOST, email=email)
+        label = urllib.parse.quote(f"{issuer}:{account}", safe="@:")
+        uri = (f"otpauth://totp/{label}?secret={'A' * 32}&issuer="
+               f"{urllib.parse.quote(issuer)}&algorithm=SHA1&digits=8&period=120")
+        sizes.append(len(qr.terminal_qr(uri).encode()) + 2 * len(uri) + _ENROLLMENT_PROSE)
+    return max(sizes)
 
 
 def parse(raw: Any, daemon: bool = True) -> Config:
@@ -287,13 +299,20 @@ def parse_collect(raw: Any, daemon: bool = True) -> tuple[Config, Problems]:
                                   "apps read it as the issuer/account separator)")
     account = values.get("account_name", "{user}")
     try:  # formatted at every enrollment: a bad placeholder must fail here, not there
-        account.format(user="u", host="h")
+        account.format(user="u", host="h", email="e")
     except (KeyError, IndexError, ValueError, AttributeError):
         account = ""
-    if "{user}" not in account:
+    if "{user}" not in account and "{email}" not in account:
         values.pop("account_name", None)
-        problems.add("account_name", "config key 'account_name' must contain {user} and no "
-                     "other placeholder than {host}")
+        problems.add("account_name", "config key 'account_name' must contain {user} or "
+                     "{email}, and no other placeholder than {host}")
+    # The longest user (32), host (64) and e-mail (100, core/policy.py) must still
+    # make a label that fits the enrollment QR code in one frame.
+    elif len(account.format(user="u" * 32, host="h" * 64, email="e" * 100)) > 250:
+        values.pop("account_name", None)
+        problems.add("account_name", "config key 'account_name': with the longest user "
+                     "name, host name and e-mail address the label passes 250 characters; "
+                     "use each placeholder once")
     cfg = Config(**values)
     size = enrollment_frame_size(cfg.issuer, cfg.account_name)
     if size > PAM_FRAME_LIMIT:
@@ -314,6 +333,12 @@ def _value(key: str, value: Any, daemon: bool, problems: Problems) -> Any:
         return _password_hash(value, problems)
     if key == "testing":
         return _testing(value, daemon)
+    if key == "directory":
+        directory, found = parse_directory_collect(value)
+        for where, message in found:
+            problems.add(where, message)
+        # A broken block leaves the default (local): the daemon refuses to start anyway.
+        return DirectoryConfig() if found else directory
     checked = _check_type(key, value, _TYPES[key])
     if key in _RANGES:
         lo, hi = _RANGES[key]
@@ -328,7 +353,8 @@ def _value(key: str, value: Any, daemon: bool, problems: Problems) -> Any:
 
 
 def key_lines(text: str) -> dict[str, int]:
-    """Line (1-based) of each top-level key and of each `password_hash.x` sub-key."""
+    """Line (1-based) of each top-level key and of each sub-key (`password_hash.x`,
+    `directory.uri`)."""
     lines: dict[str, int] = {}
     try:
         root = yaml.compose(text)

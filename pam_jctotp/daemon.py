@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import resource
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from .clock import Clock
 from .core.accounts import Accounts
 from .core.totp import Totp
 from .crypto import SecretBox, load_or_create_key
+from .directory import Directory
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
 from .errors import JctotpError
@@ -47,23 +49,54 @@ def _notify(state: str) -> None:
     sdnotify.SystemdNotifier().notify(state)
 
 
+def make_directory(cfg: configmod.Config, store: SqliteStore, system: NssAccounts
+                   ) -> Directory:
+    if cfg.directory.is_ldap:
+        from .directory.ldap import LdapDirectory  # ldap3 only where it is used
+        return LdapDirectory(cfg.directory, system,
+                             cfg.admin_groups + cfg.exempt_groups + cfg.mfa_groups)
+    return LocalDirectory(store, Passwords(cfg.password_hash), system)
+
+
 def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog]:
     os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
     box = SecretBox(load_or_create_key(cfg.key_path))
     store = SqliteStore(cfg.db_path)
     system = NssAccounts()
-    directory = LocalDirectory(store, Passwords(cfg.password_hash), system)
+    directory = make_directory(cfg, store, system)
     audit = AuditLog(cfg.audit_log, cfg.audit_syslog)
-    markers = LockMarkers(os.path.join(cfg.state_dir, "locked"))
-    markers.sync(r.name for r in store.list() if r.locked_at is not None)
+    markers = LockMarkers(os.path.join(cfg.state_dir, "locked"),
+                          lambda: [r.name for r in store.list() if r.locked_at is not None])
+    markers.resync()
     return Accounts(cfg, store, directory, system, box, Clock(controllable=cfg.clock_control),
                     audit, markers), audit
 
 
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (systemd's default soft limit is
+    1024); the control socket's tables are sized from what we get (transport/limits.py)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the descriptor limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
 # Read once at start (sockets, the store, pools, the test clock): a reload
 # that changes them keeps the running value and says a restart is needed.
+# The directory too: an LDAP directory holds connections, its password file and
+# CA; with LDAP, the group keys as well (their DN spellings are read once,
+# directory/ldap.py), so a reload keeps them until a restart.
 RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections",
-                "password_hash", "testing")
+                "password_hash", "testing", "directory")
+LDAP_RESTART_KEYS = ("admin_groups", "exempt_groups", "mfa_groups")
+
+
+def restart_keys(cfg: configmod.Config) -> tuple[str, ...]:
+    return RESTART_KEYS + (LDAP_RESTART_KEYS if cfg.directory.is_ldap else ())
 
 
 LAST_GOOD = "config.last-good.yaml"
@@ -120,7 +153,7 @@ def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bo
     except Exception:  # never let a reload take the daemon down
         log.exception("reload failed, keeping the running config")
         return False
-    kept = [k for k in RESTART_KEYS if getattr(new, k) != getattr(old, k)]
+    kept = [k for k in restart_keys(old) if getattr(new, k) != getattr(old, k)]
     if kept:
         log.warning("reload: %s changed; that takes a restart (systemctl restart jctotpd), "
                     "the running value stays", ", ".join(kept))
@@ -143,16 +176,20 @@ def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bo
 
 async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
                 text: str | None = None) -> None:
+    raise_fd_limit()
     accounts, audit = build(cfg)
     if text is not None:
         remember_good(cfg, text)
-    argon2 = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
-                                thread_name_prefix="argon2")
+    # Password checks: argon2 is CPU (one worker per core); an LDAP bind waits on
+    # the network, so as many as PAM steps.
+    argon2 = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS if cfg.directory.is_ldap
+                                else max(2, os.cpu_count() or 2), thread_name_prefix="argon2")
     pam_pool = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS, thread_name_prefix="pam")
     control_pool = ThreadPoolExecutor(max_workers=CONTROL_STEP_WORKERS,
                                       thread_name_prefix="control")
     daemon = Daemon(accounts, Driver(accounts.directory, argon2), pam_pool,
-                    control_pool)
+                    control_pool, housekeeping=accounts.markers.resync
+                    if isinstance(accounts.markers, LockMarkers) else None)
     await daemon.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -192,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="validate the config and exit")
     parser.add_argument("--version", action="version", version=f"jctotpd {__version__}")
     args = parser.parse_args(argv)
-    logs.setup()
+    logs.setup()  # journal priorities, printable lines (logs.py)
     try:
         if args.check:
             configmod.load(args.config)

@@ -6,8 +6,9 @@ jctotpd -p err` finds the errors. Elsewhere (a container, a terminal) it is
 plain text with the name and pid, as before.
 
 Refusals of users the directory does not know also go to syslog's
-LOG_AUTHPRIV facility (auth.log), as sshd's "Invalid user" lines do, with the
-name escaped: it comes from a remote client.
+LOG_AUTHPRIV facility (auth.log), as sshd's "Invalid user" lines do. Every
+line, on stderr and in auth.log, goes through printable.PrintableFormatter:
+a name comes from a remote client and may carry control characters.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import os
 import sys
 import syslog
 from typing import Callable
+
+from .printable import PrintableFormatter
 
 AUTH_LOGGER = "jctotpd.auth"
 
@@ -32,7 +35,7 @@ def priority(levelno: int) -> int:
     return 7
 
 
-class JournalFormatter(logging.Formatter):
+class JournalFormatter(PrintableFormatter):
     """`<N>` in front of every line (a traceback's lines too: journald reads
     each line as an entry of its own)."""
 
@@ -53,29 +56,17 @@ def stderr_is_journal() -> bool:
     return f"{st.st_dev}:{st.st_ino}" == f"{dev}:{ino}"
 
 
-def escape(text: str) -> str:
-    """A remote-chosen name as one printable line: control characters,
-    U+0085, U+2028 and every other non-ASCII character written as escapes."""
-    return text.encode("unicode_escape").decode("ascii")
-
-
-class _EscapeArgs(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(escape(a) if isinstance(a, str) else a for a in record.args)
-        return True
-
-
 class AuthprivHandler(logging.Handler):
     """syslog(LOG_AUTHPRIV | priority): /var/log/auth.log on Debian."""
 
     def __init__(self, send: Callable[[int, str], None] | None = None) -> None:
         super().__init__()
         self.send = send or syslog.syslog
+        self.setFormatter(PrintableFormatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.send(syslog.LOG_AUTHPRIV | priority(record.levelno), record.getMessage())
+            self.send(syslog.LOG_AUTHPRIV | priority(record.levelno), self.format(record))
         except Exception:  # logging must never take a login down
             self.handleError(record)
 
@@ -89,7 +80,7 @@ def setup(level: str | int = logging.INFO) -> None:
     if stderr_is_journal():  # the journal adds "jctotpd[pid]:" itself
         handler.setFormatter(JournalFormatter("%(message)s"))
     else:
-        handler.setFormatter(logging.Formatter(
+        handler.setFormatter(PrintableFormatter(
             "jctotpd[%(process)d]: %(levelname)s %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
@@ -99,11 +90,10 @@ def setup(level: str | int = logging.INFO) -> None:
 
 def setup_auth(send: Callable[[int, str], None] | None = None, syslog_too: bool = True
                ) -> None:
-    """Refusals of unknown names, escaped, on stderr and (with the config's
+    """Refusals of unknown names on stderr and (with the config's
     `audit_syslog: true`, the default) to LOG_AUTHPRIV."""
     auth = logging.getLogger(AUTH_LOGGER)
     teardown_auth()
-    auth.addFilter(_EscapeArgs())
     if syslog_too:
         auth.addHandler(AuthprivHandler(send))
 

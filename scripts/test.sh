@@ -4,6 +4,7 @@
 #
 #   bash scripts/test.sh          everything: lint, unit, real libpam, the shim
 #                                 under ASan/UBSan, its frame parser fuzzed (60 s),
+#                                 private PostgreSQL and slapd,
 #                                 then real sshd in Docker
 #   bash scripts/test.sh --fast   lint + the fast tier (unit + real libpam), < 2 min
 #
@@ -23,7 +24,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- system packages (Debian 12) ---------------------------------------------
-pkgs=(gcc make libc6-dev libpam0g-dev libpam-modules oathtool python3 python3-venv)
+# libpq5: psycopg (the fleet store's driver) loads it at import.
+pkgs=(gcc make libc6-dev libpam0g-dev libpam-modules oathtool python3 python3-venv libpq5)
 # docker.io comes from scripts/ensure-docker.sh: it keeps the package from starting a bridged dockerd.
 [ "$fast" = no ] && pkgs+=(debootstrap openssh-client dpkg-dev clang libclang-rt-14-dev)
 missing=()
@@ -36,6 +38,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${missing[@]}" >/dev/null
 fi
+# PostgreSQL and OpenLDAP for tests/fleet and tests/ldap, without starting system servers.
+[ "$fast" = no ] && scripts/install-test-servers.sh
 
 # --- Python environment ---------------------------------------------------------
 venv=${JCTOTP_VENV:-$repo/.venv}
@@ -71,6 +75,9 @@ step "the shim under AddressSanitizer + UBSan"
 scripts/test-asan.sh -q
 step "fuzzing the shim's frame parser (libFuzzer, ASan + UBSan)"
 scripts/fuzz.sh 60
+
+step "real PostgreSQL and slapd, private on 127.0.0.1 (fleet + directory)"
+"$PYTHON" -m pytest -q tests/fleet tests/ldap
 
 # --- containers: real sshd and OpenSSH client -----------------------------------------
 step "Docker engine and images"

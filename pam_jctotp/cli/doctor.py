@@ -108,7 +108,7 @@ def probe_pam_socket(path: str, timeout: float = 5.0) -> str:
     return verdict
 
 
-def daemon_findings(cfg: Config) -> list[Finding]:
+def daemon_findings(cfg: Config, user: str | None = None) -> list[Finding]:
     found: list[Finding] = []
     bad_mode = _socket_mode(cfg.pam_socket, 0o600, "PAM socket")
     if bad_mode is not None:
@@ -124,11 +124,19 @@ def daemon_findings(cfg: Config) -> list[Finding]:
         except JctotpError as exc:
             found.append(Finding("fail", f"{exc}: every login through pam_jctotp fails"))
     try:
-        reply = request(cfg.control_socket, "doctor", timeout=5)
+        # The directory is checked by the daemon, with its own TLS settings and
+        # service password (reachable, TLS verified, service bind, `user` found).
+        reply = request(cfg.control_socket, "doctor", {"user": user} if user else None,
+                        timeout=30)
         found.append(Finding("ok", f"daemon answers on {cfg.control_socket}"))
         problems = (reply.data or {}).get("directory", []) if reply.exit == 0 else [
             f"the daemon's own checks: {reply.message}"]
         found.extend(Finding("fail", p) for p in problems)
+        if reply.exit == 0 and not problems:
+            kind = (reply.data or {}).get("directory_kind", "")
+            found.append(Finding("ok", f"directory {kind}" + (
+                ": reachable, TLS verified, service bind works" if kind.startswith("ldap")
+                else "") + (f", user {user} found" if user else "")))
     except JctotpError as exc:
         found.append(Finding("fail", str(exc)))
     try:
@@ -425,7 +433,8 @@ def clock_findings(host: Host) -> list[Finding]:
 
 
 def run(cfg: Config, config_path: str = "", config_problems: list[str] | None = None,
-        host: Host | None = None) -> list[Finding]:
+        host: Host | None = None, user: str | None = None) -> list[Finding]:
+    """Every finding. `user`: the daemon also checks that its directory finds them."""
     host = host or real_host()
     found: list[Finding] = []
     if config_problems:
@@ -433,7 +442,7 @@ def run(cfg: Config, config_path: str = "", config_problems: list[str] | None = 
     elif config_path:
         found.append(Finding("ok", f"config {config_path} is valid"))
     if host.probe_sockets:
-        found.extend(daemon_findings(cfg))
+        found.extend(daemon_findings(cfg, user))
     shims = glob.glob(host.path("/lib/*/security/pam_jctotp.so")) + \
         glob.glob(host.path("/lib/security/pam_jctotp.so"))
     found.append(Finding("ok", f"shim {host.shown(shims[0])}") if shims else

@@ -91,10 +91,12 @@ def test_json_of_every_verb_is_one_document(daemon):
 
 def test_recovery_codes_json_with_a_prompt_answered(daemon):
     totp = daemon.add_user("nobody")
-    out = cli_as(daemon, NOBODY, "--json", "recovery-codes", input=code_at(totp) + "\n")
+    # The code, then Enter at "Press Enter when you have stored them" (issue 9 item 13).
+    out = cli_as(daemon, NOBODY, "--json", "recovery-codes", input=code_at(totp) + "\n\n")
     assert out.returncode == 0, out.stderr
     doc = one_document(out)
-    assert doc  # the prompt went to stderr; stdout is only the document
+    assert doc  # the prompts went to stderr; stdout is only the document
+    assert "stored them" in out.stderr
 
 
 @pytest.mark.parametrize("argv", [("user", "add", "carol", "--no-system-account"),

@@ -14,6 +14,8 @@ import yaml
 
 from testlib import code_at
 
+from pam_jctotp import config, daemon as jctotpd
+
 pytestmark = pytest.mark.pam
 
 PASSWORD = "correct horse battery"
@@ -131,3 +133,27 @@ def test_a_restart_with_a_broken_file_serves_the_last_good_config(daemon, confdi
 def test_a_first_start_with_a_broken_file_fails(make_daemon):
     with pytest.raises(RuntimeError, match="max_atempts"):
         make_daemon(max_atempts=3)
+
+
+def test_the_directory_takes_a_restart(daemon, confdir):
+    """Issue 14's `directory:` holds connections, a password file and a CA: a
+    reload keeps the running one and says so; logins go on against it."""
+    totp = daemon.add_user("alice")
+    edit(daemon, directory={"type": "ldap", "uri": ["ldaps://127.0.0.1:1"],
+                            "base_dn": "ou=Users,dc=example,dc=com"})
+    log = hup(daemon, "reloaded ")
+    assert "directory changed; that takes a restart" in log
+    del daemon.config["directory"]
+    r = pd.run(confdir, service(confdir, daemon), "alice", [PASSWORD, code_at(totp)],
+               call="both")
+    assert r.rc == pd.PAM_SUCCESS, r
+
+
+def test_with_ldap_the_group_keys_take_a_restart():
+    """directory/ldap.py reads the DN spellings of the configured groups once."""
+    local = config.parse({})
+    ldap = config.parse({"directory": {"type": "ldap", "uri": ["ldaps://ldap.example.com"],
+                                       "base_dn": "ou=Users,dc=example,dc=com"}})
+    assert "directory" in jctotpd.restart_keys(local)
+    assert "mfa_groups" not in jctotpd.restart_keys(local)
+    assert {"admin_groups", "exempt_groups", "mfa_groups"} <= set(jctotpd.restart_keys(ldap))

@@ -26,9 +26,18 @@ def test_levels_map_to_syslog_priorities():
 
 
 def test_journal_lines_carry_the_priority_on_every_line():
+    """A traceback's lines each get the priority; a message is one line (a
+    newline a client chose is escaped, printable.PrintableFormatter)."""
     fmt = logs.JournalFormatter("%(message)s")
     record = logging.LogRecord("jctotpd", logging.ERROR, __file__, 1, "a\nb", None, None)
-    assert fmt.format(record) == "<3>a\n<3>b"
+    assert fmt.format(record) == "<3>a\\x0ab"
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("jctotpd", logging.ERROR, __file__, 1, "failed", None,
+                                   sys.exc_info())
+    lines = fmt.format(record).split("\n")
+    assert len(lines) > 2 and all(line.startswith("<3>") for line in lines), lines
 
 
 JOURNAL_DAEMON = """\
@@ -60,8 +69,14 @@ def test_under_systemd_an_error_is_priority_3(tmp_path):
     assert plain[0].startswith("jctotpd[") and " ERROR " in plain[0]
 
 
-def test_escape_makes_one_printable_line():
-    assert logs.escape("bob\x1b[2J\r\n\x85\u2028é") == "bob\\x1b[2J\\r\\n\\x85\\u2028\\xe9"
+def test_an_auth_line_is_one_printable_line():
+    """auth.log gets the daemon log's escaping (printable.PrintableFormatter)."""
+    sent: list[tuple[int, str]] = []
+    handler = logs.AuthprivHandler(lambda prio, text: sent.append((prio, text)))
+    handler.emit(logging.LogRecord("jctotpd.auth", logging.WARNING, __file__, 1,
+                                   "refused user %s", ("bob\x1b[2J\r\n\x85\u2028é",), None))
+    assert sent == [(syslog.LOG_AUTHPRIV | syslog.LOG_WARNING,
+                     "refused user bob\\x1b[2J\\x0d\\x0a\\x85\\u2028é")]
 
 
 def test_unknown_user_refusals_go_to_authpriv_escaped(make_world):
@@ -73,8 +88,8 @@ def test_unknown_user_refusals_go_to_authpriv_escaped(make_world):
             req = LoginRequest(call=call, service="su", user=name, rhost="203.0.113.9",
                                tty="", factors="password,totp",
                                authtok=Secret(PASSWORD) if call == "auth" else None)
-            drive(Login(world.acc, req).run(), ["123456"] if call == "auth" else [],
-                  world.directory)
+            # An unknown name is a default user (MFA off): no code prompt (issue 11).
+            drive(Login(world.acc, req).run(), [], world.directory)
         world.add("alice")
         req = LoginRequest(call="acct", service="su", user="alice")
         drive(Login(world.acc, req).run(), [], world.directory)
