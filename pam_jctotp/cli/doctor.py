@@ -325,11 +325,15 @@ def sshd_findings(effective: dict[str, str],
         out.append(Finding("fail", f"sshd: UsePAM {value('usepam')} ({where('usepam')}): "
                            "pam_jctotp is never asked"))
     if value("kbdinteractiveauthentication") != "yes":
+        # The file that set it, when it is a drop-in: ours must sort before it.
+        culprit = origin.get("kbdinteractiveauthentication", "").rsplit(":", 1)[0]
+        first = (f"name our drop-in so that it sorts before {os.path.basename(culprit)}"
+                 if "/sshd_config.d/" in culprit else
+                 "install our drop-in as /etc/ssh/sshd_config.d/00-jctotp.conf")
         out.append(Finding("fail", "sshd: KbdInteractiveAuthentication no ("
                            f"{where('kbdinteractiveauthentication')}): the code prompt "
-                           "cannot be shown; sshd keeps the first value it reads, so "
-                           "install our drop-in as /etc/ssh/sshd_config.d/00-jctotp.conf "
-                           "(or fix that file)"))
+                           f"cannot be shown; sshd keeps the first value it reads, so "
+                           f"{first} (or fix that file)"))
     if value("passwordauthentication") == "yes" and password_allowed:
         out.append(Finding("fail", "sshd: PasswordAuthentication yes ("
                            f"{where('passwordauthentication')}) with UsePAM feeds the "

@@ -104,6 +104,19 @@ def test_sshd_trap_names_the_drop_in_at_fault(tmp_path):
     assert fails(doctor.sshd_check(host)) == []
 
 
+def test_sshd_trap_advice_fits_a_drop_in_already_named_00(tmp_path):
+    """Ours is already 00-jctotp.conf and 00-hardening.conf still sorts first:
+    "install our drop-in as 00-jctotp.conf" would send the admin in a circle."""
+    host = tree(tmp_path, {"/etc/ssh/sshd_config": DEBIAN_SSHD,
+                           "/etc/ssh/sshd_config.d/00-hardening.conf":
+                               "KbdInteractiveAuthentication no\n",
+                           "/etc/ssh/sshd_config.d/00-jctotp.conf": OURS})
+    found = [f for f in fails(doctor.sshd_check(host)) if "KbdInteractive" in f]
+    assert len(found) == 1, found
+    assert "install our drop-in as" not in found[0]
+    assert "sorts before 00-hardening.conf" in found[0]
+
+
 def test_password_authentication_alarm_skipped_when_methods_exclude_it(tmp_path):
     host = tree(tmp_path, {"/etc/ssh/sshd_config": DEBIAN_SSHD,
                            "/etc/ssh/sshd_config.d/50-cloud-init.conf":
