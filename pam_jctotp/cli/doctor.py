@@ -137,6 +137,7 @@ def daemon_findings(cfg: Config, user: str | None = None) -> list[Finding]:
             found.append(Finding("ok", f"directory {kind}" + (
                 ": reachable, TLS verified, service bind works" if kind.startswith("ldap")
                 else "") + (f", user {user} found" if user else "")))
+        found.extend(locked_findings(cfg))
     except JctotpError as exc:
         found.append(Finding("fail", str(exc)))
     try:
@@ -147,6 +148,18 @@ def daemon_findings(cfg: Config, user: str | None = None) -> list[Finding]:
     except OSError as exc:
         found.append(Finding("fail", f"key file {cfg.key_path}: {exc.strerror}"))
     return found
+
+
+def locked_findings(cfg: Config) -> list[Finding]:
+    """A locked user is the week-one call ("I can't log in"): name each one and
+    the way out. Root only (user.list is an admin verb)."""
+    if os.geteuid() != 0:
+        return []
+    reply = request(cfg.control_socket, "user.list", None, timeout=30)
+    return [Finding("warn", f"user {u['name']} is locked ({u.get('lock_reason') or 'locked'}"
+                    f", until {u.get('locked_until') or 'an admin unlocks'}): "
+                    f"jctotp unlock {u['name']}")
+            for u in (reply.data or []) if reply.exit == 0 and u.get("locked")]
 
 
 # --- PAM stacks ----------------------------------------------------------------
