@@ -226,6 +226,7 @@ def pam_findings(cfg: Config, host: Host) -> list[Finding]:
     found: list[Finding] = []
     users: list[str] = []
     timeouts: dict[str, int] = {}        # where -> timeout= of a pam_jctotp line
+    refusing: dict[str, list[str]] = {}  # where -> services whose root it refuses
     for service in _services(host):
         stack = pam_stack(host, service)
         ours = [line for line in stack if line.module == "pam_jctotp.so"]
@@ -256,14 +257,17 @@ def pam_findings(cfg: Config, host: Host) -> list[Finding]:
             lines = [line for line in ours if line.kind in ("auth", "account")
                      and not os.path.basename(line.file) == service]
             if lines:
-                found.append(Finding("fail", f"PAM service {service}: pam_jctotp comes in "
-                                     f"through {lines[0].where} (the pam-auth-update "
-                                     "profile?) while config.yaml says unknown_users: "
-                                     "refuse: root and every account not in the directory "
-                                     f"are refused by {service} (\"User not known to the "
-                                     "underlying authentication module\"); set "
-                                     "unknown_users: ignore, or disable the profile "
-                                     "(pam-auth-update --disable jctotp)"))
+                refusing.setdefault(lines[0].where, []).append(service)
+    # One finding per line that brings the trap in, naming every service it reaches.
+    for where, services in refusing.items():
+        named = ", ".join(services)
+        found.append(Finding("fail", f"PAM service{'s' if len(services) > 1 else ''} "
+                             f"{named}: pam_jctotp comes in through {where} (the "
+                             "pam-auth-update profile?) while config.yaml says unknown_users: "
+                             "refuse: root and every account not in the directory are "
+                             f"refused by {named} (\"User not known to the underlying "
+                             "authentication module\"); set unknown_users: ignore, or "
+                             "disable the profile (pam-auth-update --disable jctotp)"))
     found.append(Finding("ok", "PAM services using pam_jctotp: " + ", ".join(users)) if users
                  else Finding("warn", "no /etc/pam.d service uses pam_jctotp.so yet"))
     # Issue 9 item 1: a failure verdict waits fail_delay; the shim must not

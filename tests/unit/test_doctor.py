@@ -197,3 +197,15 @@ def test_doctor_names_a_locked_user_and_the_unlock(daemon):
                for f in found), found
     daemon.ok("unlock", names=["alice"])
     assert not any("alice" in f.what for f in doctor.daemon_findings(cfg))
+
+
+def test_the_su_trap_is_one_finding_for_every_service_it_reaches(tmp_path):
+    """The walkthrough (5b): one cause printed five times, once per service."""
+    host = tree(tmp_path, {"/etc/pam.d/common-auth": PROFILE_AUTH,
+                           "/etc/pam.d/common-account": PROFILE_ACCOUNT,
+                           "/etc/pam.d/su": DEBIAN_SU, "/etc/pam.d/login": DEBIAN_SU,
+                           "/etc/pam.d/sudo": DEBIAN_SU})
+    found = fails(doctor.pam_findings(Config(unknown_users="refuse"), host))
+    assert len(found) == 1, found
+    assert found[0].startswith("PAM services login, su, sudo: ")
+    assert "refused by login, su, sudo" in found[0]
