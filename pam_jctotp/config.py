@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
@@ -64,6 +65,11 @@ class Config:
     create_system_accounts: bool = True
     max_connections: int = 256
     password_hash: PasswordHashParams = PasswordHashParams()
+    # The fleet (issue 13): a libpq URI of the shared PostgreSQL (absent = SQLite
+    # in state_dir); the key every host of the fleet shares; this host's audit name.
+    database: str | None = None
+    secret_key_file: str | None = None
+    host_name: str = field(default_factory=socket.gethostname)
     testing: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -80,7 +86,7 @@ class Config:
 
     @property
     def key_path(self) -> Path:
-        return Path(self.state_dir) / "secret.key"
+        return Path(self.secret_key_file or Path(self.state_dir) / "secret.key")
 
 
 # key -> (type, lower bound, upper bound) for the numbers; enums separately.
@@ -102,7 +108,7 @@ _ENUMS: dict[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error"),
     "unknown_users": ("refuse", "ignore"),
 }
-_PATHS = ("pam_socket", "control_socket", "state_dir", "audit_log")
+_PATHS = ("pam_socket", "control_socket", "state_dir", "audit_log", "secret_key_file")
 
 
 def _check_type(key: str, value: Any, want: Any) -> Any:
@@ -139,7 +145,20 @@ _TYPES: dict[str, Any] = {
     "require_mfa_for_all": bool, "unknown_users": str, "default_enrollment_days": int,
     "enrollment_attempts": int,
     "recovery_codes": int, "create_system_accounts": bool, "max_connections": int,
+    "database": str, "secret_key_file": str, "host_name": str,
 }
+
+
+def _database(uri: str) -> str:
+    """A libpq URI without a password: that lives in a passfile or a client cert."""
+    parsed = urlsplit(uri)
+    if parsed.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"config key 'database': {uri!r} is not a libpq URI "
+                          "(postgresql://user@host/dbname?sslmode=verify-full)")
+    if parsed.password is not None or "password" in parse_qs(parsed.query):
+        raise ConfigError("config key 'database' must not contain a password: use libpq's "
+                          "passfile (~/.pgpass, or ?passfile=PATH) or a client certificate")
+    return uri
 
 
 def _password_hash(raw: Any) -> PasswordHashParams:
@@ -197,6 +216,8 @@ def parse(raw: Any, daemon: bool = True) -> Config:
         if key in _ENUMS and values[key] not in _ENUMS[key]:
             raise ConfigError(f"config key {key!r}: {value!r} is not one of "
                               f"{', '.join(_ENUMS[key])}")
+        if key == "database":
+            values[key] = _database(values[key])
         if key in _PATHS and not os.path.isabs(values[key]):
             raise ConfigError(f"config key {key!r}: {value!r} must be an absolute path")
     for cidr in values.get("exempt_sources", ()):

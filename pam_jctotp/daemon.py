@@ -8,24 +8,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import logging
 import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, cast
 
 from . import __version__, config as configmod
 from .audit import AuditLog
 from .clock import Clock
 from .core.accounts import Accounts
-from .crypto import SecretBox, load_or_create_key
+from .crypto import SecretBox, key_check, load_or_create_key, read_key
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
-from .errors import JctotpError
+from .errors import ConfigError, JctotpError, StoreError
+from .store import Store
 from .store.markers import LockMarkers
 from .store.sqlite import SqliteStore
 from .transport.driver import Driver
 from .transport.server import Daemon
+
+if TYPE_CHECKING:
+    from .store.postgres import PostgresStore
 
 PAM_STEP_WORKERS = 16      # PAM conversation steps (store, NSS, audit) in flight at once
 CONTROL_STEP_WORKERS = 4   # control requests: their own pool, so useradd never queues a login
@@ -45,10 +51,54 @@ def _notify(state: str) -> None:
     sdnotify.SystemdNotifier().notify(state)
 
 
-def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog]:
+def open_store(cfg: configmod.Config, create: bool = False) -> Store:
+    """SQLite in state_dir, or the fleet's PostgreSQL when `database:` names one.
+    `create` (jctotp fleet init only) makes the fleet schema in an empty database."""
     os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
-    box = SecretBox(load_or_create_key(cfg.key_path))
-    store = SqliteStore(cfg.db_path)
+    if not cfg.database:
+        return SqliteStore(cfg.db_path)
+    try:
+        from .store.postgres import PostgresStore
+    except ImportError:
+        raise StoreError("config key 'database' needs psycopg 3 and psycopg_pool "
+                         "(apt install python3-psycopg python3-psycopg-pool)") from None
+    return PostgresStore(cfg.database, create=create)
+
+
+def open_fleet(cfg: configmod.Config, create: bool = False) -> "PostgresStore":
+    """The fleet database itself (for `jctotp fleet ...`): open_store with `database:`."""
+    if not cfg.database:
+        raise ConfigError("`jctotp fleet` needs `database:` (a libpq URI) in the config")
+    return cast("PostgresStore", open_store(cfg, create))
+
+
+def open_key(cfg: configmod.Config, store: Store, create: bool = False) -> bytes:
+    """The key that encrypts TOTP secrets. On a fleet every host has the same file,
+    and the database's key check proves it before a single login is answered."""
+    if not cfg.database:
+        return load_or_create_key(cfg.key_path)
+    fleet = cast("PostgresStore", store)
+    key = load_or_create_key(cfg.key_path) if create else read_key(cfg.key_path)
+    stored = fleet.meta("key_check")
+    if stored is None and create:
+        stored = fleet.claim_meta("key_check", key_check(key))
+    if stored is None:
+        raise StoreError(f"the fleet database {fleet.where} has no key check: "
+                         "run `jctotp fleet init` on the first host")
+    if not hmac.compare_digest(stored, key_check(key)):
+        raise StoreError(f"key file {cfg.key_path} is not the key of the fleet database "
+                         f"{fleet.where} (key check mismatch): copy secret_key_file from "
+                         "a host of the fleet; refusing to start")
+    return key
+
+
+def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog]:
+    store = open_store(cfg)
+    try:
+        box = SecretBox(open_key(cfg, store))
+    except JctotpError:
+        store.close()
+        raise
     system = NssAccounts()
     directory = LocalDirectory(store, Passwords(cfg.password_hash), system)
     audit = AuditLog(cfg.audit_log, cfg.audit_syslog)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import re
 import sys
 import time
@@ -150,6 +151,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("reset", help="move to a new phone: prove the old one, confirm the new")
     sub.add_parser("recovery-codes", help="make new recovery codes (needs a current code)")
     json_flag(sub.add_parser("doctor", help="check this host's setup (sockets, key, sshd)"))
+    sub.add_parser("fleet", help="the fleet database: init, import (as root; jctotp fleet -h)")
     return p
 
 
@@ -225,7 +227,20 @@ def _doctor(args: argparse.Namespace, cfg: configmod.Config) -> int:
     return ExitCode.REFUSED if any(f.level == "fail" for f in findings) else ExitCode.OK
 
 
+def _fleet(argv: list[str]) -> None:
+    """`jctotp [--config F] fleet ...` opens the database and the key itself (no daemon
+    is needed, or there is none yet): a separate program, so this client never imports
+    the store or the key. Returns only when argv is not a fleet command."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("--"):
+        i += 2 if argv[i] == "--config" else 1
+    if i < len(argv) and argv[i] == "fleet":
+        os.execv(sys.executable, [sys.executable, "-m", "pam_jctotp.fleet.admin",
+                                  *argv[:i], *argv[i + 1:]])
+
+
 def main(argv: list[str] | None = None) -> int:
+    _fleet(sys.argv[1:] if argv is None else argv)
     args = _build_parser().parse_args(argv)
     if not hasattr(args, "json"):
         args.json = False

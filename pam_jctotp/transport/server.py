@@ -21,7 +21,7 @@ from ..core import verbs
 from ..core.accounts import Accounts
 from ..core.login import Login
 from ..core.steps import Prompt, Result, Verdict
-from ..errors import JctotpError, ProtocolError, StoreError
+from ..errors import JctotpError, ProtocolError, StoreError, StoreUnavailable
 from ..model import ExitCode, VerdictCode
 from . import control_wire, pam_wire
 from .driver import Deadline, Driver, StepTimeout, reply_budget
@@ -117,7 +117,8 @@ class Daemon:
                           "unresponsive?)", exc)
                 await self._send_quietly(writer, _UNAVAIL)
             except StoreError as exc:
-                log.error("PAM call failed closed: %s", exc)
+                if not isinstance(exc, StoreUnavailable):  # an outage is logged once, by the store
+                    log.error("PAM call failed closed: %s", exc)
                 await self._send_quietly(writer, _UNAVAIL)
             except Exception:
                 log.exception("internal error during a PAM call; failing it closed")
