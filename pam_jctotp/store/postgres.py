@@ -146,8 +146,8 @@ class PostgresStore:
         try:
             psycopg.connect(self.uri, connect_timeout=CONNECT_TIMEOUT).close()
         except psycopg.Error as exc:
-            return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return "timed out waiting for a connection"
+            return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return "no connection free in the pool in time"
 
     def close(self) -> None:
         self.pool.close()
@@ -158,7 +158,9 @@ class PostgresStore:
         with self._guard:
             first, self._down = not self._down, True
         if first:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            # PoolTimeout hides the cause; one direct connect says it (once per outage)
+            reason = self._connect_error() if isinstance(exc, PoolTimeout) else \
+                (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             log.error("fleet database %s unavailable: %s; logins fail closed until it "
                       "answers again", self.where, reason)
         return StoreUnavailable(f"fleet database {self.where} unavailable")
