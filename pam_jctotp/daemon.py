@@ -24,6 +24,7 @@ from .crypto import SecretBox, key_check, load_or_create_key, read_key
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
 from .errors import ConfigError, JctotpError, StoreError
+from .fleet.audit import FleetAudit
 from .store import Store
 from .store.markers import LockMarkers
 from .store.sqlite import SqliteStore
@@ -85,14 +86,15 @@ def open_key(cfg: configmod.Config, store: Store, create: bool = False) -> bytes
     if stored is None:
         raise StoreError(f"the fleet database {fleet.where} has no key check: "
                          "run `jctotp fleet init` on the first host")
-    if not hmac.compare_digest(stored, key_check(key)):
+    fleet.expected_key_check = key_check(key)
+    if not hmac.compare_digest(stored, fleet.expected_key_check):
         raise StoreError(f"key file {cfg.key_path} is not the key of the fleet database "
                          f"{fleet.where} (key check mismatch): copy secret_key_file from "
                          "a host of the fleet; refusing to start")
     return key
 
 
-def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog]:
+def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit]:
     store = open_store(cfg)
     try:
         box = SecretBox(open_key(cfg, store))
@@ -101,7 +103,8 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog]:
         raise
     system = NssAccounts()
     directory = LocalDirectory(store, Passwords(cfg.password_hash), system)
-    audit = AuditLog(cfg.audit_log, cfg.audit_syslog)
+    local = AuditLog(cfg.audit_log, cfg.audit_syslog, cfg.host_name)
+    audit = FleetAudit(local, cast("PostgresStore", store)) if cfg.database else local
     markers = LockMarkers(os.path.join(cfg.state_dir, "locked"))
     markers.sync(r.name for r in store.list() if r.locked_at is not None)
     return Accounts(cfg, store, directory, system, box, Clock(controllable=cfg.clock_control),

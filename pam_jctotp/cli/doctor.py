@@ -66,6 +66,7 @@ def run(cfg: Config) -> list[Finding]:
         found.append(Finding("ok", f"daemon answers on {cfg.control_socket}"))
         problems = (reply.data or {}).get("directory", []) if reply.exit == 0 else [
             f"the daemon's own checks: {reply.message}"]
+        found.extend(Finding(level, what) for level, what in (reply.data or {}).get("store", []))
         found.extend(Finding("fail", p) for p in problems)
     except JctotpError as exc:
         found.append(Finding("fail", str(exc)))

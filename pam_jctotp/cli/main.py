@@ -144,6 +144,7 @@ def _build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--password-stdin", action="store_true")
     au = json_flag(sub.add_parser("audit", help="read the audit log (admin)"))
     au.add_argument("--user")
+    au.add_argument("--host", help="one host of the fleet (host_name)")
     au.add_argument("--since", help="date, time or age (30m, 2h, 7d)")
     au.add_argument("--limit", type=int, default=10000)
     json_flag(sub.add_parser("status", help="your MFA state, days left, recovery codes, lock"))
@@ -192,7 +193,7 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             return "passwd.admin", {"name": args.name, "password": _read_password(args)}
         return "passwd", {}
     if cmd == "audit":
-        body = {"user": args.user, "limit": args.limit}
+        body = {"user": args.user, "host": args.host, "limit": args.limit}
         if args.since:
             body["since"] = _since(args.since)
         return "audit", body
@@ -211,7 +212,8 @@ def _print(args: argparse.Namespace, verb: str, data: Any, message: str) -> None
         for e in data:
             extra = " ".join(f"{k}={v}" for k, v in e.items()
                              if k not in ("time", "ts", "event", "user", "host"))
-            print(f"{e.get('time')}  {e.get('event'):<20} {e.get('user') or '-':<12} {extra}")
+            print(f"{e.get('time')}  {e.get('host') or '-':<12} {e.get('event'):<20} "
+                  f"{e.get('user') or '-':<12} {extra}")
     if message:
         print(message)
 

@@ -30,8 +30,8 @@ class AuditSink(Protocol):
     def write(self, event: str, user: str | None = None, *, now: float | None = None,
               **fields: Any) -> bool: ...
 
-    def events(self, user: str | None = None, since: float | None = None
-               ) -> Iterator[dict[str, Any]]: ...
+    def events(self, user: str | None = None, since: float | None = None,
+               host: str | None = None) -> Iterator[dict[str, Any]]: ...
 
 
 class LockMarks(Protocol):

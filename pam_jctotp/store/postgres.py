@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import StoreError, StoreUnavailable
@@ -126,6 +127,7 @@ class PostgresStore:
         self._units: dict[int, _Unit] = {}
         self._guard = threading.Lock()
         self._down = False
+        self.expected_key_check: str | None = None  # set by the daemon after its key check
         self.pool = ConnectionPool(uri, open=False, kwargs=kwargs, min_size=min_size,
                                    max_size=max_size, timeout=wait_timeout, name="jctotp",
                                    reconnect_timeout=RECONNECT_TIMEOUT)
@@ -308,6 +310,47 @@ class PostgresStore:
         assert row is not None
         return str(row[0])
 
+    def health(self) -> list[tuple[str, str]]:
+        """For `jctotp doctor`: the database, its schema version, the key check."""
+        try:
+            row = self._one("SELECT current_setting('server_version'), "
+                            "(SELECT value FROM jctotp_meta WHERE key = 'schema_version'), "
+                            "(SELECT value FROM jctotp_meta WHERE key = 'key_check')")
+        except StoreError as exc:
+            return [("fail", f"fleet database: {exc}")]
+        assert row is not None
+        server, version, check = row
+        found = [("ok", f"fleet database {self.where} (PostgreSQL {server})"),
+                 ("ok" if version == str(len(MIGRATIONS)) else "fail",
+                  f"fleet schema version {version} (this jctotpd: {len(MIGRATIONS)})")]
+        if self.expected_key_check is None:
+            found.append(("warn", "key check: not verified by this process"))
+        elif check == self.expected_key_check:
+            found.append(("ok", "key check: this host's key file is the fleet's key"))
+        else:
+            found.append(("fail", "key check: this host's key file is NOT the fleet's key"))
+        return found
+
+    # --- the fleet's audit trail ---------------------------------------------------------
+
+    def add_audit(self, ts: float, host: str, event: str, user: str | None,
+                  fields: dict[str, Any]) -> None:
+        self._rowcount('INSERT INTO audit_events (ts, host_name, event, "user", fields) '
+                       "VALUES (%s, %s, %s, %s, %s)", (ts, host, event, user, Jsonb(fields)))
+
+    def audit_events(self, user: str | None = None, since: float | None = None,
+                     host: str | None = None, limit: int = 10000
+                     ) -> list[tuple[float, str, str, str | None, dict[str, Any]]]:
+        """The newest `limit` events, oldest first: (ts, host, event, user, fields)."""
+        rows = self._all(
+            'SELECT ts, host_name, event, "user", fields FROM (SELECT * FROM audit_events '
+            'WHERE (%(user)s::text IS NULL OR "user" = %(user)s) '
+            "AND (%(since)s::float8 IS NULL OR ts >= %(since)s) "
+            "AND (%(host)s::text IS NULL OR host_name = %(host)s) "
+            "ORDER BY id DESC LIMIT %(limit)s) newest ORDER BY ts, host_name",
+            {"user": user, "since": since, "host": host, "limit": limit})
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
     # --- users -----------------------------------------------------------------------
 
     def get(self, name: str) -> UserRecord | None:
@@ -336,6 +379,26 @@ class PostgresStore:
         params = {k: (int(v) if isinstance(v, bool) else v) for k, v in values.items()}
         return self._rowcount(f"UPDATE users SET {assignments} WHERE name = %(_name)s",
                               {**params, "_name": name}) == 1
+
+    def import_user(self, rec: UserRecord, codes: Iterable[tuple[str, float | None]],
+                    replace: bool) -> bool:
+        """Insert a whole row (`jctotp fleet import`) with its recovery codes, in one
+        transaction; False when the name exists and `replace` is not set."""
+        values = {k: (int(v) if isinstance(v, bool) else v) for k, v in rec.__dict__.items()}
+        columns = ", ".join(USER_COLUMNS)
+        placeholders = ", ".join(f"%({k})s" for k in USER_COLUMNS)
+        with self.unit_of_work():
+            if replace:
+                self._rowcount("DELETE FROM users WHERE name = %s", (rec.name,))
+            if not self._rowcount(f"INSERT INTO users ({columns}) VALUES ({placeholders}) "
+                                  "ON CONFLICT (name) DO NOTHING", values):
+                return False
+            rows = [(rec.name, h, used) for h, used in codes]
+            if rows:
+                self._run(lambda c: c.cursor().executemany(
+                    'INSERT INTO recovery_codes ("user", code_hash, used_at) '
+                    "VALUES (%s, %s, %s)", rows))
+        return True
 
     # --- lockout: single statements, no read-modify-write -----------------------------
 
