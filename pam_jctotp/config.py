@@ -70,6 +70,9 @@ class Config:
     database: str | None = None
     secret_key_file: str | None = None
     host_name: str = field(default_factory=socket.gethostname)
+    # Members of this local group may log in from a host-local copy of their
+    # secret while the fleet database is down (fleet/breakglass.py).
+    break_glass_group: str | None = None
     testing: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -145,7 +148,7 @@ _TYPES: dict[str, Any] = {
     "require_mfa_for_all": bool, "unknown_users": str, "default_enrollment_days": int,
     "enrollment_attempts": int,
     "recovery_codes": int, "create_system_accounts": bool, "max_connections": int,
-    "database": str, "secret_key_file": str, "host_name": str,
+    "database": str, "secret_key_file": str, "host_name": str, "break_glass_group": str,
 }
 
 

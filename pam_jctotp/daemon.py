@@ -14,7 +14,8 @@ import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from . import __version__, config as configmod
 from .audit import AuditLog
@@ -24,7 +25,11 @@ from .crypto import SecretBox, key_check, load_or_create_key, read_key
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
 from .errors import ConfigError, JctotpError, StoreError
+from .fleet import breakglass
+from .fleet.accounts import SystemAccountSync
 from .fleet.audit import FleetAudit
+from .fleet.sync import FleetSync
+from .model import UserRecord
 from .store import Store
 from .store.markers import LockMarkers
 from .store.sqlite import SqliteStore
@@ -94,7 +99,7 @@ def open_key(cfg: configmod.Config, store: Store, create: bool = False) -> bytes
     return key
 
 
-def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit]:
+def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, FleetSync | None]:
     store = open_store(cfg)
     try:
         box = SecretBox(open_key(cfg, store))
@@ -102,17 +107,41 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit]:
         store.close()
         raise
     system = NssAccounts()
-    directory = LocalDirectory(store, Passwords(cfg.password_hash), system)
     local = AuditLog(cfg.audit_log, cfg.audit_syslog, cfg.host_name)
-    audit = FleetAudit(local, cast("PostgresStore", store)) if cfg.database else local
     markers = LockMarkers(os.path.join(cfg.state_dir, "locked"))
     markers.sync(r.name for r in store.list() if r.locked_at is not None)
+    sync = None
+    audit: AuditLog | FleetAudit = local
+    if cfg.database:
+        store, sync = fleet_copies(cfg, cast("PostgresStore", store), system, markers)
+        audit = FleetAudit(local, cast("PostgresStore", store))
+    directory = LocalDirectory(store, Passwords(cfg.password_hash), system)
     return Accounts(cfg, store, directory, system, box, Clock(controllable=cfg.clock_control),
-                    audit, markers), audit
+                    audit, markers), audit, sync
+
+
+def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccounts,
+                 markers: LockMarkers) -> tuple[Store, FleetSync]:
+    """The host-local copies a fleet host keeps current (fleet/sync.py), and the store
+    the daemon uses: the fleet's, with the break-glass fallback when configured."""
+    steps: list[Callable[[list[UserRecord]], Any]] = [
+        lambda rows: markers.sync(r.name for r in rows if r.locked_at is not None)]
+    if cfg.create_system_accounts:
+        steps.append(SystemAccountSync(system, Path(cfg.state_dir) / "system-accounts"))
+    store: Store = fleet
+    if cfg.break_glass_group:
+        group = cfg.break_glass_group
+        copy = SqliteStore(Path(cfg.state_dir) / "break-glass.db")
+        steps.append(lambda rows: breakglass.refresh(
+            copy, rows, lambda name: group in system.groups_of(name)))
+        store = cast(Store, breakglass.BreakGlassStore(fleet, copy))
+    return store, FleetSync(fleet, fleet.listener(), steps)
 
 
 async def serve(cfg: configmod.Config) -> None:
-    accounts, audit = build(cfg)
+    accounts, audit, sync = build(cfg)
+    if sync is not None:
+        sync.start()
     argon2 = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
                                 thread_name_prefix="argon2")
     pam_pool = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS, thread_name_prefix="pam")
@@ -136,6 +165,8 @@ async def serve(cfg: configmod.Config) -> None:
     await daemon.close()
     for pool in (pam_pool, control_pool, argon2):
         pool.shutdown(wait=False, cancel_futures=True)
+    if sync is not None:
+        sync.stop()
     accounts.store.close()
     audit.close()
 

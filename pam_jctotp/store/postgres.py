@@ -40,6 +40,7 @@ CONNECT_TIMEOUT = 3    # seconds for one connection attempt (unless the URI says
 WAIT_TIMEOUT = 3.0     # seconds a step waits for a pooled connection; the shim waits 10 s
 RECONNECT_TIMEOUT = 2.0  # the pool gives up a slot this fast, so a returning server is
 #                          picked up by the next login instead of after a long back-off
+OUTAGE_WAIT = 0.25     # seconds, once an outage is known (until the database answers)
 SCHEMA_LOCK = 0x6a63746f  # advisory lock id ("jcto"): one host migrates at a time
 
 # Each entry upgrades the schema by one version (jctotp_meta 'schema_version').
@@ -79,8 +80,23 @@ MIGRATIONS: list[str] = [
         fields    JSONB NOT NULL DEFAULT '{}'
     );
     CREATE INDEX audit_events_ts ON audit_events (ts);
+    -- Every host keeps host-local copies current (lock markers, Linux accounts,
+    -- break-glass secrets): a NOTIFY when a user comes, goes, or changes lock or keys.
+    CREATE FUNCTION jctotp_users_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('jctotp_users', '');
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER users_added_or_removed AFTER INSERT OR DELETE ON users
+        FOR EACH STATEMENT EXECUTE FUNCTION jctotp_users_changed();
+    CREATE TRIGGER users_lock_or_keys_changed AFTER UPDATE ON users FOR EACH ROW
+        WHEN (OLD.locked_at IS DISTINCT FROM NEW.locked_at
+              OR OLD.totp_secret IS DISTINCT FROM NEW.totp_secret
+              OR OLD.password_hash IS DISTINCT FROM NEW.password_hash)
+        EXECUTE FUNCTION jctotp_users_changed();
     """,
 ]
+CHANNEL = "jctotp_users"
 
 _SELECT = f"SELECT {', '.join(USER_COLUMNS)} FROM users"
 _OUTAGE = (psycopg.OperationalError, PoolTimeout)
@@ -100,6 +116,45 @@ def describe(uri: str) -> str:
     host = info.get("host", "localhost")
     port = f":{info['port']}" if info.get("port") else ""
     return f"postgresql://{info.get('user', '')}@{host}{port}/{info.get('dbname', '')}"
+
+
+class Listener:
+    """LISTEN on its own connection (not the pool's), for the fleet sync thread."""
+
+    def __init__(self, uri: str, connect_timeout: int) -> None:
+        self.uri = uri
+        self.connect_timeout = connect_timeout
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def wait(self, timeout: float) -> bool:
+        """True when something changed (or the connection is new: resync all); False after
+        `timeout` quietly. StoreUnavailable when the connection is lost (reconnects next)."""
+        try:
+            if self.conn is None:
+                self.conn = psycopg.connect(self.uri, autocommit=True,
+                                            connect_timeout=self.connect_timeout)
+                self.conn.execute(f"LISTEN {CHANNEL}")
+                return True
+            if not select.select([self.conn.fileno()], [], [], timeout)[0]:
+                return False
+            self.conn.pgconn.consume_input()
+            notified = False
+            while self.conn.pgconn.notifies() is not None:
+                notified = True
+            if not notified:   # readable without a notification: the server said goodbye
+                raise psycopg.OperationalError("the listening connection was closed")
+            return True
+        except (psycopg.Error, OSError) as exc:
+            self.close()
+            raise StoreUnavailable(f"fleet database listener: {exc}") from None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg.Error:
+                pass
+            self.conn = None
 
 
 class _Unit:
@@ -154,6 +209,9 @@ class PostgresStore:
     def close(self) -> None:
         self.pool.close()
 
+    def listener(self) -> Listener:
+        return Listener(self.uri, CONNECT_TIMEOUT)
+
     # --- the outage state: one log line per outage --------------------------------
 
     def _failed(self, exc: BaseException) -> StoreUnavailable:
@@ -179,8 +237,11 @@ class PostgresStore:
     def _checkout(self) -> psycopg.Connection[Any]:
         """A live connection from the pool. An idle connection the server has closed
         (restart, admin kill) is readable: dropped without a round trip."""
+        # During a known outage a step waits only briefly: a login makes several calls,
+        # and all of them (or the break-glass fallback) must fit in the shim's timeout.
+        wait = OUTAGE_WAIT if self._down else self.wait_timeout
         for _ in range(self.pool.max_size + 1):
-            conn = self.pool.getconn()
+            conn = self.pool.getconn(timeout=wait)
             try:
                 readable = select.select([conn.pgconn.socket], [], [], 0)[0]
             except (OSError, ValueError, psycopg.OperationalError):
@@ -290,9 +351,7 @@ class PostgresStore:
                                  f"{version}, newer than this jctotpd understands "
                                  f"({len(MIGRATIONS)}); upgrade jctotpd")
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        self._rowcount(statement)
+                self._rowcount(script)   # no parameters: one simple query, many statements
                 self._rowcount("UPDATE jctotp_meta SET value = %s WHERE key = "
                                "'schema_version'", (str(number),))
         return len(MIGRATIONS)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pam"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pamdriver  # noqa: E402
 from servers.postgres import pg, pg_cluster, pg_uri  # noqa: E402,F401
@@ -58,15 +59,6 @@ def make_host(pg_uri: str, tmp_path_factory: pytest.TempPathFactory  # noqa: F81
     yield make
     for host in started:
         host.stop()
-
-
-def service(confdir: str, host: Daemon, name: str = "jctotp-fleet", timeout: int = 10) -> str:
-    """A PAM service file for one host's socket (auth + account)."""
-    opts = f"socket={host.pam_socket} timeout={timeout}"
-    svc = f"{name}-{Path(host.dir).name}"
-    pamdriver.write_service(confdir, svc, [f"auth required {pamdriver.SHIM} {opts}",
-                                           f"account required {pamdriver.SHIM} {opts}"])
-    return svc
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pamdriver as pd
 import pytest
 import yaml
-from conftest import service
+from fleetlib import service
 
 from testlib import Daemon, code_at, daemon_config
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pamdriver as pd
 import pyotp
 import pytest
-from conftest import service
+from fleetlib import service
 
 from testlib import code_at
 
