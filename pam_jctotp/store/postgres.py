@@ -392,10 +392,16 @@ class PostgresStore:
 
     # --- the fleet's audit trail ---------------------------------------------------------
 
-    def add_audit(self, ts: float, host: str, event: str, user: str | None,
-                  fields: dict[str, Any]) -> None:
-        self._rowcount('INSERT INTO audit_events (ts, host_name, event, "user", fields) '
-                       "VALUES (%s, %s, %s, %s, %s)", (ts, host, event, user, Jsonb(fields)))
+    def add_audit(self, rows: list[tuple[float, str, str, str | None, dict[str, Any]]]
+                  ) -> None:
+        """Append audit events (ts, host, event, user, fields): one statement per batch."""
+        if rows:
+            self._rowcount(
+                'INSERT INTO audit_events (ts, host_name, event, "user", fields) '
+                "SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::text[], "
+                "%s::jsonb[])",
+                ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                 [r[3] for r in rows], [Jsonb(r[4]) for r in rows]))
 
     def audit_events(self, user: str | None = None, since: float | None = None,
                      host: str | None = None, limit: int = 10000
