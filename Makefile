@@ -27,6 +27,7 @@ lint:
 bench:
 	python3 bench/pam_login.py
 	python3 bench/verify_rate.py
+	python3 bench/compare_ga.py
 
 clean:
 	$(MAKE) -C native clean

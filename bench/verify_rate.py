@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import struct
 import sys
 import time
 from collections import Counter
 
 import pyotp
-from benchlib import private_daemon
+from benchlib import cpu_seconds, ms, percentile, private_daemon
 
 HEADER = struct.Struct("!I")
 
@@ -69,51 +68,49 @@ async def one_login(path: str, user: str, code: str) -> str:
 
 
 async def connection(path: str, users: list[tuple[str, pyotp.TOTP]], mode: str,
-                     count_from: float, stop_at: float, counts: Counter) -> None:
+                     count_from: float, stop_at: float, counts: Counter,
+                     latencies: list[float]) -> None:
     """One connection slot, used for login after login until stop_at."""
     i = 0
     while True:
         name, totp = users[i % len(users)]
         i += 1
         code = totp.now() if mode == "current" else wrong_code(totp)
+        start = time.monotonic()
         verdict = await one_login(path, name, code)
         done = time.monotonic()
         if done >= stop_at:
             return
         if done >= count_from:
             counts[verdict] += 1
+            latencies.append(done - start)
 
 
-def client_process(args: tuple) -> Counter:
+def client_process(args: tuple) -> tuple[Counter, list[float]]:
     path, users, slots, mode, count_from, stop_at = args
     counts: Counter = Counter()
-    totps = [(name, pyotp.parse_uri(uri)) for name, uri in users]
+    latencies: list[float] = []
+    totps = [(name, pyotp.TOTP(pyotp.parse_uri(uri).secret)) for name, uri in users]
 
     async def run() -> None:
         share = [totps[i::slots] for i in range(slots)]
-        await asyncio.gather(*(connection(path, s, mode, count_from, stop_at, counts)
+        await asyncio.gather(*(connection(path, s, mode, count_from, stop_at, counts, latencies)
                                for s in share))
 
     asyncio.run(run())
-    return counts
+    return counts, latencies
 
 
 def measure(path: str, users: list[tuple[str, str]], mode: str, connections: int, procs: int,
-            seconds: float, warmup: float) -> Counter:
+            seconds: float, warmup: float) -> tuple[Counter, list[float]]:
+    """Verdict counts and per-login latencies (connect to verdict) of the measured part."""
     count_from = time.monotonic() + warmup
     stop_at = count_from + seconds
     slots = [connections // procs + (1 if i < connections % procs else 0) for i in range(procs)]
     jobs = [(path, users[i::procs], slots[i], mode, count_from, stop_at) for i in range(procs)]
     with multiprocessing.get_context("fork").Pool(procs) as pool:
         results = pool.map(client_process, jobs)
-    return sum(results, Counter())
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum((c for c, _ in results), Counter()), [x for _, lat in results for x in lat]
 
 
 def main() -> int:
@@ -135,15 +132,15 @@ def main() -> int:
               f"{args.users} users, factors=totp, fail_delay 0, {args.seconds:g} s per phase")
         for mode in ("wrong", "current"):
             cpu = cpu_seconds(daemon.proc.pid)
-            counts = measure(daemon.pam_socket, users, mode, args.connections, args.procs,
-                             args.seconds, args.warmup)
+            counts, latencies = measure(daemon.pam_socket, users, mode, args.connections,
+                                        args.procs, args.seconds, args.warmup)
             cores = (cpu_seconds(daemon.proc.pid) - cpu) / (args.seconds + args.warmup)
             verified = counts["SUCCESS"] + counts["AUTH_ERR"]
             other = {k: v for k, v in counts.items() if k not in ("SUCCESS", "AUTH_ERR")}
             print(f"  {mode:7} codes: {verified / args.seconds:8.0f} verifications/s "
                   f"({counts['SUCCESS']} accepted, {counts['AUTH_ERR']} refused"
                   + (f", not counted: {other}" if other else "")
-                  + f"); jctotpd used {cores:.2f} CPU cores")
+                  + f"); p99 {ms(percentile(latencies, 99))}; jctotpd used {cores:.2f} CPU cores")
             if other:
                 return 1
     return 0

@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Any, Iterator
 
+from .printable import json_line, printable
+
 log = logging.getLogger("jctotpd.audit")
 
 EVENTS = frozenset({
@@ -24,6 +26,8 @@ EVENTS = frozenset({
     "enrollment_expired", "mfa_enabled", "mfa_reset", "mfa_disabled", "password_changed",
     "recovery_code_used", "recovery_codes_regenerated", "replay_refused", "exempted",
     "user_added", "user_removed", "user_changed", "acct_refused", "daemon_started",
+    "user_provisioned",
+    "abandoned",  # the client left before the verdict reached the shim: PAM refused it
 })
 
 
@@ -56,7 +60,7 @@ class AuditLog:
             "host": self.host,
         }
         record.update({k: v for k, v in fields.items() if v not in (None, "")})
-        line = json.dumps(record, ensure_ascii=False, sort_keys=False)
+        line = json_line(record)  # one line for every reader, whatever the name holds
         if self.use_syslog:
             syslog.syslog(syslog.LOG_NOTICE, line)
         with self._lock:
@@ -66,7 +70,20 @@ class AuditLog:
                 fh.flush()
             except OSError as exc:
                 log.error("audit log %s cannot be written: %s (event %s for %s lost from the "
-                          "file; it went to syslog)", self.path, exc, event, user)
+                          "file; it went to syslog)", self.path, exc, event, printable(user or "-"))
+                self._fh = None
+                return False
+        return True
+
+    def writable(self) -> bool:
+        """Whether an event could be appended now (the file opens for append):
+        checked before a login is granted when `audit_failure: deny`, since the
+        grant itself is audited only once the shim has the verdict."""
+        with self._lock:
+            try:
+                self._open()
+            except OSError as exc:
+                log.error("audit log %s cannot be written: %s", self.path, exc)
                 self._fh = None
                 return False
         return True

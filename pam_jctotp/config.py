@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from .directory_config import DirectoryConfig, parse_directory
 from .errors import ConfigError
 
 DEFAULT_PATH = "/etc/jctotp/config.yaml"
@@ -54,6 +55,8 @@ class Config:
     admin_groups: tuple[str, ...] = ()
     exempt_groups: tuple[str, ...] = ()
     exempt_sources: tuple[str, ...] = ()
+    # Directory users (LDAP) in these groups (cn or DN) get MFA required at first login.
+    mfa_groups: tuple[str, ...] = ()
     require_mfa_for_all: bool = False
     # A user the system knows but the directory does not: "refuse", or
     # "ignore" (PAM_IGNORE with factors=totp, for stacks where pam_unix or a
@@ -73,6 +76,7 @@ class Config:
     # Members of this local group may log in from a host-local copy of their
     # secret while the fleet database is down (fleet/breakglass.py).
     break_glass_group: str | None = None
+    directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     testing: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -145,6 +149,7 @@ _TYPES: dict[str, Any] = {
     "max_attempts": int, "fail_interval": int, "unlock_after": int,
     "fail_delay": float,
     "admin_groups": "strlist", "exempt_groups": "strlist", "exempt_sources": "strlist",
+    "mfa_groups": "strlist",
     "require_mfa_for_all": bool, "unknown_users": str, "default_enrollment_days": int,
     "enrollment_attempts": int,
     "recovery_codes": int, "create_system_accounts": bool, "max_connections": int,
@@ -210,6 +215,8 @@ def parse(raw: Any, daemon: bool = True) -> Config:
             values[key] = _password_hash(value)
         elif key == "testing":
             values[key] = _testing(value, daemon)
+        elif key == "directory":
+            values[key] = parse_directory(value)
         else:
             values[key] = _check_type(key, value, _TYPES[key])
         if key in _RANGES:
@@ -237,12 +244,18 @@ def parse(raw: Any, daemon: bool = True) -> Config:
                               "apps read it as the issuer/account separator)")
     account = values.get("account_name", "{user}")
     try:  # formatted at every enrollment: a bad placeholder must fail here, not there
-        account.format(user="u", host="h")
+        account.format(user="u", host="h", email="e")
     except (KeyError, IndexError, ValueError, AttributeError):
         account = ""
-    if "{user}" not in account:
-        raise ConfigError("config key 'account_name' must contain {user} and no other "
-                          "placeholder than {host}")
+    if "{user}" not in account and "{email}" not in account:
+        raise ConfigError("config key 'account_name' must contain {user} or {email}, and "
+                          "no other placeholder than {host}")
+    # The longest user (32), host (64) and e-mail (100, core/policy.py) must still
+    # make a label that fits the enrollment QR code in one frame.
+    if len(account.format(user="u" * 32, host="h" * 64, email="e" * 100)) > 250:
+        raise ConfigError("config key 'account_name': with the longest user name, host "
+                          "name and e-mail address the label passes 250 characters; use "
+                          "each placeholder once")
     return Config(**values)
 
 

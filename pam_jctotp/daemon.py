@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import logging
 import os
+import resource
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from .audit import AuditLog
 from .clock import Clock
 from .core.accounts import Accounts
 from .crypto import SecretBox, key_check, load_or_create_key, read_key
+from .directory import Directory
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
 from .errors import ConfigError, JctotpError, StoreError
@@ -30,6 +32,7 @@ from .fleet.accounts import SystemAccountSync
 from .fleet.audit import FleetAudit
 from .fleet.sync import FleetSync
 from .model import UserRecord
+from .printable import PrintableFormatter
 from .store import Store
 from .store.markers import LockMarkers
 from .store.sqlite import SqliteStore
@@ -55,6 +58,14 @@ def _notify(state: str) -> None:
         log.warning("NOTIFY_SOCKET is set but python3-sdnotify is not installed")
         return
     sdnotify.SystemdNotifier().notify(state)
+
+
+def make_directory(cfg: configmod.Config, store: Store, system: NssAccounts) -> Directory:
+    if cfg.directory.is_ldap:
+        from .directory.ldap import LdapDirectory  # ldap3 only where it is used
+        return LdapDirectory(cfg.directory, system,
+                             cfg.admin_groups + cfg.exempt_groups + cfg.mfa_groups)
+    return LocalDirectory(store, Passwords(cfg.password_hash), system)
 
 
 def open_store(cfg: configmod.Config, create: bool = False) -> Store:
@@ -108,14 +119,17 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
         raise
     system = NssAccounts()
     local = AuditLog(cfg.audit_log, cfg.audit_syslog, cfg.host_name)
-    markers = LockMarkers(os.path.join(cfg.state_dir, "locked"))
-    markers.sync(r.name for r in store.list() if r.locked_at is not None)
+    source = store   # the markers follow the database itself (never a break-glass copy)
+    markers = LockMarkers(os.path.join(cfg.state_dir, "locked"),
+                          lambda: [r.name for r in source.list() if r.locked_at is not None])
+    markers.resync()
     sync = None
     audit: AuditLog | FleetAudit = local
     if cfg.database:
-        store, sync = fleet_copies(cfg, cast("PostgresStore", store), system, markers)
-        audit = FleetAudit(local, cast("PostgresStore", store))
-    directory = LocalDirectory(store, Passwords(cfg.password_hash), system)
+        fleet = cast("PostgresStore", store)
+        store, sync = fleet_copies(cfg, fleet, system, markers)
+        audit = FleetAudit(local, fleet)
+    directory = make_directory(cfg, store, system)
     return Accounts(cfg, store, directory, system, box, Clock(controllable=cfg.clock_control),
                     audit, markers), audit, sync
 
@@ -138,17 +152,34 @@ def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccou
     return store, FleetSync(fleet, fleet.listener(), steps)
 
 
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (systemd's default soft limit is
+    1024); the control socket's tables are sized from what we get (transport/limits.py)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the descriptor limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
 async def serve(cfg: configmod.Config) -> None:
+    raise_fd_limit()
     accounts, audit, sync = build(cfg)
     if sync is not None:
         sync.start()
-    argon2 = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
-                                thread_name_prefix="argon2")
+    # Password checks: argon2 is CPU (one worker per core); an LDAP bind waits on
+    # the network, so as many as PAM steps.
+    argon2 = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS if cfg.directory.is_ldap
+                                else max(2, os.cpu_count() or 2), thread_name_prefix="argon2")
     pam_pool = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS, thread_name_prefix="pam")
     control_pool = ThreadPoolExecutor(max_workers=CONTROL_STEP_WORKERS,
                                       thread_name_prefix="control")
     daemon = Daemon(accounts, Driver(accounts.directory, argon2), pam_pool,
-                    control_pool)
+                    control_pool, housekeeping=accounts.markers.resync
+                    if isinstance(accounts.markers, LockMarkers) else None)
     await daemon.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -181,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Under systemd the journal adds "jctotpd[pid]:" itself.
     prefix = "" if os.environ.get("JOURNAL_STREAM") else "jctotpd[%(process)d]: "
-    logging.basicConfig(stream=sys.stderr, format=prefix + "%(levelname)s %(message)s")
+    logging.basicConfig(stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # no client-chosen control bytes in the log
+        handler.setFormatter(PrintableFormatter(prefix + "%(levelname)s %(message)s"))
     try:
         cfg = configmod.load(args.config)
         logging.getLogger().setLevel(cfg.log_level.upper())

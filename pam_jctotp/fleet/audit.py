@@ -53,6 +53,10 @@ class FleetAudit:
             pass  # in the file and syslog; the database copy is best effort
         return written
 
+    def writable(self) -> bool:
+        """The host's file decides (audit_failure: deny); the database copy is best effort."""
+        return self.local.writable()
+
     def _drain(self) -> None:
         while True:
             first = self._queue.get()

@@ -63,7 +63,9 @@ MIGRATIONS: list[str] = [
         lock_reason       TEXT,
         max_attempts      INTEGER,
         created_at        DOUBLE PRECISION NOT NULL,
-        enrolled_at       DOUBLE PRECISION
+        enrolled_at       DOUBLE PRECISION,
+        email             TEXT,
+        enroll_now        INTEGER NOT NULL DEFAULT 0
     );
     CREATE TABLE recovery_codes (
         "user"    TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
@@ -103,8 +105,16 @@ _OUTAGE = (psycopg.OperationalError, PoolTimeout)
 T = TypeVar("T")
 
 
+_FLAGS = tuple(i for i, c in enumerate(USER_COLUMNS)
+               if c in ("is_admin", "mfa_required", "enroll_now"))
+
+
 def _record(row: tuple[Any, ...]) -> UserRecord:
-    return UserRecord(*row)
+    """A row as a record; the 0/1 flags (as in sqlite.py) become real booleans."""
+    values = list(row)
+    for i in _FLAGS:
+        values[i] = bool(values[i])
+    return UserRecord(*values)
 
 
 def describe(uri: str) -> str:
@@ -492,6 +502,11 @@ class PostgresStore:
             """, {"name": name, "now": float(now), "start": float(now - interval),
                   "limit": limit})
         return int(row[0]) if row else None
+
+    def release_attempt(self, name: str) -> None:
+        """Give back one reserved attempt (a conversation abandoned before any wrong factor)."""
+        self._rowcount("UPDATE users SET failed_count = failed_count - 1 "
+                       "WHERE name = %s AND failed_count > 0 AND locked_at IS NULL", (name,))
 
     def lock_if_exhausted(self, name: str, now: float, limit: int, reason: str) -> bool:
         return self._rowcount(
