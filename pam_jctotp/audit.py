@@ -95,6 +95,16 @@ class AuditLog:
             return iter(())
         return read(self.path, user, since)
 
+    def reopen(self, path: str | None = None) -> None:
+        """SIGHUP (logrotate's postrotate): the next event opens the file anew,
+        at `path` if the config moved it. No event is lost: writers wait."""
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+            if path is not None:
+                self.path = path
+
     def close(self) -> None:
         with self._lock:
             if self._fh is not None:
