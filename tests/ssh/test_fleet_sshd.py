@@ -50,7 +50,7 @@ def test_enroll_over_ssh_on_one_host_log_in_on_the_other(fleet_hosts):
         time.sleep(0.2)
 
     child = a.ssh("fay", "echo ran-on-a")
-    child.expect_exact("Password: ")
+    child.expect_exact("assword: ")   # "Directory password: "
     child.sendline("fay-pass-1")
     child.expect_exact(ENROLL_PROMPT)
     assert "otpauth://totp/" in child.before
