@@ -19,13 +19,14 @@ from testlib import Daemon, daemon_config  # noqa: E402
 
 
 @contextmanager
-def private_daemon(**overrides: Any) -> Iterator[Daemon]:
-    """A jctotpd with its sockets, state and audit log in a temp dir (removed after)."""
+def private_daemon(start: bool = True, **overrides: Any) -> Iterator[Daemon]:
+    """A jctotpd with its sockets, state and audit log in a temp dir (removed after);
+    `start=False` leaves the starting to the caller."""
     tmp = Path(tempfile.mkdtemp(prefix="jctotp-bench-"))
     config = daemon_config(tmp, **overrides)
     daemon = Daemon(tmp, config)
     try:
-        yield daemon.start()
+        yield daemon.start() if start else daemon
     finally:
         daemon.stop()
         shutil.rmtree(tmp, ignore_errors=True)

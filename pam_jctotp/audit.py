@@ -32,10 +32,10 @@ EVENTS = frozenset({
 
 
 class AuditLog:
-    def __init__(self, path: str, use_syslog: bool = True) -> None:
+    def __init__(self, path: str, use_syslog: bool = True, host: str | None = None) -> None:
         self.path = path
         self.use_syslog = use_syslog
-        self.host = socket.gethostname()
+        self.host = host or socket.gethostname()
         self._fh: Any = None
         self._lock = threading.Lock()  # conversation steps write from worker threads
         if use_syslog:
@@ -88,8 +88,11 @@ class AuditLog:
                 return False
         return True
 
-    def events(self, user: str | None = None, since: float | None = None) -> Iterator[dict]:
-        """This log's events (see read)."""
+    def events(self, user: str | None = None, since: float | None = None,
+               host: str | None = None) -> Iterator[dict]:
+        """This log's events (see read); all from this host."""
+        if host not in (None, self.host):
+            return iter(())
         return read(self.path, user, since)
 
     def reopen(self, path: str | None = None) -> None:

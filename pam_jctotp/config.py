@@ -16,6 +16,7 @@ import urllib.parse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
@@ -73,6 +74,14 @@ class Config:
     create_system_accounts: bool = True
     max_connections: int = 256
     password_hash: PasswordHashParams = PasswordHashParams()
+    # The fleet (issue 13): a libpq URI of the shared PostgreSQL (absent = SQLite
+    # in state_dir); the key every host of the fleet shares; this host's audit name.
+    database: str | None = None
+    secret_key_file: str | None = None
+    host_name: str = field(default_factory=socket.gethostname)
+    # Members of this local group may log in from a host-local copy of their
+    # secret while the fleet database is down (fleet/breakglass.py).
+    break_glass_group: str | None = None
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     testing: dict[str, bool] = field(default_factory=dict)
 
@@ -90,7 +99,7 @@ class Config:
 
     @property
     def key_path(self) -> Path:
-        return Path(self.state_dir) / "secret.key"
+        return Path(self.secret_key_file or Path(self.state_dir) / "secret.key")
 
 
 # key -> (type, lower bound, upper bound) for the numbers; enums separately.
@@ -112,7 +121,7 @@ _ENUMS: dict[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error"),
     "unknown_users": ("refuse", "ignore"),
 }
-_PATHS = ("pam_socket", "control_socket", "state_dir", "audit_log")
+_PATHS = ("pam_socket", "control_socket", "state_dir", "audit_log", "secret_key_file")
 
 
 def _check_type(key: str, value: Any, want: Any) -> Any:
@@ -150,7 +159,20 @@ _TYPES: dict[str, Any] = {
     "require_mfa_for_all": bool, "unknown_users": str, "default_enrollment_days": int,
     "enrollment_attempts": int,
     "recovery_codes": int, "create_system_accounts": bool, "max_connections": int,
+    "database": str, "secret_key_file": str, "host_name": str, "break_glass_group": str,
 }
+
+
+def _database(uri: str) -> str:
+    """A libpq URI without a password: that lives in a passfile or a client cert."""
+    parsed = urlsplit(uri)
+    if parsed.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"config key 'database': {uri!r} is not a libpq URI "
+                          "(postgresql://user@host/dbname?sslmode=verify-full)")
+    if parsed.password is not None or "password" in parse_qs(parsed.query):
+        raise ConfigError("config key 'database' must not contain a password: use libpq's "
+                          "passfile (~/.pgpass, or ?passfile=PATH) or a client certificate")
+    return uri
 
 
 _HASH_KEYS = ("memory_kib", "time_cost", "parallelism")
@@ -349,6 +371,8 @@ def _value(key: str, value: Any, daemon: bool, problems: Problems) -> Any:
                           f"{', '.join(_ENUMS[key])}")
     if key in _PATHS and not os.path.isabs(checked):
         raise ConfigError(f"config key {key!r}: {value!r} must be an absolute path")
+    if key == "database":
+        return _database(checked)
     return checked
 
 

@@ -47,6 +47,21 @@ def load_or_create_key(path: Path) -> bytes:
     return key
 
 
+def key_check(key: bytes) -> str:
+    """A value that identifies the key without revealing it: stored in the fleet
+    database, so a host with another key file refuses to start instead of
+    answering "wrong code" to every user."""
+    return "v1:" + hmac.new(key, b"jctotp key check v1", hashlib.sha256).hexdigest()[:32]
+
+
+def read_key(path: Path) -> bytes:
+    """Read an existing key file (a fleet host never makes its own key)."""
+    if not os.path.exists(path):
+        raise StoreError(f"key file {path} does not exist: copy the fleet's key file from "
+                         "the first host (`jctotp fleet init` printed how), mode 0600, root")
+    return load_or_create_key(path)
+
+
 class SecretBox:
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)

@@ -9,27 +9,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import hmac
 import logging
 import os
 import resource
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from . import __version__, config as configmod, logs
 from .audit import AuditLog
 from .clock import Clock
 from .core.accounts import Accounts
 from .core.totp import Totp
-from .crypto import SecretBox, load_or_create_key
+from .crypto import SecretBox, key_check, load_or_create_key, read_key
 from .directory import Directory
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
-from .errors import JctotpError
+from .errors import ConfigError, JctotpError, StoreError
+from .fleet import breakglass
+from .fleet.accounts import SystemAccountSync
+from .fleet.audit import FleetAudit
+from .fleet.sync import FleetSync
+from .model import UserRecord
+from .store import Store
 from .store.markers import LockMarkers
 from .store.sqlite import SqliteStore
 from .transport.driver import Driver
 from .transport.server import Daemon
+
+if TYPE_CHECKING:
+    from .store.postgres import PostgresStore
 
 PAM_STEP_WORKERS = 16      # PAM conversation steps (store, NSS, audit) in flight at once
 CONTROL_STEP_WORKERS = 4   # control requests: their own pool, so useradd never queues a login
@@ -49,8 +61,7 @@ def _notify(state: str) -> None:
     sdnotify.SystemdNotifier().notify(state)
 
 
-def make_directory(cfg: configmod.Config, store: SqliteStore, system: NssAccounts
-                   ) -> Directory:
+def make_directory(cfg: configmod.Config, store: Store, system: NssAccounts) -> Directory:
     if cfg.directory.is_ldap:
         from .directory.ldap import LdapDirectory  # ldap3 only where it is used
         return LdapDirectory(cfg.directory, system,
@@ -58,18 +69,88 @@ def make_directory(cfg: configmod.Config, store: SqliteStore, system: NssAccount
     return LocalDirectory(store, Passwords(cfg.password_hash), system)
 
 
-def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog]:
+def open_store(cfg: configmod.Config, create: bool = False) -> Store:
+    """SQLite in state_dir, or the fleet's PostgreSQL when `database:` names one.
+    `create` (jctotp fleet init only) makes the fleet schema in an empty database."""
     os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
-    box = SecretBox(load_or_create_key(cfg.key_path))
-    store = SqliteStore(cfg.db_path)
+    if not cfg.database:
+        return SqliteStore(cfg.db_path)
+    try:
+        from .store.postgres import PostgresStore
+    except ImportError:
+        raise StoreError("config key 'database' needs psycopg 3 and psycopg_pool "
+                         "(apt install python3-psycopg python3-psycopg-pool)") from None
+    return PostgresStore(cfg.database, create=create)
+
+
+def open_fleet(cfg: configmod.Config, create: bool = False) -> "PostgresStore":
+    """The fleet database itself (for `jctotp fleet ...`): open_store with `database:`."""
+    if not cfg.database:
+        raise ConfigError("`jctotp fleet` needs `database:` (a libpq URI) in the config")
+    return cast("PostgresStore", open_store(cfg, create))
+
+
+def open_key(cfg: configmod.Config, store: Store, create: bool = False) -> bytes:
+    """The key that encrypts TOTP secrets. On a fleet every host has the same file,
+    and the database's key check proves it before a single login is answered."""
+    if not cfg.database:
+        return load_or_create_key(cfg.key_path)
+    fleet = cast("PostgresStore", store)
+    key = load_or_create_key(cfg.key_path) if create else read_key(cfg.key_path)
+    stored = fleet.meta("key_check")
+    if stored is None and create:
+        stored = fleet.claim_meta("key_check", key_check(key))
+    if stored is None:
+        raise StoreError(f"the fleet database {fleet.where} has no key check: "
+                         "run `jctotp fleet init` on the first host")
+    fleet.expected_key_check = key_check(key)
+    if not hmac.compare_digest(stored, fleet.expected_key_check):
+        raise StoreError(f"key file {cfg.key_path} is not the key of the fleet database "
+                         f"{fleet.where} (key check mismatch): copy secret_key_file from "
+                         "a host of the fleet; refusing to start")
+    return key
+
+
+def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, FleetSync | None]:
+    store = open_store(cfg)
+    try:
+        box = SecretBox(open_key(cfg, store))
+    except JctotpError:
+        store.close()
+        raise
     system = NssAccounts()
-    directory = make_directory(cfg, store, system)
-    audit = AuditLog(cfg.audit_log, cfg.audit_syslog)
+    local = AuditLog(cfg.audit_log, cfg.audit_syslog, cfg.host_name)
+    source = store   # the markers follow the database itself (never a break-glass copy)
     markers = LockMarkers(os.path.join(cfg.state_dir, "locked"),
-                          lambda: [r.name for r in store.list() if r.locked_at is not None])
+                          lambda: [r.name for r in source.list() if r.locked_at is not None])
     markers.resync()
+    sync = None
+    audit: AuditLog | FleetAudit = local
+    if cfg.database:
+        fleet = cast("PostgresStore", store)
+        store, sync = fleet_copies(cfg, fleet, system, markers)
+        audit = FleetAudit(local, fleet)
+    directory = make_directory(cfg, store, system)
     return Accounts(cfg, store, directory, system, box, Clock(controllable=cfg.clock_control),
-                    audit, markers), audit
+                    audit, markers), audit, sync
+
+
+def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccounts,
+                 markers: LockMarkers) -> tuple[Store, FleetSync]:
+    """The host-local copies a fleet host keeps current (fleet/sync.py), and the store
+    the daemon uses: the fleet's, with the break-glass fallback when configured."""
+    steps: list[Callable[[list[UserRecord]], Any]] = [
+        lambda rows: markers.sync(r.name for r in rows if r.locked_at is not None)]
+    if cfg.create_system_accounts:
+        steps.append(SystemAccountSync(system, Path(cfg.state_dir) / "system-accounts"))
+    store: Store = fleet
+    if cfg.break_glass_group:
+        group = cfg.break_glass_group
+        copy = SqliteStore(Path(cfg.state_dir) / "break-glass.db")
+        steps.append(lambda rows: breakglass.refresh(
+            copy, rows, lambda name: group in system.groups_of(name)))
+        store = cast(Store, breakglass.BreakGlassStore(fleet, copy))
+    return store, FleetSync(fleet, fleet.listener(), steps)
 
 
 def raise_fd_limit() -> int:
@@ -91,7 +172,9 @@ def raise_fd_limit() -> int:
 # CA; with LDAP, the group keys as well (their DN spellings are read once,
 # directory/ldap.py), so a reload keeps them until a restart.
 RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections",
-                "password_hash", "testing", "directory")
+                "password_hash", "testing", "directory",
+                # the fleet: the store, the key, the audit name and the sync are made at start
+                "database", "secret_key_file", "host_name", "break_glass_group")
 LDAP_RESTART_KEYS = ("admin_groups", "exempt_groups", "mfa_groups")
 
 
@@ -177,7 +260,10 @@ def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bo
 async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
                 text: str | None = None) -> None:
     raise_fd_limit()
-    accounts, audit = build(cfg)
+    accounts, audit, sync = build(cfg)
+    audit_file = audit.local if isinstance(audit, FleetAudit) else audit   # reopened on SIGHUP
+    if sync is not None:
+        sync.start()
     if text is not None:
         remember_good(cfg, text)
     # Password checks: argon2 is CPU (one worker per core); an LDAP bind waits on
@@ -204,7 +290,7 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
             log.info("SIGHUP: a reload is already running")
             return
         reloading[:] = [loop.run_in_executor(control_pool, reload, path, accounts, daemon,
-                                             audit)]
+                                             audit_file)]
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
     accounts.audit("daemon_started", None, reason=f"jctotpd {__version__}")
     if cfg.clock_control:
@@ -217,6 +303,8 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     await daemon.close()
     for pool in (pam_pool, control_pool, argon2):
         pool.shutdown(wait=False, cancel_futures=True)
+    if sync is not None:
+        sync.stop()
     accounts.store.close()
     audit.close()
 

@@ -30,6 +30,13 @@ class StoreError(JctotpError):
     """The state database cannot be opened, migrated or written."""
 
 
+class StoreUnavailable(StoreError):
+    """The (fleet) database does not answer: logins fail closed; the store has logged
+    the outage once, so callers need not log each failed login again."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
 class UsageError(JctotpError):
     """A request is malformed: bad arguments, out-of-range values."""
 

@@ -77,7 +77,9 @@ step "fuzzing the shim's frame parser (libFuzzer, ASan + UBSan)"
 scripts/fuzz.sh 60
 
 step "real PostgreSQL and slapd, private on 127.0.0.1 (fleet + directory)"
-"$PYTHON" -m pytest -q tests/fleet tests/ldap
+JCTOTP_TEST_POSTGRES=1 "$PYTHON" -m pytest -q tests/fleet tests/ldap tests/unit/test_store_contract.py
+step "real libpam again, every daemon's state on PostgreSQL"
+JCTOTP_TEST_DATABASE=postgres "$PYTHON" -m pytest -q tests/pam
 
 # --- containers: real sshd and OpenSSH client -----------------------------------------
 step "Docker engine and images"

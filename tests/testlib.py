@@ -19,6 +19,22 @@ import yaml
 from pam_jctotp.cli import client
 
 REPO = Path(__file__).resolve().parent.parent
+# JCTOTP_TEST_DATABASE=postgres: every daemon of the run keeps its state in a fresh
+# database of one private PostgreSQL instead of SQLite (scripts/test.sh, full tier).
+TEST_DATABASE = os.environ.get("JCTOTP_TEST_DATABASE", "sqlite")
+_postgres: list[Any] = []
+
+
+def shared_postgres() -> Any:
+    """One private PostgreSQL for the whole run (it dies with the test process)."""
+    if not _postgres:
+        import atexit
+
+        from servers.postgres import new_cluster
+        cluster = new_cluster()
+        atexit.register(cluster.destroy)
+        _postgres.append(cluster)
+    return _postgres[0]
 
 
 @dataclass
@@ -47,8 +63,22 @@ class Daemon:
     def audit_path(self) -> Path:
         return Path(self.config["audit_log"])
 
-    def start(self) -> "Daemon":
+    def write_config(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config))
+
+    def fleet_init(self) -> str:
+        """`jctotp fleet init` with this daemon's config (schema + key check)."""
+        self.write_config()
+        done = self.cli("fleet", "init")
+        if done.returncode != 0:   # as a daemon that does not start
+            raise RuntimeError(f"jctotp fleet init failed: {done.stderr}")
+        return done.stdout
+
+    def start(self) -> "Daemon":
+        if TEST_DATABASE == "postgres" and "database" not in self.config:
+            self.config["database"] = shared_postgres().new_database()
+            self.fleet_init()
+        self.write_config()
         env = dict(os.environ, JCTOTPD_TESTING="1", PYTHONPATH=str(REPO), **self.env)
         # Under scripts/test-asan.sh only the shim (loaded by the test process) is
         # instrumented: the daemon is pure Python and runs without the runtimes.

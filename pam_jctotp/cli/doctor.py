@@ -131,6 +131,7 @@ def daemon_findings(cfg: Config, user: str | None = None) -> list[Finding]:
         found.append(Finding("ok", f"daemon answers on {cfg.control_socket}"))
         problems = (reply.data or {}).get("directory", []) if reply.exit == 0 else [
             f"the daemon's own checks: {reply.message}"]
+        found.extend(Finding(level, what) for level, what in (reply.data or {}).get("store", []))
         found.extend(Finding("fail", p) for p in problems)
         if reply.exit == 0 and not problems:
             kind = (reply.data or {}).get("directory_kind", "")

@@ -201,6 +201,7 @@ def _build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--password-stdin", action="store_true")
     au = json_flag(sub.add_parser("audit", help="read the audit log (admin)"))
     au.add_argument("--user")
+    au.add_argument("--host", help="one host of the fleet (host_name)")
     au.add_argument("--since", help="age (30m, 2h, 7d) or ISO 8601 date/time as audit prints "
                     "it (2026-11-27T02:18:00Z); no zone means UTC")
     au.add_argument("--limit", type=int, default=10000)
@@ -214,6 +215,7 @@ def _build_parser() -> argparse.ArgumentParser:
                             "sockets, clock, config, directory)")
     doctor.add_argument("--user", help="also check that the directory finds this user")
     json_flag(doctor)
+    sub.add_parser("fleet", help="the fleet database: init, import (as root; jctotp fleet -h)")
     return p
 
 
@@ -276,7 +278,7 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             return "passwd.admin", {"name": args.name, "password": _read_password(args)}
         return "passwd", {}
     if cmd == "audit":
-        body = {"user": args.user, "limit": args.limit}
+        body = {"user": args.user, "host": args.host, "limit": args.limit}
         if args.since:
             body["since"] = _since(args.since)
         return "audit", body
@@ -305,7 +307,8 @@ def _print(args: argparse.Namespace, verb: str, data: Any, message: str) -> None
         for e in data:
             extra = " ".join(f"{k}={printable(str(v))}" for k, v in e.items()
                              if k not in ("time", "ts", "event", "user", "host"))
-            print(f"{printable(str(e.get('time')))}  {printable(str(e.get('event'))):<20} "
+            print(f"{printable(str(e.get('time')))}  {printable(e.get('host') or '-'):<12} "
+                  f"{printable(str(e.get('event'))):<20} "
                   f"{printable(e.get('user') or '-'):<12} {extra}")
     if message:
         print(message)
@@ -320,6 +323,18 @@ def _doctor(args: argparse.Namespace, cfg: configmod.Config, problems: list[str]
         for f in findings:
             print(f"{f.level.upper() if f.level == 'fail' else f.level:<5} {f.what}")
     return ExitCode.REFUSED if any(f.level == "fail" for f in findings) else ExitCode.OK
+
+
+def _fleet(argv: list[str]) -> None:
+    """`jctotp [--config F] fleet ...` opens the database and the key itself (no daemon
+    is needed, or there is none yet): a separate program, so this client never imports
+    the store or the key. Returns only when argv is not a fleet command."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("--"):
+        i += 2 if argv[i] == "--config" else 1
+    if i < len(argv) and argv[i] == "fleet":
+        os.execv(sys.executable, [sys.executable, "-m", "pam_jctotp.fleet.admin",
+                                  *argv[:i], *argv[i + 1:]])
 
 
 def _config(args: argparse.Namespace) -> tuple[configmod.Config, list[str]]:
@@ -341,6 +356,7 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _fleet(sys.argv[1:] if argv is None else argv)
     args = _build_parser().parse_args(argv)
     if not hasattr(args, "json"):
         args.json = False

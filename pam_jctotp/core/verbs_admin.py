@@ -273,7 +273,7 @@ def audit_read(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     since = args.get("since")
     if since is not None and (isinstance(since, bool) or not isinstance(since, (int, float))):
         raise UsageError("since must be a timestamp")
-    events = list(acc.audit_log.events(name, since))
+    events = list(acc.audit_log.events(name, since, arg(args, "host", str, None)))
     yield Result(data=events[-int(arg(args, "limit", int, 10000)):])
 
 
@@ -281,7 +281,8 @@ def doctor(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     """What only the daemon can check, for `jctotp doctor`: its directory."""
     name = arg(args, "user", str, None)
     yield Result(data={"directory": acc.directory.check(name),
-                       "directory_kind": acc.directory.describe()})
+                       "directory_kind": acc.directory.describe(),
+                       "store": acc.store.health()})
 
 
 def clock_set(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:

@@ -21,6 +21,10 @@ USER_COLUMNS = tuple(UserRecord.__dataclass_fields__)
 class Store(Protocol):
     def close(self) -> None: ...
 
+    def health(self) -> list[tuple[str, str]]:
+        """(level, text) findings for `jctotp doctor`: level is ok | warn | fail."""
+        ...
+
     def unit_of_work(self) -> AbstractContextManager[None]:
         """All-or-nothing, on one connection; re-entrant (an inner one joins)."""
         ...

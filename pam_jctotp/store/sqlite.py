@@ -131,6 +131,13 @@ class SqliteStore:
             self._all.clear()
         self._local = threading.local()
 
+    def health(self) -> list[tuple[str, str]]:
+        try:
+            version = self._exec("PRAGMA user_version").fetchone()[0]
+        except StoreError as exc:
+            return [("fail", str(exc))]
+        return [("ok", f"state database {self.path} (SQLite, schema version {version})")]
+
     def _migrate(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):

@@ -29,7 +29,8 @@ from ..core import verbs
 from ..core.accounts import Accounts
 from ..core.login import Login
 from ..core.steps import Prompt, Result, Verdict
-from ..errors import DirectoryUnavailable, JctotpError, ProtocolError, StoreError
+from ..errors import (DirectoryUnavailable, JctotpError, ProtocolError, StoreError,
+                      StoreUnavailable)
 from ..model import ExitCode, VerdictCode
 from ..printable import printable
 from . import control_wire, limits, pam_wire
@@ -198,7 +199,8 @@ class Daemon:
                           "unresponsive?)", exc)
                 await self._send_quietly(writer, _UNAVAIL)
             except StoreError as exc:
-                log.error("PAM call failed closed: %s", exc)
+                if not isinstance(exc, StoreUnavailable):  # an outage is logged once, by the store
+                    log.error("PAM call failed closed: %s", exc)
                 await self._send_quietly(writer, _UNAVAIL)
             except DirectoryUnavailable:
                 # Fail closed; the directory logged the outage once, each login only this.

@@ -1,7 +1,68 @@
 """The fleet tier (issue 13) runs against one private PostgreSQL per session.
 
 Fixtures (tests/servers/postgres.py): pg_cluster (session), pg (per test, up),
-pg_uri (per test, a fresh database).
+pg_uri (per test, a fresh database). `make_host` starts jctotpd "hosts": each
+its own sockets, state_dir and audit log, all on one database and one key.
 """
 
-from servers.postgres import pg, pg_cluster, pg_uri  # noqa: F401
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pam"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pamdriver  # noqa: E402
+from servers.postgres import pg, pg_cluster, pg_uri  # noqa: E402,F401
+from testlib import Daemon, daemon_config  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shim() -> str:
+    subprocess.run(["make", "-s", "-C", str(pamdriver.REPO / "native")], check=True)
+    return pamdriver.SHIM
+
+
+@pytest.fixture
+def make_host(pg_uri: str, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+              ) -> Iterator[Callable[..., Daemon]]:
+    """make_host("a", **config): a daemon of the fleet; the first one runs
+    `jctotp fleet init` (schema + key), the others get a copy of its key file."""
+    started: list[Daemon] = []
+    fleet_key = tmp_path_factory.mktemp("fleet") / "secret.key"
+
+    def make(name: str, *, start: bool = True, **overrides: Any) -> Daemon:
+        tmp = tmp_path_factory.mktemp(f"host-{name}")
+        os.chmod(tmp, 0o755)
+        config = daemon_config(tmp, database=pg_uri, host_name=f"host-{name}",
+                               secret_key_file=str(tmp / "secret.key"), **overrides)
+        host = Daemon(tmp, config)
+        if not fleet_key.exists():
+            host.fleet_init()
+            fleet_key.write_bytes(Path(config["secret_key_file"]).read_bytes())
+        key = Path(config["secret_key_file"])
+        if not key.exists():   # "scp -p" from the first host
+            key.write_bytes(fleet_key.read_bytes())
+            key.chmod(0o600)
+        if start:
+            host.start()
+            started.append(host)
+        return host
+
+    yield make
+    for host in started:
+        host.stop()
+
+
+@pytest.fixture
+def confdir(tmp_path: Path) -> str:
+    d = tmp_path / "pam.d"
+    d.mkdir()
+    return str(d)

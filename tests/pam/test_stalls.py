@@ -18,7 +18,7 @@ from pathlib import Path
 import pamdriver as pd
 import pytest
 
-from testlib import Daemon, code_at, daemon_config
+from testlib import TEST_DATABASE, Daemon, code_at, daemon_config
 
 pytestmark = pytest.mark.pam
 
@@ -75,6 +75,7 @@ def test_a_login_completes_while_useradd_of_another_user_is_slow(slow_useradd_da
     assert time.monotonic() - began >= USERADD_SLEEP
 
 
+@pytest.mark.skipif(TEST_DATABASE != "sqlite", reason="locks the SQLite file")
 def test_a_locked_database_fails_one_login_fast_then_the_next_succeeds(daemon, confdir):
     totp = daemon.add_user("alice")
     svc = service(confdir, daemon)

@@ -63,6 +63,7 @@ WRONG_TYPES = {
     "create_system_accounts": "true", "max_connections": 1e3, "password_hash": [1],
     "testing": True, "log_level": 1, "audit_failure": False, "unknown_users": [],
     "account_name": 0, "control_socket": b"/x", "audit_log": 0.5,
+    "database": 5, "secret_key_file": True, "host_name": [], "break_glass_group": 1,
     "mfa_groups": "mfa", "directory": "ldap",
 }
 
@@ -98,7 +99,26 @@ def test_bad_enum_is_named(key):
     assert repr(key) in message and "not one of" in message
 
 
-@pytest.mark.parametrize("key", ["pam_socket", "control_socket", "state_dir", "audit_log"])
+@pytest.mark.parametrize("uri, why", [
+    ("mysql://db/jctotp", "not a libpq URI"),
+    ("postgresql://jctotp:hunter2@db/jctotp", "must not contain a password"),
+    ("postgresql://jctotp@db/jctotp?password=hunter2", "must not contain a password"),
+])
+def test_database_is_a_libpq_uri_without_a_password(uri, why):
+    message = error({"database": uri})
+    assert "'database'" in message and why in message and "hunter2" not in message
+
+
+def test_fleet_keys():
+    cfg = config.parse({"database": "postgresql://jctotp@db.example.org/jctotp?sslmode=verify-full",
+                 "secret_key_file": "/etc/jctotp/fleet.key", "host_name": "web1"})
+    assert str(cfg.key_path) == "/etc/jctotp/fleet.key" and cfg.host_name == "web1"
+    assert config.parse({}).database is None
+    assert str(config.parse({"state_dir": "/s"}).key_path) == "/s/secret.key"
+
+
+@pytest.mark.parametrize("key", ["pam_socket", "control_socket", "state_dir", "audit_log",
+                                 "secret_key_file"])
 def test_relative_path_is_refused(key):
     message = error({key: "run/x"})
     assert repr(key) in message and "absolute" in message

@@ -1,17 +1,20 @@
 """The `Store` contract (pam_jctotp/store/__init__.py), run against every backend.
 
-Each backend is a factory in BACKENDS; a PostgreSQL one joins with a fixture
-that starts (or finds) its server and returns a fresh schema. SQLite-only
-matters (files, WAL, migrations) are in test_store_sqlite.py.
+Each backend is a factory in BACKENDS. PostgreSQL runs in the full tier only
+(JCTOTP_TEST_POSTGRES=1, set by scripts/test.sh): a private cluster
+(tests/servers/postgres.py) and a fresh database per test. SQLite-only matters
+(files, WAL, migrations) are in test_store_sqlite.py.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from servers.postgres import pg, pg_cluster, pg_uri  # noqa: F401 - the postgres fixtures
 
 from pam_jctotp.errors import StoreError
 from pam_jctotp.store import Store
@@ -21,16 +24,24 @@ NOW = 1_700_000_000.0
 THREADS = 24
 
 
-def _sqlite(tmp_path: Path) -> Store:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     return SqliteStore(tmp_path / "jctotp.db")
 
 
-BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": _sqlite}
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if os.environ.get("JCTOTP_TEST_POSTGRES") != "1":
+        pytest.skip("PostgreSQL backend: full tier only (JCTOTP_TEST_POSTGRES=1)")
+    from pam_jctotp.store.postgres import PostgresStore
+    return PostgresStore(request.getfixturevalue("pg_uri"))
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Store]] = {
+    "sqlite": _sqlite, "postgres": _postgres}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def store(request, tmp_path) -> Iterator[Store]:
-    s = BACKENDS[request.param](tmp_path)
+    s = BACKENDS[request.param](request, tmp_path)
     s.add("alice", is_admin=False, password_hash="h", now=NOW)
     yield s
     s.close()

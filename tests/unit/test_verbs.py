@@ -317,6 +317,7 @@ def test_doctor_reports_the_directorys_own_checks(world, monkeypatch):
     assert admin(world, "doctor").data["directory_kind"].startswith("local")
     assert admin(world, "doctor", user="nosuchuser").data["directory"] == [
         "local directory: no user 'nosuchuser'"]
+    assert [level for level, _ in admin(world, "doctor").data["store"]] == ["ok"]
 
     def broken():
         raise StoreError("state database error: disk I/O error")

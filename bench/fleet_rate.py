@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""The fleet's cost (issue 13): TOTP verifications/s and latency at 50 concurrent logins
+on SQLite, on one daemon on PostgreSQL, and on two daemons sharing one PostgreSQL.
+
+The client is bench/verify_rate.py's (the shim's wire protocol with
+`factors=totp`, 50 connections kept busy over client processes); here each
+login is also timed, from connect to verdict, for p50/p99. The daemons run with
+`fail_delay: 0` and `max_attempts: 100` per `fail_interval: 1` s over 200 users,
+so nobody is locked. PostgreSQL is a private cluster on 127.0.0.1 (the tests'
+tests/servers/postgres.py; needs scripts/install-test-servers.sh). For it the
+bench also reports the database round trips per login: PostgreSQL's own count
+of committed statements (pg_stat_database) divided by the logins (every store
+call outside a unit of work is one autocommit statement, one round trip).
+
+    python3 bench/fleet_rate.py [--connections 50] [--seconds 5] [--procs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import sys
+import time
+from collections import Counter
+from contextlib import ExitStack
+from urllib.parse import urlsplit
+
+import pyotp
+from benchlib import ms, percentile, private_daemon
+from verify_rate import cpu_seconds, one_login, wrong_code
+
+MODES = ("wrong", "current")
+
+
+async def _slot(paths: list[str], users: list[tuple[str, pyotp.TOTP]], mode: str,
+                count_from: float, stop_at: float, counts: Counter,
+                times: list[float], offset: int) -> None:
+    i = 0
+    while True:
+        name, totp = users[i % len(users)]
+        path = paths[(i + offset) % len(paths)]   # alternate hosts login by login
+        i += 1
+        code = totp.now() if mode == "current" else wrong_code(totp)
+        started = time.monotonic()
+        verdict = await one_login(path, name, code)
+        done = time.monotonic()
+        if done >= stop_at:
+            return
+        if started >= count_from:
+            counts[verdict] += 1
+            times.append(done - started)
+
+
+def _client(job: tuple) -> tuple[Counter, list[float]]:
+    paths, users, slots, mode, count_from, stop_at, first = job
+    counts: Counter = Counter()
+    times: list[float] = []
+    totps = [(n, pyotp.parse_uri(u)) for n, u in users]
+
+    async def run() -> None:
+        await asyncio.gather(*(_slot(paths, totps[i::slots], mode, count_from, stop_at,
+                                     counts, times, first + i) for i in range(slots)))
+
+    asyncio.run(run())
+    return counts, times
+
+
+def measure(paths: list[str], users: list[tuple[str, str]], mode: str, args: argparse.Namespace
+            ) -> tuple[Counter, list[float]]:
+    count_from = time.monotonic() + args.warmup
+    stop_at = count_from + args.seconds
+    procs = args.procs
+    slots = [args.connections // procs + (1 if i < args.connections % procs else 0)
+             for i in range(procs)]
+    jobs = [(paths, users[i::procs], slots[i], mode, count_from, stop_at, sum(slots[:i]))
+            for i in range(procs)]
+    with multiprocessing.get_context("fork").Pool(procs) as pool:
+        results = pool.map(_client, jobs)
+    counts: Counter = sum((c for c, _ in results), Counter())
+    return counts, [t for _, ts in results for t in ts]
+
+
+def statements(pg, dbname: str) -> int:
+    """Committed + rolled-back transactions of one database, as PostgreSQL counts them."""
+    time.sleep(1.2)   # the statistics are flushed at most once a second
+    out = pg.psql("SELECT pg_stat_clear_snapshot(); SELECT xact_commit + xact_rollback "
+                  f"FROM pg_stat_database WHERE datname = '{dbname}';")
+    return int(out.split()[-1])
+
+
+def run_setup(title: str, hosts: list, users: list[tuple[str, str]], args: argparse.Namespace,
+              pg=None, dbname: str = "") -> None:
+    paths = [h.pam_socket for h in hosts]
+    print(f"{title}:")
+    for mode in MODES:
+        before = statements(pg, dbname) if pg else 0
+        cpu = sum(cpu_seconds(h.proc.pid) for h in hosts)
+        counts, times = measure(paths, users, mode, args)
+        cores = (sum(cpu_seconds(h.proc.pid) for h in hosts) - cpu) / (args.seconds +
+                                                                        args.warmup)
+        verified = counts["SUCCESS"] + counts["AUTH_ERR"]
+        other = {k: v for k, v in counts.items() if k not in ("SUCCESS", "AUTH_ERR")}
+        line = (f"  {mode:7} codes: {verified / args.seconds:6.0f} verifications/s, "
+                f"p50 {ms(percentile(times, 50))}, p99 {ms(percentile(times, 99))}; "
+                f"jctotpd {cores:.2f} cores")
+        if pg:
+            # every login of the phase (warm-up and tail included) hit the database
+            logins = len(times) * (args.seconds + args.warmup) / args.seconds
+            line += f"; ~{(statements(pg, dbname) - before) / logins:.1f} round trips/login"
+        if other:
+            line += f"; not counted: {other}"
+        print(line, flush=True)
+
+
+def add_users(host, n: int) -> list[tuple[str, str]]:
+    return [(f"bench{i}", host.ok("user.add", name=f"bench{i}", mfa=True,
+                                  system_account=False)["otpauth_uri"]) for i in range(n)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per phase")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--procs", type=int, default=2, help="client processes")
+    parser.add_argument("--users", type=int, default=200)
+    args = parser.parse_args()
+    cfg = dict(fail_delay=0, max_attempts=100, fail_interval=1, log_level="error")
+    print(f"{args.connections} concurrent logins ({args.procs} client processes), "
+          f"{args.users} users, factors=totp, fail_delay 0, {args.seconds:g} s per phase")
+
+    with private_daemon(**cfg) as daemon:
+        run_setup("SQLite, one daemon", [daemon], add_users(daemon, args.users), args)
+
+    from servers.postgres import new_cluster
+    pg = new_cluster()
+    try:
+        for count in (1, 2):
+            uri = pg.new_database()
+            dbname = urlsplit(uri).path.lstrip("/")
+            with ExitStack() as stack:
+                hosts = []
+                for n in range(count):
+                    overrides = dict(cfg, database=uri, host_name=f"bench-{n}")
+                    host = stack.enter_context(private_daemon(**overrides, start=False))
+                    if n == 0:
+                        host.fleet_init()
+                        key = host.config_path.parent / "state" / "secret.key"
+                    else:
+                        host.config["secret_key_file"] = str(key)
+                    hosts.append(host.start())
+                users = add_users(hosts[0], args.users)
+                run_setup(f"PostgreSQL, {count} daemon(s) on one database", hosts, users,
+                          args, pg, dbname)
+    finally:
+        pg.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""`jctotp fleet init` and `jctotp fleet import`: one-off admin steps on one host, as root.
+
+Not control verbs: `init` runs before any daemon of the fleet can start (there
+is no schema and no key yet), and `import` reads this host's SQLite file. Both
+open the database and the key exactly as jctotpd does (daemon.open_store /
+open_key), so the key check they write is the one every daemon verifies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .. import config as configmod
+from ..core.accounts import PENDING_PURPOSE, TOTP_PURPOSE
+from ..crypto import SecretBox, key_check
+from ..daemon import open_fleet, open_key
+from ..errors import JctotpError, StoreError, UsageError
+from ..model import ExitCode, UserRecord
+from ..store import USER_COLUMNS
+
+
+def init(cfg: configmod.Config) -> str:
+    """Create the schema and (if absent) the key; store the key check. Idempotent with
+    the same key; refuses a database already bound to another key."""
+    store = open_fleet(cfg, create=True)
+    try:
+        open_key(cfg, store, create=True)
+        version, where = store.schema_version(), store.where
+    finally:
+        store.close()
+    return (
+        f"Fleet database {where} is ready (schema version {version}); this host's key "
+        f"file {cfg.key_path} is the fleet's key.\n"
+        "On every other host, as root:\n"
+        f"  1. copy {cfg.key_path} to its secret_key_file (default "
+        "/var/lib/jctotp/secret.key), mode 0600, owner root, e.g.\n"
+        f"       scp -p {cfg.key_path} root@HOST:{cfg.key_path}\n"
+        "  2. put the same `database:` line in /etc/jctotp/config.yaml, and the libpq "
+        "passfile (or client certificate) it uses;\n"
+        "  3. systemctl restart jctotpd, then `jctotp doctor`.\n"
+        "Keep a copy of the key offline: without it no TOTP secret can be read.\n")
+
+
+def _host_rows(path: Path) -> tuple[list[UserRecord], dict[str, list[tuple[str, float | None]]]]:
+    """This host's SQLite users and recovery codes, read-only (jctotpd may be running)."""
+    if not path.exists():
+        raise UsageError(f"no SQLite state database at {path} (use --from PATH)")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            users = [UserRecord(*r) for r in db.execute(
+                f"SELECT {', '.join(USER_COLUMNS)} FROM users ORDER BY name")]
+            codes: dict[str, list[tuple[str, float | None]]] = {}
+            for user, code_hash, used_at in db.execute(
+                    "SELECT user, code_hash, used_at FROM recovery_codes"):
+                codes.setdefault(user, []).append((code_hash, used_at))
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from None
+    return users, codes
+
+
+def _reseal(blob: bytes | None, name: str, purpose: str, old: SecretBox,
+            new: SecretBox) -> bytes | None:
+    return None if blob is None else new.seal(old.open(blob, name, purpose), name, purpose)
+
+
+def import_host(cfg: configmod.Config, source: Path, old_key: Path, on_clash: str) -> str:
+    """Move this host's SQLite users (secrets, recovery codes, counters, locks) into the
+    fleet database. Secrets are re-sealed with the fleet key; recovery codes move only
+    when both keys are the same (their hashes are keyed), otherwise they are dropped
+    and named. A name already in the fleet: refuse (nothing changes), skip or replace."""
+    users, codes = _host_rows(source)
+    if not old_key.exists():
+        raise UsageError(f"this host's key file {old_key} does not exist (use --key PATH)")
+    store = open_fleet(cfg)
+    try:
+        new = SecretBox(open_key(cfg, store))
+        old_bytes = open_key(replace(cfg, database=None, secret_key_file=str(old_key)), store)
+        old = SecretBox(old_bytes)
+        same_key = key_check(old_bytes) == store.expected_key_check
+        clashes = [u.name for u in users if store.get(u.name) is not None]
+        if clashes and on_clash == "refuse":
+            raise UsageError(f"already in the fleet database: {', '.join(clashes)}; nothing "
+                             "was imported (--on-clash skip|replace)")
+        done, skipped, lost_codes = [], [], []
+        for rec in users:
+            moved = replace(
+                rec, totp_secret=_reseal(rec.totp_secret, rec.name, TOTP_PURPOSE, old, new),
+                pending_secret=_reseal(rec.pending_secret, rec.name, PENDING_PURPOSE, old, new))
+            user_codes = codes.get(rec.name, []) if same_key else []
+            if not same_key and codes.get(rec.name):
+                lost_codes.append(rec.name)
+            if store.import_user(moved, user_codes, replace=on_clash == "replace"):
+                done.append(rec.name)
+            else:
+                skipped.append(rec.name)
+    finally:
+        store.close()
+    lines = [f"imported {len(done)} user(s) from {source}: {', '.join(done) or '-'}"]
+    if skipped:
+        lines.append(f"skipped (already in the fleet): {', '.join(skipped)}")
+    if lost_codes:
+        lines.append("recovery codes not moved (made with another key; run `jctotp "
+                     f"recovery-codes` as the user): {', '.join(lost_codes)}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jctotp fleet")
+    parser.add_argument("--config", default=configmod.DEFAULT_PATH)
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="ACTION")
+    sub.add_parser("init", help="create the fleet schema and key (first host)")
+    imp = sub.add_parser("import", help="move this host's SQLite users into the fleet")
+    imp.add_argument("--from", dest="source", help="SQLite file (default state_dir/jctotp.db)")
+    imp.add_argument("--key", help="its key file (default state_dir/secret.key)")
+    imp.add_argument("--on-clash", choices=("refuse", "skip", "replace"), default="refuse",
+                     help="a name already in the fleet: refuse (default), skip, replace")
+    args = parser.parse_args(argv)
+    try:
+        cfg = configmod.load(args.config, daemon=False)
+        if args.verb == "init":
+            print(init(cfg), end="")
+        else:
+            local = Path(cfg.state_dir)
+            print(import_host(cfg, Path(args.source or local / "jctotp.db"),
+                              Path(args.key or local / "secret.key"), args.on_clash), end="")
+    except JctotpError as exc:
+        print(f"jctotp fleet: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

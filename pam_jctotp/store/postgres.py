@@ -1,0 +1,559 @@
+"""The PostgreSQL backend of `Store`: one database for a fleet of hosts (issue 13).
+
+Same contract as sqlite.py, different SQL: every counter and watermark (the
+attempt reservation, the lock, the last accepted time-step, single-use recovery
+codes) changes in ONE statement with its condition in the WHERE clause, so
+logins racing on many hosts at once are serialised by PostgreSQL's row lock.
+
+Connections come from a psycopg_pool (3.1.7 API, Debian 12) used from the
+daemon's worker threads: a statement outside a unit of work borrows a
+connection (autocommit) and gives it back; a unit of work keeps one for its
+thread until COMMIT/ROLLBACK. An outage (server down, unreachable, pool
+exhausted) raises StoreUnavailable within a few seconds, logged ONCE until the
+database answers again; the pool reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..errors import StoreError, StoreUnavailable
+from ..model import UserRecord
+from . import USER_COLUMNS
+
+log = logging.getLogger("jctotpd.store")
+# The pool logs every failed reconnect and discarded connection: during an
+# outage that is a line a second. We log the outage once ourselves.
+logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+
+CONNECT_TIMEOUT = 3    # seconds for one connection attempt (unless the URI says)
+WAIT_TIMEOUT = 3.0     # seconds a step waits for a pooled connection; the shim waits 10 s
+RECONNECT_TIMEOUT = 2.0  # the pool gives up a slot this fast, so a returning server is
+#                          picked up by the next login instead of after a long back-off
+OUTAGE_WAIT = 0.25     # seconds, once an outage is known (until the database answers)
+SCHEMA_LOCK = 0x6a63746f  # advisory lock id ("jcto"): one host migrates at a time
+
+# Each entry upgrades the schema by one version (jctotp_meta 'schema_version').
+# Column types mirror sqlite.py (0/1 integers for flags, float seconds for times),
+# so the one core writes the same values to both.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE users (
+        name              TEXT PRIMARY KEY,
+        is_admin          INTEGER NOT NULL DEFAULT 0,
+        password_hash     TEXT,
+        mfa_required      INTEGER NOT NULL DEFAULT 0,
+        enroll_deadline   DOUBLE PRECISION,
+        totp_secret       BYTEA,
+        pending_secret    BYTEA,
+        last_step         BIGINT NOT NULL DEFAULT -1,
+        failed_count      INTEGER NOT NULL DEFAULT 0,
+        fail_window_start DOUBLE PRECISION,
+        locked_at         DOUBLE PRECISION,
+        lock_reason       TEXT,
+        max_attempts      INTEGER,
+        created_at        DOUBLE PRECISION NOT NULL,
+        enrolled_at       DOUBLE PRECISION,
+        email             TEXT,
+        enroll_now        INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE recovery_codes (
+        "user"    TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        code_hash TEXT NOT NULL,
+        used_at   DOUBLE PRECISION,
+        PRIMARY KEY ("user", code_hash)
+    );
+    CREATE TABLE audit_events (
+        id        BIGSERIAL PRIMARY KEY,
+        ts        DOUBLE PRECISION NOT NULL,
+        host_name TEXT NOT NULL,
+        event     TEXT NOT NULL,
+        "user"    TEXT,
+        fields    JSONB NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_events_ts ON audit_events (ts);
+    -- Every host keeps host-local copies current (lock markers, Linux accounts,
+    -- break-glass secrets): a NOTIFY when a user comes, goes, or changes lock or keys.
+    CREATE FUNCTION jctotp_users_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('jctotp_users', '');
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER users_added_or_removed AFTER INSERT OR DELETE ON users
+        FOR EACH STATEMENT EXECUTE FUNCTION jctotp_users_changed();
+    CREATE TRIGGER users_lock_or_keys_changed AFTER UPDATE ON users FOR EACH ROW
+        WHEN (OLD.locked_at IS DISTINCT FROM NEW.locked_at
+              OR OLD.totp_secret IS DISTINCT FROM NEW.totp_secret
+              OR OLD.password_hash IS DISTINCT FROM NEW.password_hash)
+        EXECUTE FUNCTION jctotp_users_changed();
+    """,
+]
+CHANNEL = "jctotp_users"
+
+_SELECT = f"SELECT {', '.join(USER_COLUMNS)} FROM users"
+_OUTAGE = (psycopg.OperationalError, PoolTimeout)
+T = TypeVar("T")
+
+
+_FLAGS = tuple(i for i, c in enumerate(USER_COLUMNS)
+               if c in ("is_admin", "mfa_required", "enroll_now"))
+
+
+def _record(row: tuple[Any, ...]) -> UserRecord:
+    """A row as a record; the 0/1 flags (as in sqlite.py) become real booleans."""
+    values = list(row)
+    for i in _FLAGS:
+        values[i] = bool(values[i])
+    return UserRecord(*values)
+
+
+def describe(uri: str) -> str:
+    """The URI without its query (which may name files): for log lines and doctor."""
+    try:
+        info = conninfo_to_dict(uri)
+    except psycopg.ProgrammingError:
+        return "(an unparsable database URI)"
+    host = info.get("host", "localhost")
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"postgresql://{info.get('user', '')}@{host}{port}/{info.get('dbname', '')}"
+
+
+class Listener:
+    """LISTEN on its own connection (not the pool's), for the fleet sync thread."""
+
+    def __init__(self, uri: str, connect_timeout: int) -> None:
+        self.uri = uri
+        self.connect_timeout = connect_timeout
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def wait(self, timeout: float) -> bool:
+        """True when something changed (or the connection is new: resync all); False after
+        `timeout` quietly. StoreUnavailable when the connection is lost (reconnects next)."""
+        try:
+            if self.conn is None:
+                self.conn = psycopg.connect(self.uri, autocommit=True,
+                                            connect_timeout=self.connect_timeout)
+                self.conn.execute(f"LISTEN {CHANNEL}")
+                return True
+            if not select.select([self.conn.fileno()], [], [], timeout)[0]:
+                return False
+            self.conn.pgconn.consume_input()
+            notified = False
+            while self.conn.pgconn.notifies() is not None:
+                notified = True
+            if not notified:   # readable without a notification: the server said goodbye
+                raise psycopg.OperationalError("the listening connection was closed")
+            return True
+        except (psycopg.Error, OSError) as exc:
+            self.close()
+            raise StoreUnavailable(f"fleet database listener: {exc}") from None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg.Error:
+                pass
+            self.conn = None
+
+
+class _Unit:
+    """One thread's open unit of work: its connection and depth."""
+
+    def __init__(self, conn: psycopg.Connection[Any], owner: int) -> None:
+        self.conn = conn
+        self.owner = owner
+        self.depth = 0
+
+
+class PostgresStore:
+    def __init__(self, uri: str, *, max_size: int = 24, min_size: int = 2,
+                 wait_timeout: float = WAIT_TIMEOUT, create: bool = True) -> None:
+        self.uri = uri
+        self.where = describe(uri)
+        self.wait_timeout = wait_timeout
+        try:
+            params = conninfo_to_dict(uri)
+        except psycopg.ProgrammingError as exc:
+            raise StoreError(f"database URI is not a libpq URI: {exc}") from None
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in params:
+            kwargs["connect_timeout"] = CONNECT_TIMEOUT
+        self._units: dict[int, _Unit] = {}
+        self._guard = threading.Lock()
+        self._down = False
+        self.expected_key_check: str | None = None  # set by the daemon after its key check
+        self.pool = ConnectionPool(uri, open=False, kwargs=kwargs, min_size=min_size,
+                                   max_size=max_size, timeout=wait_timeout, name="jctotp",
+                                   reconnect_timeout=RECONNECT_TIMEOUT)
+        try:
+            self.pool.open(wait=True, timeout=CONNECT_TIMEOUT + 1)
+        except PoolTimeout:
+            self.pool.close()
+            raise StoreError(f"cannot reach the fleet database {self.where} "
+                             f"({self._connect_error()})") from None
+        try:
+            self.migrate(create)
+        except StoreError:
+            self.pool.close()
+            raise
+
+    def _connect_error(self) -> str:
+        """Why a fresh connection fails (the pool swallows the reason)."""
+        try:
+            psycopg.connect(self.uri, connect_timeout=CONNECT_TIMEOUT).close()
+        except psycopg.Error as exc:
+            return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return "no connection free in the pool in time"
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def listener(self) -> Listener:
+        return Listener(self.uri, CONNECT_TIMEOUT)
+
+    # --- the outage state: one log line per outage --------------------------------
+
+    def _failed(self, exc: BaseException) -> StoreUnavailable:
+        with self._guard:
+            first, self._down = not self._down, True
+        if first:
+            # PoolTimeout hides the cause; one direct connect says it (once per outage)
+            reason = self._connect_error() if isinstance(exc, PoolTimeout) else \
+                (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.error("fleet database %s unavailable: %s; logins fail closed until it "
+                      "answers again", self.where, reason)
+        return StoreUnavailable(f"fleet database {self.where} unavailable")
+
+    def _answered(self) -> None:
+        if self._down:
+            with self._guard:
+                was, self._down = self._down, False
+            if was:
+                log.warning("fleet database %s answers again", self.where)
+
+    # --- connections ----------------------------------------------------------------
+
+    def _checkout(self) -> psycopg.Connection[Any]:
+        """A live connection from the pool. An idle connection the server has closed
+        (restart, admin kill) is readable: dropped without a round trip."""
+        # During a known outage a step waits only briefly: a login makes several calls,
+        # and all of them (or the break-glass fallback) must fit in the shim's timeout.
+        wait = OUTAGE_WAIT if self._down else self.wait_timeout
+        for _ in range(self.pool.max_size + 1):
+            conn = self.pool.getconn(timeout=wait)
+            try:
+                readable = select.select([conn.pgconn.socket], [], [], 0)[0]
+            except (OSError, ValueError, psycopg.OperationalError):
+                readable = [True]
+            if not readable:
+                return conn
+            conn.close()
+            self.pool.putconn(conn)
+        raise PoolTimeout("no live connection in the pool")
+
+    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        unit = self._units.get(threading.get_ident())
+        try:
+            if unit is not None:
+                result = work(unit.conn)
+            else:
+                conn = self._checkout()
+                try:
+                    result = work(conn)
+                finally:
+                    self.pool.putconn(conn)
+        except _OUTAGE as exc:
+            raise self._failed(exc) from None
+        except pgerrors.UniqueViolation:
+            raise
+        except psycopg.Error as exc:
+            raise StoreError(f"fleet database error: {exc}") from None
+        self._answered()
+        return result
+
+    def _rowcount(self, sql: str, params: Any = ()) -> int:
+        return self._run(lambda c: c.execute(sql, params).rowcount)
+
+    def _one(self, sql: str, params: Any = ()) -> tuple[Any, ...] | None:
+        return self._run(lambda c: c.execute(sql, params).fetchone())
+
+    def _all(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        return self._run(lambda c: c.execute(sql, params).fetchall())
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[None]:
+        """BEGIN … COMMIT/ROLLBACK on one connection kept for this thread.
+
+        Re-entrant: an inner one joins the outer one. Ending on another thread
+        than it began means a conversation yielded inside it: rolled back, refused.
+        """
+        me = threading.get_ident()
+        unit = self._units.get(me)
+        if unit is None:
+            try:
+                conn = self._checkout()
+            except _OUTAGE as exc:
+                raise self._failed(exc) from None
+            unit = _Unit(conn, me)
+            try:
+                conn.execute("BEGIN")
+            except psycopg.Error as exc:
+                self.pool.putconn(conn)
+                raise self._failed(exc) if isinstance(exc, _OUTAGE) else \
+                    StoreError(f"fleet database error: {exc}") from None
+            self._units[me] = unit
+        unit.depth += 1
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            unit.depth -= 1
+            moved = threading.get_ident() != unit.owner
+            if unit.depth == 0 or moved:
+                self._units.pop(unit.owner, None)
+                try:
+                    unit.conn.execute("COMMIT" if ok and not moved else "ROLLBACK")
+                except psycopg.Error as exc:
+                    if ok and not moved:
+                        raise StoreError(f"fleet database error at commit: {exc}") from None
+                finally:
+                    self.pool.putconn(unit.conn)
+            if moved:
+                raise StoreError("a unit of work was held across a conversation step")
+
+    # --- schema and fleet metadata -------------------------------------------------------
+
+    def schema_version(self) -> int | None:
+        """The schema version, or None when the database has no jctotp schema yet."""
+        row = self._one("SELECT to_regclass('jctotp_meta') IS NOT NULL")
+        if not row or not row[0]:
+            return None
+        row = self._one("SELECT value FROM jctotp_meta WHERE key = 'schema_version'")
+        return int(row[0]) if row else 0
+
+    def migrate(self, create: bool) -> int:
+        """Bring the schema up to date (under an advisory lock: hosts start together)."""
+        with self.unit_of_work():
+            self._rowcount("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            version = self.schema_version()
+            if version is None:
+                if not create:
+                    raise StoreError(f"the fleet database {self.where} has no jctotp schema; "
+                                     "run `jctotp fleet init` on the first host")
+                self._rowcount("CREATE TABLE jctotp_meta (key TEXT PRIMARY KEY, "
+                               "value TEXT NOT NULL)")
+                self._rowcount("INSERT INTO jctotp_meta VALUES ('schema_version', '0')")
+                version = 0
+            if version > len(MIGRATIONS):
+                raise StoreError(f"the fleet database {self.where} has schema version "
+                                 f"{version}, newer than this jctotpd understands "
+                                 f"({len(MIGRATIONS)}); upgrade jctotpd")
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                self._rowcount(script)   # no parameters: one simple query, many statements
+                self._rowcount("UPDATE jctotp_meta SET value = %s WHERE key = "
+                               "'schema_version'", (str(number),))
+        return len(MIGRATIONS)
+
+    def meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM jctotp_meta WHERE key = %s", (key,))
+        return row[0] if row else None
+
+    def claim_meta(self, key: str, value: str) -> str:
+        """Store `value` unless the key has one; returns the value now stored (one statement)."""
+        row = self._one(
+            "WITH ins AS (INSERT INTO jctotp_meta VALUES (%(k)s, %(v)s) ON CONFLICT DO NOTHING "
+            "RETURNING value) SELECT value FROM ins UNION ALL "
+            "SELECT value FROM jctotp_meta WHERE key = %(k)s", {"k": key, "v": value})
+        assert row is not None
+        return str(row[0])
+
+    def health(self) -> list[tuple[str, str]]:
+        """For `jctotp doctor`: the database, its schema version, the key check."""
+        try:
+            row = self._one("SELECT current_setting('server_version'), "
+                            "(SELECT value FROM jctotp_meta WHERE key = 'schema_version'), "
+                            "(SELECT value FROM jctotp_meta WHERE key = 'key_check')")
+        except StoreError as exc:
+            return [("fail", f"fleet database: {exc}")]
+        assert row is not None
+        server, version, check = row
+        found = [("ok", f"fleet database {self.where} (PostgreSQL {server})"),
+                 ("ok" if version == str(len(MIGRATIONS)) else "fail",
+                  f"fleet schema version {version} (this jctotpd: {len(MIGRATIONS)})")]
+        if self.expected_key_check is None:
+            found.append(("warn", "key check: not verified by this process"))
+        elif check == self.expected_key_check:
+            found.append(("ok", "key check: this host's key file is the fleet's key"))
+        else:
+            found.append(("fail", "key check: this host's key file is NOT the fleet's key"))
+        return found
+
+    # --- the fleet's audit trail ---------------------------------------------------------
+
+    def add_audit(self, rows: list[tuple[float, str, str, str | None, dict[str, Any]]]
+                  ) -> None:
+        """Append audit events (ts, host, event, user, fields): one statement per batch."""
+        if rows:
+            self._rowcount(
+                'INSERT INTO audit_events (ts, host_name, event, "user", fields) '
+                "SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::text[], "
+                "%s::jsonb[])",
+                ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                 [r[3] for r in rows], [Jsonb(r[4]) for r in rows]))
+
+    def audit_events(self, user: str | None = None, since: float | None = None,
+                     host: str | None = None, limit: int = 10000
+                     ) -> list[tuple[float, str, str, str | None, dict[str, Any]]]:
+        """The newest `limit` events, oldest first: (ts, host, event, user, fields)."""
+        rows = self._all(
+            'SELECT ts, host_name, event, "user", fields FROM (SELECT * FROM audit_events '
+            'WHERE (%(user)s::text IS NULL OR "user" = %(user)s) '
+            "AND (%(since)s::float8 IS NULL OR ts >= %(since)s) "
+            "AND (%(host)s::text IS NULL OR host_name = %(host)s) "
+            "ORDER BY id DESC LIMIT %(limit)s) newest ORDER BY ts, host_name",
+            {"user": user, "since": since, "host": host, "limit": limit})
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    # --- users -----------------------------------------------------------------------
+
+    def get(self, name: str) -> UserRecord | None:
+        row = self._one(f"{_SELECT} WHERE name = %s", (name,))
+        return _record(row) if row else None
+
+    def list(self) -> list[UserRecord]:
+        return [_record(r) for r in self._all(f"{_SELECT} ORDER BY name")]
+
+    def add(self, name: str, *, is_admin: bool, password_hash: str | None, now: float) -> None:
+        try:
+            self._rowcount("INSERT INTO users (name, is_admin, password_hash, created_at) "
+                           "VALUES (%s, %s, %s, %s)", (name, int(is_admin), password_hash, now))
+        except pgerrors.UniqueViolation:
+            raise StoreError(f"user {name!r} already exists") from None
+
+    def delete(self, name: str) -> bool:
+        return self._rowcount("DELETE FROM users WHERE name = %s", (name,)) == 1
+
+    def update(self, name: str, **values: Any) -> bool:
+        """Set plain columns of one user (admin/self-service edits), in one statement."""
+        bad = set(values) - set(USER_COLUMNS) - {"name"}
+        if bad or not values:
+            raise ValueError(f"bad columns {bad}")
+        assignments = ", ".join(f"{k} = %({k})s" for k in values)
+        params = {k: (int(v) if isinstance(v, bool) else v) for k, v in values.items()}
+        return self._rowcount(f"UPDATE users SET {assignments} WHERE name = %(_name)s",
+                              {**params, "_name": name}) == 1
+
+    def import_user(self, rec: UserRecord, codes: Iterable[tuple[str, float | None]],
+                    replace: bool) -> bool:
+        """Insert a whole row (`jctotp fleet import`) with its recovery codes, in one
+        transaction; False when the name exists and `replace` is not set."""
+        values = {k: (int(v) if isinstance(v, bool) else v) for k, v in rec.__dict__.items()}
+        columns = ", ".join(USER_COLUMNS)
+        placeholders = ", ".join(f"%({k})s" for k in USER_COLUMNS)
+        with self.unit_of_work():
+            if replace:
+                self._rowcount("DELETE FROM users WHERE name = %s", (rec.name,))
+            if not self._rowcount(f"INSERT INTO users ({columns}) VALUES ({placeholders}) "
+                                  "ON CONFLICT (name) DO NOTHING", values):
+                return False
+            rows = [(rec.name, h, used) for h, used in codes]
+            if rows:
+                self._run(lambda c: c.cursor().executemany(
+                    'INSERT INTO recovery_codes ("user", code_hash, used_at) '
+                    "VALUES (%s, %s, %s)", rows))
+        return True
+
+    # --- lockout: single statements, no read-modify-write -----------------------------
+
+    def expire_lock(self, name: str, now: float, unlock_after: int) -> bool:
+        return self._rowcount(
+            "UPDATE users SET locked_at = NULL, lock_reason = NULL, failed_count = 0, "
+            "fail_window_start = NULL WHERE name = %s AND locked_at IS NOT NULL "
+            "AND %s > 0 AND locked_at <= %s",
+            (name, unlock_after, now - unlock_after)) == 1
+
+    def reserve_attempt(self, name: str, now: float, interval: int, limit: int) -> int | None:
+        """Count one attempt BEFORE the factors are checked (see sqlite.py)."""
+        row = self._one(
+            """
+            UPDATE users SET
+              failed_count = CASE WHEN fail_window_start IS NULL
+                                    OR fail_window_start <= %(start)s
+                                  THEN 1 ELSE failed_count + 1 END,
+              fail_window_start = CASE WHEN fail_window_start IS NULL
+                                         OR fail_window_start <= %(start)s
+                                       THEN %(now)s ELSE fail_window_start END
+            WHERE name = %(name)s AND locked_at IS NULL
+              AND (fail_window_start IS NULL OR fail_window_start <= %(start)s
+                   OR failed_count < %(limit)s)
+            RETURNING failed_count
+            """, {"name": name, "now": float(now), "start": float(now - interval),
+                  "limit": limit})
+        return int(row[0]) if row else None
+
+    def release_attempt(self, name: str) -> None:
+        """Give back one reserved attempt (a conversation abandoned before any wrong factor)."""
+        self._rowcount("UPDATE users SET failed_count = failed_count - 1 "
+                       "WHERE name = %s AND failed_count > 0 AND locked_at IS NULL", (name,))
+
+    def lock_if_exhausted(self, name: str, now: float, limit: int, reason: str) -> bool:
+        return self._rowcount(
+            "UPDATE users SET locked_at = %s, lock_reason = %s "
+            "WHERE name = %s AND locked_at IS NULL AND failed_count >= %s",
+            (now, reason, name, limit)) == 1
+
+    def lock(self, name: str, now: float, reason: str) -> bool:
+        return self._rowcount("UPDATE users SET locked_at = %s, lock_reason = %s "
+                              "WHERE name = %s AND locked_at IS NULL",
+                              (now, reason, name)) == 1
+
+    def reset_failures(self, name: str) -> None:
+        self._rowcount("UPDATE users SET failed_count = 0, fail_window_start = NULL "
+                       "WHERE name = %s AND (failed_count <> 0 OR fail_window_start IS NOT NULL)",
+                       (name,))
+
+    def unlock(self, name: str) -> bool:
+        return self._rowcount(
+            "UPDATE users SET locked_at = NULL, lock_reason = NULL, failed_count = 0, "
+            "fail_window_start = NULL WHERE name = %s", (name,)) == 1
+
+    # --- TOTP replay guard ---------------------------------------------------------------
+
+    def accept_step(self, name: str, step: int) -> bool:
+        return self._rowcount("UPDATE users SET last_step = %s WHERE name = %s "
+                              "AND last_step < %s", (step, name, step)) == 1
+
+    # --- recovery codes --------------------------------------------------------------
+
+    def replace_recovery_codes(self, name: str, hashes: Iterable[str]) -> None:
+        rows = [(name, h) for h in hashes]
+        with self.unit_of_work():
+            self._rowcount('DELETE FROM recovery_codes WHERE "user" = %s', (name,))
+            if rows:
+                self._run(lambda c: c.cursor().executemany(
+                    'INSERT INTO recovery_codes ("user", code_hash) VALUES (%s, %s)', rows))
+
+    def use_recovery_code(self, name: str, code_hash: str, now: float) -> bool:
+        return self._rowcount('UPDATE recovery_codes SET used_at = %s WHERE "user" = %s '
+                              "AND code_hash = %s AND used_at IS NULL",
+                              (now, name, code_hash)) == 1
+
+    def recovery_codes_left(self, name: str) -> int:
+        row = self._one('SELECT count(*) FROM recovery_codes WHERE "user" = %s '
+                        "AND used_at IS NULL", (name,))
+        return int(row[0]) if row else 0
+
+    def clear_recovery_codes(self, name: str) -> None:
+        self._rowcount('DELETE FROM recovery_codes WHERE "user" = %s', (name,))

@@ -1,0 +1,91 @@
+"""The fleet's admin side (issue 13): the audit trail of every host, doctor, and moving
+a host's SQLite users into the fleet database (`jctotp fleet import`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pamdriver as pd
+import pytest
+import yaml
+from fleetlib import service
+
+from testlib import Daemon, code_at, daemon_config
+
+pytestmark = pytest.mark.fleet
+
+PASSWORD = "correct horse battery"
+
+
+def test_audit_shows_the_fleets_events_with_host_names(make_host, confdir):
+    a, b = make_host("a"), make_host("b")
+    totp = a.add_user("alice")
+    assert pd.run(confdir, service(confdir, a), "alice", [PASSWORD, code_at(totp)]).rc == 0
+    b.set_clock(30)
+    assert pd.run(confdir, service(confdir, b), "alice", [PASSWORD, code_at(totp, 30)]).rc == 0
+    a.ok("audit", user="alice")   # reading flushes A's queue of database copies
+    events = b.ok("audit", user="alice")
+    logins = [(e["host"], e["event"]) for e in events if e["event"] == "login_ok"]
+    assert logins == [("host-a", "login_ok"), ("host-b", "login_ok")]
+    assert {e["host"] for e in b.ok("audit", host="host-a")} == {"host-a"}
+    out = b.cli("audit", "--host", "host-b")
+    assert out.returncode == 0 and "host-b" in out.stdout and "host-a" not in out.stdout
+    # the host's own file still has its own events
+    assert {e["host"] for e in a.audit_events()} == {"host-a"}
+
+
+def test_doctor_reports_the_database_schema_and_key_check(make_host):
+    a = make_host("a")
+    out = a.cli("doctor", "--json")
+    found = {f["what"]: f["level"] for f in json.loads(out.stdout)}
+    assert any(w.startswith("fleet database postgresql://jctotp@") and lvl == "ok"
+               for w, lvl in found.items()), found
+    assert found.get("fleet schema version 1 (this jctotpd: 1)") == "ok", found
+    assert found.get("key check: this host's key file is the fleet's key") == "ok", found
+
+
+def test_fleet_init_refuses_a_database_bound_to_another_key(make_host, tmp_path):
+    a = make_host("a", start=False)
+    Path(a.config["secret_key_file"]).write_bytes(os.urandom(32))
+    out = a.cli("fleet", "init")
+    assert out.returncode != 0 and "key check mismatch" in out.stderr
+
+
+def sqlite_host(tmp_path_factory) -> Daemon:
+    tmp = tmp_path_factory.mktemp("island")
+    os.chmod(tmp, 0o755)
+    return Daemon(tmp, daemon_config(tmp, max_attempts=2, unlock_after=0)).start()
+
+
+def test_fleet_import_moves_users_secrets_and_locks(make_host, confdir, tmp_path_factory):
+    island = sqlite_host(tmp_path_factory)
+    alice = island.add_user("alice")
+    island.add_user("bob")
+    svc = service(confdir, island)
+    for _ in range(2):
+        pd.run(confdir, svc, "bob", ["wrong password", "000000"])
+    assert island.user("bob")["locked"]
+    island.ok("user.add", name="carol", password=PASSWORD, mfa=False, admin=False,
+              system_account=False)
+    island.stop()
+
+    fleet = make_host("a")
+    fleet.add_user("carol", mfa=False)          # a name clash
+    # the island's config now names the fleet (its own SQLite and key stay where they are)
+    island.config.update(database=fleet.config["database"],
+                         secret_key_file=fleet.config["secret_key_file"])
+    island.config_path.write_text(yaml.safe_dump(island.config))
+    refused = island.cli("fleet", "import")
+    assert refused.returncode != 0 and "carol" in refused.stderr and "nothing" in refused.stderr
+    assert fleet.request("user.show", name="alice").exit == 3
+    done = island.cli("fleet", "import", "--on-clash", "skip")
+    assert done.returncode == 0, done.stderr
+    assert "imported 2 user(s)" in done.stdout and "skipped (already in the fleet): carol" \
+        in done.stdout
+    assert "recovery codes not moved" in done.stdout  # the island had its own key
+    fleet_svc = service(confdir, fleet)
+    assert pd.run(confdir, fleet_svc, "alice", [PASSWORD, code_at(alice)]).rc == pd.PAM_SUCCESS
+    assert fleet.user("bob")["locked"]
+    assert pd.run(confdir, fleet_svc, "bob", [PASSWORD, "000000"]).rc == pd.PAM_MAXTRIES

@@ -1,0 +1,133 @@
+"""What each host keeps locally from the fleet database (issue 13): lock markers,
+Linux accounts of directory users, and the break-glass copy for a database outage.
+
+Linux accounts and groups made here carry the prefix `jcfl` and are removed
+after each test (the test runs as root on a throw-away machine or container).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pamdriver as pd
+import pytest
+from fleetlib import service
+
+from testlib import code_at
+
+pytestmark = pytest.mark.fleet
+
+PASSWORD = "correct horse battery"
+PREFIX = "jcfl"
+
+
+def eventually(check, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def scratch_accounts():
+    """Remove every jcfl* account and group afterwards."""
+    yield
+    for pw in pwd.getpwall():
+        if pw.pw_name.startswith(PREFIX):
+            subprocess.run(["userdel", "-r", pw.pw_name], capture_output=True)
+    for gr in grp.getgrall():
+        if gr.gr_name.startswith(PREFIX):
+            subprocess.run(["groupdel", gr.gr_name], capture_output=True)
+
+
+def test_lock_markers_follow_the_database_on_every_host(make_host, confdir):
+    a = make_host("a", max_attempts=2, unlock_after=0)
+    b = make_host("b", max_attempts=2, unlock_after=0)
+    a.add_user("alice")
+    marker = Path(b.config["state_dir"]) / "locked" / "alice"
+    for _ in range(2):
+        pd.run(confdir, service(confdir, a), "alice", ["wrong password", "000000"])
+    assert a.user("alice")["locked"]
+    assert eventually(marker.exists, 5)            # locked on A: marked on B (NOTIFY)
+    b.stop()
+    svc = "open-b"
+    pd.write_service(confdir, svc, [
+        f"auth required {pd.SHIM} socket={b.pam_socket} failmode=open "
+        f"lockdir={marker.parent}", "auth required pam_permit.so"])
+    # B's daemon is down: failmode=open lets bob through, never alice (locked on A)
+    assert pd.run(confdir, svc, "alice", [PASSWORD, "000000"]).rc == pd.PAM_AUTHINFO_UNAVAIL
+    assert pd.run(confdir, svc, "bob", [PASSWORD, "000000"]).rc == pd.PAM_SUCCESS
+    b.start()
+    a.ok("unlock", names=["alice"])
+    assert eventually(lambda: not marker.exists(), 5)
+
+
+def test_system_accounts_follow_the_directory_and_only_ours(make_host, scratch_accounts):
+    a = make_host("a")
+    b = make_host("b", create_system_accounts=True)
+    registry = Path(b.config["state_dir"]) / "system-accounts"
+    subprocess.run(["useradd", f"{PREFIX}pre"], check=True)    # not made by jctotpd
+    def shadow(name: str) -> list[str]:
+        line = next(ln for ln in Path("/etc/shadow").read_text().splitlines()
+                    if ln.startswith(name + ":"))
+        return line.split(":")
+
+    pre = shadow(f"{PREFIX}pre")
+    a.add_user(f"{PREFIX}alice")
+    a.add_user(f"{PREFIX}pre")
+    assert eventually(lambda: f"{PREFIX}alice" in {p.pw_name for p in pwd.getpwall()})
+    assert eventually(lambda: registry.exists() and
+                      registry.read_text().split() == [f"{PREFIX}alice"])
+    a.ok("user.remove", name=f"{PREFIX}alice")
+    a.ok("user.remove", name=f"{PREFIX}pre")
+
+    assert eventually(lambda: shadow(f"{PREFIX}alice")[1].startswith("!"))
+    assert shadow(f"{PREFIX}alice")[7] == "1"                   # expired: no key login
+    assert shadow(f"{PREFIX}pre") == pre                        # never touched
+    a.add_user(f"{PREFIX}alice")                                # back in the directory
+    assert eventually(lambda: not shadow(f"{PREFIX}alice")[1].startswith("!"))
+    assert shadow(f"{PREFIX}alice")[7] == ""
+
+
+def test_break_glass_works_during_an_outage_and_only_for_its_group(
+        make_host, confdir, pg, scratch_accounts):
+    group = f"{PREFIX}bg"
+    subprocess.run(["groupadd", group], check=True)
+    subprocess.run(["useradd", "-G", group, f"{PREFIX}ops"], check=True)
+    subprocess.run(["useradd", f"{PREFIX}dev"], check=True)
+    a = make_host("a")
+    b = make_host("b", break_glass_group=group)
+    ops, dev = a.add_user(f"{PREFIX}ops"), a.add_user(f"{PREFIX}dev")
+    copy = Path(b.config["state_dir"]) / "break-glass.db"
+
+    def copied() -> list[str]:
+        if not copy.exists():
+            return []
+        with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as db:
+            return [r[0] for r in db.execute("SELECT name FROM users")]
+
+    assert eventually(lambda: copied() == [f"{PREFIX}ops"])     # the group only
+    assert oct(copy.stat().st_mode & 0o777) == "0o600"
+    pg.stop()
+    svc_a, svc_b = service(confdir, a), service(confdir, b)
+    r = pd.run(confdir, svc_b, f"{PREFIX}ops", [PASSWORD, code_at(ops)])
+    assert r.rc == pd.PAM_SUCCESS, r                           # break-glass on B
+    assert pd.run(confdir, svc_b, f"{PREFIX}ops",
+                  [PASSWORD, code_at(ops)]).rc == pd.PAM_AUTH_ERR     # still single-use
+    assert pd.run(confdir, svc_b, f"{PREFIX}ops",
+                  ["wrong password", code_at(ops, 30)]).rc == pd.PAM_AUTH_ERR
+    assert pd.run(confdir, svc_b, f"{PREFIX}dev",
+                  [PASSWORD, code_at(dev)]).rc == pd.PAM_AUTHINFO_UNAVAIL  # not in the group
+    assert pd.run(confdir, svc_a, f"{PREFIX}ops",
+                  [PASSWORD, code_at(ops)]).rc == pd.PAM_AUTHINFO_UNAVAIL  # A has no group
+    assert "break-glass" in b.log.read_text()
+    pg.start()
+    os.sync()
