@@ -555,6 +555,8 @@ def main() -> int:
     ap.add_argument("--profile", metavar="OUT.json",
                     help="also py-spy the daemon under the throughput load (speedscope file)")
     ap.add_argument("--profile-top", type=int, default=15)
+    ap.add_argument("--only", choices=["latency", "throughput", "memory"], action="append",
+                    help="run only this part (repeatable); default: all three")
     ap.add_argument("--quick", action="store_true",
                     help="a smaller run: 60 logins, 2 s phases, a storm of 20")
     args = ap.parse_args()
@@ -576,9 +578,14 @@ def main() -> int:
               "(/dev/console, bound in a private mount namespace)")
     tmp = Path(tempfile.mkdtemp(prefix="jctotp-compare-"))
     try:
-        latency_phases(args, ga_so, tmp)
-        profiled = throughput_phases(args, ga_so, tmp)
-        memory_storm(args, tmp)
+        only = set(args.only or ["latency", "throughput", "memory"])
+        profiled: list[str] = []
+        if "latency" in only:
+            latency_phases(args, ga_so, tmp)
+        if "throughput" in only:
+            profiled = throughput_phases(args, ga_so, tmp)
+        if "memory" in only:
+            memory_storm(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("\nWhole SSH login (password + code) vs pam_unix + GA: not measured here "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -30,7 +31,23 @@ from .transport.server import Daemon
 PAM_STEP_WORKERS = 16      # PAM conversation steps (store, NSS, audit) in flight at once
 CONTROL_STEP_WORKERS = 4   # control requests: their own pool, so useradd never queues a login
 
+M_MMAP_THRESHOLD = -3           # glibc <malloc.h>
+MMAP_THRESHOLD = 128 * 1024      # glibc's initial value, made fixed
+
 log = logging.getLogger("jctotpd")
+
+
+def _return_big_blocks() -> None:
+    """A fixed mmap threshold, so argon2's blocks (memory_kib, 19 MiB by default, one
+    per worker) go back to the system when a hash ends. glibc's threshold is dynamic:
+    freeing the first such block raises it above 19 MiB, later blocks then come from
+    arenas that are never returned, and RSS stays at its peak (idle + workers x
+    memory_kib) after a login storm."""
+    try:
+        if ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1:
+            log.warning("mallopt(M_MMAP_THRESHOLD) refused: memory of argon2 is kept")
+    except (OSError, AttributeError):  # not glibc
+        log.debug("no mallopt here: memory of argon2 may be kept after a storm")
 
 
 def _notify(state: str) -> None:
@@ -104,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"{args.config}: OK")
             return 0
+        _return_big_blocks()
         asyncio.run(serve(cfg))
     except JctotpError as exc:
         log.error("%s", exc)

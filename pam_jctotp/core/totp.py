@@ -2,9 +2,10 @@
 
 The code itself is RFC 4226's dynamic truncation over `hmac.digest`, with the
 base32 key decoded ONCE per check (pyotp decodes it again for every candidate
-step, a third of a login's TOTP cost). pyotp (>= 2.6, Debian 12) still makes
-new secrets (`random_base32`); tests/unit/test_totp.py holds our codes to
-pyotp's, the RFC vectors and oathtool. Codes are compared in constant time;
+step, a third of a login's TOTP cost). New secrets are what pyotp's
+`random_base32(32)` makes (160 bits, base32, no padding), without importing
+pyotp (1.5 MB of the daemon's RSS); tests/unit/test_totp.py holds our codes
+to pyotp's (>= 2.6, Debian 12), the RFC vectors and oathtool. Codes are compared in constant time;
 the replay guard (a step must be newer than the last accepted one) lives in
 the store, as one atomic UPDATE.
 """
@@ -14,8 +15,6 @@ from __future__ import annotations
 import base64
 import hmac
 import secrets as _stdlib_secrets
-
-import pyotp
 
 from ..secret import Secret
 
@@ -60,7 +59,8 @@ class Totp:
 
     @staticmethod
     def new_secret() -> Secret:
-        return Secret(pyotp.random_base32(32))  # 160 bits, RFC 4226's recommendation
+        # 160 bits, RFC 4226's recommendation: 32 base32 characters, no padding
+        return Secret(base64.b32encode(_stdlib_secrets.token_bytes(20)).decode("ascii"))
 
 
 def decode_key(secret: Secret) -> bytes:
