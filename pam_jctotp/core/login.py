@@ -167,7 +167,9 @@ class Login:
         if not self.req.password_factor and fields.get("how") == "no_mfa":
             yield Verdict(V.IGNORE)  # nothing of ours was checked: no opinion
             return
-        yield Verdict(V.SUCCESS)
+        # Not locked (just reset), MFA active or rightly off: account() says SUCCESS too.
+        # (An exemption or a skipped enrollment does not vouch: account() decides those.)
+        yield Verdict(V.SUCCESS, account_ok=True)
 
     def _exempted(self, attempt: Attempt, why: str) -> Conversation:
         lockout.succeeded(self.acc, attempt)
