@@ -28,6 +28,7 @@ EVENTS = frozenset({
     "enrollment_expired", "mfa_enabled", "mfa_reset", "mfa_disabled", "password_changed",
     "recovery_code_used", "recovery_codes_regenerated", "replay_refused", "exempted",
     "user_added", "user_removed", "user_changed", "acct_refused", "daemon_started",
+    "abandoned",
 })
 
 

@@ -213,12 +213,18 @@ def parse(raw: Any, daemon: bool = True) -> Config:
                               "apps read it as the issuer/account separator)")
     account = values.get("account_name", "{user}")
     try:  # formatted at every enrollment: a bad placeholder must fail here, not there
-        account.format(user="u", host="h")
+        account.format(user="u", host="h", email="e")
     except (KeyError, IndexError, ValueError, AttributeError):
         account = ""
-    if "{user}" not in account:
-        raise ConfigError("config key 'account_name' must contain {user} and no other "
-                          "placeholder than {host}")
+    if "{user}" not in account and "{email}" not in account:
+        raise ConfigError("config key 'account_name' must contain {user} or {email}, and "
+                          "no other placeholder than {host}")
+    # The longest user (32), host (64) and e-mail (100, core/policy.py) must still
+    # make a label that fits the enrollment QR code in one frame.
+    if len(account.format(user="u" * 32, host="h" * 64, email="e" * 100)) > 250:
+        raise ConfigError("config key 'account_name': with the longest user name, host "
+                          "name and e-mail address the label passes 250 characters; use "
+                          "each placeholder once")
     return Config(**values)
 
 

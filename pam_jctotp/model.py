@@ -31,6 +31,8 @@ class UserRecord:
     max_attempts: int | None
     created_at: float
     enrolled_at: float | None
+    email: str | None = None      # for account_name's {email} (no mail is ever sent)
+    enroll_now: bool = False      # required with no enrollment period: the next login enrolls
 
     def __repr__(self) -> str:  # never print hashes or ciphertexts
         return f"UserRecord(name={self.name!r}, admin={self.is_admin})"
@@ -39,6 +41,7 @@ class UserRecord:
 class MfaState(str, Enum):
     OFF = "off"                  # not required, not enrolled: password only
     PENDING = "pending"          # required, inside the enrollment period
+    ENROLL_NOW = "enroll_now"    # required, no period: the next login must enroll (no skip)
     EXPIRED = "expired"          # required, period over, never enrolled
     ACTIVE = "active"            # enrolled
 

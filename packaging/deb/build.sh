@@ -37,14 +37,22 @@ install -D -m 0644 "$repo/native/pam_jctotp.so" "$stage/lib/$multiarch/security/
 strip --strip-unneeded --remove-section=.comment --remove-section=.note \
     "$stage/lib/$multiarch/security/pam_jctotp.so"
 
-# The daemon and the CLI: the package and two wrappers.
-(cd "$repo" && find pam_jctotp -name '*.py' | sort) | while read -r module; do
-    install -D -m 0644 "$repo/$module" "$stage/usr/lib/python3/dist-packages/$module"
+# The daemon and the CLI: the package (every .py, subpackages too) and two
+# #!/usr/bin/python3 entry points.
+(cd "$repo" && find pam_jctotp -name '*.py' -not -path '*/__pycache__/*' -print0) |
+    while IFS= read -r -d '' f; do
+        install -D -m 0644 "$repo/$f" "$stage/usr/lib/python3/dist-packages/$f"
+    done
+install -D -m 0755 "$src/bin/jctotpd" "$stage/usr/sbin/jctotpd"
+install -D -m 0755 "$src/bin/jctotp" "$stage/usr/bin/jctotp"
+
+# Manual pages, bash completion.
+for page in "$repo"/man/*.[0-9]; do
+    section=${page##*.}
+    install -d "$stage/usr/share/man/man$section"
+    gzip -9n <"$page" >"$stage/usr/share/man/man$section/$(basename "$page").gz"
 done
-install -d "$stage/usr/sbin" "$stage/usr/bin"
-printf '#!/bin/sh\nexec python3 -m pam_jctotp.daemon "$@"\n' >"$stage/usr/sbin/jctotpd"
-printf '#!/bin/sh\nexec python3 -m pam_jctotp.cli "$@"\n' >"$stage/usr/bin/jctotp"
-chmod 0755 "$stage/usr/sbin/jctotpd" "$stage/usr/bin/jctotp"
+install -D -m 0644 "$src/bash-completion" "$stage/usr/share/bash-completion/completions/jctotp"
 
 # Configuration (a conffile), the unit, the pam-auth-update profile (off by
 # default; why it looks the way it does: README.Debian, section 2b -- the
@@ -52,6 +60,7 @@ chmod 0755 "$stage/usr/sbin/jctotpd" "$stage/usr/bin/jctotp"
 install -D -m 0644 "$src/config.yaml" "$stage/etc/jctotp/config.yaml"
 install -D -m 0644 "$src/jctotpd.service" "$stage/lib/systemd/system/jctotpd.service"
 install -D -m 0644 "$src/pam-config" "$stage/usr/share/pam-configs/jctotp"
+install -D -m 0644 "$src/logrotate" "$stage/etc/logrotate.d/pam-jctotp"
 
 # Documentation. The sshd drop-ins and PAM stacks are examples only:
 # turning MFA on for a service is the admin's decision.
@@ -76,7 +85,7 @@ rm -rf "$tmp"
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" \
     -e "s/@SHLIBS@/$shlibs/" "$src/control.in" >"$stage/DEBIAN/control"
-echo /etc/jctotp/config.yaml >"$stage/DEBIAN/conffiles"
+printf '%s\n' /etc/jctotp/config.yaml /etc/logrotate.d/pam-jctotp >"$stage/DEBIAN/conffiles"
 install -m 0755 "$src/postinst" "$src/prerm" "$src/postrm" "$stage/DEBIAN/"
 (cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' |
     LC_ALL=C sort -z | xargs -0 md5sum) >"$stage/DEBIAN/md5sums"

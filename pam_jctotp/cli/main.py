@@ -71,9 +71,7 @@ def _read_password(args: argparse.Namespace, prompt: str = "New password: ") -> 
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     cells = [[h for _, h in columns]]
     for row in rows:
-        cells.append(["-" if row.get(k) in (None, "") else
-                      ("yes" if row.get(k) is True else "no" if row.get(k) is False
-                       else str(row.get(k))) for k, _ in columns])
+        cells.append([_cell(row.get(k)) for k, _ in columns])
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                      for r in cells)
@@ -84,9 +82,17 @@ USER_COLUMNS = [("name", "USER"), ("admin", "ADMIN"), ("mfa", "MFA"),
                 ("attempts_left", "ATTEMPTS LEFT"), ("recovery_codes_left", "RECOVERY")]
 
 
+def _cell(value: Any) -> str:
+    """A value for people: booleans as yes/no (--json keeps true/false)."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
 def _describe(user: dict[str, Any]) -> str:
-    lines = [f"{k.replace('_', ' '):<22}{'-' if v is None else v}" for k, v in user.items()]
-    return "\n".join(lines)
+    return "\n".join(f"{k.replace('_', ' '):<22}{_cell(v)}" for k, v in user.items())
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -114,6 +120,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="make a TOTP secret now and print its otpauth:// URI once")
     add.add_argument("--no-system-account", action="store_true",
                      help="do not create the Linux account")
+    add.add_argument("--exist-ok", action="store_true",
+                     help="an existing user with the same settings is no error (nothing changes)")
     json_flag(usub.add_parser("list", help="list users"))
     show = json_flag(usub.add_parser("show", help="one user's MFA, lock and attempt state"))
     show.add_argument("name")
@@ -122,6 +130,8 @@ def _build_parser() -> argparse.ArgumentParser:
     uset.add_argument("--max-attempts", help="N (1-100) or 'default'")
     uset.add_argument("--admin", dest="admin", action="store_true", default=None)
     uset.add_argument("--no-admin", dest="admin", action="store_false")
+    uset.add_argument("--email", metavar="ADDR",
+                      help="address for account_name's {email} ('' removes it); no mail is sent")
     rm = json_flag(usub.add_parser("remove", help="remove from the directory"))
     rm.add_argument("name")
 
@@ -133,11 +143,16 @@ def _build_parser() -> argparse.ArgumentParser:
         sp = json_flag(msub.add_parser(action, help=text))
         sp.add_argument("names", nargs="+", metavar="NAME")
         if action != "disable":
-            sp.add_argument("--enrollment-days", type=int, default=None,
-                            help="1-365 (default: config default_enrollment_days)")
+            _period_flags(sp)
+        if action == "reset":
+            sp.add_argument("--compromised", action="store_true",
+                            help="the key may be known to someone else: no enrollment period, "
+                            "audited as compromised")
 
-    ul = json_flag(sub.add_parser("unlock", help="unlock accounts (admin)"))
+    ul = json_flag(sub.add_parser("unlock", help="unlock accounts (admin); an expired "
+                                  "enrollment gets a new period"))
     ul.add_argument("names", nargs="+", metavar="NAME")
+    _period_flags(ul)
     pw = json_flag(sub.add_parser("passwd", help="change your password, or NAME's as root"))
     pw.add_argument("name", nargs="?")
     pw.add_argument("--password-stdin", action="store_true")
@@ -153,6 +168,22 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _period_flags(sp: argparse.ArgumentParser) -> None:
+    period = sp.add_mutually_exclusive_group()
+    period.add_argument("--enrollment-days", type=int, default=None, metavar="N",
+                        help="1-365 (default: config default_enrollment_days; admins get none)")
+    period.add_argument("--enroll-now", action="store_true",
+                        help="no enrollment period: the next login must enroll")
+
+
+def _period(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
+    if args.enrollment_days is not None:
+        body["enrollment_days"] = args.enrollment_days
+    if args.enroll_now:
+        body["enroll_now"] = True
+    return body
+
+
 def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     cmd, sub = args.cmd, getattr(args, "sub", None)
     if cmd == "user":
@@ -162,6 +193,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                     "mfa": args.mfa}
             if args.no_system_account:
                 body["system_account"] = False
+            if args.exist_ok:
+                body["exist_ok"] = True
             return "user.add", body
         if sub == "list":
             return "user.list", {}
@@ -176,15 +209,19 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                     raise UsageError("--max-attempts takes a number (1-100) or 'default'")
             if args.admin is not None:
                 body["admin"] = args.admin
+            if args.email is not None:
+                body["email"] = args.email
             return "user.set", body
         return f"user.{sub}", {"name": args.name}
     if cmd == "mfa":
         body = {"names": args.names}
-        if sub != "disable" and args.enrollment_days is not None:
-            body["enrollment_days"] = args.enrollment_days
+        if sub != "disable":
+            _period(args, body)
+        if sub == "reset" and args.compromised:
+            body["compromised"] = True
         return f"mfa.{sub}", body
     if cmd == "unlock":
-        return "unlock", {"names": args.names}
+        return "unlock", _period(args, {"names": args.names})
     if cmd == "passwd":
         if args.name:
             return "passwd.admin", {"name": args.name, "password": _read_password(args)}

@@ -20,6 +20,7 @@ from ..model import MfaState, UserRecord
 from ..secret import Secret
 from ..store import Store
 from . import policy, qr
+from .lockout import VirtualCounters
 from .totp import Totp, new_recovery_codes
 
 TOTP_PURPOSE = "totp"
@@ -43,6 +44,10 @@ class _NoMarks:
         pass
 
 
+class StaleKey(Exception):
+    """The pending key changed (a password reset) while its enrollment was confirmed."""
+
+
 @dataclass(frozen=True)
 class CodeCheck:
     ok: bool
@@ -64,6 +69,7 @@ class Accounts:
         self.markers: LockMarks = markers or _NoMarks()
         self.totp = Totp(config.totp_digits, config.totp_period, config.totp_window)
         self.host = os.uname().nodename
+        self.unknown = VirtualCounters()  # failure counters of names nobody has
 
     # --- lookups: pure reads (a read never lifts a lock: lockout.begin does) ---
 
@@ -104,14 +110,18 @@ class Accounts:
         return self.box.open(rec.totp_secret, rec.name, TOTP_PURPOSE)
 
     def pending_secret(self, rec: UserRecord) -> Secret:
-        """The secret awaiting confirmation; made once and kept until enrolled (or
-        the password changes), so a user who scanned it yesterday can finish today."""
+        return self.pending_key(rec)[0]
+
+    def pending_key(self, rec: UserRecord) -> tuple[Secret, bytes]:
+        """The secret awaiting confirmation, and its stored ciphertext; made once and
+        kept until enrolled (or the password changes), so a user who scanned it
+        yesterday can finish today."""
         if rec.pending_secret is not None:
-            return self.box.open(rec.pending_secret, rec.name, PENDING_PURPOSE)
+            return self.box.open(rec.pending_secret, rec.name, PENDING_PURPOSE), rec.pending_secret
         secret = Totp.new_secret()
-        self.store.update(rec.name,
-                          pending_secret=self.box.seal(secret, rec.name, PENDING_PURPOSE))
-        return secret
+        sealed = self.box.seal(secret, rec.name, PENDING_PURPOSE)
+        self.store.update(rec.name, pending_secret=sealed)
+        return secret, sealed
 
     def password_changed(self, name: str, actor: str) -> None:
         """After any password change: drop a pending (unconfirmed) key. Whoever saw it
@@ -119,8 +129,15 @@ class Accounts:
         self.store.update(name, pending_secret=None)
         self.audit("password_changed", name, actor=actor)
 
+    def account_label(self, name: str) -> str:
+        """config account_name with its placeholders filled. A user without an
+        e-mail address gets {user}@{host} for {email}: still an address-like label."""
+        rec = self.get(name)
+        email = rec.email if rec is not None and rec.email else f"{name}@{self.host}"
+        return self.config.account_name.format(user=name, host=self.host, email=email)
+
     def otpauth_uri(self, name: str, secret: Secret) -> str:
-        account = self.config.account_name.format(user=name, host=self.host)
+        account = self.account_label(name)
         return qr.otpauth_uri(secret, account, self.config.issuer, self.totp.digits,
                               self.totp.period)
 
@@ -164,32 +181,49 @@ class Accounts:
                 return CodeCheck(True, "recovery")
         return CodeCheck(False, "wrong_code")
 
-    def activate(self, name: str, secret: Secret, step: int | None) -> list[str]:
-        """Make `secret` the user's TOTP secret; returns new recovery codes (shown once)."""
-        codes = new_recovery_codes(self.config.recovery_codes)
+    def recovery_codes(self) -> list[str]:
+        """A fresh set (config recovery_codes, maybe none), not stored yet."""
+        return new_recovery_codes(self.config.recovery_codes)
+
+    def activate(self, name: str, secret: Secret, step: int | None,
+                 codes: list[str] | None = None, *, pending: bytes | None = None) -> list[str]:
+        """Make `secret` the user's TOTP secret with `codes` (new ones if None) as
+        recovery codes; returns them. With `pending`, only if the stored pending key
+        is still that one (a password reset meanwhile discards it): else StaleKey."""
+        codes = self.recovery_codes() if codes is None else codes
         with self.store.unit_of_work():
+            if pending is not None:
+                rec = self.get(name)
+                if rec is None or rec.pending_secret != pending:
+                    raise StaleKey(name)
             self.store.update(name, totp_secret=self.box.seal(secret, name, TOTP_PURPOSE),
                               pending_secret=None, last_step=step if step is not None else -1,
-                              enrolled_at=self.now())
+                              enrolled_at=self.now(), enroll_now=0)
             self.store.replace_recovery_codes(name,
                                               [self.box.recovery_hash(name, c) for c in codes])
         return codes
 
-    def new_recovery_codes(self, name: str) -> list[str]:
-        codes = new_recovery_codes(self.config.recovery_codes)
+    def replace_recovery_codes(self, name: str, codes: list[str]) -> None:
         self.store.replace_recovery_codes(name, [self.box.recovery_hash(name, c) for c in codes])
-        return codes
 
-    def start_enrollment(self, name: str, days: int) -> None:
-        """Require MFA with a fresh period; drops every secret and recovery code."""
+    def start_enrollment(self, name: str, days: int | None) -> None:
+        """Require MFA with a fresh period (days=None: none, the next login enrolls);
+        drops every secret and recovery code."""
         with self.store.unit_of_work():
             self.store.update(name, mfa_required=1, totp_secret=None, pending_secret=None,
-                              enroll_deadline=self.now() + days * policy.DAY,
-                              last_step=-1, enrolled_at=None)
+                              last_step=-1, enrolled_at=None, **self.period(days))
             self.store.clear_recovery_codes(name)
+
+    def period(self, days: int | None) -> dict[str, Any]:
+        """The columns of an enrollment period of `days` (None: enroll now)."""
+        if days is None:
+            return {"enroll_deadline": None, "enroll_now": 1}
+        return {"enroll_deadline": self.now() + days * policy.DAY, "enroll_now": 0}
 
     @staticmethod
     def recovery_text(codes: list[str]) -> str:
+        if not codes:
+            return ""  # recovery_codes: 0
         lines = "\n".join(f"  {c}" for c in codes)
         return ("Recovery codes — each works once instead of a verification code. "
                 "Store them safely now; they will not be shown again:\n" + lines + "\n")

@@ -5,27 +5,40 @@
     ... check the factors ...
     succeeded(acc, attempt)       the counter starts over
     failed(acc, attempt)          lock when the window's count reached the limit
+    release(acc, attempt)         the conversation was abandoned before a wrong
+                                  factor: the reservation is given back (counts nothing)
 
 Each store call is ONE statement, so N parallel guesses are counted N times
 and never get more than `limit` checks. Reads never lift a lock (policy.is_locked
 decides what a read shows); a lock past `unlock_after` is lifted here, on the
 write path, just before the reservation.
+
+Unknown names get the same rule from `VirtualCounters`: in memory, bounded,
+with the default limit, so five wrong passwords lock a name that does not
+exist exactly as they lock one that does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from ..config import Config
 from ..model import UserRecord
-from .accounts import Accounts
+
+if TYPE_CHECKING:  # accounts.py holds a VirtualCounters: no import cycle at run time
+    from .accounts import Accounts
 
 LOCK_REASON = "too many attempts"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Attempt:
     name: str
     limit: int
+    settled: bool = field(default=False, compare=False)  # succeeded, failed or released
 
 
 def begin(acc: Accounts, rec: UserRecord) -> Attempt | None:
@@ -42,12 +55,21 @@ def begin(acc: Accounts, rec: UserRecord) -> Attempt | None:
 
 
 def succeeded(acc: Accounts, attempt: Attempt) -> None:
+    attempt.settled = True
     acc.store.reset_failures(attempt.name)
 
 
 def failed(acc: Accounts, attempt: Attempt) -> bool:
     """A wrong factor; True when this attempt locked the account."""
+    attempt.settled = True
     return _lock_if_exhausted(acc, attempt)
+
+
+def release(acc: Accounts, attempt: Attempt) -> None:
+    """Give back an attempt no wrong factor was found in (the client left half-way)."""
+    if not attempt.settled:
+        attempt.settled = True
+        acc.store.release_attempt(attempt.name)
 
 
 def unlock(acc: Accounts, name: str) -> None:
@@ -62,3 +84,62 @@ def _lock_if_exhausted(acc: Accounts, attempt: Attempt) -> bool:
     acc.markers.mark(attempt.name, True)
     acc.audit("locked", attempt.name, reason=f"{attempt.limit} failed attempts")
     return True
+
+
+class VirtualCounters:
+    """Failure counters of names the directory does not know (issue 9 item 8).
+
+    The store's rules (window, limit, lock, unlock_after), in memory: at most
+    `size` names, the least recently seen dropped first. Thread-safe: login
+    steps run in worker threads.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._rows: OrderedDict[str, list[float | None]] = OrderedDict()
+        self._guard = threading.Lock()
+
+    def record(self, name: str, now: float, config: Config) -> UserRecord:
+        """A record to ask policy.is_locked / locked_until about (an expired lock lifted)."""
+        with self._guard:
+            row = self._row(name, now, config)
+            return UserRecord(name=name, is_admin=False, password_hash=None, mfa_required=False,
+                              enroll_deadline=None, totp_secret=None, pending_secret=None,
+                              last_step=-1, failed_count=int(row[0] or 0),
+                              fail_window_start=row[1], locked_at=row[2],
+                              lock_reason=LOCK_REASON if row[2] is not None else None,
+                              max_attempts=None, created_at=0.0, enrolled_at=None)
+
+    def reserve(self, name: str, now: float, config: Config) -> bool:
+        """reserve_attempt: False when locked or the window's limit is used up."""
+        with self._guard:
+            row = self._row(name, now, config)
+            count, start, locked = row
+            if locked is not None:
+                return False
+            if start is None or start <= now - config.fail_interval:
+                row[0], row[1] = 1, now
+                return True
+            if (count or 0) >= config.max_attempts:
+                return False
+            row[0] = (count or 0) + 1
+            return True
+
+    def failed(self, name: str, now: float, config: Config) -> bool:
+        """lock_if_exhausted: True when this failure locked the name."""
+        with self._guard:
+            row = self._row(name, now, config)
+            if row[2] is None and (row[0] or 0) >= config.max_attempts:
+                row[2] = now
+                return True
+            return False
+
+    def _row(self, name: str, now: float, config: Config) -> list[float | None]:
+        row = self._rows.pop(name, None) or [0, None, None]
+        locked = row[2]
+        if locked is not None and 0 < config.unlock_after and locked <= now - config.unlock_after:
+            row = [0, None, None]  # expire_lock
+        self._rows[name] = row  # most recently seen last
+        while len(self._rows) > self.size:
+            self._rows.popitem(last=False)
+        return row

@@ -4,9 +4,13 @@ Rules, in one place:
 1. Password first (or the earlier module's PAM_AUTHTOK with use_first_pass),
    then the code. With factors=totp there is no password: the first factor
    was checked by an earlier module or by sshd (publickey).
-2. Unknown users get the prompts of an enrolled user and fail at the end;
-   every failure is held back to the same `fail_delay` by the server, and a
-   dummy argon2 verify keeps the work equal.
+2. Unknown names behave like a user of the default state: MFA off (what
+   `jctotp user add` makes), or enrolled with `require_mfa_for_all: true`.
+   The same prompts, a dummy argon2 verify for equal work, and a virtual
+   failure counter (lockout.VirtualCounters) that locks them after
+   max_attempts like a real name; every failure is held back to
+   the same `fail_delay` by the server. (With factors=totp the first factor
+   already named a real account: they get the code prompt and fail.)
 3. Every login of a known user reserves one attempt BEFORE any factor is
    checked (lockout.begin); a locked account or a used-up window gets no
    check at all. Success resets the counter. So N parallel guesses are
@@ -17,13 +21,21 @@ Rules, in one place:
 5. A code is accepted once: its time-step must be newer than the last.
 6. Inside the enrollment period a right password shows the QR code and asks
    for a code (enrollment.confirm); empty skips; after the deadline the
-   login is refused.
+   login is refused. "Enroll now" (no period) enrolls the same way but Enter
+   does not skip, and acct_mgmt refuses until enrolled.
 7. Exempt users (group or source) skip the code, never the password; with
    factors=totp they get IGNORE, never SUCCESS.
+8. A conversation abandoned half-way (the client gone, see run()) is audited
+   as `abandoned` and counts nothing: an attempt reserved before a wrong
+   factor was found is given back; a wrong factor is counted before any
+   further prompt, so leaving early never dodges the count.
 """
 
 from __future__ import annotations
 
+import logging
+
+from ..errors import JctotpError
 from ..model import LoginRequest, MfaState, UserRecord, VerdictCode
 from ..secret import Secret
 from . import enrollment, lockout, policy
@@ -34,16 +46,21 @@ from .steps import Conversation, Error, Info, Prompt, Verdict, VerifyPassword
 
 __all__ = ["Login", "LoginRequest"]
 
+log = logging.getLogger("jctotpd")
+
 PASSWORD_PROMPT = "Password: "
 CODE_PROMPT = "Verification code: "
 ENROLL_PROMPT = enrollment.SKIP_PROMPT
-ACK_PROMPT = "Press Enter when you have stored them: "
+ENROLL_NOW_PROMPT = enrollment.CONFIRM_PROMPT
+ACK_PROMPT = enrollment.ACK_PROMPT
 LOCKED_TEXT = ("Your account is locked after too many failed attempts. "
                "Contact your administrator{until}.")
 EXPIRED_TEXT = ("Your multi-factor authentication enrollment period has ended. "
                 "Contact your administrator to reset it.")
 MFA_FOR_ALL_TEXT = ("Multi-factor authentication is required but not set up for your "
                     "account. Contact your administrator.")
+ENROLL_NOW_TEXT = ("Multi-factor authentication must be set up before you can log in: "
+                   "log in with your password to see the QR code.")
 
 V = VerdictCode
 
@@ -52,6 +69,7 @@ class Login:
     def __init__(self, accounts: Accounts, req: LoginRequest) -> None:
         self.acc = accounts
         self.req = req
+        self.attempt: Attempt | None = None  # reserved, maybe not yet settled
 
     def _audit(self, event: str, **fields: object) -> bool:
         return self.acc.audit(event, self.req.user, service=self.req.service,
@@ -69,9 +87,32 @@ class Login:
         return LOCKED_TEXT.format(until=f" or try again in {minutes} min")
 
     def run(self) -> Conversation:
+        """The PAM call's conversation. Closed before its verdict (the driver does
+        that when the client left), it records the abandonment (rule 8)."""
+        conv = self.account() if self.req.call == "acct" else self.authenticate()
+        ended = False
+        try:
+            step = next(conv)
+            while True:
+                ended = isinstance(step, Verdict)
+                step = conv.send((yield step))
+        except StopIteration:
+            return
+        except GeneratorExit:
+            conv.close()
+            if not ended:
+                self._abandoned()
+            raise
+
+    def _abandoned(self) -> None:
         if self.req.call == "acct":
-            return self.account()
-        return self.authenticate()
+            return
+        try:
+            if self.attempt is not None and not self.attempt.settled:
+                lockout.release(self.acc, self.attempt)
+            self._audit("abandoned")
+        except JctotpError as exc:  # cleanup of a dead conversation: log, never raise
+            log.error("could not record an abandoned login of %s: %s", self.req.user, exc)
 
     # --- pam_sm_acct_mgmt --------------------------------------------------
 
@@ -92,6 +133,11 @@ class Login:
             yield Error(EXPIRED_TEXT)
             yield Verdict(V.ACCT_EXPIRED)
             return
+        if state is MfaState.ENROLL_NOW:  # e.g. publickey alone: no grace, no way around
+            self._audit("acct_refused", reason="enrollment_required")
+            yield Error(ENROLL_NOW_TEXT)
+            yield Verdict(V.PERM_DENIED)
+            return
         if state is MfaState.OFF and acc.config.require_mfa_for_all:
             self._audit("acct_refused", reason="mfa_required_for_all")
             yield Error(MFA_FOR_ALL_TEXT)
@@ -104,13 +150,16 @@ class Login:
     def authenticate(self) -> Conversation:
         req, acc = self.req, self.acc
         rec = acc.get(req.user)
-        if rec is None and not req.password_factor and acc.config.unknown_users == "ignore":
-            yield Verdict(V.IGNORE)
+        if rec is None:
+            if not req.password_factor and acc.config.unknown_users == "ignore":
+                yield Verdict(V.IGNORE)
+                return
+            yield from self._unknown()
             return
-        if rec is not None and acc.is_locked(rec):
+        if acc.is_locked(rec):
             yield from self._locked(rec)
             return
-        state = acc.state(rec) if rec is not None else MfaState.ACTIVE
+        state = acc.state(rec)
         password = None
         if req.password_factor:
             password = req.authtok
@@ -120,12 +169,7 @@ class Login:
         if state is MfaState.ACTIVE:
             code = yield Prompt(CODE_PROMPT)  # asked before any check: reveals nothing
 
-        if rec is None:
-            if password is not None:
-                yield VerifyPassword(None, password)  # same work as a real check
-            yield from self._fail("unknown_user")
-            return
-        attempt = lockout.begin(acc, rec)
+        attempt = self.attempt = lockout.begin(acc, rec)
         if attempt is None:
             yield Error(self._locked_text(acc.get(rec.name) or rec))
             yield from self._fail("locked", V.MAXTRIES)
@@ -138,13 +182,15 @@ class Login:
         if state is MfaState.ACTIVE:
             yield from self._check_code(rec, attempt, password_ok, code or "", exempt)
         elif not password_ok:
+            # Counted before the look-alike code prompt: leaving there dodges nothing.
+            locked = lockout.failed(acc, attempt)
             if state is not MfaState.OFF:
                 yield Prompt(CODE_PROMPT)  # look like an enrolled user's failure
-            yield from self._failed_attempt(rec, attempt, "wrong_password")
+            yield from self._refuse(rec, locked, "wrong_password")
         elif exempt:
             yield from self._exempted(attempt, exempt)
-        elif state is MfaState.PENDING:
-            yield from self._enroll(rec, attempt)
+        elif state in (MfaState.PENDING, MfaState.ENROLL_NOW):
+            yield from self._enroll(rec, attempt, may_skip=state is MfaState.PENDING)
         elif state is MfaState.EXPIRED:
             lockout.succeeded(acc, attempt)  # the password was right: not a guess
             self._audit("login_fail", reason="enrollment_expired")
@@ -158,6 +204,30 @@ class Login:
         else:
             yield from self._success(attempt, how="password_only" if req.password_factor
                                      else "no_mfa")
+
+    def _unknown(self) -> Conversation:
+        """A name the directory does not know, shown as a user of the default state
+        would be: same prompts, same work, a counter that locks the same (rule 2)."""
+        req, acc, cfg = self.req, self.acc, self.acc.config
+        name, counters = req.user, acc.unknown
+
+        def locked_text() -> str:
+            return self._locked_text(counters.record(name, acc.now(), cfg))
+
+        password = req.authtok
+        if req.password_factor and password is None:
+            password = Secret((yield Prompt(PASSWORD_PROMPT)))
+        if not req.password_factor or cfg.require_mfa_for_all:
+            yield Prompt(CODE_PROMPT)  # where every real user has MFA, look enrolled
+        if not counters.reserve(name, acc.now(), cfg):
+            yield Error(locked_text())
+            yield from self._fail("unknown_user", V.MAXTRIES)
+            return
+        if password is not None:
+            yield VerifyPassword(None, password)  # same work as a real check
+        if counters.failed(name, acc.now(), cfg):
+            yield Error(locked_text())
+        yield from self._fail("unknown_user")
 
     def _success(self, attempt: Attempt, **fields: object) -> Conversation:
         lockout.succeeded(self.acc, attempt)
@@ -190,7 +260,10 @@ class Login:
         yield from self._fail("locked", V.MAXTRIES)
 
     def _failed_attempt(self, rec: UserRecord, attempt: Attempt, reason: str) -> Conversation:
-        if lockout.failed(self.acc, attempt):
+        yield from self._refuse(rec, lockout.failed(self.acc, attempt), reason)
+
+    def _refuse(self, rec: UserRecord, locked: bool, reason: str) -> Conversation:
+        if locked:
             yield Error(self._locked_text(self.acc.get(rec.name) or rec))
         yield from self._fail(reason)
 
@@ -211,13 +284,15 @@ class Login:
         reason = "wrong_password" if not password_ok else check.reason
         yield from self._failed_attempt(rec, attempt, reason)
 
-    def _enroll(self, rec: UserRecord, attempt: Attempt) -> Conversation:
+    def _enroll(self, rec: UserRecord, attempt: Attempt, may_skip: bool) -> Conversation:
         acc = self.acc
         days = acc.days_left(rec)
-        outcome, codes = yield from enrollment.confirm(
-            acc, rec.name, acc.pending_secret(rec), may_skip=True,
-            intro="Multi-factor authentication is required for your account; "
-                  f"{days} day(s) left to set it up.\n")
+        secret, sealed = acc.pending_key(rec)
+        intro = ("Multi-factor authentication is required for your account; "
+                 + (f"{days} day(s) left to set it up.\n" if may_skip
+                    else "set it up now to log in.\n"))
+        outcome = yield from enrollment.confirm(acc, rec.name, secret, may_skip=may_skip,
+                                                intro=intro, pending=sealed)
         if outcome is Outcome.SKIPPED:
             lockout.succeeded(acc, attempt)
             self._audit("enrollment_skipped", days_left=days)
@@ -229,8 +304,10 @@ class Login:
             yield Verdict(V.SUCCESS)
         elif outcome is Outcome.ENROLLED:
             self._audit("enrolled")
-            yield Info("Multi-factor authentication is now active.\n" + acc.recovery_text(codes))
-            yield Prompt(ACK_PROMPT, echo=True)
+            yield Info("Multi-factor authentication is now active.")
             yield from self._success(attempt, how="enrolled")
+        elif outcome is Outcome.STALE:
+            lockout.succeeded(acc, attempt)  # the password was right: not a guess
+            yield from self._fail("enrollment_key_withdrawn")
         else:
             yield from self._failed_attempt(rec, attempt, "wrong_enrollment_code")

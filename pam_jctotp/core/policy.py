@@ -20,6 +20,12 @@ DAY = 86400.0
 # POSIX-portable user names, as useradd accepts by default (used with fullmatch:
 # `$` would let a trailing newline through).
 NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}\$?")
+# An address's shape only (no mail is sent): printable ASCII, one '@', a dot in the
+# domain; no ':' (the otpauth label's issuer separator), at most 100 characters so
+# the enrollment QR code stays within one frame (as config's account_name does).
+EMAIL_RE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+EMAIL_MAX = 100
+ENROLLMENT_EXPIRED = "enrollment expired"
 
 
 def check_name(name: object) -> str:
@@ -29,11 +35,20 @@ def check_name(name: object) -> str:
     return name
 
 
+def check_email(value: object) -> str:
+    if not isinstance(value, str) or len(value) > EMAIL_MAX or not EMAIL_RE.fullmatch(value):
+        raise UsageError(f"invalid e-mail address {value!r}: use name@example.org "
+                         f"(ASCII, at most {EMAIL_MAX} characters)")
+    return value
+
+
 def mfa_state(rec: UserRecord, now: float) -> MfaState:
     if rec.totp_secret is not None:
         return MfaState.ACTIVE
     if not rec.mfa_required:
         return MfaState.OFF
+    if rec.enroll_now:
+        return MfaState.ENROLL_NOW
     if rec.enroll_deadline is not None and rec.enroll_deadline > now:
         return MfaState.PENDING
     return MfaState.EXPIRED
@@ -52,7 +67,7 @@ def attempt_limit(rec: UserRecord, config: Config, admin: bool) -> int:
 
 
 def is_admin(rec: UserRecord, groups: frozenset[str], config: Config) -> bool:
-    return rec.is_admin or bool(groups & set(config.admin_groups))
+    return bool(rec.is_admin) or bool(groups & set(config.admin_groups))
 
 
 def exemption(groups: frozenset[str], rhost: str, config: Config) -> str | None:
@@ -90,6 +105,17 @@ def is_locked(rec: UserRecord, now: float, config: Config) -> bool:
         return False
     until = locked_until(rec, config)
     return until is None or now < until
+
+
+def refusal(rec: UserRecord, now: float, config: Config) -> str | None:
+    """Why every login of this account is refused until an admin acts (or a lock
+    runs out): the lock's reason, or an enrollment period that ended. What
+    `user show`, `user list` and `status` report as "locked"."""
+    if is_locked(rec, now, config):
+        return rec.lock_reason or "locked"
+    if mfa_state(rec, now) is MfaState.EXPIRED:
+        return ENROLLMENT_EXPIRED
+    return None
 
 
 def lock_expired(rec: UserRecord, now: float, config: Config) -> bool:

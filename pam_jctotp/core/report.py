@@ -22,12 +22,14 @@ def iso(ts: float | None) -> str | None:
 def summary(acc: Accounts, rec: UserRecord) -> dict[str, Any]:
     now, cfg = acc.now(), acc.config
     limit = acc.limit(rec)
-    locked = policy.is_locked(rec, now, cfg)
+    lock_live = policy.is_locked(rec, now, cfg)
+    refusal = policy.refusal(rec, now, cfg)  # a live lock, or an enrollment that expired
     failed = policy.failures(rec, now, cfg)
     state = policy.mfa_state(rec, now)
     return {
         "name": rec.name,
         "admin": acc.is_admin(rec),
+        "email": rec.email,
         "mfa": state.value,
         "mfa_required": bool(rec.mfa_required),
         "enrollment_deadline": iso(rec.enroll_deadline) if state in (
@@ -35,12 +37,13 @@ def summary(acc: Accounts, rec: UserRecord) -> dict[str, Any]:
         "days_left": acc.days_left(rec) if state is MfaState.PENDING else None,
         "enrolled_at": iso(rec.enrolled_at),
         "recovery_codes_left": acc.store.recovery_codes_left(rec.name),
-        "locked": locked,
-        "locked_since": iso(rec.locked_at) if locked else None,
-        "lock_reason": rec.lock_reason if locked else None,
-        "locked_until": iso(policy.locked_until(rec, cfg)) if locked else None,
+        "locked": refusal is not None,
+        "locked_since": iso(rec.locked_at) if lock_live else (
+            iso(rec.enroll_deadline) if refusal else None),
+        "lock_reason": refusal,
+        "locked_until": iso(policy.locked_until(rec, cfg)) if lock_live else None,
         "failed_attempts": failed,
         "max_attempts": limit,
-        "attempts_left": 0 if locked else max(0, limit - failed),
+        "attempts_left": 0 if lock_live else max(0, limit - failed),
         "has_password": rec.password_hash is not None,
     }

@@ -26,8 +26,21 @@ def arg(args: dict[str, Any], key: str, kind: type, default: Any = ...) -> Any:
 def days(args: dict[str, Any], default: int | None) -> int:
     value = arg(args, "enrollment_days", int, default)
     if value is None or not 1 <= value <= 365:
-        raise UsageError(f"--enrollment-days must be between 1 and 365 (got {value})")
+        raise UsageError(f"--enrollment-days must be between 1 and 365 (got {value}); "
+                         "for no enrollment period at all use --enroll-now")
     return int(value)
+
+
+def period(args: dict[str, Any], default: int) -> tuple[int | None, bool]:
+    """The enrollment period asked for: (days, or None for --enroll-now; whether the
+    caller said so explicitly, as opposed to the config's default)."""
+    enroll_now = arg(args, "enroll_now", bool, False)
+    explicit = args.get("enrollment_days") is not None
+    if enroll_now and explicit:
+        raise UsageError("--enroll-now and --enrollment-days exclude each other")
+    if enroll_now:
+        return None, True
+    return days(args, default), explicit
 
 
 def users(acc: Accounts, args: dict[str, Any]) -> list[UserRecord]:

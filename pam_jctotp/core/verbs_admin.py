@@ -3,6 +3,11 @@
 Bulk verbs check every name first and change nothing if one is bad. Each verb
 is a conversation (steps.py), run by the transport one step at a time in a
 worker thread, so `useradd` or a slow audit scan never holds up a login.
+
+Every changing verb is safe to re-run (configuration management): its result
+carries `changed`, and a run that changes nothing audits nothing and says so.
+Admins get no enrollment period (JumpCloud: resetting an admin's password
+resets their TOTP key too): their next login must enroll.
 """
 
 from __future__ import annotations
@@ -10,13 +15,43 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import PermissionDenied, UsageError
-from ..model import MfaState
+from ..model import ExitCode, MfaState, UserRecord
 from . import lockout, policy
 from .accounts import Accounts
 from .report import summary
-from .steps import Conversation, Info, Result, SetPassword
+from .steps import Conversation, Info, Result, SetPassword, VerifyPassword
 from .totp import Totp
-from .verbargs import arg, days, new_password, user, users
+from .verbargs import arg, new_password, period, user, users
+
+ADMIN_NO_GRACE = ("{names}: admins get no enrollment period (their next login must "
+                  "enroll); leave out --enrollment-days, or use --enroll-now")
+
+
+def _shown(acc: Accounts, name: str, changed: bool) -> dict[str, Any]:
+    rec = acc.get(name)
+    return {**(summary(acc, rec) if rec is not None else {"name": name}), "changed": changed}
+
+
+def _bulk(acc: Accounts, outcomes: list[tuple[UserRecord, bool, str]]) -> Result:
+    """One line per user (what was done, or that nothing was) and every user's state."""
+    shown = [_shown(acc, rec.name, changed) for rec, changed, _ in outcomes]
+    return Result(message="\n".join(f"{rec.name}: {line}" for rec, _, line in outcomes),
+                  data={"changed": any(c for _, c, _ in outcomes), "users": shown})
+
+
+def _period_text(days: int | None) -> str:
+    return ("must enroll at the next login (no enrollment period)" if days is None
+            else f"{days} day(s) to enroll")
+
+
+def _period_for(acc: Accounts, records: list[UserRecord], days: int | None,
+                explicit: bool) -> dict[str, int | None]:
+    """Each user's period: admins none, whatever the default; an explicit
+    --enrollment-days for an admin is refused before anything changes."""
+    admins = [r.name for r in records if acc.is_admin(r)]
+    if admins and explicit and days is not None:
+        raise UsageError(ADMIN_NO_GRACE.format(names=", ".join(admins)))
+    return {r.name: None if r.name in admins else days for r in records}
 
 
 def user_add(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
@@ -24,8 +59,13 @@ def user_add(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     is_admin = arg(args, "admin", bool, False)
     mfa = arg(args, "mfa", bool, False)
     password = new_password(args) if args.get("password") is not None else None
-    if acc.store.get(name) is not None:
-        raise UsageError(f"user {name!r} already exists")
+    existing = acc.store.get(name)
+    if existing is not None:
+        if not arg(args, "exist_ok", bool, False):
+            raise UsageError(f"user {name!r} already exists (--exist-ok: no change when "
+                             "nothing differs)")
+        yield from _user_exists(acc, existing, is_admin, mfa, password)
+        return
     created = False
     if arg(args, "system_account", bool, acc.config.create_system_accounts):
         created = acc.system.create_account(name)
@@ -38,7 +78,8 @@ def user_add(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     if password is not None:
         yield SetPassword(name, password)
     acc.audit("user_added", name, actor=actor, admin=is_admin or None)
-    data: dict[str, Any] = {"name": name, "admin": is_admin, "system_account_created": created}
+    data: dict[str, Any] = {"name": name, "admin": is_admin, "system_account_created": created,
+                            "changed": True}
     message = f"Added user {name}" + (" (admin)" if is_admin else "") + "."
     if secret:
         acc.audit("mfa_enabled", name, actor=actor, reason="enrolled by admin")
@@ -46,6 +87,25 @@ def user_add(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
         yield Info(acc.enrollment_text(name, secret) + acc.recovery_text(codes)
                    + "Hand these to the user over a safe channel; they are not shown again.")
     yield Result(message=message, data=data)
+
+
+def _user_exists(acc: Accounts, rec: UserRecord, is_admin: bool, mfa: bool,
+                 password: Any) -> Conversation:
+    """`user add --exist-ok` of a user that exists: a no-op when it is the same user."""
+    differs = []
+    if rec.is_admin != is_admin:
+        differs.append("admin flag")
+    if mfa and acc.state(rec) is MfaState.OFF:
+        differs.append("MFA")
+    if password is not None and not (yield VerifyPassword(rec.name, password)):
+        differs.append("password")
+    if differs:
+        yield Result(ExitCode.REFUSED, f"user {rec.name!r} exists with another "
+                     f"{' and '.join(differs)}; nothing was changed (see `jctotp user set`, "
+                     "`jctotp passwd`, `jctotp mfa enable`)")
+        return
+    yield Result(message=f"User {rec.name} already exists; nothing changed.",
+                 data=_shown(acc, rec.name, False))
 
 
 def user_list(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
@@ -58,75 +118,134 @@ def user_show(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
 
 def user_set(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     rec = user(acc, args.get("name"))
-    changes: dict[str, Any] = {}
+    wanted: dict[str, Any] = {}
     if "max_attempts" in args:
         value = args["max_attempts"]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or not 1 <= value <= 100):
             raise UsageError("--max-attempts must be between 1 and 100 (or 'default')")
-        changes["max_attempts"] = value
+        wanted["max_attempts"] = value
     if "admin" in args:
-        changes["is_admin"] = int(arg(args, "admin", bool))
+        wanted["is_admin"] = arg(args, "admin", bool)
+    if "email" in args:
+        email = args["email"]
+        wanted["email"] = None if email in (None, "") else policy.check_email(email)
+    if not wanted:
+        raise UsageError("nothing to change (try --max-attempts N, --admin/--no-admin, "
+                         "--email ADDR)")
+    changes = {k: v for k, v in wanted.items() if getattr(rec, k) != v}
     if not changes:
-        raise UsageError("nothing to change (try --max-attempts N or --admin/--no-admin)")
+        yield Result(message=f"{rec.name} already has these settings; nothing changed.",
+                     data=_shown(acc, rec.name, False))
+        return
     acc.store.update(rec.name, **changes)
     acc.audit("user_changed", rec.name, actor=actor,
               reason=", ".join(f"{k}={v}" for k, v in changes.items()))
-    yield Result(message=f"Updated {rec.name}.", data=summary(acc, acc.get(rec.name) or rec))
+    yield Result(message=f"Updated {rec.name}.", data=_shown(acc, rec.name, True))
 
 
 def user_remove(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     rec = user(acc, args.get("name"))
     acc.store.delete(rec.name)
     acc.audit("user_removed", rec.name, actor=actor)
-    yield Result(message=f"Removed {rec.name} from the directory (the Linux account is kept).")
+    yield Result(message=f"Removed {rec.name} from the directory (the Linux account is kept).",
+                 data={"name": rec.name, "changed": True})
 
 
 def mfa_enable(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
-    period = days(args, acc.config.default_enrollment_days)
+    """Require MFA. A pending user keeps their deadline unless --enrollment-days
+    or --enroll-now says otherwise; an enrolled user keeps their key."""
+    days, explicit = period(args, acc.config.default_enrollment_days)
     records = users(acc, args)
-    done = []
+    periods = _period_for(acc, records, days, explicit)
+    outcomes = []
     for rec in records:
-        if acc.state(rec) is MfaState.ACTIVE:
-            acc.store.update(rec.name, mfa_required=1)
+        state, want = acc.state(rec), periods[rec.name]
+        if state is MfaState.ACTIVE:
+            changes: dict[str, Any] = {} if rec.mfa_required else {"mfa_required": 1}
+            line = "enrolled already" + ("; MFA now required" if changes else "")
+        elif (state is MfaState.PENDING and want is not None and not explicit) or \
+                (state is MfaState.ENROLL_NOW and want is None):
+            changes = {}
+            line = ("already pending, " + _period_text(acc.days_left(rec) or None)
+                    + "; nothing changed")
         else:
-            acc.store.update(rec.name, mfa_required=1,
-                             enroll_deadline=acc.now() + period * policy.DAY)
-        acc.audit("mfa_enabled", rec.name, actor=actor, enrollment_days=period)
-        done.append(summary(acc, acc.get(rec.name) or rec))
-    yield Result(message=f"MFA required for {', '.join(r.name for r in records)}; "
-                 f"{period} day(s) to enroll.", data=done)
+            changes = {"mfa_required": 1, **acc.period(want)}
+            line = "MFA required; " + _period_text(want)
+        if changes:
+            acc.store.update(rec.name, **changes)
+            acc.audit("mfa_enabled", rec.name, actor=actor, enrollment_days=want,
+                      enroll_now=want is None or None)
+        outcomes.append((rec, bool(changes), line))
+    yield _bulk(acc, outcomes)
 
 
 def mfa_reset(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
-    period = days(args, acc.config.default_enrollment_days)
+    """New key for each user: secrets and recovery codes removed, a new period
+    (none for admins, none with --compromised), and any lock lifted."""
+    compromised = arg(args, "compromised", bool, False)
+    if compromised and args.get("enrollment_days") is not None:
+        raise UsageError("--compromised means no enrollment period: the next login must "
+                         "enroll; leave out --enrollment-days")
+    days, explicit = (None, True) if compromised else period(
+        args, acc.config.default_enrollment_days)
     records = users(acc, args)
+    periods = _period_for(acc, records, days, explicit)
+    outcomes = []
     for rec in records:
-        acc.start_enrollment(rec.name, period)
-        acc.audit("mfa_reset", rec.name, actor=actor, enrollment_days=period)
-    yield Result(message=f"MFA reset for {', '.join(r.name for r in records)}; they enroll at "
-                 f"their next login within {period} day(s).",
-                 data=[summary(acc, acc.get(r.name) or r) for r in records])
+        want = periods[rec.name]
+        acc.start_enrollment(rec.name, want)
+        acc.audit("mfa_reset", rec.name, actor=actor, enrollment_days=want,
+                  enroll_now=want is None or None, compromised=compromised or None,
+                  reason="compromised" if compromised else None)
+        line = "MFA reset; " + _period_text(want)
+        if acc.is_locked(rec):  # the lost-phone case: they locked themselves out guessing
+            lockout.unlock(acc, rec.name)
+            acc.audit("unlocked", rec.name, actor=actor, reason="mfa reset")
+            line += "; the lock was lifted"
+        outcomes.append((rec, True, line))
+    yield _bulk(acc, outcomes)
 
 
 def mfa_disable(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     records = users(acc, args)
+    outcomes = []
     for rec in records:
+        if acc.state(rec) is MfaState.OFF and rec.pending_secret is None:
+            outcomes.append((rec, False, "MFA was off already; nothing changed"))
+            continue
         with acc.store.unit_of_work():
             acc.store.update(rec.name, mfa_required=0, totp_secret=None, pending_secret=None,
-                             enroll_deadline=None, enrolled_at=None)
+                             enroll_deadline=None, enrolled_at=None, enroll_now=0)
             acc.store.clear_recovery_codes(rec.name)
         acc.audit("mfa_disabled", rec.name, actor=actor)
-    yield Result(message=f"MFA disabled for {', '.join(r.name for r in records)}.")
+        outcomes.append((rec, True, "MFA disabled"))
+    yield _bulk(acc, outcomes)
 
 
 def unlock(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
+    """Lift a lock (password and authenticator kept). An enrollment that expired is
+    a lock too: it gets a new period (--enrollment-days N, the default, or
+    --enroll-now). A user who is not locked is left alone and nothing is audited."""
+    days, explicit = period(args, acc.config.default_enrollment_days)
     records = users(acc, args)
+    expired = [r for r in records if acc.state(r) is MfaState.EXPIRED]
+    periods = _period_for(acc, expired, days, explicit)
+    outcomes = []
     for rec in records:
-        lockout.unlock(acc, rec.name)
-        acc.audit("unlocked", rec.name, actor=actor)
-    yield Result(message=f"Unlocked {', '.join(r.name for r in records)} "
-                 "(password and authenticator unchanged).")
+        done = []
+        if acc.is_locked(rec):
+            lockout.unlock(acc, rec.name)
+            acc.audit("unlocked", rec.name, actor=actor)
+            done.append("unlocked (password and authenticator unchanged)")
+        if rec.name in periods:
+            want = periods[rec.name]
+            acc.store.update(rec.name, **acc.period(want))
+            acc.audit("unlocked", rec.name, actor=actor, reason=policy.ENROLLMENT_EXPIRED,
+                      enrollment_days=want, enroll_now=want is None or None)
+            done.append("enrollment period renewed: " + _period_text(want))
+        outcomes.append((rec, bool(done), "; ".join(done) or "not locked; nothing changed"))
+    yield _bulk(acc, outcomes)
 
 
 def admin_passwd(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
@@ -136,12 +255,13 @@ def admin_passwd(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversatio
     message = f"Password of {rec.name} set."
     if acc.is_admin(rec) and rec.name != actor:
         # As JumpCloud does: another admin resetting an admin's password also
-        # resets their TOTP key, so a stolen admin session cannot keep both.
-        acc.start_enrollment(rec.name, acc.config.default_enrollment_days)
-        acc.audit("mfa_reset", rec.name, actor=actor, reason="admin password reset")
-        message += (f" {rec.name} is an admin: their TOTP key was reset too; they enroll "
-                    f"again at next login within {acc.config.default_enrollment_days} day(s).")
-    yield Result(message=message, data=summary(acc, acc.get(rec.name) or rec))
+        # resets their TOTP key, with no grace: a stolen password alone never logs in.
+        acc.start_enrollment(rec.name, None)
+        acc.audit("mfa_reset", rec.name, actor=actor, reason="admin password reset",
+                  enroll_now=True)
+        message += (f" {rec.name} is an admin: their TOTP key was reset too; they must "
+                    "enroll at their next login (no enrollment period).")
+    yield Result(message=message, data=_shown(acc, rec.name, True))
 
 
 def audit_read(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:

@@ -50,18 +50,18 @@ def _prove(acc: Accounts, rec: UserRecord, what: str, attempt: Attempt | None = 
     return False
 
 
-def _confirm_new_secret(acc: Accounts, rec: UserRecord, secret: Secret,
-                        event: str) -> Conversation:
-    outcome, codes = yield from enrollment.confirm(acc, rec.name, secret)
+def _confirm_new_secret(acc: Accounts, rec: UserRecord, secret: Secret, event: str,
+                        pending: bytes | None = None) -> Conversation:
+    outcome = yield from enrollment.confirm(acc, rec.name, secret, pending=pending)
     if outcome is not Outcome.ENROLLED:
         yield Result(ExitCode.REFUSED,
                      "No right code: nothing was changed (your previous state stays).",
-                     delay=True)
+                     delay=outcome is Outcome.FAILED)
         return
     acc.audit(event, rec.name, actor=rec.name)
-    yield Info(acc.recovery_text(codes))
+    codes = acc.store.recovery_codes_left(rec.name)
     yield Result(message="Multi-factor authentication is active with the new key.",
-                 data={"recovery_codes": len(codes)})
+                 data={"changed": True, "recovery_codes": codes})
 
 
 def self_status(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Conversation:
@@ -81,7 +81,8 @@ def self_setup(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Conversa
         yield Result(ExitCode.REFUSED,
                      "Your enrollment period has ended; ask an administrator to reset it.")
         return
-    yield from _confirm_new_secret(acc, rec, acc.pending_secret(rec), "enrolled")
+    secret, sealed = acc.pending_key(rec)
+    yield from _confirm_new_secret(acc, rec, secret, "enrolled", pending=sealed)
 
 
 def self_reset(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Conversation:
@@ -102,11 +103,17 @@ def self_recovery_codes(acc: Accounts, rec: UserRecord, args: dict[str, Any]) ->
         return
     if not (yield from _prove(acc, rec, "to make new recovery codes")):
         return
-    codes = acc.new_recovery_codes(rec.name)
-    acc.audit("recovery_codes_regenerated", rec.name, actor=rec.name)
+    codes = acc.recovery_codes()
+    if not codes:
+        yield Result(ExitCode.REFUSED, "Recovery codes are turned off here (recovery_codes: 0).")
+        return
+    # Shown before they replace the old ones: a request cut half-way changes nothing.
     yield Info(acc.recovery_text(codes))
+    yield Prompt(enrollment.ACK_PROMPT, echo=True)
+    acc.replace_recovery_codes(rec.name, codes)
+    acc.audit("recovery_codes_regenerated", rec.name, actor=rec.name)
     yield Result(message="New recovery codes made; the old ones no longer work.",
-                 data={"recovery_codes": len(codes)})
+                 data={"changed": True, "recovery_codes": len(codes)})
 
 
 def self_passwd(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Conversation:
@@ -136,4 +143,4 @@ def self_passwd(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Convers
         return
     yield SetPassword(rec.name, new_password({"password": new}))
     acc.password_changed(rec.name, rec.name)
-    yield Result(message="Password changed.")
+    yield Result(message="Password changed.", data={"changed": True})

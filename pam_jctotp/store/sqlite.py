@@ -54,9 +54,24 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (user, code_hash)
     );
     """,
+    # 2: account_name's {email}; "enroll now" (mfa required with no period at all)
+    """
+    ALTER TABLE users ADD COLUMN email TEXT;
+    ALTER TABLE users ADD COLUMN enroll_now INTEGER NOT NULL DEFAULT 0
+    """,
 ]
 
 _SELECT = f"SELECT {', '.join(USER_COLUMNS)} FROM users"
+_FLAGS = tuple(i for i, c in enumerate(USER_COLUMNS)
+               if c in ("is_admin", "mfa_required", "enroll_now"))
+
+
+def _record(row: tuple[Any, ...]) -> UserRecord:
+    """A row as a record; SQLite's 0/1 flags become real booleans (--json shows true/false)."""
+    values = list(row)
+    for i in _FLAGS:
+        values[i] = bool(values[i])
+    return UserRecord(*values)
 
 
 class _Connection:
@@ -208,10 +223,10 @@ class SqliteStore:
 
     def get(self, name: str) -> UserRecord | None:
         row = self._exec(f"{_SELECT} WHERE name = ?", (name,)).fetchone()
-        return UserRecord(*row) if row else None
+        return _record(row) if row else None
 
     def list(self) -> list[UserRecord]:
-        return [UserRecord(*r) for r in self._exec(f"{_SELECT} ORDER BY name").fetchall()]
+        return [_record(r) for r in self._exec(f"{_SELECT} ORDER BY name").fetchall()]
 
     def add(self, name: str, *, is_admin: bool, password_hash: str | None, now: float) -> None:
         conn = self._conn()
@@ -268,6 +283,11 @@ class SqliteStore:
             RETURNING failed_count
             """, {"name": name, "now": now, "start": start, "limit": limit})
         return rows[0][0] if rows else None
+
+    def release_attempt(self, name: str) -> None:
+        """Give back one reserved attempt (a conversation abandoned before any wrong factor)."""
+        self._exec("UPDATE users SET failed_count = failed_count - 1 "
+                   "WHERE name = ? AND failed_count > 0 AND locked_at IS NULL", (name,))
 
     def lock_if_exhausted(self, name: str, now: float, limit: int, reason: str) -> bool:
         """After a failed attempt: lock when the window's count reached the limit."""

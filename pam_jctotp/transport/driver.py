@@ -109,6 +109,6 @@ class Driver:
                     raise TypeError(f"unknown conversation step {type(step).__name__}")
         finally:
             if not late:
-                # Runs the generator's cleanup; cheap (no unit of work is ever
-                # open across a step), so done here rather than in a thread.
-                conv.close()
+                # The generator's cleanup may write (an abandoned login is audited
+                # and its attempt given back): in a worker, like every step.
+                await asyncio.wrap_future(pool.submit(conv.close))

@@ -166,10 +166,10 @@ def test_admin_password_reset_of_an_admin_resets_their_totp(daemon, confdir):
     daemon.ok("passwd.admin", name="worker", password="a brand new pw")
     assert daemon.user("worker")["mfa"] == "active"   # a plain user keeps the key
     data = daemon.ok("passwd.admin", name="boss", password="a brand new pw")
-    assert data["mfa"] == "pending"                   # an admin's key is reset
+    assert data["mfa"] == "enroll_now"                # an admin's key is reset, no grace
     svc = service(confdir, daemon)
-    r = pd.run(confdir, svc, "boss", ["a brand new pw", ""])
-    assert r.rc == pd.PAM_SUCCESS and any("day(s) left" in m.text for m in r.transcript)
+    r = pd.run(confdir, svc, "boss", ["a brand new pw", "", "", ""])
+    assert r.rc == pd.PAM_AUTH_ERR and not any("day(s) left" in m.text for m in r.transcript)
 
 
 def test_self_reset_interrupted_half_way_changes_nothing(daemon, confdir):
@@ -196,7 +196,7 @@ def test_self_reset_needs_the_old_device(daemon):
 def test_self_reset_completed_switches_the_key(daemon, confdir):
     old = daemon.add_user("nobody")
     out = as_user(NOBODY, daemon.config["control_socket"], "reset",
-                  answers=[code_at(old), NEW_KEY_CODE])
+                  answers=[code_at(old), NEW_KEY_CODE, ""])
     assert out["exit"] == 0, out
     new = pyotp.TOTP(out["key"])
     svc = service(confdir, daemon)
@@ -211,12 +211,12 @@ def test_self_reset_completed_switches_the_key(daemon, confdir):
 def test_self_setup_and_recovery_codes(daemon, confdir):
     daemon.add_user("nobody", mfa=False)
     sock = daemon.config["control_socket"]
-    out = as_user(NOBODY, sock, "setup", answers=[NEW_KEY_CODE])
+    out = as_user(NOBODY, sock, "setup", answers=[NEW_KEY_CODE, ""])
     assert out["exit"] == 0 and daemon.user("nobody")["mfa"] == "active"
     totp = pyotp.TOTP(out["key"])
     assert as_user(NOBODY, sock, "setup")["exit"] == 1  # already enrolled
     daemon.set_clock(30)
-    out = as_user(NOBODY, sock, "recovery-codes", answers=[code_at(totp, 30)])
+    out = as_user(NOBODY, sock, "recovery-codes", answers=[code_at(totp, 30), ""])
     assert out["exit"] == 0
     codes = re.findall(r"^  (\w{4}-\w{4}-\w{4})$", "\n".join(t for _, t in out["transcript"]),
                        re.M)

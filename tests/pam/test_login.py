@@ -95,6 +95,19 @@ def test_recovery_code_works_once(daemon, confdir):
 
 
 def test_unknown_user_gets_the_same_prompts_and_fails(daemon, confdir):
+    """Issue 9 item 8: an unknown name looks like a user of the default state
+    (`jctotp user add`: MFA off): one prompt, not two."""
+    daemon.add_user("paula", mfa=False)
+    svc = service(confdir, daemon)
+    known = login(confdir, svc, "paula", ["wrong password"])
+    unknown = login(confdir, svc, "mallory", ["wrong password"])
+    assert unknown.rc == pd.PAM_AUTH_ERR == known.rc
+    assert prompts(unknown) == prompts(known) == ["Password: "]
+    assert [m.text for m in unknown.transcript] == [m.text for m in known.transcript]
+
+
+def test_unknown_user_looks_enrolled_where_mfa_is_required_for_all(make_daemon, confdir):
+    daemon = make_daemon(require_mfa_for_all=True)
     totp = daemon.add_user("alice")
     svc = service(confdir, daemon)
     known = login(
@@ -103,7 +116,6 @@ def test_unknown_user_gets_the_same_prompts_and_fails(daemon, confdir):
     unknown = login(confdir, svc, "mallory", [PASSWORD, "123456"])
     assert unknown.rc == pd.PAM_AUTH_ERR == known.rc
     assert prompts(unknown) == prompts(known) == ["Password: ", "Verification code: "]
-    assert [m.text for m in unknown.transcript] == [m.text for m in known.transcript]
 
 
 def test_user_without_mfa_logs_in_with_password_alone(daemon, confdir):

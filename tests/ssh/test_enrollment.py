@@ -76,3 +76,30 @@ def test_skip_lets_the_user_in_and_says_how_many_days_are_left(sshd):
     child.sendline("")
     assert finish(child).ok
 
+
+
+NOW_PROMPT = "Enter the 6-digit code your app shows for the new key: "
+
+
+def test_enroll_now_shows_the_key_and_enter_does_not_skip(sshd):
+    """Issue 11: `mfa enable --enroll-now`: no period, so the next login must enroll."""
+    sshd.add_user("ivo", "ivo-pass-1", enrolled=False)
+    sshd.ok("jctotp mfa enable ivo --enroll-now")
+    assert sshd.show("ivo")["mfa"] == "enroll_now"
+    child = sshd.ssh("ivo", "echo ran-as-$(id -un)")
+    child.expect_exact("Password: ")
+    child.sendline("ivo-pass-1")
+    child.expect_exact(NOW_PROMPT)
+    screen = child.before
+    assert "set it up now" in screen and "otpauth://totp/" in screen
+    assert "Enter to skip" not in screen
+    totp = Totp(KEY_RE.search(screen).group(1).replace(" ", ""))
+    child.sendline("")  # Enter: no skipping, the same prompt again
+    child.expect_exact(NOW_PROMPT)
+    assert "not right" in child.before
+    child.sendline(totp.fresh())
+    child.expect_exact("Press Enter when you have stored them: ")
+    child.sendline("")
+    r = finish(child)
+    assert r.ok and "ran-as-ivo" in r.output, r.output
+    assert sshd.show("ivo")["mfa"] == "active"

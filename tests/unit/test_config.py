@@ -230,3 +230,25 @@ def test_load_names_the_file_and_the_key(tmp_path):
 
 def test_config_error_exit_code_is_ex_config():
     assert ConfigError.exit_code == 78
+
+
+def test_account_name_may_use_email():
+    """Issue 11: {email} (from `jctotp user set NAME --email`) is a placeholder too."""
+    assert config.parse({"account_name": "{email}"}).account_name == "{email}"
+    assert config.parse({"account_name": "{user} {email}"}).account_name
+
+
+def test_account_name_placeholders_are_bounded():
+    assert "'account_name'" in error({"account_name": "{email}{email}{email}"})
+
+
+def test_the_longest_email_label_fits_in_one_frame(tmp_path):
+    longest = "{email} {user}@{host}"
+    world = World(tmp_path, {"issuer": "i" * 100, "account_name": longest})
+    world.acc.host = "h" * 64
+    world.add("u" * 32, mfa="off")
+    world.store.update("u" * 32, email="e" * 64 + "@" + "d" * 31 + ".org")
+    text = world.acc.enrollment_text("u" * 32, Totp.new_secret())
+    world.close()
+    assert protocol.encode_step(Info("Multi-factor authentication is required for your "
+                                     "account; 365 day(s) left to set it up.\n" + text))

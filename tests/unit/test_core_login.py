@@ -141,20 +141,59 @@ def test_factors_totp_without_mfa_is_no_opinion(world):
 
 # --- unknown users ------------------------------------------------------------------
 
-def test_unknown_user_sees_exactly_what_an_enrolled_user_sees(world):
-    totp = world.add("alice")
-    known = login(world, "alice", [PASSWORD, world.wrong(totp)])
-    unknown = login(world, "mallory", [PASSWORD, "123456"])
+def test_unknown_user_sees_exactly_what_a_default_user_sees(world):
+    """Issue 9 item 8: a default user (`jctotp user add`: MFA off) shows one prompt."""
+    world.add("paula", mfa="off")
+    known = login(world, "paula", ["wrong"])
+    unknown = login(world, "mallory", ["wrong"])
     assert unknown.code == known.code == AUTH_ERR
     assert unknown.end == known.end  # delay too
-    assert unknown.shown == known.shown
+    assert unknown.shown == known.shown == [("prompt", cv.PASSWORD_PROMPT)]
     assert unknown.verifies == known.verifies == 1  # the same argon2 work
 
 
+def test_unknown_user_looks_enrolled_where_mfa_is_required_for_all(make_world):
+    world = make_world(require_mfa_for_all=True)
+    totp = world.add("alice")
+    known = login(world, "alice", [PASSWORD, world.wrong(totp)])
+    unknown = login(world, "mallory", [PASSWORD, "123456"])
+    assert unknown.end == known.end and unknown.shown == known.shown
+    assert unknown.verifies == known.verifies == 1
+    assert login(world, "mallory", ["wrong", "123456"]).shown == \
+        login(world, "alice", ["wrong", "123456"]).shown
+
+
+@pytest.mark.parametrize("limit", [5, 3])
+def test_unknown_name_locks_like_a_real_one(make_world, limit):
+    """Issue 9 item 8: after max_attempts wrong passwords a real name and an unknown
+    name both say "locked", the same way, at the same attempt; both lift the same."""
+    world = make_world(max_attempts=limit, unlock_after=600)
+    world.add("paula", mfa="off")
+    runs = {name: [login(world, name, ["wrong"]) for _ in range(limit + 2)]
+            for name in ("paula", "mallory")}
+    assert [(r.shown, r.end) for r in runs["paula"]] == \
+        [(r.shown, r.end) for r in runs["mallory"]]
+    locked_at = [i for i, r in enumerate(runs["mallory"]) if "locked" in r.text()]
+    assert locked_at == list(range(limit - 1, limit + 2))
+    assert runs["mallory"][-1].code == MAXTRIES and runs["mallory"][-1].verifies == 0
+    # the right password of the real user is refused while locked, as any answer is
+    assert login(world, "paula", [PASSWORD]).code == MAXTRIES
+    world.advance(601)
+    assert login(world, "mallory", ["wrong"]).shown == login(world, "paula", ["wrong"]).shown
+    assert "locked" not in login(world, "mallory", ["wrong"]).text()
+
+
+def test_unknown_name_counters_are_bounded(world):
+    world.acc.unknown.size = 3
+    for n in range(10):
+        login(world, f"ghost{n}", ["wrong"])
+    assert len(world.acc.unknown._rows) == 3
+
+
 def test_unknown_user_with_a_wrong_password_looks_like_a_known_one(world):
-    world.add("alice")
-    known = login(world, "alice", ["wrong", "123456"])
-    unknown = login(world, "mallory", ["wrong", "123456"])
+    world.add("paula", mfa="off")
+    known = login(world, "paula", ["wrong"])
+    unknown = login(world, "mallory", ["wrong"])
     assert unknown.shown == known.shown and unknown.end == known.end
 
 
@@ -163,7 +202,7 @@ def test_pending_or_expired_user_with_a_wrong_password_looks_enrolled(world):
     world.add("pete", mfa="pending")
     world.add("eve", mfa="expired")
     shown = {name: login(world, name, ["wrong", "123456"]).shown
-             for name in ("alice", "pete", "eve", "mallory")}
+             for name in ("alice", "pete", "eve")}
     assert len({tuple(s) for s in shown.values()}) == 1, shown
 
 
@@ -175,7 +214,7 @@ def test_unknown_user_with_factors_totp(world):
 def test_unknown_user_ignored_by_policy_only_without_a_password_factor(make_world):
     world = make_world(unknown_users="ignore")
     assert login(world, "sysuser", factors="totp").code == IGNORE
-    assert login(world, "sysuser", [PASSWORD, "123456"]).code == AUTH_ERR
+    assert login(world, "sysuser", [PASSWORD]).code == AUTH_ERR
     assert login(world, "sysuser", call="acct").code == IGNORE
 
 

@@ -260,3 +260,25 @@ def test_a_unit_of_work_cannot_span_a_conversation_step(store):
     t.start()
     t.join()
     assert len(failure) == 1 and isinstance(failure[0], StoreError)
+
+
+def test_release_attempt_gives_one_reservation_back(store):
+    """An abandoned login counts nothing (issue 12 bug 8)."""
+    assert store.reserve_attempt("alice", NOW, 900, 5) == 1
+    assert store.reserve_attempt("alice", NOW, 900, 5) == 2
+    store.release_attempt("alice")
+    assert store.get("alice").failed_count == 1
+    store.release_attempt("alice")
+    store.release_attempt("alice")  # never below zero
+    assert store.get("alice").failed_count == 0
+
+
+def test_flags_are_booleans_and_new_columns_round_trip(store):
+    """--json shows true/false, never 1/0 (issue 11); email and enroll_now are stored."""
+    store.add("boss", is_admin=True, password_hash=None, now=NOW)
+    store.update("boss", email="boss@example.org", enroll_now=1, mfa_required=1)
+    rec = store.get("boss")
+    assert (rec.is_admin, rec.mfa_required, rec.enroll_now) == (True, True, True)
+    assert all(type(v) is bool for v in (rec.is_admin, rec.mfa_required, rec.enroll_now))
+    assert rec.email == "boss@example.org"
+    assert store.get("alice").enroll_now is False and store.get("alice").email is None

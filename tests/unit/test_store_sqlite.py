@@ -51,6 +51,21 @@ def test_migrations_set_user_version_and_run_once(db):
     again.close()
 
 
+def test_a_version_1_database_is_upgraded_in_place(db):
+    """Migration 2 (issue 11) adds email and enroll_now to existing rows."""
+    raw = sqlite3.connect(db)
+    raw.executescript(MIGRATIONS[0])
+    raw.execute("INSERT INTO users (name, is_admin, mfa_required, created_at) "
+                "VALUES ('old', 1, 1, 1.0)")
+    raw.execute("PRAGMA user_version=1")
+    raw.commit()
+    raw.close()
+    s = Store(db)
+    rec = s.get("old")
+    assert rec.is_admin is True and rec.email is None and rec.enroll_now is False
+    s.close()
+
+
 def test_a_newer_schema_is_refused(db):
     raw = sqlite3.connect(db)
     raw.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")

@@ -96,8 +96,9 @@ def test_self_verbs_for_a_uid_outside_the_directory(users):
 
 def test_self_recovery_codes_need_the_callers_own_code(nobody):
     totp = pyotp.TOTP(nobody.acc.active_secret(nobody.store.get("nobody")).reveal())
-    r = request(nobody, NOBODY, "recovery-codes", [nobody.code(totp)])
-    assert r.end.exit == 0 and r.end.data == {"recovery_codes": nobody.config.recovery_codes}
+    r = request(nobody, NOBODY, "recovery-codes", [nobody.code(totp), ""])
+    assert r.end.exit == 0
+    assert r.end.data == {"changed": True, "recovery_codes": nobody.config.recovery_codes}
     before = snapshot(nobody)
     r = request(nobody, NOBODY, "recovery-codes", [nobody.wrong(totp)])
     assert r.end.exit == 1 and r.end.delay
@@ -234,7 +235,8 @@ def test_admin_password_reset_of_another_admin_resets_their_totp(world):
     world.add("root2", admin=True)
     result = admin(world, "passwd.admin", name="root2", password="new password 1")
     assert result.exit == 0 and "reset too" in result.message
-    assert world.acc.state(world.store.get("root2")) is MfaState.PENDING
+    # issue 11: no grace for an admin: the next login must enroll
+    assert world.acc.state(world.store.get("root2")) is MfaState.ENROLL_NOW
 
 
 def test_clock_set_needs_a_controllable_clock(world):
