@@ -286,8 +286,8 @@ class SqliteStore:
 
     def release_attempt(self, name: str) -> None:
         """Give back one reserved attempt (a conversation abandoned before any wrong factor)."""
-        self._exec("UPDATE users SET failed_count = failed_count - 1 "
-                   "WHERE name = ? AND failed_count > 0 AND locked_at IS NULL", (name,))
+        self._write("UPDATE users SET failed_count = failed_count - 1 "
+                    "WHERE name = ? AND failed_count > 0 AND locked_at IS NULL", (name,))
 
     def lock_if_exhausted(self, name: str, now: float, limit: int, reason: str) -> bool:
         """After a failed attempt: lock when the window's count reached the limit."""
