@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Any, Iterator
 
+from .printable import json_line, printable
+
 log = logging.getLogger("jctotpd.audit")
 
 EVENTS = frozenset({
@@ -28,7 +30,8 @@ EVENTS = frozenset({
     "enrollment_expired", "mfa_enabled", "mfa_reset", "mfa_disabled", "password_changed",
     "recovery_code_used", "recovery_codes_regenerated", "replay_refused", "exempted",
     "user_added", "user_removed", "user_changed", "acct_refused", "daemon_started",
-    "abandoned",
+    "user_provisioned",
+    "abandoned",  # the client left before the verdict reached the shim: PAM refused it
 })
 
 
@@ -60,7 +63,7 @@ class AuditLog:
             "host": self.host,
         }
         record.update({k: v for k, v in fields.items() if v not in (None, "")})
-        line = json.dumps(record, ensure_ascii=False, sort_keys=False)
+        line = json_line(record)  # one line for every reader, whatever the name holds
         if self.use_syslog:
             syslog.syslog(syslog.LOG_NOTICE, line)
         with self._lock:
@@ -71,13 +74,30 @@ class AuditLog:
                     data = data[os.write(fd, data):]
             except OSError as exc:
                 log.error("audit log %s cannot be written: %s (event %s for %s lost from the "
-                          "file; it went to syslog)", self.path, exc, event, user)
-                if self._fh is not None:
-                    with contextlib.suppress(OSError):
-                        os.close(self._fh)  # reopened by the next event
-                self._fh = None
+                          "file; it went to syslog)", self.path, exc, event, printable(user or "-"))
+                self._drop()
                 return False
         return True
+
+    def writable(self) -> bool:
+        """Whether an event could be appended now (the file opens for append):
+        checked before a login is granted when `audit_failure: deny`, since the
+        grant itself is audited only once the shim has the verdict."""
+        with self._lock:
+            try:
+                self._open()
+            except OSError as exc:
+                log.error("audit log %s cannot be written: %s", self.path, exc)
+                self._drop()
+                return False
+        return True
+
+    def _drop(self) -> None:
+        """Forget the descriptor after a failure (the next event reopens the file)."""
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fh)
+        self._fh = None
 
     def events(self, user: str | None = None, since: float | None = None) -> Iterator[dict]:
         """This log's events (see read)."""
@@ -85,9 +105,7 @@ class AuditLog:
 
     def close(self) -> None:
         with self._lock:
-            if self._fh is not None:
-                os.close(self._fh)
-                self._fh = None
+            self._drop()
 
 
 def read(path: str, user: str | None = None, since: float | None = None) -> Iterator[dict]:

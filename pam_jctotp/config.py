@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from .directory_config import DirectoryConfig, parse_directory
 from .errors import ConfigError
 
 DEFAULT_PATH = "/etc/jctotp/config.yaml"
@@ -53,6 +54,8 @@ class Config:
     admin_groups: tuple[str, ...] = ()
     exempt_groups: tuple[str, ...] = ()
     exempt_sources: tuple[str, ...] = ()
+    # Directory users (LDAP) in these groups (cn or DN) get MFA required at first login.
+    mfa_groups: tuple[str, ...] = ()
     require_mfa_for_all: bool = False
     # A user the system knows but the directory does not: "refuse", or
     # "ignore" (PAM_IGNORE with factors=totp, for stacks where pam_unix or a
@@ -64,6 +67,7 @@ class Config:
     create_system_accounts: bool = True
     max_connections: int = 256
     password_hash: PasswordHashParams = PasswordHashParams()
+    directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     testing: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -136,6 +140,7 @@ _TYPES: dict[str, Any] = {
     "max_attempts": int, "fail_interval": int, "unlock_after": int,
     "fail_delay": float,
     "admin_groups": "strlist", "exempt_groups": "strlist", "exempt_sources": "strlist",
+    "mfa_groups": "strlist",
     "require_mfa_for_all": bool, "unknown_users": str, "default_enrollment_days": int,
     "enrollment_attempts": int,
     "recovery_codes": int, "create_system_accounts": bool, "max_connections": int,
@@ -188,6 +193,8 @@ def parse(raw: Any, daemon: bool = True) -> Config:
             values[key] = _password_hash(value)
         elif key == "testing":
             values[key] = _testing(value, daemon)
+        elif key == "directory":
+            values[key] = parse_directory(value)
         else:
             values[key] = _check_type(key, value, _TYPES[key])
         if key in _RANGES:

@@ -11,6 +11,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import resource
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +21,11 @@ from .audit import AuditLog
 from .clock import Clock
 from .core.accounts import Accounts
 from .crypto import SecretBox, load_or_create_key
+from .directory import Directory
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
 from .errors import JctotpError
+from .printable import PrintableFormatter
 from .store.markers import LockMarkers
 from .store.sqlite import SqliteStore
 from .transport.driver import Driver
@@ -62,28 +65,55 @@ def _notify(state: str) -> None:
     sdnotify.SystemdNotifier().notify(state)
 
 
+def make_directory(cfg: configmod.Config, store: SqliteStore, system: NssAccounts
+                   ) -> Directory:
+    if cfg.directory.is_ldap:
+        from .directory.ldap import LdapDirectory  # ldap3 only where it is used
+        return LdapDirectory(cfg.directory, system,
+                             cfg.admin_groups + cfg.exempt_groups + cfg.mfa_groups)
+    return LocalDirectory(store, Passwords(cfg.password_hash), system)
+
+
 def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog]:
     os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
     box = SecretBox(load_or_create_key(cfg.key_path))
     store = SqliteStore(cfg.db_path)
     system = NssAccounts()
-    directory = LocalDirectory(store, Passwords(cfg.password_hash), system)
+    directory = make_directory(cfg, store, system)
     audit = AuditLog(cfg.audit_log, cfg.audit_syslog)
-    markers = LockMarkers(os.path.join(cfg.state_dir, "locked"))
-    markers.sync(r.name for r in store.list() if r.locked_at is not None)
+    markers = LockMarkers(os.path.join(cfg.state_dir, "locked"),
+                          lambda: [r.name for r in store.list() if r.locked_at is not None])
+    markers.resync()
     return Accounts(cfg, store, directory, system, box, Clock(controllable=cfg.clock_control),
                     audit, markers), audit
 
 
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (systemd's default soft limit is
+    1024); the control socket's tables are sized from what we get (transport/limits.py)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the descriptor limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
 async def serve(cfg: configmod.Config) -> None:
+    raise_fd_limit()
     accounts, audit = build(cfg)
-    argon2 = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
-                                thread_name_prefix="argon2")
+    # Password checks: argon2 is CPU (one worker per core); an LDAP bind waits on
+    # the network, so as many as PAM steps.
+    argon2 = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS if cfg.directory.is_ldap
+                                else max(2, os.cpu_count() or 2), thread_name_prefix="argon2")
     pam_pool = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS, thread_name_prefix="pam")
     control_pool = ThreadPoolExecutor(max_workers=CONTROL_STEP_WORKERS,
                                       thread_name_prefix="control")
     daemon = Daemon(accounts, Driver(accounts.directory, argon2), pam_pool,
-                    control_pool)
+                    control_pool, housekeeping=accounts.markers.resync
+                    if isinstance(accounts.markers, LockMarkers) else None)
     await daemon.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -114,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Under systemd the journal adds "jctotpd[pid]:" itself.
     prefix = "" if os.environ.get("JOURNAL_STREAM") else "jctotpd[%(process)d]: "
-    logging.basicConfig(stream=sys.stderr, format=prefix + "%(levelname)s %(message)s")
+    logging.basicConfig(stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # no client-chosen control bytes in the log
+        handler.setFormatter(PrintableFormatter(prefix + "%(levelname)s %(message)s"))
     try:
         cfg = configmod.load(args.config)
         logging.getLogger().setLevel(cfg.log_level.upper())

@@ -44,6 +44,16 @@ class PermissionDenied(JctotpError):
     exit_code = ExitCode.PERMISSION
 
 
+class DirectoryUnavailable(JctotpError):
+    """The directory (LDAP) cannot be reached, or refuses the service bind: fail closed."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class PasswordChangeRefused(JctotpError):
+    """The directory will not change this password; the message says where to change it."""
+
+
 class ServiceUnavailable(JctotpError):
     """The daemon cannot be reached."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ class Daemon:
     config: dict[str, Any]
     proc: subprocess.Popen | None = None
     env: dict[str, str] = field(default_factory=dict)  # extra environment (e.g. PATH)
+    nofile: int | None = None  # RLIMIT_NOFILE, soft = hard (systemd's default soft is 1024)
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -50,7 +52,8 @@ class Daemon:
         env = dict(os.environ, JCTOTPD_TESTING="1", PYTHONPATH=str(REPO), **self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pam_jctotp.daemon", "--config", str(self.config_path)],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env)
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env,
+            preexec_fn=None if self.nofile is None else self._limit_files)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -63,6 +66,17 @@ class Daemon:
                     pass
             time.sleep(0.05)
         raise RuntimeError("jctotpd did not start")
+
+    def _limit_files(self) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+
+    def rss(self) -> int:
+        """The daemon's resident memory (VmRSS), in bytes."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -144,6 +158,23 @@ def daemon_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
     config.update(overrides)
     return config
 
+
+
+def ldap_directory(slapd: Any, **overrides: Any) -> dict[str, Any]:
+    """The `directory:` block for a test slapd (tests/servers/slapd.py), JumpCloud's layout."""
+    block = {
+        "type": "ldap",
+        "uri": [slapd.ldaps_uri],
+        "ca_file": str(slapd.ca_file),
+        "base_dn": slapd.users_dn,
+        "user_filter": "(&(objectClass=inetOrgPerson)(uid={user}))",
+        "bind_dn": slapd.bind_dn,
+        "bind_password_file": str(slapd.bind_password_file),
+        "group_attribute": "memberOf",
+        "timeout": 2,
+    }
+    block.update(overrides)
+    return block
 
 
 def code_at(totp: pyotp.TOTP, offset: float = 0.0) -> str:

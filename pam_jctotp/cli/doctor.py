@@ -59,14 +59,22 @@ def sshd_findings(effective: dict[str, str]) -> list[Finding]:
     return out
 
 
-def run(cfg: Config) -> list[Finding]:
+def run(cfg: Config, user: str | None = None) -> list[Finding]:
     found = [_socket(cfg.pam_socket, 0o600, "PAM socket")]
     try:
-        reply = request(cfg.control_socket, "doctor", timeout=5)
+        # The directory is checked by the daemon, with its own TLS settings and
+        # service password (reachable, TLS verified, service bind, `user` found).
+        reply = request(cfg.control_socket, "doctor", {"user": user} if user else None,
+                        timeout=30)
         found.append(Finding("ok", f"daemon answers on {cfg.control_socket}"))
         problems = (reply.data or {}).get("directory", []) if reply.exit == 0 else [
             f"the daemon's own checks: {reply.message}"]
         found.extend(Finding("fail", p) for p in problems)
+        if reply.exit == 0 and not problems:
+            kind = (reply.data or {}).get("directory_kind", "")
+            found.append(Finding("ok", f"directory {kind}" + (
+                ": reachable, TLS verified, service bind works" if kind.startswith("ldap")
+                else "") + (f", user {user} found" if user else "")))
     except JctotpError as exc:
         found.append(Finding("fail", str(exc)))
     try:

@@ -14,6 +14,7 @@ from .. import __version__
 from .. import config as configmod
 from ..errors import JctotpError, UsageError
 from ..model import ExitCode
+from ..printable import printable
 from .client import request
 
 EPILOG = """\
@@ -83,12 +84,13 @@ USER_COLUMNS = [("name", "USER"), ("admin", "ADMIN"), ("mfa", "MFA"),
 
 
 def _cell(value: Any) -> str:
-    """A value for people: booleans as yes/no (--json keeps true/false)."""
+    """A value for people: booleans as yes/no, control characters escaped
+    (--json keeps true/false and the exact text)."""
     if value is None or value == "":
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    return printable(str(value))
 
 
 def _describe(user: dict[str, Any]) -> str:
@@ -164,7 +166,10 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("setup", help="enroll your authenticator now")
     sub.add_parser("reset", help="move to a new phone: prove the old one, confirm the new")
     sub.add_parser("recovery-codes", help="make new recovery codes (needs a current code)")
-    json_flag(sub.add_parser("doctor", help="check this host's setup (sockets, key, sshd)"))
+    doctor = sub.add_parser("doctor", help="check this host's setup (sockets, key, sshd, "
+                            "directory)")
+    doctor.add_argument("--user", help="also check that the directory finds this user")
+    json_flag(doctor)
     return p
 
 
@@ -244,16 +249,17 @@ def _print(args: argparse.Namespace, verb: str, data: Any, message: str) -> None
         print(_describe(data))
     elif verb == "audit":
         for e in data:
-            extra = " ".join(f"{k}={v}" for k, v in e.items()
+            extra = " ".join(f"{k}={printable(str(v))}" for k, v in e.items()
                              if k not in ("time", "ts", "event", "user", "host"))
-            print(f"{e.get('time')}  {e.get('event'):<20} {e.get('user') or '-':<12} {extra}")
+            print(f"{printable(str(e.get('time')))}  {printable(str(e.get('event'))):<20} "
+                  f"{printable(e.get('user') or '-'):<12} {extra}")
     if message:
         print(message)
 
 
 def _doctor(args: argparse.Namespace, cfg: configmod.Config) -> int:
     from . import doctor
-    findings = doctor.run(cfg)
+    findings = doctor.run(cfg, args.user)
     if args.json:
         print(json.dumps([f.__dict__ for f in findings], indent=2))
     else:

@@ -28,7 +28,9 @@ Rules, in one place:
 8. A conversation abandoned half-way (the client gone, see run()) is audited
    as `abandoned` and counts nothing: an attempt reserved before a wrong
    factor was found is given back; a wrong factor is counted before any
-   further prompt, so leaving early never dodges the count.
+   further prompt, so leaving early never dodges the count. A grant is
+   audited once its verdict reached the shim (the driver says whether it
+   did): a shim gone by then means PAM refused, so it is `abandoned` too.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import logging
 from ..errors import JctotpError
 from ..model import LoginRequest, MfaState, UserRecord, VerdictCode
 from ..secret import Secret
-from . import enrollment, lockout, policy
+from . import enrollment, lockout, policy, provisioning
 from .accounts import Accounts
 from .enrollment import Outcome
 from .lockout import Attempt
@@ -118,9 +120,14 @@ class Login:
 
     def account(self) -> Conversation:
         acc = self.acc
-        rec = acc.get(self.req.user)
+        rec = provisioning.record(acc, self.req.user)
         if rec is None:
             yield Verdict(V.IGNORE if acc.config.unknown_users == "ignore" else V.USER_UNKNOWN)
+            return
+        if provisioning.left_directory(acc, rec):  # e.g. a key login of a removed user
+            self._audit("acct_refused", reason="not_in_directory")
+            yield Error(provisioning.LEFT_TEXT)
+            yield Verdict(V.PERM_DENIED)
             return
         if acc.is_locked(rec):
             self._audit("acct_refused", reason="locked")
@@ -149,7 +156,7 @@ class Login:
 
     def authenticate(self) -> Conversation:
         req, acc = self.req, self.acc
-        rec = acc.get(req.user)
+        rec = provisioning.record(acc, req.user)
         if rec is None:
             if not req.password_factor and acc.config.unknown_users == "ignore":
                 yield Verdict(V.IGNORE)
@@ -229,26 +236,36 @@ class Login:
             yield Error(locked_text())
         yield from self._fail("unknown_user")
 
+    def _grant(self, code: VerdictCode | Verdict, event: str, **fields: object) -> Conversation:
+        """A grant is audited once the shim has the verdict (the driver sends
+        whether it arrived): `event` if it did, `abandoned` if the shim was gone
+        and PAM refused the login. With `audit_failure: deny` the log must be
+        writable before anything is granted."""
+        acc = self.acc
+        if acc.config.audit_failure == "deny" and not acc.audit_log.writable():
+            yield Verdict(V.AUTH_ERR, delay=True)
+            return
+        delivered = yield code if isinstance(code, Verdict) else Verdict(code)
+        if delivered is False:
+            self._audit("abandoned", outcome=event, **fields)
+        else:
+            self._audit(event, **fields)
+
     def _success(self, attempt: Attempt, **fields: object) -> Conversation:
         lockout.succeeded(self.acc, attempt)
-        if not self._audit("login_ok", **fields):
-            yield Verdict(V.AUTH_ERR, delay=True)  # audit_failure: deny
-            return
         if not self.req.password_factor and fields.get("how") == "no_mfa":
-            yield Verdict(V.IGNORE)  # nothing of ours was checked: no opinion
+            yield from self._grant(V.IGNORE, "login_ok", **fields)  # nothing of ours checked
             return
         # Not locked (just reset), MFA active or rightly off: account() says SUCCESS too.
         # (An exemption or a skipped enrollment does not vouch: account() decides those.)
-        yield Verdict(V.SUCCESS, account_ok=True)
+        yield from self._grant(Verdict(V.SUCCESS, account_ok=True), "login_ok", **fields)
 
     def _exempted(self, attempt: Attempt, why: str) -> Conversation:
         lockout.succeeded(self.acc, attempt)
-        if not self._audit("exempted", reason=why):
-            yield Verdict(V.AUTH_ERR, delay=True)
-            return
         # Without a password factor an exemption means "no opinion", so a
         # `sufficient` line can never turn it into a password bypass.
-        yield Verdict(V.SUCCESS if self.req.password_factor else V.IGNORE)
+        yield from self._grant(V.SUCCESS if self.req.password_factor else V.IGNORE,
+                               "exempted", reason=why)
 
     def _locked(self, rec: UserRecord) -> Conversation:
         """Prompts as usual, checks nothing, refuses: reveals nothing about the password."""
@@ -296,12 +313,9 @@ class Login:
         if outcome is Outcome.SKIPPED:
             lockout.succeeded(acc, attempt)
             self._audit("enrollment_skipped", days_left=days)
-            if not self._audit("login_ok", how="enrollment_skipped"):
-                yield Verdict(V.AUTH_ERR, delay=True)
-                return
             yield Info(f"Enrollment skipped. You have {days} day(s) left to set up "
                        "multi-factor authentication; after that you cannot log in.")
-            yield Verdict(V.SUCCESS)
+            yield from self._grant(V.SUCCESS, "login_ok", how="enrollment_skipped")
         elif outcome is Outcome.ENROLLED:
             self._audit("enrolled")
             yield Info("Multi-factor authentication is now active.")

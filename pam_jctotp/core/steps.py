@@ -52,6 +52,7 @@ class VerifyPassword:
 class SetPassword:
     user: str
     password: Secret
+    old: Secret | None = None   # the user's own change: LDAP binds with it (RFC 3062)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from ..errors import NotFound, PermissionDenied, UsageError
 from ..model import UserRecord
 from . import verbs_admin as a
+from . import provisioning
 from . import verbs_self as s
 from .accounts import Accounts
 from .steps import Conversation
@@ -34,7 +35,7 @@ SELF_VERBS: dict[str, Callable[[Accounts, UserRecord, dict[str, Any]], Conversat
 
 def _caller(acc: Accounts, uid: int) -> UserRecord:
     name = acc.system.uid_to_name(uid)
-    rec = acc.get(name) if name else None
+    rec = provisioning.record(acc, name) if name else None
     if rec is None:
         raise NotFound(f"you (uid {uid}) are not in the jctotp directory; ask an admin")
     return rec

@@ -59,6 +59,9 @@ def user_add(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     is_admin = arg(args, "admin", bool, False)
     mfa = arg(args, "mfa", bool, False)
     password = new_password(args) if args.get("password") is not None else None
+    if password is not None and not acc.directory.editable:
+        raise UsageError("the directory keeps its users' passwords: add the user without "
+                         "one (--no-password), or let them appear at their first login")
     existing = acc.store.get(name)
     if existing is not None:
         if not arg(args, "exist_ok", bool, False):
@@ -147,6 +150,7 @@ def user_set(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
 def user_remove(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     rec = user(acc, args.get("name"))
     acc.store.delete(rec.name)
+    acc.markers.mark(rec.name, False)  # markers follow the store (issue 9 item 12)
     acc.audit("user_removed", rec.name, actor=actor)
     yield Result(message=f"Removed {rec.name} from the directory (the Linux account is kept).",
                  data={"name": rec.name, "changed": True})
@@ -275,7 +279,9 @@ def audit_read(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
 
 def doctor(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     """What only the daemon can check, for `jctotp doctor`: its directory."""
-    yield Result(data={"directory": acc.directory.check()})
+    name = arg(args, "user", str, None)
+    yield Result(data={"directory": acc.directory.check(name),
+                       "directory_kind": acc.directory.describe()})
 
 
 def clock_set(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:

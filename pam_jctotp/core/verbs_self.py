@@ -141,6 +141,6 @@ def self_passwd(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Convers
     if new != again:
         yield Result(ExitCode.USAGE, "The two new passwords differ; nothing was changed.")
         return
-    yield SetPassword(rec.name, new_password({"password": new}))
+    yield SetPassword(rec.name, new_password({"password": new}), old=current)
     acc.password_changed(rec.name, rec.name)
     yield Result(message="Password changed.", data={"changed": True})

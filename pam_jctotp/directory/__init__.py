@@ -1,6 +1,7 @@
 """Who the users are: one protocol, one module per kind of directory.
 
-`local.py` is the argon2id password table in the store (LDAP next); `nss.py`
+`local.py` is the argon2id password table in the store, `ldap.py` an LDAP
+server (JumpCloud, OpenLDAP, ...) whose users appear by themselves; `nss.py`
 is the Linux side (groups through NSS initgroups, uids, useradd), which every
 directory uses for groups. The core sees only these protocols.
 """
@@ -13,14 +14,17 @@ from ..secret import Secret
 
 
 class Directory(Protocol):
-    editable: bool  # False: passwords are changed elsewhere (e.g. LDAP), set_password refuses
+    editable: bool  # False: passwords live elsewhere (LDAP): set_password asks it, it may refuse
+    provisions: bool  # True: a user the directory knows gets an MFA record at first login
 
     def verify_password(self, name: str | None, password: Secret) -> bool:
         """True only for a known user and their password; the same work for anyone else."""
         ...
 
-    def set_password(self, name: str, password: Secret) -> None:
-        """Store a new password (argon2id for the local table); refused when not editable."""
+    def set_password(self, name: str, password: Secret, old: Secret | None = None) -> None:
+        """Store a new password (argon2id for the local table; LDAP: RFC 3062 Password
+        Modify, as the user with `old` or as the service account). PasswordChangeRefused
+        says where to change it when the directory will not."""
         ...
 
     def exists(self, name: str) -> bool: ...
@@ -29,8 +33,12 @@ class Directory(Protocol):
         """Names of the user's groups, as NSS initgroups sees them (empty if unknown)."""
         ...
 
-    def check(self) -> list[str]:
-        """Problems `jctotp doctor` should report (empty: all well)."""
+    def check(self, user: str | None = None) -> list[str]:
+        """Problems `jctotp doctor` should report (empty: all well); `user`: must be found."""
+        ...
+
+    def describe(self) -> str:
+        """One line for `jctotp doctor`: which directory this is."""
         ...
 
 

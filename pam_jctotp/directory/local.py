@@ -48,6 +48,7 @@ class LocalDirectory:
     """The `Directory` of users kept in the store, groups from NSS."""
 
     editable = True
+    provisions = False   # users are added with `jctotp user add`
 
     def __init__(self, store: Store, passwords: Passwords, system: SystemAccounts) -> None:
         self.store = store
@@ -58,7 +59,7 @@ class LocalDirectory:
         rec = self.store.get(name) if name is not None else None
         return self.passwords.verify(rec.password_hash if rec else None, password)
 
-    def set_password(self, name: str, password: Secret) -> None:
+    def set_password(self, name: str, password: Secret, old: Secret | None = None) -> None:
         if not self.store.update(name, password_hash=self.passwords.hash(password)):
             raise NotFound(f"no such user {name!r}")
 
@@ -68,9 +69,14 @@ class LocalDirectory:
     def groups_of(self, name: str) -> frozenset[str]:
         return self.system.groups_of(name)
 
-    def check(self) -> list[str]:
+    def check(self, user: str | None = None) -> list[str]:
         try:
             self.store.list()
         except StoreError as exc:
             return [f"local directory: {exc}"]
+        if user is not None and not self.exists(user):
+            return [f"local directory: no user {user!r}"]
         return []
+
+    def describe(self) -> str:
+        return "local (argon2id passwords in the store)"

@@ -16,6 +16,7 @@ on other threads, go on.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import Executor
 from typing import Any, Awaitable, Callable, TypeVar
@@ -27,6 +28,9 @@ from ..directory import Directory
 T = TypeVar("T")
 
 SHIM_TIMEOUT = 10     # the shim's default timeout= (seconds)
+SETTLE = 10.0         # auditing a verdict once it was delivered (or not)
+
+log = logging.getLogger("jctotpd")
 
 
 class StepTimeout(Exception):
@@ -72,10 +76,34 @@ class Driver:
             raise StepTimeout(f"{getattr(fn, '__qualname__', fn)} took longer than "
                               f"{deadline.seconds:.1f}s") from None
 
+    async def _settle(self, conv: Conversation, delivered: bool, pool: Executor,
+                      close_late: Callable[[], None]) -> bool:
+        """Tell the conversation whether its verdict arrived; True if that stalled."""
+        try:
+            after = await self.call(pool, Deadline(SETTLE), _finish, conv, delivered,
+                                    on_late=close_late)
+        except StepTimeout as exc:
+            log.error("after a verdict: %s (its audit event may be missing)", exc)
+            return True
+        except Exception:
+            log.exception("after a verdict (its audit event may be missing)")
+            return False
+        if after is not None:
+            log.error("a conversation went on after its verdict (%s)", type(after).__name__)
+        return False
+
     async def drive(self, conv: Conversation, show: Callable[[Any], Awaitable[None]],
                     ask: Callable[[Prompt], Awaitable[str]], pool: Executor,
-                    deadline: Deadline) -> Verdict | Result:
-        """Run `conv` to its Verdict/Result, doing the I/O each step asks for."""
+                    deadline: Deadline,
+                    deliver: Callable[[Verdict | Result], Awaitable[bool]] | None = None
+                    ) -> Verdict | Result:
+        """Run `conv` to its Verdict/Result, doing the I/O each step asks for.
+
+        With `deliver`, the verdict is handed over by it and the conversation is
+        then told whether that worked (`delivered = yield Verdict(...)`), so a
+        grant is audited as such only once the peer has it. That epilogue has
+        a deadline of its own (SETTLE) and, the peer having its answer, a
+        fault in it is logged, not reported to the peer."""
         value: Any = None
         late = False
 
@@ -93,6 +121,8 @@ class Driver:
                     raise RuntimeError("conversation ended without a verdict") from None
                 value = None
                 if isinstance(step, (Verdict, Result)):
+                    if deliver is not None:
+                        late = await self._settle(conv, await deliver(step), pool, close_late)
                     return step
                 if isinstance(step, Prompt):
                     value = await ask(step)
@@ -104,7 +134,7 @@ class Driver:
                                             step.user, step.password)
                 elif isinstance(step, SetPassword):
                     await self.call(self.argon2, deadline, self.directory.set_password,
-                                    step.user, step.password)
+                                    step.user, step.password, step.old)
                 else:
                     raise TypeError(f"unknown conversation step {type(step).__name__}")
         finally:
@@ -112,3 +142,12 @@ class Driver:
                 # The generator's cleanup may write (an abandoned login is audited
                 # and its attempt given back): in a worker, like every step.
                 await asyncio.wrap_future(pool.submit(conv.close))
+
+
+def _finish(conv: Conversation, delivered: bool) -> object | None:
+    """Tell a finished conversation whether its verdict arrived; None once it ends.
+    (StopIteration cannot cross into an asyncio future, so it ends here.)"""
+    try:
+        return conv.send(delivered)
+    except StopIteration:
+        return None

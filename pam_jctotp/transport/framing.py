@@ -21,7 +21,10 @@ async def read_payload(reader: asyncio.StreamReader, check_length: Callable[[int
 
 def peer_uid(writer: asyncio.StreamWriter) -> int:
     """The uid the kernel reports for the peer (SO_PEERCRED), never a claimed name."""
-    sock = writer.get_extra_info("socket")
+    return socket_peer_uid(writer.get_extra_info("socket"))
+
+
+def socket_peer_uid(sock: socket.socket) -> int:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
     uid: int = _CRED.unpack(creds)[1]
     return uid

@@ -4,57 +4,98 @@ They only carry frames: every decision is made by a conversation
 (core/login.py for logins, core/verbs.py for CLI verbs) that the driver runs
 step by step in worker threads. PAM calls and control requests have pools
 of their own, so a slow `useradd` never queues a login.
+
+The control socket is world-writable: it has its own accept loop that
+counts each connection against its uid's budget (limits.py) before reading
+anything, so no local user can take the descriptors, memory or loop time
+the PAM socket needs. A granted login is audited only once its verdict was
+delivered (`abandoned` otherwise).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import resource
 import socket
 import stat
 import time
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Callable
 
 from ..core import verbs
 from ..core.accounts import Accounts
 from ..core.login import Login
 from ..core.steps import Prompt, Result, Verdict
-from ..errors import JctotpError, ProtocolError, StoreError
+from ..errors import DirectoryUnavailable, JctotpError, ProtocolError, StoreError
 from ..model import ExitCode, VerdictCode
-from . import control_wire, pam_wire
+from ..printable import printable
+from . import control_wire, limits, pam_wire
 from .driver import Deadline, Driver, StepTimeout, reply_budget
-from .framing import peer_uid, read_payload
+from .framing import peer_uid, read_payload, socket_peer_uid
 
 log = logging.getLogger("jctotpd")
 
 HELLO_TIMEOUT = 10.0     # the shim sends HELLO right after connecting
 ANSWER_TIMEOUT = 600.0   # a person typing (sshd's LoginGraceTime is shorter)
 CONTROL_STEP = 120.0     # a control step (useradd waits up to 30 s)
+ACCEPT_BATCH = 8         # control accepts per wake-up: the PAM socket gets its turn
+ACCEPT_PAUSE = 1.0       # out of descriptors: stop accepting control connections this long
+PARSE_ON_LOOP = 16384    # larger control JSON (root's bulk verbs) is parsed in a worker
+HOUSEKEEPING = 60.0      # seconds between housekeeping runs (lock markers follow the store)
+LAST_WORD = 5.0          # an error reply on a connection that is ending
 _UNAVAIL = pam_wire.encode_step(Verdict(VerdictCode.AUTHINFO_UNAVAIL))
+_OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class TooLarge(ProtocolError):
+    """A control request over its sender's budget (read no further)."""
 
 
 class Daemon:
     def __init__(self, accounts: Accounts, driver: Driver, pam_pool: Executor,
-                 control_pool: Executor) -> None:
+                 control_pool: Executor, housekeeping: Callable[[], None] | None = None) -> None:
         self.acc = accounts
         self.driver = driver
         self.pam_pool = pam_pool
         self.control_pool = control_pool
         self.config = accounts.config
+        self.housekeeping = housekeeping
         self._slots = asyncio.Semaphore(self.config.max_connections)
         self.servers: list[asyncio.AbstractServer] = []
         self._delay_clamp_logged = False
+        self.throttled = limits.Throttled(log)
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.limits = limits.ControlLimits(limits.plan(nofile, self.config.max_connections))
+        self._control_sock: socket.socket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- sockets ---------------------------------------------------------
 
     async def start(self) -> None:
-        self.servers.append(await self._listen(self.config.pam_socket, self.handle_pam, 0o600))
-        self.servers.append(await self._listen(self.config.control_socket, self.handle_control,
-                                               0o666))
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(self._loop_exception)
+        plan = self.limits.plan
+        log.info("control connections: %d per user, %d for all users, %d for root "
+                 "(descriptor limit %d, %d kept for the PAM socket)", plan.per_user, plan.users,
+                 plan.root, resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                 self.config.max_connections)
+        self._prepare(self.config.pam_socket)
+        old = os.umask(0o177)  # created 0600, then widened if asked: never a window
+        try:
+            self.servers.append(await asyncio.start_unix_server(
+                self.handle_pam, path=self.config.pam_socket, limit=limits.PAM_READ_LIMIT))
+        finally:
+            os.umask(old)
+        log.info("listening on %s (mode %o)", self.config.pam_socket, 0o600)
+        self._listen_control(self.config.control_socket)
+        if self.housekeeping is not None:
+            self._spawn(self._housekeep())
 
-    async def _listen(self, path: str, handler: Any, mode: int) -> asyncio.AbstractServer:
+    @staticmethod
+    def _prepare(path: str) -> None:
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         if os.path.lexists(path):
             if not stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -68,17 +109,57 @@ class Daemon:
                 raise JctotpError(f"another daemon is already serving {path}")
             finally:
                 probe.close()
-        old = os.umask(0o177)  # created 0600, then widened if asked: never a window
+
+    def _listen_control(self, path: str) -> None:
+        """The control socket has its own accept loop: each connection is counted
+        against its uid's budget before anything is read or allocated for it."""
+        self._prepare(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
         try:
-            server = await asyncio.start_unix_server(handler, path=path,
-                                                     limit=control_wire.MAX_MESSAGE)
+            sock.bind(path)
         finally:
             os.umask(old)
-        os.chmod(path, mode)
-        log.info("listening on %s (mode %o)", path, mode)
-        return server
+        sock.listen(128)
+        sock.setblocking(False)
+        os.chmod(path, 0o666)
+        self._control_sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._accept_control)
+        log.info("listening on %s (mode %o)", path, 0o666)
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's accept loop reports running out of descriptors with a traceback
+        per accept; one line per interval says it all (the PAM socket retries in 1 s)."""
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_FILES:
+            self.throttled.say("out of files", f"out of descriptors: {exc.strerror}; "
+                               "new connections wait (raise LimitNOFILE?)")
+            return
+        loop.default_exception_handler(context)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _housekeep(self) -> None:
+        assert self.housekeeping is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(HOUSEKEEPING)
+            try:
+                await loop.run_in_executor(self.control_pool, self.housekeeping)
+            except Exception:
+                log.exception("housekeeping failed")
 
     async def close(self) -> None:
+        if self._control_sock is not None:
+            asyncio.get_running_loop().remove_reader(self._control_sock.fileno())
+            self._control_sock.close()
+            self._control_sock = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for server in self.servers:
             server.close()
         for server in self.servers:
@@ -94,8 +175,8 @@ class Daemon:
     async def handle_pam(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         if self._slots.locked():
-            log.error("refusing a PAM connection: max_connections (%d) reached",
-                      self.config.max_connections)
+            self.throttled.say("pam full", f"refusing PAM connections: max_connections "
+                               f"({self.config.max_connections}) reached")
             writer.close()
             return
         async with self._slots:
@@ -119,6 +200,10 @@ class Daemon:
             except StoreError as exc:
                 log.error("PAM call failed closed: %s", exc)
                 await self._send_quietly(writer, _UNAVAIL)
+            except DirectoryUnavailable:
+                # Fail closed; the directory logged the outage once, each login only this.
+                log.warning("PAM call failed closed: the directory is unavailable")
+                await self._send_quietly(writer, _UNAVAIL)
             except Exception:
                 log.exception("internal error during a PAM call; failing it closed")
                 await self._send_quietly(writer, _UNAVAIL)
@@ -141,17 +226,34 @@ class Daemon:
             await writer.drain()
             return pam_wire.parse_answer(await read_frame(ANSWER_TIMEOUT))
 
-        verdict = await self.driver.drive(Login(self.acc, req).run(), show, ask, self.pam_pool,
-                                          deadline)
-        if not isinstance(verdict, Verdict):
-            raise TypeError("a login ended with a control result")
-        if verdict.delay:
-            await self._fail_delay(deadline)
-        log.log(logging.INFO if verdict.code == VerdictCode.SUCCESS else logging.WARNING,
-                "%s %s user=%s service=%s rhost=%s -> %s", req.call, req.factors, req.user,
-                req.service, req.rhost or "-", verdict.code)
-        writer.write(pam_wire.encode_step(verdict))
-        await writer.drain()
+        async def deliver(verdict: Verdict | Result) -> bool:
+            """Hand the verdict to the shim; False when it is gone (it gave up, or
+            sshd dropped the login): the login then audits `abandoned`, not a grant."""
+            if not isinstance(verdict, Verdict):
+                raise TypeError("a login ended with a control result")
+            if verdict.delay:
+                await self._fail_delay(deadline)
+            log.log(logging.INFO if verdict.code == VerdictCode.SUCCESS else logging.WARNING,
+                    "%s %s user=%s service=%s rhost=%s -> %s", req.call, req.factors,
+                    printable(req.user), printable(req.service), printable(req.rhost or "-"),
+                    verdict.code)
+            if reader.at_eof():
+                delivered = False
+            else:
+                try:
+                    writer.write(pam_wire.encode_step(verdict))
+                    await writer.drain()
+                    delivered = True
+                except ConnectionError:
+                    delivered = False
+            if not delivered:
+                log.warning("user=%s service=%s: the shim was gone before the verdict %s "
+                            "reached it (PAM refused the login)", printable(req.user),
+                            printable(req.service), verdict.code)
+            return delivered
+
+        await self.driver.drive(Login(self.acc, req).run(), show, ask, self.pam_pool, deadline,
+                                deliver=deliver)
 
     async def _fail_delay(self, deadline: Deadline) -> None:
         """Every failure takes fail_delay from the last answer, whatever it cost to
@@ -170,27 +272,108 @@ class Daemon:
 
     @staticmethod
     async def _send_quietly(writer: asyncio.StreamWriter, data: bytes) -> None:
+        """A last word on a connection that is ending: never waits for long."""
         try:
             writer.write(data)
-            await writer.drain()
-        except (ConnectionError, RuntimeError):
+            await asyncio.wait_for(writer.drain(), LAST_WORD)
+        except (ConnectionError, RuntimeError, asyncio.TimeoutError):
             pass
 
     # --- control socket ---------------------------------------------------
 
-    async def handle_control(self, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> None:
-        async def read_message(timeout: float) -> dict[str, Any]:
-            return control_wire.decode(
-                await read_payload(reader, control_wire.check_length, timeout))
+    def _accept_control(self) -> None:
+        """Accept a few control connections; each one is admitted against its uid's
+        budget at once, or refused (a short reply, then closed) before any read."""
+        assert self._control_sock is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = self._control_sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_FILES:  # ECONNABORTED and the like: that one only
+                    self.throttled.say("accept", f"control socket: accept: {exc.strerror}")
+                    continue
+                self.throttled.say("out of files", f"control socket: out of descriptors "
+                                   f"({exc.strerror}); not accepting for {ACCEPT_PAUSE:.0f} s")
+                self._pause_control(ACCEPT_PAUSE)
+                return
+            try:
+                uid = socket_peer_uid(conn)
+            except OSError:
+                conn.close()
+                continue
+            refusal = self.limits.admit(uid)
+            if refusal is not None:
+                self.throttled.say(("full", uid), f"control connection refused: {refusal}")
+                self._refuse(conn, Result(ExitCode.UNAVAILABLE, f"too many connections: "
+                                          f"{refusal}; try again later"))
+                continue
+            self._spawn(self._control_connection(conn, uid))
 
-        async def show(step: Any) -> None:
+    def _pause_control(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        sock = self._control_sock
+        assert sock is not None
+        loop.remove_reader(sock.fileno())
+
+        def resume() -> None:
+            if self._control_sock is sock:
+                loop.add_reader(sock.fileno(), self._accept_control)
+
+        loop.call_later(seconds, resume)
+
+    @staticmethod
+    def _refuse(conn: socket.socket, result: Result) -> None:
+        """One short reply (it fits in the socket buffer: never blocks), then close."""
+        try:
+            conn.setblocking(False)
+            conn.send(control_wire.encode(control_wire.step_message(result)))
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    async def _control_connection(self, conn: socket.socket, uid: int) -> None:
+        try:
+            try:
+                # The read buffer is sized to this uid's budget, not to root's.
+                reader, writer = await asyncio.open_unix_connection(
+                    sock=conn, limit=self.limits.read_limit(uid))
+            except OSError:
+                conn.close()
+                return
+            await self.handle_control(reader, writer, uid)
+        finally:
+            self.limits.release(uid)
+
+    async def handle_control(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter, uid: int) -> None:
+        budget = self.limits.message_limit(uid)
+        loop = asyncio.get_running_loop()
+
+        def check_length(length: int) -> int:
+            if length > budget:
+                raise TooLarge(f"request of {length} bytes is over the {budget}-byte limit "
+                               f"for uid {uid}")
+            return control_wire.check_length(length)
+
+        async def read_message(timeout: float) -> dict[str, Any]:
+            data = await read_payload(reader, check_length, timeout)
+            if len(data) <= PARSE_ON_LOOP:
+                return control_wire.decode(data)
+            return await loop.run_in_executor(self.control_pool, control_wire.decode, data)
+
+        patience = self.limits.answer_timeout(uid)
+
+        async def send(step: Any) -> None:
+            # A client that never reads must not park the connection either.
             writer.write(control_wire.encode(control_wire.step_message(step)))
+            await asyncio.wait_for(writer.drain(), patience)
 
         async def ask(step: Prompt) -> str:
-            writer.write(control_wire.encode(control_wire.step_message(step)))
-            await writer.drain()
-            msg = await read_message(ANSWER_TIMEOUT)
+            await send(step)
+            msg = await read_message(patience)
             if msg.get("t") != "answer" or not isinstance(msg.get("text"), str):
                 raise ProtocolError("expected an answer")
             text: str = msg["text"]
@@ -198,24 +381,28 @@ class Daemon:
 
         started = time.monotonic()
         try:
-            uid = peer_uid(writer)
-            request = await read_message(HELLO_TIMEOUT)
+            request = await read_message(self.limits.first_message_timeout(uid))
             deadline = Deadline(CONTROL_STEP)
             conv = await self.driver.call(self.control_pool, deadline, verbs.handle, self.acc,
                                           uid, request)
-            result = await self.driver.drive(conv, show, ask, self.control_pool, deadline)
+            result = await self.driver.drive(conv, send, ask, self.control_pool, deadline)
             if not isinstance(result, Result):
                 raise TypeError("a control verb ended with a PAM verdict")
             if result.delay:
                 await asyncio.sleep(max(0.0, started + self.config.fail_delay
                                         - time.monotonic()))
-            writer.write(control_wire.encode(control_wire.step_message(result)))
-            await writer.drain()
+            await send(result)
+        except TooLarge as exc:
+            self.throttled.say(("too large", uid), f"control {exc}: refused")
+            await self._send_quietly(writer, control_wire.encode(control_wire.step_message(
+                Result(ExitCode.USAGE, "request too large"))))
         except JctotpError as exc:
             await self._send_quietly(writer, control_wire.encode(
                 control_wire.step_message(Result(exc.exit_code, str(exc)))))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
-            log.info("control client left before the end (nothing more was changed)")
+            # Per uid and interval: connecting and leaving in a loop writes no log.
+            self.throttled.say(("left", uid), f"control client (uid {uid}) left before the "
+                               "end (nothing more was changed)", logging.INFO)
         except StepTimeout as exc:
             log.error("control request stalled: %s", exc)
             await self._send_quietly(writer, control_wire.encode(control_wire.step_message(

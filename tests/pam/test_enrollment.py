@@ -240,6 +240,38 @@ def test_self_passwd_needs_password_and_code(daemon, confdir):
         pd.PAM_SUCCESS
 
 
+def test_self_service_proofs_never_write_a_secret(daemon):
+    """Issue 9's planted bug: a self-service proof (recovery-codes, reset, passwd)
+    writing the answer or a recovery code into the audit or daemon log."""
+    totp = daemon.add_user("nobody")
+    sock = daemon.config["control_socket"]
+    typed = [code_at(totp)]
+    out = as_user(NOBODY, sock, "recovery-codes", answers=[typed[0], ""])
+    assert out["exit"] == 0, out
+    codes = re.findall(r"^  (\w{4}-\w{4}-\w{4})$",
+                       "\n".join(t for _, t in out["transcript"]), re.M)
+    assert len(codes) == 10
+    daemon.set_clock(30)
+    typed.append(f"{(int(code_at(totp, 30)) + 1) % 10**6:06d}")  # a wrong code
+    assert as_user(NOBODY, sock, "recovery-codes", answers=[typed[1]])["exit"] == 1
+    out = as_user(NOBODY, sock, "reset", answers=[codes[0], NEW_KEY_CODE, ""])  # recovery proof
+    assert out["exit"] == 0, out
+    new = pyotp.TOTP(out["key"])
+    daemon.set_clock(60)
+    typed.append(code_at(new, 60))
+    out = as_user(NOBODY, sock, "passwd", answers=[PASSWORD, typed[2], "fresh new pw",
+                                                   "fresh new pw"])
+    assert out["exit"] == 0, out
+    events = {e["event"] for e in daemon.audit_events()}
+    assert {"recovery_codes_regenerated", "recovery_code_used", "mfa_reset",
+            "password_changed"} <= events  # the proofs were audited...
+    blob = daemon.audit_path.read_text() + daemon.log.read_text()
+    for secret in [PASSWORD, "fresh new pw", totp.secret, new.secret, *codes]:
+        assert secret not in blob  # ...and nothing they proved with
+    for code in typed:
+        assert not re.search(rf"(?<!\d){code}(?!\d)", blob)
+
+
 def test_self_status_is_for_the_caller_only(daemon):
     daemon.add_user("nobody")
     daemon.add_user("alice", mfa=False)

@@ -22,7 +22,7 @@ import pyotp
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = "jctotp:dev"
+IMAGE = os.environ.get("JCTOTP_IMAGE", "jctotp:dev")  # build-image.sh builds the same tag
 
 # Small delays and limits so that the suite runs in minutes.
 TEST_CONFIG: dict[str, Any] = {

@@ -70,8 +70,10 @@ class Run:
         return "\n".join(t for _, t in self.shown)
 
 
-def drive(conv: Conversation, answers: Answers = (), directory: Directory | None = None) -> Run:
-    """Run `conv` to its Verdict/Result; every answer in a list must be asked for."""
+def drive(conv: Conversation, answers: Answers = (), directory: Directory | None = None,
+          delivered: bool = True) -> Run:
+    """Run `conv` to its Verdict/Result; every answer in a list must be asked for.
+    Then, as the server does, tell it whether the verdict reached the peer."""
     queue = None if callable(answers) else list(answers)
     steps: list[Any] = []
     value: Any = None
@@ -82,7 +84,11 @@ def drive(conv: Conversation, answers: Answers = (), directory: Directory | None
             value = None
             if isinstance(step, (Verdict, Result)):
                 assert not queue, f"answers never asked for: {queue!r}"
-                return Run(steps, step)
+                try:
+                    after = conv.send(delivered)
+                except StopIteration:
+                    return Run(steps, step)
+                raise AssertionError(f"the conversation went on after its verdict: {after!r}")
             if isinstance(step, Prompt):
                 if queue is None:
                     value = answers(step, steps)  # type: ignore[operator]
@@ -94,7 +100,7 @@ def drive(conv: Conversation, answers: Answers = (), directory: Directory | None
             elif isinstance(step, VerifyPassword):
                 value = directory.verify_password(step.user, step.password)
             elif isinstance(step, SetPassword):
-                directory.set_password(step.user, step.password)
+                directory.set_password(step.user, step.password, step.old)
             else:
                 assert isinstance(step, (Info, Error)), step
     except StopIteration:

@@ -63,6 +63,7 @@ WRONG_TYPES = {
     "create_system_accounts": "true", "max_connections": 1e3, "password_hash": [1],
     "testing": True, "log_level": 1, "audit_failure": False, "unknown_users": [],
     "account_name": 0, "control_socket": b"/x", "audit_log": 0.5,
+    "mfa_groups": "mfa", "directory": "ldap",
 }
 
 

@@ -16,6 +16,7 @@ import pytest
 from pam_jctotp.core.steps import Prompt, Verdict, VerifyPassword
 from pam_jctotp.model import VerdictCode
 from pam_jctotp.secret import Secret
+from pam_jctotp.transport import driver as driver_mod
 from pam_jctotp.transport.driver import Deadline, Driver, StepTimeout, reply_budget
 
 
@@ -78,3 +79,49 @@ def test_a_stalled_step_fails_its_login_and_nothing_else():
 
     assert asyncio.run(main()) > 10  # the loop kept running throughout
     assert cleaned.wait(5)  # the late conversation was closed once its step ended
+
+
+# --- the verdict's delivery (issue 9 item 9) ----------------------------------------
+
+def _granting(told: list):
+    def conv():
+        yield Prompt("Password: ")
+        told.append((yield Verdict(VerdictCode.SUCCESS)))
+    return conv()
+
+
+@pytest.mark.parametrize("delivered", [True, False])
+def test_the_conversation_learns_whether_its_verdict_was_delivered(delivered, monkeypatch):
+    """However long the person took to answer: the epilogue's deadline starts
+    when the verdict is out, not when the login began."""
+    monkeypatch.setattr(driver_mod, "SETTLE", 0.2)
+    told: list = []
+    handed: list = []
+
+    async def slow_ask(step):
+        await asyncio.sleep(0.4)  # longer than SETTLE
+        return "pw"
+
+    async def deliver(verdict):
+        handed.append(verdict)
+        return delivered
+
+    async def main():
+        with ThreadPoolExecutor(2) as steps, ThreadPoolExecutor(1) as argon2:
+            return await Driver(Directory(), argon2).drive(_granting(told), _show, slow_ask,
+                                                           steps, Deadline(5), deliver=deliver)
+
+    assert asyncio.run(main()) == Verdict(VerdictCode.SUCCESS)
+    assert handed == [Verdict(VerdictCode.SUCCESS)] and told == [delivered]
+
+
+def test_without_deliver_a_finished_conversation_is_only_closed():
+    told: list = []
+
+    async def main():
+        with ThreadPoolExecutor(2) as steps, ThreadPoolExecutor(1) as argon2:
+            return await Driver(Directory(), argon2).drive(_granting(told), _show, _ask, steps,
+                                                           Deadline(5))
+
+    assert asyncio.run(main()) == Verdict(VerdictCode.SUCCESS)
+    assert told == []  # closed at its verdict: nothing audited as delivered

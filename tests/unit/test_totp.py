@@ -147,3 +147,15 @@ def test_recovery_codes_format_and_uniqueness():
 
 def test_recovery_codes_are_never_mistaken_for_a_totp_code():
     assert not any(looks_like_code(c, d) for c in new_recovery_codes(50) for d in (6, 7, 8))
+
+
+def test_a_code_missing_its_leading_zero_is_refused(secret):
+    """Issue 9's planted bug: `12345` zero-padded to `012345` and accepted."""
+    totp = Totp()
+    step = next(s for s in range(totp.step(T), totp.step(T) + 10_000)
+                if totp.code(secret, s).startswith("0"))
+    now = step * totp.period + 1
+    code = totp.code(secret, step)
+    assert totp.match(secret, code, now) == step  # the full code is right...
+    for short in (code[1:], " " + code[1:], code[1:] + " "):
+        assert totp.match(secret, short, now) is None  # ...five digits of it never are

@@ -313,7 +313,10 @@ def test_self_passwd_discards_the_pending_key(users):
 
 
 def test_doctor_reports_the_directorys_own_checks(world, monkeypatch):
-    assert admin(world, "doctor").data == {"directory": []}
+    assert admin(world, "doctor").data["directory"] == []
+    assert admin(world, "doctor").data["directory_kind"].startswith("local")
+    assert admin(world, "doctor", user="nosuchuser").data["directory"] == [
+        "local directory: no user 'nosuchuser'"]
 
     def broken():
         raise StoreError("state database error: disk I/O error")

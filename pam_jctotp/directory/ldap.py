@@ -1,0 +1,438 @@
+"""The directory over LDAP: the password is checked where it lives (JumpCloud's
+LDAP-as-a-Service, OpenLDAP, FreeIPA, Active Directory).
+
+A password check is a search with the service account (the filter escaped:
+the name `*)(uid=*` finds nobody) and a bind as the DN found. Rules:
+- an empty password is refused before any bind: LDAP reads a simple bind
+  with an empty password as an "unauthenticated bind", which succeeds;
+- the entry's naming attribute must equal the name exactly: LDAP matching
+  ignores case, and "ALICE" must not become a second MFA record of alice;
+- unknown users cost the same: the same search, then a bind to a DN that
+  does not exist;
+- TLS is verified against `ca_file`; several URIs are tried in order; every
+  network call is bounded by `timeout`;
+- the directory down or refusing the service bind raises DirectoryUnavailable
+  (the login fails closed) and is logged ONCE per outage, with one line again
+  when it answers.
+
+ldap3 is synchronous: the driver calls all of this in worker threads. Each
+thread borrows a connection from a small pool (service-bound connections for
+searches, others for user binds) and gives it back; a broken one is dropped
+and the call retried once on a fresh connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import ssl
+import stat
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, TypeVar
+
+import ldap3
+from ldap3.core.exceptions import LDAPException, LDAPInvalidDnError
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import parse_dn
+
+from ..directory_config import DirectoryConfig
+from ..errors import ConfigError, DirectoryUnavailable, NotFound, PasswordChangeRefused
+from ..secret import Secret
+from . import SystemAccounts
+
+log = logging.getLogger("jctotpd")
+
+CACHE_TTL = 10.0        # seconds a user's DN and groups are reused (a login looks twice)
+POOL_SIZE = 8           # idle connections kept per kind
+_WRONG_CREDENTIALS = {19, 32, 34, 48, 49, 50, 53}  # constraint, noSuchObject, invalidDN,
+# inappropriateAuth, invalidCredentials, insufficientAccess, unwillingToPerform
+_NOT_ALLOWED = {50, 53, 2, 12}   # insufficientAccess, unwilling, protocolError, unavailableCrit.
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    dn: str
+    groups: frozenset[str]   # each group's DN and cn, and the configured spelling of its DN
+
+
+def normalise_dn(dn: str) -> str:
+    """Case and spacing do not matter in a DN comparison ("CN=Admins, o=x" == "cn=admins,o=x")."""
+    rdns = (part.partition("=") for part in re.split(r"(?<!\\),", dn))
+    return ",".join(f"{a.strip().lower()}={v.strip().lower()}" for a, _, v in rdns)
+
+
+def read_password_file(path: str) -> str:
+    """The service account's password: one line of a root-only file."""
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8") as fh:
+            password = fh.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"config key 'directory.bind_password_file': cannot read {path}: "
+                          f"{exc.strerror}") from None
+    if st.st_mode & 0o077 or st.st_uid != os.geteuid():
+        raise ConfigError(f"config key 'directory.bind_password_file': {path} has mode "
+                          f"{stat.S_IMODE(st.st_mode):o} owner uid {st.st_uid}; it must be "
+                          "0600 and owned by root (chmod 600; chown root)")
+    if not password:
+        raise ConfigError(f"config key 'directory.bind_password_file': {path} is empty")
+    return password
+
+
+def name_attribute(user_filter: str) -> str | None:
+    """The attribute that holds the login name: `uid` in (&(...)(uid={user}))."""
+    found = re.search(r"\(\s*([A-Za-z][\w-]*)\s*=\s*\{user\}\s*\)", user_filter)
+    return found.group(1) if found else None
+
+
+class _Pool:
+    """Idle connections of one kind, lent to one thread at a time."""
+
+    def __init__(self, make: Callable[[], ldap3.Connection], size: int = POOL_SIZE) -> None:
+        self._make = make
+        self._size = size
+        self._idle: list[ldap3.Connection] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def borrow(self, fresh: bool = False) -> Iterator[ldap3.Connection]:
+        conn = None
+        if not fresh:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._make()
+        kept = False
+        try:
+            yield conn
+            with self._lock:
+                if len(self._idle) < self._size and not conn.closed:
+                    self._idle.append(conn)
+                    kept = True
+        finally:
+            if not kept:
+                _close(conn)
+
+    def clear(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            _close(conn)
+
+
+def _close(conn: ldap3.Connection) -> None:
+    try:
+        conn.unbind()
+    except Exception:  # noqa: BLE001 - a broken socket cannot be closed more politely
+        pass
+
+
+def describe(exc: BaseException, ca_file: str) -> str:
+    text = str(exc) or type(exc).__name__
+    if "certificate" in text.lower() or "CERTIFICATE" in text:
+        return f"TLS certificate not verified against {ca_file} ({text})"
+    return text
+
+
+class LdapDirectory:
+    """The `Directory` of an LDAP server; groups from both LDAP and NSS."""
+
+    editable = False      # passwords change in the directory (RFC 3062), which may refuse
+    provisions = True     # its users get an MFA record at first login
+
+    def __init__(self, cfg: DirectoryConfig, system: SystemAccounts,
+                 configured_groups: Iterable[str] = (),
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.system = system
+        self._monotonic = monotonic
+        if not os.access(cfg.ca_file, os.R_OK):
+            raise ConfigError(f"config key 'directory.ca_file': cannot read {cfg.ca_file}")
+        self._bind_password = (read_password_file(cfg.bind_password_file)
+                               if cfg.bind_password_file else None)
+        attr = name_attribute(cfg.user_filter)
+        if attr is None:
+            raise ConfigError(f"config key 'directory.user_filter': {cfg.user_filter!r} must "
+                              "contain (ATTRIBUTE={user}), e.g. (uid={user})")
+        self._name_attr: str = attr
+        # A configured group written as a DN matches however the directory spells it.
+        self._configured_dns = {normalise_dn(g): g for g in configured_groups if "=" in g}
+        self._tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=cfg.ca_file)
+        self._servers = [(uri, uri.lower().startswith("ldap://") and cfg.start_tls)
+                         for uri in cfg.uri]
+        self._nobody_dn = f"cn=jctotp-no-such-user,{cfg.base_dn}"
+        self._service = _Pool(self._service_connection)
+        self._auth = _Pool(lambda: self._open(None, None))
+        self._cache: dict[str, tuple[float, Entry | None]] = {}
+        self._lock = threading.Lock()
+        self._up = True
+
+    # --- the Directory protocol ------------------------------------------------------
+
+    def verify_password(self, name: str | None, password: Secret) -> bool:
+        secret = password.reveal()
+        if not secret:
+            return False    # an empty simple bind is an "unauthenticated bind": it succeeds
+        try:
+            secret.encode("utf-8")
+        except UnicodeEncodeError:
+            return False    # not UTF-8 (RFC 4511 passwords are octets we send as UTF-8)
+        entry = self.lookup(name) if name is not None else None
+        ok = self._bind_as(entry.dn if entry else self._nobody_dn, secret)
+        return ok and entry is not None
+
+    def set_password(self, name: str, password: Secret, old: Secret | None = None) -> None:
+        """RFC 3062 Password Modify: as the user (with `old`), or as the service account."""
+        entry = self.lookup(name)
+        if entry is None:
+            raise NotFound(f"no such user {name!r} in the directory")
+        if old is not None:
+            self._modify_as_user(name, entry.dn, old.reveal(), password.reveal())
+        else:
+            self._modify_as_service(name, entry.dn, password.reveal())
+        log.info("directory password of %s changed (RFC 3062)", name)
+
+    def exists(self, name: str) -> bool:
+        return self.lookup(name) is not None
+
+    def groups_of(self, name: str) -> frozenset[str]:
+        entry = self.lookup(name)
+        return self.system.groups_of(name) | (entry.groups if entry else frozenset())
+
+    def describe(self) -> str:
+        return f"ldap {', '.join(self.cfg.uri)} base {self.cfg.base_dn}"
+
+    def check(self, user: str | None = None) -> list[str]:
+        """For `jctotp doctor`: each URI reachable with TLS verified, the service bind,
+        and `user` found by the filter."""
+        problems = []
+        reachable = False
+        for uri, start_tls in self._servers:
+            try:
+                _close(self._connect(uri, start_tls))
+                reachable = True
+            except (LDAPException, OSError) as exc:
+                problems.append(f"directory {uri}: {describe(exc, self.cfg.ca_file)}")
+        if not reachable:
+            return problems
+        try:
+            with self._service.borrow(fresh=True) as conn:
+                if user is not None and self._search_user(conn, user) is None:
+                    problems.append(f"directory: user {user!r} not found by "
+                                    f"{self.cfg.user_filter} under {self.cfg.base_dn}")
+        except DirectoryUnavailable as exc:
+            problems.append(f"directory: {exc}")
+        return problems
+
+    # --- users ---------------------------------------------------------------------
+
+    def lookup(self, name: str) -> Entry | None:
+        """The user's entry (DN, groups), or None; cached for CACHE_TTL seconds."""
+        now = self._monotonic()
+        with self._lock:
+            hit = self._cache.get(name)
+        if hit is not None and now - hit[0] < CACHE_TTL:
+            return hit[1]
+        entry = self._with_service(lambda conn: self._search_user(conn, name))
+        with self._lock:
+            if len(self._cache) > 4096:   # bounded: names come from remote clients
+                self._cache.clear()
+            self._cache[name] = (now, entry)
+        return entry
+
+    def _search_user(self, conn: ldap3.Connection, name: str) -> Entry | None:
+        attrs = [self._name_attr]
+        if self.cfg.group_base_dn is None:
+            attrs.append(self.cfg.group_attribute)
+        filt = self.cfg.user_filter.format(user=escape_filter_chars(name))
+        response = self._search(conn, self.cfg.base_dn, filt, attrs, size_limit=2)
+        # Exactly one entry whose name attribute is the name, byte for byte.
+        found = [e for e in response
+                 if name in _values(e, self._name_attr)]
+        if len(found) != 1 or len(response) > 1:
+            if len(response) > 1:
+                log.warning("directory: %d entries match %s; refusing the ambiguous name",
+                            len(response), filt)
+            return None
+        dn = found[0]["dn"]
+        if self.cfg.group_base_dn is None:
+            group_dns = _values(found[0], self.cfg.group_attribute)
+            cns: list[str] = []
+        else:
+            gfilt = self.cfg.group_filter.format(dn=escape_filter_chars(dn),
+                                                 user=escape_filter_chars(name))
+            groups = self._search(conn, self.cfg.group_base_dn, gfilt, ["cn"])
+            group_dns = [g["dn"] for g in groups]
+            cns = [cn for g in groups for cn in _values(g, "cn")]
+        return Entry(dn, self._group_names(group_dns, cns))
+
+    def _group_names(self, dns: list[str], cns: list[str]) -> frozenset[str]:
+        names = set(cns)
+        for dn in dns:
+            names.add(dn)
+            try:
+                attr, value, _ = parse_dn(dn)[0]
+            except (LDAPInvalidDnError, IndexError):
+                continue
+            if attr.lower() == "cn":
+                names.add(value)
+            configured = self._configured_dns.get(normalise_dn(dn))
+            if configured:
+                names.add(configured)
+        return frozenset(names)
+
+    def _search(self, conn: ldap3.Connection, base: str, filt: str, attrs: list[str],
+                size_limit: int = 0) -> list[dict]:
+        conn.search(base, filt, attributes=attrs, size_limit=size_limit)
+        code = (conn.result or {}).get("result", 80)
+        if code not in (0, 4, 32):   # success, sizeLimitExceeded, noSuchObject
+            raise DirectoryUnavailable(f"search under {base} failed: "
+                                       f"{(conn.result or {}).get('description')}")
+        return [e for e in (conn.response or []) if e.get("type") == "searchResEntry"]
+
+    # --- binds -----------------------------------------------------------------------
+
+    def _bind_as(self, dn: str, password: str) -> bool:
+        def bind(conn: ldap3.Connection) -> bool:
+            try:
+                conn.user, conn.password = dn, password
+                ok = bool(conn.bind(read_server_info=False))
+            finally:
+                conn.password = None
+            code = (conn.result or {}).get("result")
+            if not ok and code not in _WRONG_CREDENTIALS:
+                raise DirectoryUnavailable(f"bind failed: {(conn.result or {}).get('description')}")
+            return ok
+        return self._with(self._auth, bind)
+
+    def _modify_as_user(self, name: str, dn: str, old: str, new: str) -> None:
+        def change(conn: ldap3.Connection) -> None:
+            try:
+                conn.user, conn.password = dn, old
+                bound = conn.bind(read_server_info=False)
+            finally:
+                conn.password = None
+            if not bound:
+                raise PasswordChangeRefused("That password is not right; nothing was changed.")
+            self._password_modify(conn, name, None, old, new)
+        if not old:
+            raise PasswordChangeRefused("That password is not right; nothing was changed.")
+        self._with(self._auth, change)
+
+    def _modify_as_service(self, name: str, dn: str, new: str) -> None:
+        self._with_service(lambda conn: self._password_modify(conn, name, dn, None, new))
+
+    def _password_modify(self, conn: ldap3.Connection, name: str, dn: str | None,
+                         old: str | None, new: str) -> None:
+        ok = conn.extend.standard.modify_password(user=dn, old_password=old, new_password=new)
+        if ok:
+            return
+        result = conn.result or {}
+        code, text = result.get("result"), result.get("message") or result.get("description")
+        if code in _NOT_ALLOWED:
+            raise PasswordChangeRefused(
+                f"The directory does not let jctotp change the password of {name} ({text}); "
+                f"change it {self.cfg.password_change_hint}. Nothing was changed.")
+        if code == 19:   # constraintViolation: the directory's password policy
+            raise PasswordChangeRefused(f"The directory refused the new password: {text}. "
+                                        "Nothing was changed.")
+        raise DirectoryUnavailable(f"password modify failed: {text}")
+
+    # --- connections -------------------------------------------------------------------
+
+    def _service_connection(self) -> ldap3.Connection:
+        conn = self._open(self.cfg.bind_dn, self._bind_password)
+        if self.cfg.bind_dn is None:
+            return conn
+        try:
+            ok = conn.bind(read_server_info=False)
+        except LDAPException as exc:
+            _close(conn)
+            raise self._down(f"service bind: {describe(exc, self.cfg.ca_file)}") from None
+        if not ok:
+            why = (conn.result or {}).get("description")
+            _close(conn)
+            raise self._down(f"the service bind as {self.cfg.bind_dn} was refused ({why}); "
+                             "check directory.bind_dn and directory.bind_password_file")
+        return conn
+
+    def _open(self, user: str | None, password: str | None) -> ldap3.Connection:
+        """A connection to the first URI that answers (TLS verified, not yet bound)."""
+        errors = []
+        for uri, start_tls in self._servers:
+            try:
+                conn = self._connect(uri, start_tls)
+            except (LDAPException, OSError) as exc:
+                errors.append(f"{uri}: {describe(exc, self.cfg.ca_file)}")
+                continue
+            conn.user, conn.password = user, password
+            return conn
+        raise self._down("; ".join(errors))
+
+    def _connect(self, uri: str, start_tls: bool) -> ldap3.Connection:
+        # A new Server each time: ldap3 remembers a failed address for minutes
+        # ("invalid server address"), and we want to see the directory come back.
+        server = ldap3.Server(uri, tls=self._tls, connect_timeout=self.cfg.timeout,
+                              get_info=ldap3.NONE)
+        # ldap3 packs the receive timeout into SO_RCVTIMEO as whole seconds.
+        conn = ldap3.Connection(server, receive_timeout=max(1, math.ceil(self.cfg.timeout)),
+                                raise_exceptions=False, auto_referrals=False,
+                                authentication=ldap3.SIMPLE)
+        try:
+            conn.open(read_server_info=False)
+            if start_tls and not conn.start_tls(read_server_info=False):
+                raise DirectoryUnavailable(f"StartTLS refused: "
+                                           f"{(conn.result or {}).get('description')}")
+        except BaseException:
+            _close(conn)
+            raise
+        return conn
+
+    def _with_service(self, fn: Callable[[ldap3.Connection], T]) -> T:
+        return self._with(self._service, fn)
+
+    def _with(self, pool: _Pool, fn: Callable[[ldap3.Connection], T]) -> T:
+        """fn(conn) on a pooled connection; once more on a fresh one if that broke."""
+        for fresh in (False, True):
+            try:
+                with pool.borrow(fresh) as conn:
+                    result = fn(conn)
+                self._reached(getattr(conn.server, "name", ""))
+                return result
+            except LDAPException as exc:
+                if fresh:
+                    raise self._down(describe(exc, self.cfg.ca_file)) from None
+                pool.clear()   # the server restarted or the network broke: all are stale
+        raise AssertionError("unreachable")
+
+    # --- one log line per outage ----------------------------------------------------
+
+    def _down(self, why: str) -> DirectoryUnavailable:
+        with self._lock:
+            first, self._up = self._up, False
+        if first:
+            log.error("directory unavailable: %s; logins fail closed until it answers", why)
+        return DirectoryUnavailable(f"the directory is unavailable ({why})")
+
+    def _reached(self, uri: str) -> None:
+        if self._up:
+            return
+        with self._lock:
+            back, self._up = not self._up, True
+        if back:
+            log.warning("directory reachable again at %s", uri)
+
+
+def _values(entry: dict, attr: str) -> list[str]:
+    """An attribute's values from a search response entry, whatever the case of its name."""
+    for key, value in (entry.get("attributes") or {}).items():
+        if key.lower() == attr.lower():
+            return [str(v) for v in (value if isinstance(value, list) else [value])]
+    return []

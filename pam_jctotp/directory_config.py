@@ -1,0 +1,175 @@
+"""The `directory:` block of config.yaml: where passwords are checked.
+
+    directory:
+      type: ldap                      # default: local (the argon2id table in the store)
+      uri: [ldaps://ldap.jumpcloud.com:636]   # tried in order
+      ca_file: /etc/ssl/certs/ca-certificates.crt
+      base_dn: ou=Users,o=ORG_ID,dc=jumpcloud,dc=com
+      user_filter: (&(objectClass=inetOrgPerson)(uid={user}))
+      bind_dn: uid=svc-jctotp,ou=Users,o=ORG_ID,dc=jumpcloud,dc=com
+      bind_password_file: /etc/jctotp/ldap.pw     # 0600 root; never in config.yaml
+      group_attribute: memberOf       # or group_base_dn + group_filter (a group search)
+      timeout: 5
+
+Every problem of the block is reported at once, each naming its key. TLS is
+the rule: `ldaps://`, or `ldap://` with `start_tls: true`; a plain `ldap://`
+only with `allow_insecure: true` AND a loopback host.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import urllib.parse
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_USER_FILTER = "(&(objectClass=inetOrgPerson)(uid={user}))"
+DEFAULT_GROUP_FILTER = "(&(objectClass=groupOfNames)(member={dn}))"
+DEFAULT_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    type: str = "local"
+    uri: tuple[str, ...] = ()
+    ca_file: str = DEFAULT_CA_FILE
+    base_dn: str = ""
+    user_filter: str = DEFAULT_USER_FILTER
+    bind_dn: str | None = None
+    bind_password_file: str | None = None
+    group_attribute: str = "memberOf"
+    group_base_dn: str | None = None      # set: groups come from a search, not the attribute
+    group_filter: str = DEFAULT_GROUP_FILTER
+    timeout: float = 5.0
+    start_tls: bool = False
+    allow_insecure: bool = False
+    # Where users change a password the directory will not let us change.
+    password_change_hint: str = "where your directory account is managed " \
+                                "(for JumpCloud: the User Portal)"
+
+    @property
+    def is_ldap(self) -> bool:
+        return self.type == "ldap"
+
+
+_STR = ("ca_file", "base_dn", "user_filter", "bind_dn", "bind_password_file",
+        "group_attribute", "group_base_dn", "group_filter", "password_change_hint")
+_BOOL = ("start_tls", "allow_insecure")
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_directory(raw: Any) -> DirectoryConfig:
+    """Validate the `directory:` mapping; one ConfigError listing every problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config key 'directory': expected a mapping (type: local|ldap, ...)")
+    problems: list[str] = []
+    known = [f.name for f in fields(DirectoryConfig)]
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"directory.{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            problems.append(f"unknown config key {name!r}"
+                            + (f" (did you mean 'directory.{close[0]}'?)" if close else ""))
+        elif key == "type":
+            if value not in ("local", "ldap"):
+                problems.append(f"config key {name!r}: {value!r} is not one of local, ldap")
+            else:
+                values[key] = value
+        elif key == "uri":
+            uris = [value] if isinstance(value, str) else value
+            if not isinstance(uris, list) or not uris or not all(
+                    isinstance(u, str) and u for u in uris):
+                problems.append(f"config key {name!r}: expected a URI or a list of URIs "
+                                "(ldaps://host:636)")
+            else:
+                values[key] = tuple(uris)
+        elif key == "timeout":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0.5 <= value <= 60:
+                problems.append(f"config key {name!r}: expected seconds between 0.5 and 60, "
+                                f"got {value!r}")
+            else:
+                values[key] = float(value)
+        elif key in _BOOL:
+            if not isinstance(value, bool):
+                problems.append(f"config key {name!r}: expected true or false, got {value!r}")
+            else:
+                values[key] = value
+        elif not isinstance(value, str) or not value.strip():
+            problems.append(f"config key {name!r}: expected a non-empty string, got {value!r}")
+        else:
+            values[key] = value
+    cfg = DirectoryConfig(**values)
+    if cfg.is_ldap:
+        problems += _ldap_problems(cfg, values)
+    elif set(values) - {"type"}:
+        problems.append("config keys " + ", ".join(sorted(f"'directory.{k}'" for k in values
+                                                         if k != "type"))
+                        + " apply only with 'directory.type: ldap'")
+    if problems:
+        if len(problems) == 1:
+            raise ConfigError(problems[0])
+        raise ConfigError(f"{len(problems)} problems in 'directory':\n"
+                          + "\n".join(f"  {p}" for p in problems))
+    return cfg
+
+
+def _ldap_problems(cfg: DirectoryConfig, given: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    if not cfg.uri:
+        out.append("config key 'directory.uri' is required with type: ldap "
+                   "(e.g. [ldaps://ldap.jumpcloud.com:636])")
+    for uri in cfg.uri:
+        parts = urllib.parse.urlsplit(uri)
+        if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
+            out.append(f"config key 'directory.uri': {uri!r} is not ldaps://HOST[:PORT] "
+                       "or ldap://HOST[:PORT]")
+            continue
+        if parts.path not in ("", "/") or parts.query:
+            out.append(f"config key 'directory.uri': {uri!r}: put the base DN in "
+                       "'directory.base_dn', not in the URI")
+        if parts.scheme == "ldap" and not cfg.start_tls:
+            if not cfg.allow_insecure:
+                out.append(f"config key 'directory.uri': {uri!r} sends passwords in clear "
+                           "text: use ldaps://, or set 'directory.start_tls: true'")
+            elif not is_loopback(parts.hostname):
+                out.append(f"config key 'directory.allow_insecure' allows a plain ldap:// "
+                           f"only to a loopback host, not {parts.hostname!r}")
+    if not cfg.base_dn:
+        out.append("config key 'directory.base_dn' is required with type: ldap "
+                   "(e.g. ou=Users,o=ORG_ID,dc=jumpcloud,dc=com)")
+    for key, placeholder in (("user_filter", "{user}"), ("group_filter", "{dn}")):
+        text = getattr(cfg, key)
+        try:
+            text.format(user="u", dn="d")
+            ok = placeholder in text and text.startswith("(") and text.endswith(")")
+        except (KeyError, IndexError, ValueError):
+            ok = False
+        if not ok:
+            out.append(f"config key 'directory.{key}': {text!r} must be a parenthesised LDAP "
+                       f"filter with {placeholder} (and no other {{placeholder}})")
+    if (cfg.bind_dn is None) != (cfg.bind_password_file is None):
+        out.append("config keys 'directory.bind_dn' and 'directory.bind_password_file' go "
+                   "together (the password lives in the file, never in config.yaml)")
+    for key in ("ca_file", "bind_password_file"):
+        path = getattr(cfg, key)
+        if path is not None and not os.path.isabs(path):
+            out.append(f"config key 'directory.{key}': {path!r} must be an absolute path")
+    if "group_filter" in given and cfg.group_base_dn is None:
+        out.append("config key 'directory.group_filter' needs 'directory.group_base_dn' "
+                   "(where the group search starts)")
+    return out

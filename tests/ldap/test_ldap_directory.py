@@ -1,0 +1,78 @@
+"""LdapDirectory on its own against the private slapd (pam_jctotp/directory/ldap.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from servers.slapd import ADMINS, MFA, Slapd
+
+from pam_jctotp.directory.ldap import LdapDirectory
+from pam_jctotp.directory_config import parse_directory
+from pam_jctotp.errors import ConfigError
+from pam_jctotp.secret import Secret
+from testlib import ldap_directory
+
+pytestmark = pytest.mark.ldap
+
+
+class NoNss:
+    def groups_of(self, name: str) -> frozenset[str]:
+        return frozenset({"nss-group"}) if name == "carol" else frozenset()
+
+    def uid_to_name(self, uid: int) -> str | None:
+        return None
+
+    def exists(self, name: str) -> bool:
+        return False
+
+    def create_account(self, name: str) -> bool:
+        return False
+
+
+def directory(slapd: Slapd, groups=(), **overrides) -> LdapDirectory:
+    return LdapDirectory(parse_directory(ldap_directory(slapd, **overrides)), NoNss(), groups)
+
+
+def test_groups_by_cn_and_dn_and_nss(slapd: Slapd):
+    groups = directory(slapd).groups_of("carol")
+    assert {ADMINS, MFA, slapd.group_dn(ADMINS), slapd.group_dn(MFA), "nss-group"} <= groups
+
+
+def test_a_group_search_instead_of_member_of(slapd: Slapd):
+    d = directory(slapd, group_base_dn=slapd.groups_dn, group_attribute="description")
+    assert {ADMINS, MFA, slapd.group_dn(ADMINS)} <= d.groups_of("carol")
+
+
+def test_unknown_users_cost_a_bind_too(slapd: Slapd):
+    d = directory(slapd)
+    mark = slapd.log_mark()
+    assert not d.verify_password("no-such-user", Secret("some password"))
+    deadline = time.monotonic() + 5
+    while not slapd.binds_since(mark) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    binds = slapd.binds_since(mark)
+    assert binds and all(b.startswith("cn=jctotp-no-such-user") or b == slapd.bind_dn
+                         for b in binds)
+
+
+def test_right_and_wrong_passwords(slapd: Slapd):
+    d = directory(slapd)
+    assert d.verify_password("alice", Secret(slapd.passwords["alice"]))
+    assert not d.verify_password("alice", Secret(slapd.passwords["alice"] + "x"))
+    assert not d.verify_password("alice", Secret(""))
+    assert d.exists("alice") and not d.exists("ALICE") and not d.exists("*")
+
+
+def test_a_readable_bind_password_file_is_refused(slapd: Slapd, tmp_path):
+    loose = tmp_path / "ldap.pw"
+    loose.write_text(slapd.bind_password + "\n")
+    os.chmod(loose, 0o644)
+    with pytest.raises(ConfigError, match="'directory.bind_password_file'.*0600"):
+        directory(slapd, bind_password_file=str(loose))
+
+
+def test_a_missing_ca_file_is_refused(slapd: Slapd, tmp_path):
+    with pytest.raises(ConfigError, match="'directory.ca_file'"):
+        directory(slapd, ca_file=str(tmp_path / "nope.pem"))
