@@ -3,7 +3,7 @@ client against the real sshd + pam_jctotp in a container.
 
     python3 bench/ssh_login.py [-n 20]
 
-One login = spawn `ssh ... true`, answer "Password: " and "Verification
+One login = spawn `ssh ... true`, answer "Directory password: " and "Verification
 code: ", wait for the end of its output: TCP connect, key exchange, both PAM round
 trips, the session and its teardown. Each login uses its own enrolled user,
 so that no code is refused as a replay. Prints median and p95.
@@ -29,7 +29,7 @@ def one_login(sshd: Sshd, name: str, password: str, code: str) -> float:
     the clock stops at EOF and the exit status is checked after)."""
     start = time.perf_counter()
     child = sshd.ssh(name, "true")
-    child.expect_exact("Password: ")
+    child.expect_exact("Directory password: ")
     child.sendline(password)
     child.expect_exact("Verification code: ")
     child.sendline(code)

@@ -103,6 +103,14 @@ class AuditLog:
         """This log's events (see read)."""
         return read(self.path, user, since)
 
+    def reopen(self, path: str | None = None) -> None:
+        """SIGHUP (logrotate's postrotate): the next event opens the file anew,
+        at `path` if the config moved it. No event is lost: writers wait."""
+        with self._lock:
+            self._drop()
+            if path is not None:
+                self.path = path
+
     def close(self) -> None:
         with self._lock:
             self._drop()

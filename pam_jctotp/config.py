@@ -1,26 +1,32 @@
 """/etc/jctotp/config.yaml: every key, its type, default and bounds.
 
-Validated once at start; an unknown key or a bad value is a ConfigError that
-names the key and says what is expected. Secrets never live here (the key
+Validated at start and on SIGHUP; every unknown key or bad value is
+reported at once (one ConfigError listing each problem with its line and,
+for a misspelt key, a "did you mean"). Secrets never live here (the key
 that encrypts TOTP secrets is a file in `state_dir`).
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import socket
+import urllib.parse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .directory_config import DirectoryConfig, parse_directory
+from .directory_config import DirectoryConfig, parse_directory_collect
 from .errors import ConfigError
 
 DEFAULT_PATH = "/etc/jctotp/config.yaml"
 TESTING_ENV = "JCTOTPD_TESTING"
+# The shim's largest frame (transport/pam_wire.MAX_FRAME; a unit test holds
+# them equal): the enrollment text with its QR code must fit in one.
+PAM_FRAME_LIMIT = 16384
 
 
 @dataclass(frozen=True)
@@ -147,20 +153,25 @@ _TYPES: dict[str, Any] = {
 }
 
 
-def _password_hash(raw: Any) -> PasswordHashParams:
+_HASH_KEYS = ("memory_kib", "time_cost", "parallelism")
+
+
+def _password_hash(raw: Any, problems: Problems) -> PasswordHashParams:
     if not isinstance(raw, dict):
         raise ConfigError("config key 'password_hash': expected a mapping")
     floor = PasswordHashParams()
     values: dict[str, int] = {}
     for key, value in raw.items():
         name = f"password_hash.{key}"
-        if key not in ("memory_kib", "time_cost", "parallelism"):
-            raise ConfigError(f"unknown config key {name!r} "
-                              "(expected memory_kib, time_cost, parallelism)")
-        values[key] = _check_type(name, value, int)
-        if values[key] < getattr(floor, key) or values[key] > 4 * 1024 * 1024:
-            raise ConfigError(f"config key {name!r}: {value} is weaker than OWASP's argon2id "
-                              f"minimum ({getattr(floor, key)}) or absurdly large")
+        with problems.collect(name):
+            if key not in _HASH_KEYS:
+                raise ConfigError(f"unknown config key {name!r}{_did_you_mean(key, _HASH_KEYS)}"
+                                  " (expected memory_kib, time_cost, parallelism)")
+            number = _check_type(name, value, int)
+            if number < getattr(floor, key) or number > 4 * 1024 * 1024:
+                raise ConfigError(f"config key {name!r}: {value} is weaker than OWASP's "
+                                  f"argon2id minimum ({getattr(floor, key)}) or absurdly large")
+            values[key] = number
     return PasswordHashParams(**values)
 
 
@@ -175,77 +186,228 @@ def _testing(raw: Any, daemon: bool) -> dict[str, bool]:
     return {"clock_control": enabled}
 
 
+class Problems:
+    """Every problem of one file, each with its key (for the line number)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []   # (key, message)
+
+    def add(self, key: str, message: str) -> None:
+        self.items.append((key, message))
+
+    def collect(self, key: str) -> "_Collect":
+        return _Collect(self, key)
+
+    def error(self, lines: dict[str, int] | None = None, path: str = "") -> ConfigError:
+        where = [f"line {lines[k]}: " if lines and k in lines else "" for k, _ in self.items]
+        texts = [w + m for w, (_, m) in zip(where, self.items, strict=True)]
+        head = f"{path}: " if path else ""
+        each = [head + t for t in texts]
+        if len(texts) == 1:
+            return ConfigError(each[0], each)
+        return ConfigError(f"{head}{len(texts)} problems:\n" + "\n".join(
+            f"  {t}" for t in texts), each)
+
+
+class _Collect:
+    def __init__(self, problems: Problems, key: str) -> None:
+        self.problems, self.key = problems, key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        if isinstance(exc, ConfigError):
+            self.problems.add(self.key, str(exc))
+            return True
+        return False
+
+
+def _did_you_mean(key: object, known: Any) -> str:
+    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# The worst case of a name the enrollment text may carry: 32 characters and a
+# trailing '$' (policy.NAME_RE), and a 64-byte host name (HOST_NAME_MAX). The
+# worst e-mail address (policy.EMAIL_RE, EMAIL_MAX) has a 64-character local
+# part the URI quotes three bytes a character; a user without one gets
+# user@host for {email} (Accounts.account_label).
+_WORST_USER = "u" * 32 + "$"
+_WORST_HOST = "h" * 64
+_WORST_EMAILS = ("{" * 64 + "@" + "d" * 31 + ".org", f"{_WORST_USER}@{_WORST_HOST}")
+_ENROLLMENT_PROSE = 1024  # the sentences around the QR code, the key and the URI
+
+
+def enrollment_frame_size(issuer: str, account_name: str) -> int:
+    """Bytes of the largest enrollment text (QR code, key, URI, prose) these give."""
+    from .core import qr  # lazily: config is imported by every layer
+    sizes = []
+    for email in _WORST_EMAILS:
+        account = account_name.format(user=_WORST_USER, host=_WORST_HOST, email=email)
+        label = urllib.parse.quote(f"{issuer}:{account}", safe="@:")
+        uri = (f"otpauth://totp/{label}?secret={'A' * 32}&issuer="
+               f"{urllib.parse.quote(issuer)}&algorithm=SHA1&digits=8&period=120")
+        sizes.append(len(qr.terminal_qr(uri).encode()) + 2 * len(uri) + _ENROLLMENT_PROSE)
+    return max(sizes)
+
+
 def parse(raw: Any, daemon: bool = True) -> Config:
     """Validate a mapping (already loaded from YAML) into a Config.
 
-    `daemon=False` (the CLI) skips the test-mode fence: only the daemon acts on it.
+    Every problem is reported at once (one ConfigError). `daemon=False` (the
+    CLI) skips the test-mode fence: only the daemon acts on it.
     """
+    cfg, problems = parse_collect(raw, daemon)
+    if problems.items:
+        raise problems.error()
+    return cfg
+
+
+def parse_collect(raw: Any, daemon: bool = True) -> tuple[Config, Problems]:
+    """The Config made of every valid key (defaults for the rest), and the problems."""
+    problems = Problems()
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError("the config file must be a YAML mapping of key: value")
+        problems.add("", "the config file must be a YAML mapping of key: value")
+        return Config(), problems
     known = {f.name for f in fields(Config)}
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(f"unknown config key {key!r}; see the README for the key list")
-        if key == "password_hash":
-            values[key] = _password_hash(value)
-        elif key == "testing":
-            values[key] = _testing(value, daemon)
-        elif key == "directory":
-            values[key] = parse_directory(value)
-        else:
-            values[key] = _check_type(key, value, _TYPES[key])
-        if key in _RANGES:
-            lo, hi = _RANGES[key]
-            if not lo <= values[key] <= hi:
-                raise ConfigError(f"config key {key!r}: {value} is out of range ({lo}..{hi})")
-        if key in _ENUMS and values[key] not in _ENUMS[key]:
-            raise ConfigError(f"config key {key!r}: {value!r} is not one of "
-                              f"{', '.join(_ENUMS[key])}")
-        if key in _PATHS and not os.path.isabs(values[key]):
-            raise ConfigError(f"config key {key!r}: {value!r} must be an absolute path")
-    for cidr in values.get("exempt_sources", ()):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(f"config key 'exempt_sources': {cidr!r} is not a CIDR "
-                              "(e.g. 192.0.2.0/24)") from None
+        with problems.collect(str(key)):
+            if key not in known:
+                raise ConfigError(f"unknown config key {key!r}{_did_you_mean(key, known)}; "
+                                  "see jctotp.yaml(5) for the key list")
+            values[key] = _value(key, value, daemon, problems)
+    with problems.collect("exempt_sources"):
+        for cidr in values.get("exempt_sources", ()):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                values.pop("exempt_sources")
+                raise ConfigError(f"config key 'exempt_sources': {cidr!r} is not a CIDR "
+                                  "(e.g. 192.0.2.0/24)") from None
     for key in ("issuer", "account_name"):
-        if len(values.get(key, "")) > 100:  # the QR code must fit in one protocol frame
-            raise ConfigError(f"config key {key!r}: at most 100 characters")
-        if ":" in values.get(key, ""):  # the otpauth:// label is "issuer:account"
-            raise ConfigError(f"config key {key!r} must not contain ':' (authenticator "
-                              "apps read it as the issuer/account separator)")
+        with problems.collect(key):
+            if len(values.get(key, "")) > 100:
+                values.pop(key)
+                raise ConfigError(f"config key {key!r}: at most 100 characters")
+            if ":" in values.get(key, ""):  # the otpauth:// label is "issuer:account"
+                values.pop(key)
+                raise ConfigError(f"config key {key!r} must not contain ':' (authenticator "
+                                  "apps read it as the issuer/account separator)")
     account = values.get("account_name", "{user}")
     try:  # formatted at every enrollment: a bad placeholder must fail here, not there
         account.format(user="u", host="h", email="e")
     except (KeyError, IndexError, ValueError, AttributeError):
         account = ""
     if "{user}" not in account and "{email}" not in account:
-        raise ConfigError("config key 'account_name' must contain {user} or {email}, and "
-                          "no other placeholder than {host}")
+        values.pop("account_name", None)
+        problems.add("account_name", "config key 'account_name' must contain {user} or "
+                     "{email}, and no other placeholder than {host}")
     # The longest user (32), host (64) and e-mail (100, core/policy.py) must still
     # make a label that fits the enrollment QR code in one frame.
-    if len(account.format(user="u" * 32, host="h" * 64, email="e" * 100)) > 250:
-        raise ConfigError("config key 'account_name': with the longest user name, host "
-                          "name and e-mail address the label passes 250 characters; use "
-                          "each placeholder once")
-    return Config(**values)
+    elif len(account.format(user="u" * 32, host="h" * 64, email="e" * 100)) > 250:
+        values.pop("account_name", None)
+        problems.add("account_name", "config key 'account_name': with the longest user "
+                     "name, host name and e-mail address the label passes 250 characters; "
+                     "use each placeholder once")
+    cfg = Config(**values)
+    size = enrollment_frame_size(cfg.issuer, cfg.account_name)
+    if size > PAM_FRAME_LIMIT:
+        key = "issuer" if "issuer" in values else "account_name"
+        problems.add(key, f"config key {key!r}: the enrollment QR code of issuer "
+                     f"{cfg.issuer[:20]!r}... and account_name {cfg.account_name[:20]!r}... "
+                     f"would take up to {size} bytes, over the {PAM_FRAME_LIMIT}-byte limit "
+                     "of one PAM message, and no one could enroll: use a shorter issuer or "
+                     "account_name (non-ASCII characters count 6 to 12 times in the QR code)")
+        values.pop("issuer", None)
+        values.pop("account_name", None)
+        cfg = Config(**values)
+    return cfg, problems
+
+
+def _value(key: str, value: Any, daemon: bool, problems: Problems) -> Any:
+    if key == "password_hash":
+        return _password_hash(value, problems)
+    if key == "testing":
+        return _testing(value, daemon)
+    if key == "directory":
+        directory, found = parse_directory_collect(value)
+        for where, message in found:
+            problems.add(where, message)
+        # A broken block leaves the default (local): the daemon refuses to start anyway.
+        return DirectoryConfig() if found else directory
+    checked = _check_type(key, value, _TYPES[key])
+    if key in _RANGES:
+        lo, hi = _RANGES[key]
+        if not lo <= checked <= hi:
+            raise ConfigError(f"config key {key!r}: {value} is out of range ({lo}..{hi})")
+    if key in _ENUMS and checked not in _ENUMS[key]:
+        raise ConfigError(f"config key {key!r}: {value!r} is not one of "
+                          f"{', '.join(_ENUMS[key])}")
+    if key in _PATHS and not os.path.isabs(checked):
+        raise ConfigError(f"config key {key!r}: {value!r} must be an absolute path")
+    return checked
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Line (1-based) of each top-level key and of each sub-key (`password_hash.x`,
+    `directory.uri`)."""
+    lines: dict[str, int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if isinstance(root, yaml.MappingNode):
+        for knode, vnode in root.value:
+            lines[str(knode.value)] = knode.start_mark.line + 1
+            if isinstance(vnode, yaml.MappingNode):
+                for sub, _ in vnode.value:
+                    lines[f"{knode.value}.{sub.value}"] = sub.start_mark.line + 1
+    return lines
 
 
 def load(path: str | os.PathLike[str] = DEFAULT_PATH, daemon: bool = True) -> Config:
+    """The validated config, or one ConfigError naming every problem with its line."""
+    return load_with_text(path, daemon)[0]
+
+
+def load_with_text(path: str | os.PathLike[str], daemon: bool = True) -> tuple[Config, str]:
+    """load(), and the very text that was validated (the daemon keeps a copy)."""
+    cfg, problems, lines, text = _load(path, daemon)
+    if problems.items:
+        raise problems.error(lines, str(path))
+    return cfg, text
+
+
+def load_collect(path: str | os.PathLike[str] = DEFAULT_PATH, daemon: bool = False
+                 ) -> tuple[Config, list[str]]:
+    """For the CLI and doctor: the valid keys (defaults for the rest) and the
+    problems as text, so a typo never stops `jctotp` reaching the daemon."""
+    cfg, problems, lines, _ = _load(path, daemon)
+    if not problems.items:
+        return cfg, []
+    return cfg, problems.error(lines, str(path)).problems
+
+
+def _load(path: str | os.PathLike[str], daemon: bool
+          ) -> tuple[Config, Problems, dict[str, int], str]:
+    problems = Problems()
+    text = ""
     try:
         with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+            text = fh.read()
+        raw = yaml.safe_load(text)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found (pass --config FILE)") from None
+        problems.add("", "config file not found (pass --config FILE)")
+        return Config(), problems, {}, text
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        problems.add("", f"cannot read the config file: {exc}")
+        return Config(), problems, {}, text
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    try:
-        return parse(raw, daemon)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        problems.add("", f"not valid YAML: {exc}")
+        return Config(), problems, {}, text
+    cfg, problems = parse_collect(raw, daemon)
+    return cfg, problems, key_lines(text), text

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import dataclasses
 import logging
 import os
 import resource
@@ -16,16 +17,16 @@ import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from . import __version__, config as configmod
+from . import __version__, config as configmod, logs
 from .audit import AuditLog
 from .clock import Clock
 from .core.accounts import Accounts
+from .core.totp import Totp
 from .crypto import SecretBox, load_or_create_key
 from .directory import Directory
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
 from .errors import JctotpError
-from .printable import PrintableFormatter
 from .store.markers import LockMarkers
 from .store.sqlite import SqliteStore
 from .transport.driver import Driver
@@ -116,9 +117,101 @@ def raise_fd_limit() -> int:
     return soft
 
 
-async def serve(cfg: configmod.Config) -> None:
+# Read once at start (sockets, the store, pools, the test clock): a reload
+# that changes them keeps the running value and says a restart is needed.
+# The directory too: an LDAP directory holds connections, its password file and
+# CA; with LDAP, the group keys as well (their DN spellings are read once,
+# directory/ldap.py), so a reload keeps them until a restart.
+RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections",
+                "password_hash", "testing", "directory")
+LDAP_RESTART_KEYS = ("admin_groups", "exempt_groups", "mfa_groups")
+
+
+def restart_keys(cfg: configmod.Config) -> tuple[str, ...]:
+    return RESTART_KEYS + (LDAP_RESTART_KEYS if cfg.directory.is_ldap else ())
+
+
+LAST_GOOD = "config.last-good.yaml"
+
+
+def remember_good(cfg: configmod.Config, text: str) -> None:
+    """Keep the text of the config we run with in state_dir: a restart with a
+    broken config.yaml starts with it instead of leaving every login refused."""
+    final = os.path.join(cfg.state_dir, LAST_GOOD)
+    try:
+        fd = os.open(final + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                     0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(final + ".tmp", final)
+    except OSError as exc:
+        log.warning("cannot keep a copy of the running config in %s: %s", final, exc)
+
+
+def load_at_start(path: str) -> tuple[configmod.Config, str | None]:
+    """The config to start with, and its text (None: the last good copy).
+
+    A broken file stops the start, unless an earlier start or reload left a
+    last good copy: then every problem is logged as an error and the daemon
+    serves with that copy (as a refused reload would), so `systemctl restart`
+    after a bad edit never leaves every login refused."""
+    try:
+        return configmod.load_with_text(path)
+    except configmod.ConfigError as exc:
+        partial, _ = configmod.load_collect(path, daemon=True)
+        state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or partial.state_dir
+        good = os.path.join(state_dir, LAST_GOOD)
+        if not os.path.isfile(good):
+            raise
+        for line in exc.problems:
+            log.error("%s", line)
+        cfg, _ = configmod.load_with_text(good)
+        log.error("%s is broken (above): serving with the last good config (%s); fix the "
+                  "file, then systemctl reload jctotpd", path, good)
+        return cfg, None
+
+
+def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bool:
+    """SIGHUP: validate the file first; a broken one is refused (one error line)
+    and the running config stays. Then reopen the audit log (logrotate)."""
+    old = accounts.config
+    try:
+        new, text = configmod.load_with_text(path)
+    except JctotpError as exc:
+        log.error("reload refused, keeping the running config: %s",
+                  "; ".join(getattr(exc, "problems", None) or [str(exc)]).replace("\n", " "))
+        audit.reopen()
+        return False
+    except Exception:  # never let a reload take the daemon down
+        log.exception("reload failed, keeping the running config")
+        return False
+    kept = [k for k in restart_keys(old) if getattr(new, k) != getattr(old, k)]
+    if kept:
+        log.warning("reload: %s changed; that takes a restart (systemctl restart jctotpd), "
+                    "the running value stays", ", ".join(kept))
+        new = dataclasses.replace(new, **{k: getattr(old, k) for k in kept})
+    changed = [f.name for f in dataclasses.fields(new) if getattr(new, f.name) !=
+               getattr(old, f.name)]
+    # One reference swap each: a login in flight finishes with the config it read.
+    accounts.totp = Totp(new.totp_digits, new.totp_period, new.totp_window)
+    accounts.config = new
+    daemon.config = new
+    audit.use_syslog = new.audit_syslog
+    logs.setup_auth(syslog_too=new.audit_syslog)
+    remember_good(new, text)
+    audit.reopen(new.audit_log)
+    logging.getLogger().setLevel(new.log_level.upper())
+    log.info("reloaded %s (%s); audit log reopened", path,
+             "changed: " + ", ".join(changed) if changed else "no change")
+    return True
+
+
+async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
+                text: str | None = None) -> None:
     raise_fd_limit()
     accounts, audit = build(cfg)
+    if text is not None:
+        remember_good(cfg, text)
     # Password checks: argon2 is CPU (one worker per core); an LDAP bind waits on
     # the network, so as many as PAM steps.
     argon2 = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS if cfg.directory.is_ldap
@@ -134,6 +227,17 @@ async def serve(cfg: configmod.Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloading: list[asyncio.Future[bool]] = []
+
+    def on_sighup() -> None:
+        # Off the loop (the file is parsed and checked); one at a time, and the
+        # sockets are served throughout.
+        if reloading and not reloading[-1].done():
+            log.info("SIGHUP: a reload is already running")
+            return
+        reloading[:] = [loop.run_in_executor(control_pool, reload, path, accounts, daemon,
+                                             audit)]
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     accounts.audit("daemon_started", None, reason=f"jctotpd {__version__}")
     if cfg.clock_control:
         log.warning("TEST MODE: the clock can be moved over the control socket")
@@ -157,22 +261,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="validate the config and exit")
     parser.add_argument("--version", action="version", version=f"jctotpd {__version__}")
     args = parser.parse_args(argv)
-    # Under systemd the journal adds "jctotpd[pid]:" itself.
-    prefix = "" if os.environ.get("JOURNAL_STREAM") else "jctotpd[%(process)d]: "
-    logging.basicConfig(stream=sys.stderr)
-    for handler in logging.getLogger().handlers:  # no client-chosen control bytes in the log
-        handler.setFormatter(PrintableFormatter(prefix + "%(levelname)s %(message)s"))
+    logs.setup()  # journal priorities, printable lines (logs.py)
     try:
-        cfg = configmod.load(args.config)
-        logging.getLogger().setLevel(cfg.log_level.upper())
         if args.check:
+            configmod.load(args.config)
             print(f"{args.config}: OK")
             return 0
+        cfg, text = load_at_start(args.config)
+        logging.getLogger().setLevel(cfg.log_level.upper())
+        logs.setup_auth(syslog_too=cfg.audit_syslog)
         _return_big_blocks()
         _use_uvloop()
-        asyncio.run(serve(cfg))
+        asyncio.run(serve(cfg, args.config, text))
     except JctotpError as exc:
-        log.error("%s", exc)
+        for line in getattr(exc, "problems", None) or [str(exc)]:
+            log.error("%s", line)
         return exc.exit_code
     return 0
 

@@ -73,85 +73,99 @@ def is_loopback(host: str) -> bool:
 
 def parse_directory(raw: Any) -> DirectoryConfig:
     """Validate the `directory:` mapping; one ConfigError listing every problem."""
+    cfg, problems = parse_directory_collect(raw)
+    if problems:
+        texts = [message for _, message in problems]
+        if len(texts) == 1:
+            raise ConfigError(texts[0])
+        raise ConfigError(f"{len(texts)} problems in 'directory':\n"
+                          + "\n".join(f"  {t}" for t in texts))
+    return cfg
+
+
+def parse_directory_collect(raw: Any) -> tuple[DirectoryConfig, list[tuple[str, str]]]:
+    """The block and its problems, each as (key, message): config.py's Problems
+    collector gives each its line in config.yaml (`directory.uri` -> line 4)."""
     if not isinstance(raw, dict):
-        raise ConfigError("config key 'directory': expected a mapping (type: local|ldap, ...)")
-    problems: list[str] = []
+        return DirectoryConfig(), [("directory", "config key 'directory': expected a "
+                                    "mapping (type: local|ldap, ...)")]
+    problems: list[tuple[str, str]] = []
     known = [f.name for f in fields(DirectoryConfig)]
     values: dict[str, Any] = {}
     for key, value in raw.items():
         name = f"directory.{key}"
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-            problems.append(f"unknown config key {name!r}"
-                            + (f" (did you mean 'directory.{close[0]}'?)" if close else ""))
+            problems.append((name, f"unknown config key {name!r}"
+                             + (f" (did you mean 'directory.{close[0]}'?)" if close else "")))
         elif key == "type":
             if value not in ("local", "ldap"):
-                problems.append(f"config key {name!r}: {value!r} is not one of local, ldap")
+                problems.append((name, f"config key {name!r}: {value!r} is not one of "
+                                 "local, ldap"))
             else:
                 values[key] = value
         elif key == "uri":
             uris = [value] if isinstance(value, str) else value
             if not isinstance(uris, list) or not uris or not all(
                     isinstance(u, str) and u for u in uris):
-                problems.append(f"config key {name!r}: expected a URI or a list of URIs "
-                                "(ldaps://host:636)")
+                problems.append((name, f"config key {name!r}: expected a URI or a list of "
+                                 "URIs (ldaps://host:636)"))
             else:
                 values[key] = tuple(uris)
         elif key == "timeout":
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not 0.5 <= value <= 60:
-                problems.append(f"config key {name!r}: expected seconds between 0.5 and 60, "
-                                f"got {value!r}")
+                problems.append((name, f"config key {name!r}: expected seconds between 0.5 "
+                                 f"and 60, got {value!r}"))
             else:
                 values[key] = float(value)
         elif key in _BOOL:
             if not isinstance(value, bool):
-                problems.append(f"config key {name!r}: expected true or false, got {value!r}")
+                problems.append((name, f"config key {name!r}: expected true or false, "
+                                 f"got {value!r}"))
             else:
                 values[key] = value
         elif not isinstance(value, str) or not value.strip():
-            problems.append(f"config key {name!r}: expected a non-empty string, got {value!r}")
+            problems.append((name, f"config key {name!r}: expected a non-empty string, "
+                             f"got {value!r}"))
         else:
             values[key] = value
     cfg = DirectoryConfig(**values)
     if cfg.is_ldap:
         problems += _ldap_problems(cfg, values)
     elif set(values) - {"type"}:
-        problems.append("config keys " + ", ".join(sorted(f"'directory.{k}'" for k in values
-                                                         if k != "type"))
-                        + " apply only with 'directory.type: ldap'")
-    if problems:
-        if len(problems) == 1:
-            raise ConfigError(problems[0])
-        raise ConfigError(f"{len(problems)} problems in 'directory':\n"
-                          + "\n".join(f"  {p}" for p in problems))
-    return cfg
+        extra = sorted(k for k in values if k != "type")
+        problems.append((f"directory.{extra[0]}", "config keys " + ", ".join(
+            f"'directory.{k}'" for k in extra) + " apply only with 'directory.type: ldap'"))
+    return cfg, problems
 
 
-def _ldap_problems(cfg: DirectoryConfig, given: dict[str, Any]) -> list[str]:
-    out: list[str] = []
+def _ldap_problems(cfg: DirectoryConfig, given: dict[str, Any]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
     if not cfg.uri:
-        out.append("config key 'directory.uri' is required with type: ldap "
-                   "(e.g. [ldaps://ldap.jumpcloud.com:636])")
+        out.append(("directory", "config key 'directory.uri' is required with type: ldap "
+                    "(e.g. [ldaps://ldap.jumpcloud.com:636])"))
     for uri in cfg.uri:
         parts = urllib.parse.urlsplit(uri)
         if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
-            out.append(f"config key 'directory.uri': {uri!r} is not ldaps://HOST[:PORT] "
-                       "or ldap://HOST[:PORT]")
+            out.append(("directory.uri", f"config key 'directory.uri': {uri!r} is not "
+                        "ldaps://HOST[:PORT] or ldap://HOST[:PORT]"))
             continue
         if parts.path not in ("", "/") or parts.query:
-            out.append(f"config key 'directory.uri': {uri!r}: put the base DN in "
-                       "'directory.base_dn', not in the URI")
+            out.append(("directory.uri", f"config key 'directory.uri': {uri!r}: put the "
+                        "base DN in 'directory.base_dn', not in the URI"))
         if parts.scheme == "ldap" and not cfg.start_tls:
             if not cfg.allow_insecure:
-                out.append(f"config key 'directory.uri': {uri!r} sends passwords in clear "
-                           "text: use ldaps://, or set 'directory.start_tls: true'")
+                out.append(("directory.uri", f"config key 'directory.uri': {uri!r} sends "
+                            "passwords in clear text: use ldaps://, or set "
+                            "'directory.start_tls: true'"))
             elif not is_loopback(parts.hostname):
-                out.append(f"config key 'directory.allow_insecure' allows a plain ldap:// "
-                           f"only to a loopback host, not {parts.hostname!r}")
+                out.append(("directory.allow_insecure", "config key "
+                            "'directory.allow_insecure' allows a plain ldap:// only to a "
+                            f"loopback host, not {parts.hostname!r}"))
     if not cfg.base_dn:
-        out.append("config key 'directory.base_dn' is required with type: ldap "
-                   "(e.g. ou=Users,o=ORG_ID,dc=jumpcloud,dc=com)")
+        out.append(("directory", "config key 'directory.base_dn' is required with type: "
+                    "ldap (e.g. ou=Users,o=ORG_ID,dc=jumpcloud,dc=com)"))
     for key, placeholder in (("user_filter", "{user}"), ("group_filter", "{dn}")):
         text = getattr(cfg, key)
         try:
@@ -160,16 +174,20 @@ def _ldap_problems(cfg: DirectoryConfig, given: dict[str, Any]) -> list[str]:
         except (KeyError, IndexError, ValueError):
             ok = False
         if not ok:
-            out.append(f"config key 'directory.{key}': {text!r} must be a parenthesised LDAP "
-                       f"filter with {placeholder} (and no other {{placeholder}})")
+            out.append((f"directory.{key}", f"config key 'directory.{key}': {text!r} must "
+                        f"be a parenthesised LDAP filter with {placeholder} (and no other "
+                        "{placeholder})"))
     if (cfg.bind_dn is None) != (cfg.bind_password_file is None):
-        out.append("config keys 'directory.bind_dn' and 'directory.bind_password_file' go "
-                   "together (the password lives in the file, never in config.yaml)")
+        given_one = "bind_dn" if cfg.bind_dn is not None else "bind_password_file"
+        out.append((f"directory.{given_one}", "config keys 'directory.bind_dn' and "
+                    "'directory.bind_password_file' go together (the password lives in the "
+                    "file, never in config.yaml)"))
     for key in ("ca_file", "bind_password_file"):
         path = getattr(cfg, key)
         if path is not None and not os.path.isabs(path):
-            out.append(f"config key 'directory.{key}': {path!r} must be an absolute path")
+            out.append((f"directory.{key}", f"config key 'directory.{key}': {path!r} must "
+                        "be an absolute path"))
     if "group_filter" in given and cfg.group_base_dn is None:
-        out.append("config key 'directory.group_filter' needs 'directory.group_base_dn' "
-                   "(where the group search starts)")
+        out.append(("directory.group_filter", "config key 'directory.group_filter' needs "
+                    "'directory.group_base_dn' (where the group search starts)"))
     return out

@@ -17,6 +17,10 @@ class ConfigError(JctotpError):
 
     exit_code = ExitCode.CONFIG
 
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]   # one line each (doctor lists them)
+
 
 class ProtocolError(JctotpError):
     """A peer sent a frame that breaks the wire protocol."""

@@ -66,5 +66,8 @@ def request(path: str, verb: str, args: dict[str, Any] | None = None,
                 raise ProtocolError(f"unexpected control message {kind!r}")
     except socket.timeout:
         raise ServiceUnavailable("the daemon did not answer in time") from None
+    except OSError as exc:  # reset or broken pipe: the daemon went away mid-request
+        raise ServiceUnavailable(f"the daemon closed the connection ({exc.strerror}); "
+                                 "see its log: journalctl -u jctotpd") from None
     finally:
         sock.close()

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import re
 import sys
 import time
+import urllib.parse
+import warnings
+from datetime import datetime, timezone
 from typing import Any
 
 from .. import __version__
@@ -31,30 +35,67 @@ exit codes:
   5   account locked
   69  the daemon cannot be reached
   78  configuration error
-  130 interrupted (Ctrl-C): nothing changed
+  130 interrupted (Ctrl-C, or end of input at a prompt): nothing changed
+
+times: audit prints UTC (2026-11-27T02:18:00Z) and --since takes that form
+back; a time without a zone is UTC too.
 """
 
 
-def _interact(kind: str, text: str, echo: bool) -> str | None:
-    if kind == "prompt":
+class EndOfInput(JctotpError):
+    """Ctrl-D, or stdin at its end (</dev/null), where an answer was needed."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
+def _ask(text: str, echo: bool, json_mode: bool = False) -> str:
+    try:
+        if echo and json_mode:  # input() would write the prompt into the JSON on stdout
+            print(text, end="", file=sys.stderr, flush=True)
+            return input()
         if echo:
             return input(text)
-        return getpass.getpass(text)
-    print(text, file=sys.stderr if kind == "error" else sys.stdout, flush=True)
-    return None
+        with warnings.catch_warnings():  # no terminal: getpass reads stdin, warning about echo
+            warnings.simplefilter("ignore", getpass.GetPassWarning)
+            return getpass.getpass(text)
+    except EOFError:
+        raise EndOfInput(f"no answer to {text.strip()!r} (end of input): nothing was "
+                         "changed") from None
+
+
+class Interaction:
+    """Shows the daemon's texts and asks its prompts. With --json stdout is
+    reserved for the one JSON document: texts go to a terminal's stderr (a
+    person enrolling still sees the QR code), or nowhere."""
+
+    def __init__(self, json_mode: bool) -> None:
+        self.json_mode = json_mode
+
+    def __call__(self, kind: str, text: str, echo: bool) -> str | None:
+        if kind == "prompt":
+            return _ask(text, echo, self.json_mode)
+        if self.json_mode:
+            if sys.stderr.isatty():
+                print(text, file=sys.stderr, flush=True)
+            return None
+        print(text, file=sys.stderr if kind == "error" else sys.stdout, flush=True)
+        return None
 
 
 def _since(value: str) -> float:
+    """An age (30m, 2h, 7d), or an ISO 8601 date/time; without a zone, UTC."""
     m = re.fullmatch(r"(\d+)([smhd])", value)
     if m:
         return time.time() - int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
-        try:
-            return time.mktime(time.strptime(value, fmt))
-        except ValueError:
-            pass
-    raise UsageError(f"--since {value!r}: use a date (2026-11-24), a time "
-                     "(2026-11-24T10:00:00) or an age (30m, 2h, 7d)")
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--since {value!r}: use an age (30m, 2h, 7d) or an ISO 8601 date "
+                         "or time, as audit prints it (2026-11-24, 2026-11-27T02:18:00Z, "
+                         "2026-11-27T03:18:00+01:00); without a zone it is UTC") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
 
 
 def _read_password(args: argparse.Namespace, prompt: str = "New password: ") -> str:
@@ -63,8 +104,8 @@ def _read_password(args: argparse.Namespace, prompt: str = "New password: ") -> 
         if not line.strip():
             raise UsageError("--password-stdin: no password on standard input")
         return line.rstrip("\n")
-    first = getpass.getpass(prompt)
-    if first != getpass.getpass("Again: "):
+    first = _ask(prompt, False)
+    if first != _ask("Again: ", False):
         raise UsageError("the two passwords differ")
     return first
 
@@ -160,14 +201,17 @@ def _build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--password-stdin", action="store_true")
     au = json_flag(sub.add_parser("audit", help="read the audit log (admin)"))
     au.add_argument("--user")
-    au.add_argument("--since", help="date, time or age (30m, 2h, 7d)")
+    au.add_argument("--since", help="age (30m, 2h, 7d) or ISO 8601 date/time as audit prints "
+                    "it (2026-11-27T02:18:00Z); no zone means UTC")
     au.add_argument("--limit", type=int, default=10000)
     json_flag(sub.add_parser("status", help="your MFA state, days left, recovery codes, lock"))
-    sub.add_parser("setup", help="enroll your authenticator now")
-    sub.add_parser("reset", help="move to a new phone: prove the old one, confirm the new")
-    sub.add_parser("recovery-codes", help="make new recovery codes (needs a current code)")
-    doctor = sub.add_parser("doctor", help="check this host's setup (sockets, key, sshd, "
-                            "directory)")
+    json_flag(sub.add_parser("setup", help="enroll your authenticator now"))
+    json_flag(sub.add_parser("reset", help="move to a new phone: prove the old one, "
+                             "confirm the new"))
+    json_flag(sub.add_parser("recovery-codes", help="make new recovery codes (needs a "
+                             "current code)"))
+    doctor = sub.add_parser("doctor", help="check this host's setup (PAM stacks, sshd, "
+                            "sockets, clock, config, directory)")
     doctor.add_argument("--user", help="also check that the directory finds this user")
     json_flag(doctor)
     return p
@@ -239,9 +283,19 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return cmd, {}
 
 
+def _json_data(data: Any, message: str) -> Any:
+    if data is None:
+        return {"message": message}
+    if isinstance(data, dict) and "otpauth_uri" in data and "key" not in data:
+        # The key by hand, as the text shows it: scripts need not parse the URI.
+        query = urllib.parse.urlsplit(data["otpauth_uri"]).query
+        data = {**data, "key": urllib.parse.parse_qs(query).get("secret", [""])[0]}
+    return data
+
+
 def _print(args: argparse.Namespace, verb: str, data: Any, message: str) -> None:
     if args.json:
-        print(json.dumps(data if data is not None else {"message": message}, indent=2))
+        print(json.dumps(_json_data(data, message), indent=2))
         return
     if verb == "user.list":
         print(_table(data, USER_COLUMNS) if data else "No users.")
@@ -257,9 +311,9 @@ def _print(args: argparse.Namespace, verb: str, data: Any, message: str) -> None
         print(message)
 
 
-def _doctor(args: argparse.Namespace, cfg: configmod.Config) -> int:
+def _doctor(args: argparse.Namespace, cfg: configmod.Config, problems: list[str]) -> int:
     from . import doctor
-    findings = doctor.run(cfg, args.user)
+    findings = doctor.run(cfg, args.config, problems, user=args.user)
     if args.json:
         print(json.dumps([f.__dict__ for f in findings], indent=2))
     else:
@@ -268,28 +322,56 @@ def _doctor(args: argparse.Namespace, cfg: configmod.Config) -> int:
     return ExitCode.REFUSED if any(f.level == "fail" for f in findings) else ExitCode.OK
 
 
+def _config(args: argparse.Namespace) -> tuple[configmod.Config, list[str]]:
+    """The CLI needs only the control socket's path: a broken file is a
+    warning (doctor lists every problem), never a reason to stop."""
+    cfg, problems = configmod.load_collect(args.config, daemon=False)
+    if problems and args.cmd != "doctor":
+        print(f"jctotp: warning: {args.config} has {len(problems)} problem(s) "
+              f"(`jctotp doctor` or `jctotpd --check` lists them); using control socket "
+              f"{cfg.control_socket}", file=sys.stderr)
+    return cfg, problems
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    if args.json:
+        print(json.dumps({"error": message, "exit": int(code)}))
+    print(f"jctotp: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if not hasattr(args, "json"):
         args.json = False
     try:
-        cfg = configmod.load(args.config, daemon=False)
-        if args.cmd == "doctor":
-            return _doctor(args, cfg)
-        verb, body = _request(args)
-        result = request(cfg.control_socket, verb, body, _interact, timeout=None)
+        return _run(args)
     except KeyboardInterrupt:
         print("\nInterrupted: nothing was changed.", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): no traceback, no more output.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.REFUSED
     except JctotpError as exc:
-        print(f"jctotp: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(args, str(exc), exc.exit_code)
+    except Exception as exc:  # the promise: a message, never a traceback
+        if os.environ.get("JCTOTP_DEBUG"):
+            raise
+        return _fail(args, f"internal error ({type(exc).__name__}: {exc}); run with "
+                     "JCTOTP_DEBUG=1 for details and report it", ExitCode.REFUSED)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg, problems = _config(args)
+    if args.cmd == "doctor":
+        return _doctor(args, cfg, problems)
+    verb, body = _request(args)
+    result = request(cfg.control_socket, verb, body, Interaction(args.json), timeout=None)
     if result.exit != ExitCode.OK:
-        if args.json:
-            print(json.dumps({"error": result.message, "exit": result.exit}))
-        print(f"jctotp: {result.message}", file=sys.stderr)
-        return result.exit
+        return _fail(args, result.message, result.exit)
     _print(args, verb, result.data, result.message)
+    sys.stdout.flush()  # a closed pipe shows up here, inside main's handlers
     return ExitCode.OK
 
 

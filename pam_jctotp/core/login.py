@@ -49,8 +49,13 @@ from .steps import Conversation, Error, Info, Prompt, Verdict, VerifyPassword
 __all__ = ["Login", "LoginRequest"]
 
 log = logging.getLogger("jctotpd")
+# Refusals of names the directory does not know also go to auth.log (the
+# daemon wires this logger to syslog LOG_AUTHPRIV, names escaped), as sshd's do.
+auth_log = logging.getLogger("jctotpd.auth")
 
-PASSWORD_PROMPT = "Password: "
+# The directory's password (the local argon2 table or LDAP), not the Unix one:
+# with pam_unix in the same stack a plain "Password:" would be ambiguous.
+PASSWORD_PROMPT = "Directory password: "
 CODE_PROMPT = "Verification code: "
 ENROLL_PROMPT = enrollment.SKIP_PROMPT
 ENROLL_NOW_PROMPT = enrollment.CONFIRM_PROMPT
@@ -80,6 +85,10 @@ class Login:
     def _fail(self, reason: str, code: VerdictCode = V.AUTH_ERR) -> Conversation:
         self._audit("login_fail", reason=reason)
         yield Verdict(code, delay=True)
+
+    def _refused_unknown(self) -> None:
+        auth_log.warning("refused user %s: not in the directory (%s, service %s, rhost %s)",
+                         self.req.user, self.req.call, self.req.service, self.req.rhost or "-")
 
     def _locked_text(self, rec: UserRecord) -> str:
         until = policy.locked_until(rec, self.acc.config)
@@ -122,6 +131,8 @@ class Login:
         acc = self.acc
         rec = provisioning.record(acc, self.req.user)
         if rec is None:
+            if acc.config.unknown_users != "ignore":
+                self._refused_unknown()
             yield Verdict(V.IGNORE if acc.config.unknown_users == "ignore" else V.USER_UNKNOWN)
             return
         if provisioning.left_directory(acc, rec):  # e.g. a key login of a removed user
@@ -228,12 +239,14 @@ class Login:
             yield Prompt(CODE_PROMPT)  # where every real user has MFA, look enrolled
         if not counters.reserve(name, acc.now(), cfg):
             yield Error(locked_text())
+            self._refused_unknown()
             yield from self._fail("unknown_user", V.MAXTRIES)
             return
         if password is not None:
             yield VerifyPassword(None, password)  # same work as a real check
         if counters.failed(name, acc.now(), cfg):
             yield Error(locked_text())
+        self._refused_unknown()
         yield from self._fail("unknown_user")
 
     def _grant(self, code: VerdictCode | Verdict, event: str, **fields: object) -> Conversation:

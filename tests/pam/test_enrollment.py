@@ -44,7 +44,7 @@ class Enroller:
         self.key: str | None = None
 
     def __call__(self, message, transcript):
-        if message.text == "Password: ":
+        if message.text == "Directory password: ":
             return PASSWORD
         if "to finish" in message.text:
             self.key = key_from(transcript)
@@ -79,7 +79,7 @@ def test_enroll_during_the_period_then_log_in_with_a_code(daemon, confdir):
     daemon.set_clock(30)
     r2 = pd.run(confdir, svc, "carol", [PASSWORD, code_at(totp, 30)])
     assert r2.rc == pd.PAM_SUCCESS
-    assert [m.text for m in r2.transcript] == ["Password: ", "Verification code: "]
+    assert [m.text for m in r2.transcript] == ["Directory password: ", "Verification code: "]
     daemon.set_clock(60)
     assert pd.run(confdir, svc, "carol", [PASSWORD]).rc != pd.PAM_SUCCESS
 
@@ -108,7 +108,7 @@ def test_wrong_enrollment_codes_may_be_retried(daemon, confdir):
     tries = {"n": 0}
 
     def person(message, transcript):
-        if message.text == "Password: ":
+        if message.text == "Directory password: ":
             return PASSWORD
         if "to finish" in message.text:
             tries["n"] += 1
@@ -126,7 +126,7 @@ def test_wrong_password_never_shows_the_qr_code(daemon, confdir):
     svc = service(confdir, daemon)
     r = pd.run(confdir, svc, "fay", ["wrong password", "123456"])
     assert r.rc == pd.PAM_AUTH_ERR
-    assert [m.text for m in r.transcript] == ["Password: ", "Verification code: "]
+    assert [m.text for m in r.transcript] == ["Directory password: ", "Verification code: "]
 
 
 def test_deadline_passed_is_refused_in_auth_and_account(daemon, confdir):

@@ -17,6 +17,8 @@ import pytest
 
 from testlib import code_at
 
+from pam_jctotp.core.login import PASSWORD_PROMPT
+
 pytestmark = pytest.mark.pam
 
 PASSWORD = "correct horse battery"
@@ -58,7 +60,7 @@ class Phone:
         self.key: str | None = None
 
     def __call__(self, message, transcript):
-        if message.text == "Password: ":
+        if message.text == PASSWORD_PROMPT:
             return self.password
         if message.text in (SKIP_PROMPT, NOW_PROMPT):
             self.key = key_from(transcript)
@@ -241,7 +243,7 @@ def test_no_recovery_codes_means_no_block_and_no_prompt(make_daemon, confdir):
     daemon.ok("mfa.enable", names=["ivy"], enrollment_days=3)
     r = pd.run(confdir, service(confdir, daemon), "ivy", Phone(), call="both")
     assert r.rc == pd.PAM_SUCCESS
-    assert prompts(r) == ["Password: ", SKIP_PROMPT]
+    assert prompts(r) == [PASSWORD_PROMPT, SKIP_PROMPT]
     assert "Recovery codes" not in text(r) and "stored them" not in text(r)
     assert daemon.user("ivy")["mfa"] == "active"
 

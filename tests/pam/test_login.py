@@ -15,6 +15,8 @@ import pytest
 
 from testlib import code_at
 
+from pam_jctotp.core.login import PASSWORD_PROMPT
+
 pytestmark = pytest.mark.pam
 
 PASSWORD = "correct horse battery"
@@ -41,7 +43,7 @@ def test_password_and_code(daemon, confdir):
     svc = service(confdir, daemon)
     r = login(confdir, svc, "alice", [PASSWORD, code_at(totp)], call="both")
     assert r.rc == pd.PAM_SUCCESS, r
-    assert prompts(r) == ["Password: ", "Verification code: "]
+    assert prompts(r) == ["Directory password: ", "Verification code: "]
     assert [m.style for m in r.transcript] == ["prompt_off", "prompt_off"]
 
 
@@ -102,7 +104,7 @@ def test_unknown_user_gets_the_same_prompts_and_fails(daemon, confdir):
     known = login(confdir, svc, "paula", ["wrong password"])
     unknown = login(confdir, svc, "mallory", ["wrong password"])
     assert unknown.rc == pd.PAM_AUTH_ERR == known.rc
-    assert prompts(unknown) == prompts(known) == ["Password: "]
+    assert prompts(unknown) == prompts(known) == [PASSWORD_PROMPT]
     assert [m.text for m in unknown.transcript] == [m.text for m in known.transcript]
 
 
@@ -115,7 +117,7 @@ def test_unknown_user_looks_enrolled_where_mfa_is_required_for_all(make_daemon, 
     )
     unknown = login(confdir, svc, "mallory", [PASSWORD, "123456"])
     assert unknown.rc == pd.PAM_AUTH_ERR == known.rc
-    assert prompts(unknown) == prompts(known) == ["Password: ", "Verification code: "]
+    assert prompts(unknown) == prompts(known) == [PASSWORD_PROMPT, "Verification code: "]
 
 
 def test_user_without_mfa_logs_in_with_password_alone(daemon, confdir):
@@ -123,7 +125,7 @@ def test_user_without_mfa_logs_in_with_password_alone(daemon, confdir):
     svc = service(confdir, daemon)
     r = login(confdir, svc, "paula", [PASSWORD], call="both")
     assert r.rc == pd.PAM_SUCCESS
-    assert prompts(r) == ["Password: "]
+    assert prompts(r) == ["Directory password: "]
     assert login(confdir, svc, "paula", ["nope"]).rc == pd.PAM_AUTH_ERR
 
 

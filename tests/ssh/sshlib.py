@@ -184,7 +184,7 @@ class Sshd:
         """Password (unless None), then the code; returns what the client saw."""
         child = self.ssh(user, command, key=key)
         if password is not None:
-            child.expect_exact("Password: ")
+            child.expect_exact("Directory password: ")
             child.sendline(password)
         if code is not None:
             i = child.expect_exact(["Verification code: ", pexpect.EOF])

@@ -24,7 +24,7 @@ def timed_login(s, name, password, code):
     start = time.monotonic()
     child = s.ssh(name, "echo ran-as-$(id -un)")
     # The daemon asks for the password: with no daemon there is no prompt.
-    i = child.expect_exact(["Password: ", "Permission denied"], timeout=SHIM_TIMEOUT + 10)
+    i = child.expect_exact(["Directory password: ", "Permission denied"], timeout=SHIM_TIMEOUT + 10)
     if i == 0:
         child.sendline(password)
         child.expect_exact("Verification code: ")

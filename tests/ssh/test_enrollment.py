@@ -17,7 +17,7 @@ def start_enrollment(sshd, name: str, password: str, *, tty: bool = False, comma
 def enrollment_login(sshd, name: str, password: str, *, tty: bool = False, command=None):
     """Log in up to the enrollment prompt; returns the child and the screen so far."""
     child = sshd.ssh(name, command, tty=tty)
-    child.expect_exact("Password: ")
+    child.expect_exact("Directory password: ")
     child.sendline(password)
     child.expect_exact(ENROLL_PROMPT)
     return child, child.before
@@ -87,7 +87,7 @@ def test_enroll_now_shows_the_key_and_enter_does_not_skip(sshd):
     sshd.ok("jctotp mfa enable ivo --enroll-now")
     assert sshd.show("ivo")["mfa"] == "enroll_now"
     child = sshd.ssh("ivo", "echo ran-as-$(id -un)")
-    child.expect_exact("Password: ")
+    child.expect_exact("Directory password: ")
     child.sendline("ivo-pass-1")
     child.expect_exact(NOW_PROMPT)
     screen = child.before

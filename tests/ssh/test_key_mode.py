@@ -53,7 +53,7 @@ def test_no_key_no_prompt(key_sshd):
 
 def su_fail(s, target: str, password: str, code: str) -> None:
     child = s.exec_tty("nobody", f"su {target} -c true")
-    child.expect_exact("Password: ")
+    child.expect_exact("Directory password: ")
     child.sendline(password)
     child.expect_exact("Verification code: ")
     child.sendline(code)

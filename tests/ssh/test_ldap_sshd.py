@@ -47,7 +47,7 @@ def test_ldap_password_over_ssh_and_enrollment_at_first_login(ldap_sshd, slapd):
 
     # alice (cn=mfa): the first login shows the QR code and enrolls
     child = s.ssh("alice", "echo ran-as-$(id -un)")
-    child.expect_exact("assword: ")   # "Password: " or "Directory password: "
+    child.expect_exact("Directory password: ")
     child.sendline(slapd.passwords["alice"])
     child.expect_exact(ENROLL_PROMPT)
     screen = child.before

@@ -36,12 +36,13 @@ def test_unknown_user_gets_the_same_prompts(sshd):
     seen = []
     for name in ("plain", "nobody-here"):
         child = sshd.ssh(name, "true")
-        child.expect_exact("Password: ")
+        child.expect_exact("Directory password: ")
         child.sendline("wrong password")
         r = finish(child)
         assert not r.ok and "Verification code" not in r.output, r.output
         seen.append(r.output.replace(name, "NAME"))
     assert seen[0] == seen[1]
+
 
 def test_accepted_code_is_refused_on_the_next_login(sshd):
     totp = sshd.add_user("dot", "dot-pass-1")

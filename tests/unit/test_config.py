@@ -133,14 +133,24 @@ def test_issuer_and_account_name_length(key):
     assert repr(key) in error({key: "{user}" + "x" * 95})
 
 
-def test_the_longest_enrollment_text_fits_in_one_frame(tmp_path):
-    """A QR code of the longest issuer/account still travels in one frame."""
-    world = World(tmp_path, {"issuer": "i" * 100, "account_name": "{user}@{host}" + "a" * 87})
-    world.acc.host = "h" * 64  # HOST_NAME_MAX
-    text = world.acc.enrollment_text("u" * 32, Totp.new_secret())
+def assert_enrollment_fits(tmp_path, issuer: str, account_name: str, name: str = "u" * 32,
+                           email: str | None = None) -> None:
+    """The enrollment text these settings give `name` (on the longest host,
+    HOST_NAME_MAX) travels in one PAM frame."""
+    world = World(tmp_path, {"issuer": issuer, "account_name": account_name})
+    world.acc.host = "h" * 64
+    if email is not None:
+        world.add(name, mfa="off")
+        world.store.update(name, email=email)
+    text = world.acc.enrollment_text(name, Totp.new_secret())
     world.close()
     assert protocol.encode_step(Info("Multi-factor authentication is required for your "
                                      "account; 365 day(s) left to set it up.\n" + text))
+
+
+def test_the_longest_enrollment_text_fits_in_one_frame(tmp_path):
+    """A QR code of the longest issuer/account still travels in one frame."""
+    assert_enrollment_fits(tmp_path, "i" * 100, "{user}@{host}" + "a" * 87)
 
 
 def test_account_name_with_host():
@@ -225,8 +235,72 @@ def test_not_utf8(tmp_path):
 def test_load_names_the_file_and_the_key(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("max_attempts: 0\n")
-    with pytest.raises(ConfigError, match=rf"^{path}: config key 'max_attempts'"):
+    with pytest.raises(ConfigError, match=rf"^{path}: line 1: config key 'max_attempts'"):
         config.load(path)
+
+
+BROKEN = """\
+# a comment
+max_atempts: 3
+issuer: ACME
+fail_delay: -1
+password_hash:
+  memory_kb: 65536
+unknown_user: ignore
+"""
+
+
+def load_error(tmp_path, text: str):
+    """config.load of `text`: the file's path, the problems and the whole message."""
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    return path, exc.value.problems, str(exc.value)
+
+
+def test_every_problem_at_once_with_its_line_and_a_suggestion(tmp_path):
+    """Issue 12 bug 4: all errors in one report, each with its line; a typo
+    gets a "did you mean" (it stopped at the first, with no line, before)."""
+    path, problems, message = load_error(tmp_path, BROKEN)
+    assert len(problems) == 4, problems
+    assert problems[0] == (f"{path}: line 2: unknown config key 'max_atempts' (did you mean "
+                           "'max_attempts'?); see jctotp.yaml(5) for the key list")
+    assert problems[1].startswith(f"{path}: line 4: config key 'fail_delay'")
+    assert "line 6: unknown config key 'password_hash.memory_kb' (did you mean " \
+           "'memory_kib'?)" in problems[2]
+    assert "line 7:" in problems[3] and "did you mean 'unknown_users'?" in problems[3]
+    assert message.startswith(f"{path}: 4 problems:\n")
+
+
+def test_load_collect_keeps_the_valid_keys(tmp_path):
+    """The CLI and doctor read what they can of a broken file (the socket path)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(BROKEN + "control_socket: /tmp/x/control.sock\n")
+    cfg, problems = config.load_collect(path)
+    assert cfg.control_socket == "/tmp/x/control.sock" and cfg.issuer == "ACME"
+    assert cfg.fail_delay == Config().fail_delay and len(problems) == 4
+    assert config.load_collect(tmp_path / "missing.yaml")[0] == Config()
+
+
+@pytest.mark.parametrize("issuer", ["é" * 100, "认证" * 50, "Ω" * 60])
+def test_non_ascii_issuer_that_breaks_every_enrollment_is_refused(issuer):
+    """Issue 9 item 11: 100 non-ASCII characters passed --check and then made
+    a 37 KB enrollment frame (the shim refuses > 16 KB): every enrollment failed."""
+    message = error({"issuer": issuer})
+    assert "'issuer'" in message and "16384-byte limit" in message
+
+
+def test_frame_limit_is_the_wire_limit():
+    assert config.PAM_FRAME_LIMIT == protocol.MAX_FRAME
+
+
+@pytest.mark.parametrize("issuer", ["é" * 30, "ACME Corp. production bastion",
+                                    "i" * 100])
+def test_an_accepted_issuer_enrolls_in_one_frame(tmp_path, issuer):
+    """What validation accepts, the longest name on the longest host really sends."""
+    cfg = config.parse({"issuer": issuer, "account_name": "{user}@{host}"})
+    assert_enrollment_fits(tmp_path, cfg.issuer, cfg.account_name, "u" * 32 + "$")
 
 
 def test_config_error_exit_code_is_ex_config():
@@ -243,13 +317,47 @@ def test_account_name_placeholders_are_bounded():
     assert "'account_name'" in error({"account_name": "{email}{email}{email}"})
 
 
-def test_the_longest_email_label_fits_in_one_frame(tmp_path):
-    longest = "{email} {user}@{host}"
-    world = World(tmp_path, {"issuer": "i" * 100, "account_name": longest})
-    world.acc.host = "h" * 64
-    world.add("u" * 32, mfa="off")
-    world.store.update("u" * 32, email="e" * 64 + "@" + "d" * 31 + ".org")
-    text = world.acc.enrollment_text("u" * 32, Totp.new_secret())
-    world.close()
-    assert protocol.encode_step(Info("Multi-factor authentication is required for your "
-                                     "account; 365 day(s) left to set it up.\n" + text))
+# The e-mail address that makes the longest URI: a 64-character local part of
+# characters the otpauth:// label percent-encodes (three bytes each).
+QUOTED_EMAIL = "{" * 64 + "@" + "d" * 31 + ".org"
+
+
+@pytest.mark.parametrize("email", ["e" * 64 + "@" + "d" * 31 + ".org", QUOTED_EMAIL])
+def test_the_longest_email_label_fits_in_one_frame(tmp_path, email):
+    """What validation accepts (issue 12's frame bound computed with the worst
+    address, issue 11's label bound) enrolls in one frame with that address."""
+    from pam_jctotp.core import policy
+    assert policy.check_email(email) == email  # a valid address
+    cfg = config.parse({"issuer": "i" * 100, "account_name": "{email} {user}@{host}"})
+    assert_enrollment_fits(tmp_path, cfg.issuer, cfg.account_name, email=email)
+
+
+def test_an_email_label_whose_qr_code_cannot_fit_is_refused():
+    """Within the 250-character label bound, two e-mail placeholders with the
+    longest issuer still make a QR code no PAM message can carry."""
+    message = error({"issuer": "i" * 100, "account_name": "{email}{email}"})
+    assert "'issuer'" in message and "16384-byte limit" in message
+
+
+DIRECTORY_BROKEN = """\
+max_atempts: 3
+directory:
+  type: ldap
+  uri: [ldap://ldap.example.com]
+  base_dn: ou=Users,dc=example,dc=com
+  timout: 5
+"""
+
+
+def test_directory_problems_come_with_the_others_and_their_lines(tmp_path):
+    """The `directory:` block goes through the same collector: every problem at
+    once, each with its line in config.yaml (before: one ConfigError for the
+    whole block, without a line, and nothing else reported)."""
+    path, problems, _ = load_error(tmp_path, DIRECTORY_BROKEN)
+    assert len(problems) == 3, problems
+    assert problems[0].startswith(f"{path}: line 1: unknown config key 'max_atempts'")
+    assert problems[1].startswith(f"{path}: line 6: unknown config key 'directory.timout' "
+                                  "(did you mean 'directory.timeout'?)")
+    assert problems[2].startswith(f"{path}: line 4: config key 'directory.uri'")
+    cfg, found = config.load_collect(path)
+    assert len(found) == 3 and not cfg.directory.is_ldap  # a broken block: the default
