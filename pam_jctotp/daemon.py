@@ -64,7 +64,8 @@ def _return_big_blocks() -> None:
     memory_kib) after a login storm."""
     try:
         if ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1:
-            log.warning("mallopt(M_MMAP_THRESHOLD) refused: memory of argon2 is kept")
+            # e.g. under a sanitizer's malloc: nothing to tune, nothing to warn about
+            log.debug("mallopt(M_MMAP_THRESHOLD) had no effect: argon2's memory may be kept")
     except (OSError, AttributeError):  # not glibc
         log.debug("no mallopt here: memory of argon2 may be kept after a storm")
 
