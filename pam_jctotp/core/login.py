@@ -269,9 +269,13 @@ class Login:
         if not self.req.password_factor and fields.get("how") == "no_mfa":
             yield from self._grant(V.IGNORE, "login_ok", **fields)  # nothing of ours checked
             return
-        # Not locked (just reset), MFA active or rightly off: account() says SUCCESS too.
+        # Not locked (just reset), MFA active or rightly off: account() says SUCCESS too,
+        # provided the directory still knows the user: checked by the password here,
+        # or never in question (a directory that does not provision, e.g. the local
+        # table). A code-only login through LDAP does not vouch: account() asks LDAP.
         # (An exemption or a skipped enrollment does not vouch: account() decides those.)
-        yield from self._grant(Verdict(V.SUCCESS, account_ok=True), "login_ok", **fields)
+        vouch = self.req.password_factor or not self.acc.directory.provisions
+        yield from self._grant(Verdict(V.SUCCESS, account_ok=vouch), "login_ok", **fields)
 
     def _exempted(self, attempt: Attempt, why: str) -> Conversation:
         lockout.succeeded(self.acc, attempt)

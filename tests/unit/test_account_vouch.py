@@ -69,3 +69,29 @@ def test_failures_never_vouch(world):
     assert r.code != SUCCESS and not r.end.account_ok
 
 
+
+
+class RemovedFromLdap:
+    """A directory that provisions (like LDAP) and no longer knows anyone."""
+
+    provisions = True
+    editable = False
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def exists(self, name):
+        return False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_code_only_login_through_ldap_does_not_vouch(world):
+    """account() asks LDAP whether the user is still there (a removed user's key +
+    code must not outlive the LDAP account): auth, which did not ask, cannot vouch."""
+    totp = world.add("alice")
+    world.acc.directory = RemovedFromLdap(world.acc.directory)
+    r = call(world, "alice", [world.code(totp)], factors="totp")
+    assert r.code == SUCCESS and not r.end.account_ok
+    assert account_now(world, "alice") == VerdictCode.PERM_DENIED
