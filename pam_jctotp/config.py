@@ -369,6 +369,17 @@ def key_lines(text: str) -> dict[str, int]:
     return lines
 
 
+def _yaml_error_line(exc: yaml.YAMLError) -> str:
+    """PyYAML's message on one line (the journal shows a newline as \\x0a)."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return " ".join(str(exc).split())
+    mark = exc.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    if exc.context and exc.context_mark is not None:
+        text += f" ({exc.context} from line {exc.context_mark.line + 1})"
+    return text
+
+
 def load(path: str | os.PathLike[str] = DEFAULT_PATH, daemon: bool = True) -> Config:
     """The validated config, or one ConfigError naming every problem with its line."""
     return load_with_text(path, daemon)[0]
@@ -407,7 +418,7 @@ def _load(path: str | os.PathLike[str], daemon: bool
         problems.add("", f"cannot read the config file: {exc}")
         return Config(), problems, {}, text
     except yaml.YAMLError as exc:
-        problems.add("", f"not valid YAML: {exc}")
+        problems.add("", f"not valid YAML: {_yaml_error_line(exc)}")
         return Config(), problems, {}, text
     cfg, problems = parse_collect(raw, daemon)
     return cfg, problems, key_lines(text), text

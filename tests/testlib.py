@@ -50,6 +50,10 @@ class Daemon:
     def start(self) -> "Daemon":
         self.config_path.write_text(yaml.safe_dump(self.config))
         env = dict(os.environ, JCTOTPD_TESTING="1", PYTHONPATH=str(REPO), **self.env)
+        # Under scripts/test-asan.sh only the shim (loaded by the test process) is
+        # instrumented: the daemon is pure Python and runs without the runtimes.
+        for name in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS"):
+            env.pop(name, None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pam_jctotp.daemon", "--config", str(self.config_path)],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env,

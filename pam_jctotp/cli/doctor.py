@@ -137,6 +137,7 @@ def daemon_findings(cfg: Config, user: str | None = None) -> list[Finding]:
             found.append(Finding("ok", f"directory {kind}" + (
                 ": reachable, TLS verified, service bind works" if kind.startswith("ldap")
                 else "") + (f", user {user} found" if user else "")))
+        found.extend(locked_findings(cfg))
     except JctotpError as exc:
         found.append(Finding("fail", str(exc)))
     try:
@@ -147,6 +148,18 @@ def daemon_findings(cfg: Config, user: str | None = None) -> list[Finding]:
     except OSError as exc:
         found.append(Finding("fail", f"key file {cfg.key_path}: {exc.strerror}"))
     return found
+
+
+def locked_findings(cfg: Config) -> list[Finding]:
+    """A locked user is the week-one call ("I can't log in"): name each one and
+    the way out. Root only (user.list is an admin verb)."""
+    if os.geteuid() != 0:
+        return []
+    reply = request(cfg.control_socket, "user.list", None, timeout=30)
+    return [Finding("warn", f"user {u['name']} is locked ({u.get('lock_reason') or 'locked'}"
+                    f", until {u.get('locked_until') or 'an admin unlocks'}): "
+                    f"jctotp unlock {u['name']}")
+            for u in (reply.data or []) if reply.exit == 0 and u.get("locked")]
 
 
 # --- PAM stacks ----------------------------------------------------------------
@@ -213,6 +226,7 @@ def pam_findings(cfg: Config, host: Host) -> list[Finding]:
     found: list[Finding] = []
     users: list[str] = []
     timeouts: dict[str, int] = {}        # where -> timeout= of a pam_jctotp line
+    refusing: dict[str, list[str]] = {}  # where -> services whose root it refuses
     for service in _services(host):
         stack = pam_stack(host, service)
         ours = [line for line in stack if line.module == "pam_jctotp.so"]
@@ -243,14 +257,17 @@ def pam_findings(cfg: Config, host: Host) -> list[Finding]:
             lines = [line for line in ours if line.kind in ("auth", "account")
                      and not os.path.basename(line.file) == service]
             if lines:
-                found.append(Finding("fail", f"PAM service {service}: pam_jctotp comes in "
-                                     f"through {lines[0].where} (the pam-auth-update "
-                                     "profile?) while config.yaml says unknown_users: "
-                                     "refuse: root and every account not in the directory "
-                                     f"are refused by {service} (\"User not known to the "
-                                     "underlying authentication module\"); set "
-                                     "unknown_users: ignore, or disable the profile "
-                                     "(pam-auth-update --disable jctotp)"))
+                refusing.setdefault(lines[0].where, []).append(service)
+    # One finding per line that brings the trap in, naming every service it reaches.
+    for where, services in refusing.items():
+        named = ", ".join(services)
+        found.append(Finding("fail", f"PAM service{'s' if len(services) > 1 else ''} "
+                             f"{named}: pam_jctotp comes in through {where} (the "
+                             "pam-auth-update profile?) while config.yaml says unknown_users: "
+                             "refuse: root and every account not in the directory are "
+                             f"refused by {named} (\"User not known to the underlying "
+                             "authentication module\"); set unknown_users: ignore, or "
+                             "disable the profile (pam-auth-update --disable jctotp)"))
     found.append(Finding("ok", "PAM services using pam_jctotp: " + ", ".join(users)) if users
                  else Finding("warn", "no /etc/pam.d service uses pam_jctotp.so yet"))
     # Issue 9 item 1: a failure verdict waits fail_delay; the shim must not
@@ -325,11 +342,15 @@ def sshd_findings(effective: dict[str, str],
         out.append(Finding("fail", f"sshd: UsePAM {value('usepam')} ({where('usepam')}): "
                            "pam_jctotp is never asked"))
     if value("kbdinteractiveauthentication") != "yes":
+        # The file that set it, when it is a drop-in: ours must sort before it.
+        culprit = origin.get("kbdinteractiveauthentication", "").rsplit(":", 1)[0]
+        first = (f"name our drop-in so that it sorts before {os.path.basename(culprit)}"
+                 if "/sshd_config.d/" in culprit else
+                 "install our drop-in as /etc/ssh/sshd_config.d/00-jctotp.conf")
         out.append(Finding("fail", "sshd: KbdInteractiveAuthentication no ("
                            f"{where('kbdinteractiveauthentication')}): the code prompt "
-                           "cannot be shown; sshd keeps the first value it reads, so "
-                           "install our drop-in as /etc/ssh/sshd_config.d/00-jctotp.conf "
-                           "(or fix that file)"))
+                           f"cannot be shown; sshd keeps the first value it reads, so "
+                           f"{first} (or fix that file)"))
     if value("passwordauthentication") == "yes" and password_allowed:
         out.append(Finding("fail", "sshd: PasswordAuthentication yes ("
                            f"{where('passwordauthentication')}) with UsePAM feeds the "

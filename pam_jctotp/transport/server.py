@@ -233,7 +233,10 @@ class Daemon:
                 raise TypeError("a login ended with a control result")
             if verdict.delay:
                 await self._fail_delay(deadline)
-            log.log(logging.INFO if verdict.code == VerdictCode.SUCCESS else logging.WARNING,
+            # IGNORE (an unknown user let through by config: root's su, cron) is
+            # routine; at warning it would bury the refusals in `journalctl -p warning`.
+            routine = verdict.code in (VerdictCode.SUCCESS, VerdictCode.IGNORE)
+            log.log(logging.INFO if routine else logging.WARNING,
                     "%s %s user=%s service=%s rhost=%s -> %s", req.call, req.factors,
                     printable(req.user), printable(req.service), printable(req.rhost or "-"),
                     verdict.code)

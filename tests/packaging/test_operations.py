@@ -158,9 +158,11 @@ def test_doctor_finds_the_su_trap_of_the_profile(host):
     c.sh("pam-auth-update --package --enable jctotp")
     out = c.sh("jctotp doctor", ok=False)
     assert out.returncode == 1, out.stdout
-    trap = [line for line in out.stdout.splitlines() if line.startswith("FAIL  PAM service su:")]
+    # One line for every service the trap reaches: "PAM services login, ..., su, ...:".
+    trap = [line for line in out.stdout.splitlines()
+            if line.startswith("FAIL  PAM service") and " su" in line.split(":")[0]]
     assert trap and "/etc/pam.d/common-" in trap[0] and "unknown_users" in trap[0], out.stdout
     set_key(c, "unknown_users: ignore")
     out = c.sh("jctotp doctor", ok=False)
-    assert "PAM service su:" not in out.stdout, out.stdout
+    assert "unknown_users: refuse" not in out.stdout, out.stdout
     assert "ok    PAM socket /run/jctotp/pam.sock answers" in out.stdout

@@ -225,6 +225,17 @@ def test_invalid_yaml(tmp_path):
         config.load(path)
 
 
+def test_invalid_yaml_is_one_line_with_its_line_and_column(tmp_path):
+    # The journal escapes newlines as \x0a: a PyYAML error must be one line.
+    path = tmp_path / "config.yaml"
+    path.write_text("issuer: x\nadmin_groups: [sudo\ndefault_enrolment_days: 3\n")
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    text = str(err.value)
+    assert "\n" not in text and "<unicode string>" not in text
+    assert "line 3, column 23" in text and "from line 2" in text and "expected ',' or ']'" in text
+
+
 def test_not_utf8(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_bytes(b"issuer: \xff\xfe\n")

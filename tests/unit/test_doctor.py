@@ -1,15 +1,19 @@
 """`jctotp doctor` against fake /etc trees (never the host's): PAM stacks,
-sshd_config and its drop-ins, the clock, a broken config (issue 12)."""
+sshd_config and its drop-ins, the clock, a broken config (issue 12); locked users
+against a real jctotpd."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from pam_jctotp.cli import doctor
 from pam_jctotp.cli.doctor import Host
+from pam_jctotp import config
 from pam_jctotp.config import Config
+from pam_jctotp.transport import pam_wire
 
 DEBIAN_COMMON_AUTH = """\
 auth\t[success=1 default=ignore]\tpam_unix.so nullok
@@ -104,6 +108,19 @@ def test_sshd_trap_names_the_drop_in_at_fault(tmp_path):
     assert fails(doctor.sshd_check(host)) == []
 
 
+def test_sshd_trap_advice_fits_a_drop_in_already_named_00(tmp_path):
+    """Ours is already 00-jctotp.conf and 00-hardening.conf still sorts first:
+    "install our drop-in as 00-jctotp.conf" would send the admin in a circle."""
+    host = tree(tmp_path, {"/etc/ssh/sshd_config": DEBIAN_SSHD,
+                           "/etc/ssh/sshd_config.d/00-hardening.conf":
+                               "KbdInteractiveAuthentication no\n",
+                           "/etc/ssh/sshd_config.d/00-jctotp.conf": OURS})
+    found = [f for f in fails(doctor.sshd_check(host)) if "KbdInteractive" in f]
+    assert len(found) == 1, found
+    assert "install our drop-in as" not in found[0]
+    assert "sorts before 00-hardening.conf" in found[0]
+
+
 def test_password_authentication_alarm_skipped_when_methods_exclude_it(tmp_path):
     host = tree(tmp_path, {"/etc/ssh/sshd_config": DEBIAN_SSHD,
                            "/etc/ssh/sshd_config.d/50-cloud-init.conf":
@@ -145,3 +162,50 @@ def test_broken_config_is_a_finding_and_the_rest_still_runs(tmp_path):
                         "(did you mean 'max_attempts'?)"], host)
     assert found[0].level == "fail" and "did you mean 'max_attempts'" in found[0].what
     assert any("PAM services using pam_jctotp: sshd" in f.what for f in found)
+
+
+def _wrong_code_login(daemon, user: str, totp) -> str:
+    """One sshd-style login through the PAM socket with a wrong code; the verdict frame."""
+    def frame(sock: socket.socket) -> str:
+        n = pam_wire.HEADER.unpack(sock.recv(4, socket.MSG_WAITALL))[0]
+        return sock.recv(n, socket.MSG_WAITALL).decode()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(daemon.pam_socket)
+        sock.sendall(pam_wire.frame(f"HELLO JCTOTP/1\ncall=auth\nservice=sshd\nuser={user}\n"
+                                    "rhost=\ntty=ssh\nfactors=password,totp\ntimeout=10"))
+        assert frame(sock).startswith("PROMPT_OFF ")
+        sock.sendall(pam_wire.frame("ANSWER correct horse battery"))
+        assert frame(sock).startswith("PROMPT")
+        wrong = f"{(int(totp.now()) + 1) % 1000000:06d}"
+        sock.sendall(pam_wire.frame(f"ANSWER {wrong}"))
+        while not (reply := frame(sock)).startswith("VERDICT"):
+            pass
+        return reply
+
+
+def test_doctor_names_a_locked_user_and_the_unlock(daemon):
+    """The walkthrough (docs/walkthrough.md 5e): alice locked after wrong codes
+    and doctor said nothing; `jctotp user list` was the only place to see it."""
+    totp = daemon.add_user("alice")
+    daemon.ok("user.set", name="alice", max_attempts=1)
+    assert "MAXTRIES" in _wrong_code_login(daemon, "alice", totp) or \
+        daemon.user("alice")["locked"]
+    cfg = config.load_collect(daemon.config_path)[0]
+    found = [f.what for f in doctor.daemon_findings(cfg) if f.level == "warn"]
+    assert any("alice" in f and "locked" in f and "jctotp unlock alice" in f
+               for f in found), found
+    daemon.ok("unlock", names=["alice"])
+    assert not any("alice" in f.what for f in doctor.daemon_findings(cfg))
+
+
+def test_the_su_trap_is_one_finding_for_every_service_it_reaches(tmp_path):
+    """The walkthrough (5b): one cause printed five times, once per service."""
+    host = tree(tmp_path, {"/etc/pam.d/common-auth": PROFILE_AUTH,
+                           "/etc/pam.d/common-account": PROFILE_ACCOUNT,
+                           "/etc/pam.d/su": DEBIAN_SU, "/etc/pam.d/login": DEBIAN_SU,
+                           "/etc/pam.d/sudo": DEBIAN_SU})
+    found = fails(doctor.pam_findings(Config(unknown_users="refuse"), host))
+    assert len(found) == 1, found
+    assert found[0].startswith("PAM services login, su, sudo: ")
+    assert "refused by login, su, sudo" in found[0]

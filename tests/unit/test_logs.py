@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import syslog
@@ -16,6 +17,7 @@ from pam_jctotp import logs
 from pam_jctotp.core.login import Login
 from pam_jctotp.model import LoginRequest
 from pam_jctotp.secret import Secret
+from pam_jctotp.transport import pam_wire
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -111,3 +113,18 @@ def test_ignored_unknown_users_are_not_refusals(make_world):
     finally:
         logs.teardown_auth()
     assert sent == []
+
+
+def test_an_ignore_verdict_is_logged_at_info_not_warning(make_daemon):
+    """unknown_users: ignore with the pam-auth-update profile: every root su and
+    cron run is an IGNORE; at warning it would flood `journalctl -p warning`."""
+    d = make_daemon(unknown_users="ignore")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(d.pam_socket)
+        sock.sendall(pam_wire.frame("HELLO JCTOTP/1\ncall=acct\nservice=cron\nuser=root\n"
+                                    "rhost=\ntty=\nfactors=totp\ntimeout=10"))
+        n = pam_wire.HEADER.unpack(sock.recv(4, socket.MSG_WAITALL))[0]
+        assert "IGNORE" in sock.recv(n, socket.MSG_WAITALL).decode()
+    lines = [ln for ln in d.log.read_text().splitlines() if "-> IGNORE" in ln]
+    assert lines and all(" INFO " in ln for ln in lines), lines
