@@ -160,22 +160,37 @@ class Side:
     new_user: Callable[[], tuple[str, pyotp.TOTP]]
     call: str = "auth"
 
-    def login(self, confdir: Path, wrong: bool = False) -> tuple[float, int]:
-        name, totp = self.new_user()
+    def login(self, confdir: Path, wrong: bool = False,
+              user: tuple[str, pyotp.TOTP] | None = None) -> tuple[float, int]:
+        name, totp = user or self.new_user()
         code = wrong_code(totp) if wrong else totp.now()
         result = pd.run(confdir, self.service, name, [code], call=self.call)
         return result.elapsed, result.rc
 
 
+USERS_AHEAD = True  # --make-users inline: each user made right before its login (the old way)
+
+
 def interleaved(confdir: Path, ours: Side, ga: Side, logins: int, warmup: int,
                 wrong: bool = False) -> tuple[list[float], list[float]]:
-    """`logins` timed logins each, alternating ABBA so neither always goes first."""
+    """`logins` timed logins each, alternating ABBA so neither always goes first.
+
+    The fresh users are made before the loop (`--make-users ahead`, the default):
+    a user.add over the control socket right before each login (`inline`)
+    leaves the daemon busy with that request's aftermath (its epilogue, the
+    garbage of 13 ms of work) while the login runs, which no real login sees."""
     want = pd.PAM_AUTH_ERR if wrong else pd.PAM_SUCCESS
     times: dict[str, list[float]] = {"ours": [], "ga": []}
+    ahead: dict[str, list[tuple[str, pyotp.TOTP]]] = {"ours": [], "ga": []}
+    if USERS_AHEAD:
+        ahead = {"ours": [ours.new_user() for _ in range(warmup + logins)],
+                 "ga": [ga.new_user() for _ in range(warmup + logins)]}
+        time.sleep(0.5)  # the daemon's last control request fully done
     for i in range(warmup + logins):
         order = [("ours", ours), ("ga", ga)] if i % 2 == 0 else [("ga", ga), ("ours", ours)]
         for label, side in order:
-            elapsed, rc = side.login(confdir, wrong)
+            user = ahead[label].pop() if ahead[label] else None
+            elapsed, rc = side.login(confdir, wrong, user)
             if rc != want:
                 sys.exit(f"compare_ga: {label} login {i} ({side.service}): "
                          f"{pd.pam_strerror(rc)}, expected {pd.pam_strerror(want)}")
@@ -358,8 +373,9 @@ def latency_phases(args: argparse.Namespace, ga_so: str, tmp: Path) -> None:
         ours = Side("jc-auth", our_user)
         ga = Side("ga-auth", ga_users.add)
 
-        print(f"{args.logins} logins each, interleaved, one fresh user per login, "
-              f"after {args.warmup} warm-up; wall time from pam_start_confdir to pam_end")
+        print(f"{args.logins} logins each, interleaved, one fresh user per login "
+              f"(made {args.make_users}), after {args.warmup} warm-up; wall time from "
+              "pam_start_confdir to pam_end")
         header("One TOTP step (ours factors=totp; GA default module options)")
         o, g = interleaved(confdir, ours, ga, args.logins, args.warmup)
         stats("auth only", o, g)
@@ -555,6 +571,11 @@ def main() -> int:
     ap.add_argument("--profile", metavar="OUT.json",
                     help="also py-spy the daemon under the throughput load (speedscope file)")
     ap.add_argument("--profile-top", type=int, default=15)
+    ap.add_argument("--make-users", choices=["ahead", "inline"], default="ahead",
+                    help="make the fresh users before the timed logins (default) or each "
+                         "right before its login (how the Before figures were taken)")
+    ap.add_argument("--only", choices=["latency", "throughput", "memory"], action="append",
+                    help="run only this part (repeatable); default: all three")
     ap.add_argument("--quick", action="store_true",
                     help="a smaller run: 60 logins, 2 s phases, a storm of 20")
     args = ap.parse_args()
@@ -562,6 +583,8 @@ def main() -> int:
         args.logins, args.warmup, args.seconds, args.storm = 60, 3, 2.0, 20
         args.storm_rounds, args.settle = 2, 2.0
 
+    global USERS_AHEAD
+    USERS_AHEAD = args.make_users == "ahead"
     tempfile.tempdir = args.tmpdir  # private_daemon's temp dirs too
     ga_so = ga_module()
     quiet_console()
@@ -576,9 +599,14 @@ def main() -> int:
               "(/dev/console, bound in a private mount namespace)")
     tmp = Path(tempfile.mkdtemp(prefix="jctotp-compare-"))
     try:
-        latency_phases(args, ga_so, tmp)
-        profiled = throughput_phases(args, ga_so, tmp)
-        memory_storm(args, tmp)
+        only = set(args.only or ["latency", "throughput", "memory"])
+        profiled: list[str] = []
+        if "latency" in only:
+            latency_phases(args, ga_so, tmp)
+        if "throughput" in only:
+            profiled = throughput_phases(args, ga_so, tmp)
+        if "memory" in only:
+            memory_storm(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("\nWhole SSH login (password + code) vs pam_unix + GA: not measured here "

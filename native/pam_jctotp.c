@@ -19,6 +19,7 @@
 
 #include "cfg.h"
 #include "util.h"
+#include "vouch.h"
 #include "wire.h"
 
 /* Appends "key=value\n" to the HELLO payload; refuses a value with '\n'
@@ -106,7 +107,8 @@ static int build_hello(pam_handle_t *pamh, char *p, size_t *len, const char *cal
     if (hello_add(pamh, p, len, "call", call) || hello_add(pamh, p, len, "service", get_str_item(pamh, PAM_SERVICE)) ||
         hello_add(pamh, p, len, "user", user) || hello_add(pamh, p, len, "rhost", get_str_item(pamh, PAM_RHOST)) ||
         hello_add(pamh, p, len, "tty", get_str_item(pamh, PAM_TTY)) || hello_add(pamh, p, len, "factors", cfg->factors) ||
-        hello_add(pamh, p, len, "timeout", timeout) || (authtok != NULL && hello_add(pamh, p, len, "authtok", authtok)))
+        hello_add(pamh, p, len, "timeout", timeout) || (authtok != NULL && hello_add(pamh, p, len, "authtok", authtok)) ||
+        (strcmp(call, "auth") == 0 && hello_add(pamh, p, len, "acct_hint", "1")))
         return -1;
     return 0;
 }
@@ -186,6 +188,16 @@ static int jc_call(pam_handle_t *pamh, int argc, const char **argv, const char *
     retval = PAM_USER_UNKNOWN;
     if (user == NULL || *user == '\0')
         goto done;
+    if (strcmp(call, "auth") == 0)
+        jc_vouch_clear(pamh);
+    if (strcmp(call, "acct") == 0 && jc_vouch_take(pamh, user)) {
+        /* This handle's auth succeeded moments ago and the daemon vouched
+         * that the account stage passes too (see vouch.h). */
+        if (cfg.debug)
+            pam_syslog(pamh, LOG_DEBUG, "account of %s vouched for by the auth call", user);
+        retval = PAM_SUCCESS;
+        goto done;
+    }
     if (strcmp(call, "auth") == 0 && (cfg.use_first_pass || cfg.try_first_pass)) {
         authtok = get_str_item(pamh, PAM_AUTHTOK);
         retval = PAM_AUTH_ERR;
@@ -235,6 +247,8 @@ static int jc_call(pam_handle_t *pamh, int argc, const char **argv, const char *
             }
             if (cfg.debug)
                 pam_syslog(pamh, LOG_DEBUG, "verdict %s for %s", text, user);
+            if (strcmp(call, "auth") == 0 && strcmp(text, "SUCCESS_ACCT_OK") == 0)
+                jc_vouch_set(pamh, user);
             retval = code;
             goto done;
         }

@@ -251,6 +251,7 @@ int jc_verdict(const char *code)
         int pam;
     } codes[] = {
         { "SUCCESS", PAM_SUCCESS },
+        { "SUCCESS_ACCT_OK", PAM_SUCCESS }, /* and the account stage passes now (vouch.h) */
         { "AUTH_ERR", PAM_AUTH_ERR },
         { "USER_UNKNOWN", PAM_USER_UNKNOWN },
         { "MAXTRIES", PAM_MAXTRIES },

@@ -85,6 +85,7 @@ class LoginRequest:
     factors: str = "password,totp"
     authtok: Secret | None = None
     timeout: int | None = None   # the shim's timeout= (seconds), when it told us
+    acct_hint: bool = False      # the shim skips its account call after a vouched success
 
     @property
     def password_factor(self) -> bool:

@@ -44,7 +44,10 @@ class Attempt:
 def begin(acc: Accounts, rec: UserRecord) -> Attempt | None:
     """Reserve one attempt; None when the account is (now) locked."""
     now, cfg = acc.now(), acc.config
-    if acc.store.expire_lock(rec.name, now, cfg.unlock_after):
+    # `rec` was read by this conversation (before its prompts): without a lock
+    # then, none can be past unlock_after now, so the write is skipped on the
+    # common path. A lock made since is refused by the reservation (fail closed).
+    if rec.locked_at is not None and acc.store.expire_lock(rec.name, now, cfg.unlock_after):
         acc.markers.mark(rec.name, False)
         acc.audit("unlocked", rec.name, reason="unlock_after elapsed")
     attempt = Attempt(rec.name, acc.limit(rec))

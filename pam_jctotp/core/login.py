@@ -249,7 +249,7 @@ class Login:
         self._refused_unknown()
         yield from self._fail("unknown_user")
 
-    def _grant(self, code: VerdictCode, event: str, **fields: object) -> Conversation:
+    def _grant(self, code: VerdictCode | Verdict, event: str, **fields: object) -> Conversation:
         """A grant is audited once the shim has the verdict (the driver sends
         whether it arrived): `event` if it did, `abandoned` if the shim was gone
         and PAM refused the login. With `audit_failure: deny` the log must be
@@ -258,7 +258,7 @@ class Login:
         if acc.config.audit_failure == "deny" and not acc.audit_log.writable():
             yield Verdict(V.AUTH_ERR, delay=True)
             return
-        delivered = yield Verdict(code)
+        delivered = yield code if isinstance(code, Verdict) else Verdict(code)
         if delivered is False:
             self._audit("abandoned", outcome=event, **fields)
         else:
@@ -269,7 +269,13 @@ class Login:
         if not self.req.password_factor and fields.get("how") == "no_mfa":
             yield from self._grant(V.IGNORE, "login_ok", **fields)  # nothing of ours checked
             return
-        yield from self._grant(V.SUCCESS, "login_ok", **fields)
+        # Not locked (just reset), MFA active or rightly off: account() says SUCCESS too,
+        # provided the directory still knows the user: checked by the password here,
+        # or never in question (a directory that does not provision, e.g. the local
+        # table). A code-only login through LDAP does not vouch: account() asks LDAP.
+        # (An exemption or a skipped enrollment does not vouch: account() decides those.)
+        vouch = self.req.password_factor or not self.acc.directory.provisions
+        yield from self._grant(Verdict(V.SUCCESS, account_ok=vouch), "login_ok", **fields)
 
     def _exempted(self, attempt: Attempt, why: str) -> Conversation:
         lockout.succeeded(self.acc, attempt)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import urllib.parse
 
-import segno
-
 from ..secret import Secret
 
 _HALF = {
@@ -39,6 +37,8 @@ def grouped_key(secret: Secret) -> str:
 
 def terminal_qr(data: str, border: int = 2) -> str:
     """The QR code of `data` as lines of Unicode half blocks."""
+    import segno  # here, not at the top: only enrollment draws one (2.6 MB of RSS)
+
     qr = segno.make(data, error="m", micro=False)
     rows = [[bool(m) for m in row] for row in qr.matrix_iter(scale=1, border=border)]
     if len(rows) % 2:

@@ -57,10 +57,14 @@ class SetPassword:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The end of a PAM call; `delay` asks the server to hold a failure back."""
+    """The end of a PAM call; `delay` asks the server to hold a failure back.
+
+    `account_ok` (with SUCCESS): the account stage would pass now too, so a
+    shim that asked (HELLO acct_hint) may answer its account call itself."""
 
     code: VerdictCode
     delay: bool = False
+    account_ok: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ connection (thread-local), so two steps never share a transaction, and a unit
 of work is bound to the connection it began on. The busy timeout is short
 (BUSY_TIMEOUT): a database locked by someone else fails one login within a
 second (StoreError -> AUTHINFO_UNAVAIL), well inside the shim's timeout.
+
+Writers of this process take turns on one Python lock (`_writing`) rather
+than meeting in SQLite: its busy handler sleeps 1, 2, 5, 10… ms before each
+retry, so at 50 concurrent logins a 20 µs UPDATE often cost milliseconds.
+The lock is waited for at most the busy timeout too. WAL readers take no lock.
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ class SqliteStore:
         self._local = threading.local()
         self._all: list[_Connection] = []
         self._guard = threading.Lock()
+        self._writer = threading.Lock()  # one writing connection at a time (see _writing)
         if not self._memory:
             # SQLite creates -wal and -shm with the database file's mode, so the
             # file must be 0600 before the first connect, not after.
@@ -160,7 +166,12 @@ class SqliteStore:
         conn = self._conn()
         me = threading.get_ident()
         if conn.depth == 0:
-            self._exec("BEGIN IMMEDIATE", conn=conn)
+            self._take_writer()
+            try:
+                self._exec("BEGIN IMMEDIATE", conn=conn)
+            except BaseException:
+                self._writer.release()
+                raise
             conn.owner = me
         conn.depth += 1
         ok = False
@@ -172,7 +183,41 @@ class SqliteStore:
                 raise StoreError("a unit of work was held across a conversation step")
             conn.depth -= 1
             if conn.depth == 0:
-                self._exec("COMMIT" if ok else "ROLLBACK", conn=conn)
+                try:
+                    self._exec("COMMIT" if ok else "ROLLBACK", conn=conn)
+                finally:
+                    self._writer.release()
+
+    def _take_writer(self) -> None:
+        if not self._writer.acquire(timeout=self.busy_timeout):
+            raise StoreError("state database error: database is locked (by another "
+                             "writer of this daemon)")
+
+    @contextmanager
+    def _writing(self, conn: _Connection) -> Iterator[None]:
+        """This process's turn to write; already ours inside a unit of work."""
+        if conn.depth > 0:
+            yield
+            return
+        self._take_writer()
+        try:
+            yield
+        finally:
+            self._writer.release()
+
+    def _write(self, sql: str, params: Any = ()) -> tuple[int, list[Any]]:
+        """One writing statement, run to its end (and, outside a unit of work,
+        committed) while this process's writer lock is held: (rowcount, rows)."""
+        conn = self._conn()
+        with self._writing(conn):
+            try:
+                cur = conn.db.execute(sql, params)
+                rows = cur.fetchall()  # RETURNING: the statement ends (commits) here
+                count = cur.rowcount
+                cur.close()
+            except sqlite3.Error as exc:
+                raise StoreError(f"state database error: {exc}") from None
+        return count, rows
 
     def _exec(self, sql: str, params: Any = (), conn: _Connection | None = None
               ) -> sqlite3.Cursor:
@@ -191,17 +236,19 @@ class SqliteStore:
         return [_record(r) for r in self._exec(f"{_SELECT} ORDER BY name").fetchall()]
 
     def add(self, name: str, *, is_admin: bool, password_hash: str | None, now: float) -> None:
-        try:
-            self._conn().db.execute(
-                "INSERT INTO users (name, is_admin, password_hash, created_at) "
-                "VALUES (?, ?, ?, ?)", (name, int(is_admin), password_hash, now))
-        except sqlite3.IntegrityError:
-            raise StoreError(f"user {name!r} already exists") from None
-        except sqlite3.Error as exc:
-            raise StoreError(f"state database error: {exc}") from None
+        conn = self._conn()
+        with self._writing(conn):
+            try:
+                conn.db.execute(
+                    "INSERT INTO users (name, is_admin, password_hash, created_at) "
+                    "VALUES (?, ?, ?, ?)", (name, int(is_admin), password_hash, now))
+            except sqlite3.IntegrityError:
+                raise StoreError(f"user {name!r} already exists") from None
+            except sqlite3.Error as exc:
+                raise StoreError(f"state database error: {exc}") from None
 
     def delete(self, name: str) -> bool:
-        return self._exec("DELETE FROM users WHERE name = ?", (name,)).rowcount == 1
+        return self._write("DELETE FROM users WHERE name = ?", (name,))[0] == 1
 
     def update(self, name: str, **values: Any) -> bool:
         """Set plain columns of one user (admin/self-service edits), in one statement."""
@@ -209,19 +256,17 @@ class SqliteStore:
         if bad or not values:
             raise ValueError(f"bad columns {bad}")
         assignments = ", ".join(f"{k} = ?" for k in values)
-        cur = self._exec(f"UPDATE users SET {assignments} WHERE name = ?",
-                         (*values.values(), name))
-        return cur.rowcount == 1
+        return self._write(f"UPDATE users SET {assignments} WHERE name = ?",
+                           (*values.values(), name))[0] == 1
 
     # --- lockout: single statements, no read-modify-write ----------------
 
     def expire_lock(self, name: str, now: float, unlock_after: int) -> bool:
         """Lift a lock older than unlock_after (0 = never by time); resets the counter."""
-        cur = self._exec(
+        return self._write(
             "UPDATE users SET locked_at = NULL, lock_reason = NULL, failed_count = 0, "
             "fail_window_start = NULL WHERE name = ? AND locked_at IS NOT NULL "
-            "AND ? > 0 AND locked_at <= ?", (name, unlock_after, now - unlock_after))
-        return cur.rowcount == 1
+            "AND ? > 0 AND locked_at <= ?", (name, unlock_after, now - unlock_after))[0] == 1
 
     def reserve_attempt(self, name: str, now: float, interval: int, limit: int) -> int | None:
         """Count one attempt BEFORE the factors are checked.
@@ -231,7 +276,7 @@ class SqliteStore:
         factors must not even be checked. A success later calls reset_failures.
         """
         start = now - interval
-        row = self._exec(
+        _, rows = self._write(
             """
             UPDATE users SET
               failed_count = CASE WHEN fail_window_start IS NULL OR fail_window_start <= :start
@@ -243,58 +288,53 @@ class SqliteStore:
               AND (fail_window_start IS NULL OR fail_window_start <= :start
                    OR failed_count < :limit)
             RETURNING failed_count
-            """, {"name": name, "now": now, "start": start, "limit": limit}).fetchone()
-        return row[0] if row else None
+            """, {"name": name, "now": now, "start": start, "limit": limit})
+        return rows[0][0] if rows else None
 
     def release_attempt(self, name: str) -> None:
         """Give back one reserved attempt (a conversation abandoned before any wrong factor)."""
-        self._exec("UPDATE users SET failed_count = failed_count - 1 "
-                   "WHERE name = ? AND failed_count > 0 AND locked_at IS NULL", (name,))
+        self._write("UPDATE users SET failed_count = failed_count - 1 "
+                    "WHERE name = ? AND failed_count > 0 AND locked_at IS NULL", (name,))
 
     def lock_if_exhausted(self, name: str, now: float, limit: int, reason: str) -> bool:
         """After a failed attempt: lock when the window's count reached the limit."""
-        cur = self._exec(
+        return self._write(
             "UPDATE users SET locked_at = ?, lock_reason = ? "
             "WHERE name = ? AND locked_at IS NULL AND failed_count >= ?",
-            (now, reason, name, limit))
-        return cur.rowcount == 1
+            (now, reason, name, limit))[0] == 1
 
     def lock(self, name: str, now: float, reason: str) -> bool:
-        cur = self._exec("UPDATE users SET locked_at = ?, lock_reason = ? "
-                         "WHERE name = ? AND locked_at IS NULL", (now, reason, name))
-        return cur.rowcount == 1
+        return self._write("UPDATE users SET locked_at = ?, lock_reason = ? "
+                           "WHERE name = ? AND locked_at IS NULL", (now, reason, name))[0] == 1
 
     def reset_failures(self, name: str) -> None:
-        self._exec("UPDATE users SET failed_count = 0, fail_window_start = NULL "
-                   "WHERE name = ?", (name,))
+        self._write("UPDATE users SET failed_count = 0, fail_window_start = NULL "
+                    "WHERE name = ?", (name,))
 
     def unlock(self, name: str) -> bool:
-        cur = self._exec(
+        return self._write(
             "UPDATE users SET locked_at = NULL, lock_reason = NULL, failed_count = 0, "
-            "fail_window_start = NULL WHERE name = ?", (name,))
-        return cur.rowcount == 1
+            "fail_window_start = NULL WHERE name = ?", (name,))[0] == 1
 
     # --- TOTP replay guard -----------------------------------------------
 
     def accept_step(self, name: str, step: int) -> bool:
         """Record `step` as used; False if it is not newer than the last one (replay)."""
-        cur = self._exec("UPDATE users SET last_step = ? WHERE name = ? AND last_step < ?",
-                         (step, name, step))
-        return cur.rowcount == 1
+        return self._write("UPDATE users SET last_step = ? WHERE name = ? AND last_step < ?",
+                           (step, name, step))[0] == 1
 
     # --- recovery codes --------------------------------------------------
 
     def replace_recovery_codes(self, name: str, hashes: Iterable[str]) -> None:
         with self.unit_of_work():
-            self._exec("DELETE FROM recovery_codes WHERE user = ?", (name,))
+            self._write("DELETE FROM recovery_codes WHERE user = ?", (name,))
             for code_hash in hashes:
-                self._exec("INSERT INTO recovery_codes (user, code_hash) VALUES (?, ?)",
-                           (name, code_hash))
+                self._write("INSERT INTO recovery_codes (user, code_hash) VALUES (?, ?)",
+                            (name, code_hash))
 
     def use_recovery_code(self, name: str, code_hash: str, now: float) -> bool:
-        cur = self._exec("UPDATE recovery_codes SET used_at = ? WHERE user = ? "
-                         "AND code_hash = ? AND used_at IS NULL", (now, name, code_hash))
-        return cur.rowcount == 1
+        return self._write("UPDATE recovery_codes SET used_at = ? WHERE user = ? AND "
+                           "code_hash = ? AND used_at IS NULL", (now, name, code_hash))[0] == 1
 
     def recovery_codes_left(self, name: str) -> int:
         count: int = self._exec("SELECT count(*) FROM recovery_codes WHERE user = ? "
@@ -302,4 +342,4 @@ class SqliteStore:
         return count
 
     def clear_recovery_codes(self, name: str) -> None:
-        self._exec("DELETE FROM recovery_codes WHERE user = ?", (name,))
+        self._write("DELETE FROM recovery_codes WHERE user = ?", (name,))

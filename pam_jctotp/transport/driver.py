@@ -105,7 +105,7 @@ class Driver:
         a deadline of its own (SETTLE) and, the peer having its answer, a
         fault in it is logged, not reported to the peer."""
         value: Any = None
-        late = False
+        late = closed = False
 
         def close_late() -> None:
             conv.close()  # in the worker, once the late step has finished
@@ -123,6 +123,7 @@ class Driver:
                 if isinstance(step, (Verdict, Result)):
                     if deliver is not None:
                         late = await self._settle(conv, await deliver(step), pool, close_late)
+                        closed = True  # _finish closed it, in the same worker call
                     return step
                 if isinstance(step, Prompt):
                     value = await ask(step)
@@ -138,16 +139,19 @@ class Driver:
                 else:
                     raise TypeError(f"unknown conversation step {type(step).__name__}")
         finally:
-            if not late:
+            if not late and not closed:
                 # The generator's cleanup may write (an abandoned login is audited
                 # and its attempt given back): in a worker, like every step.
                 await asyncio.wrap_future(pool.submit(conv.close))
 
 
 def _finish(conv: Conversation, delivered: bool) -> object | None:
-    """Tell a finished conversation whether its verdict arrived; None once it ends.
-    (StopIteration cannot cross into an asyncio future, so it ends here.)"""
+    """Tell a finished conversation whether its verdict arrived, then close it (one
+    worker call, not two); None once it ends. (StopIteration cannot cross into an
+    asyncio future, so it ends here.)"""
     try:
         return conv.send(delivered)
     except StopIteration:
         return None
+    finally:
+        conv.close()

@@ -13,10 +13,13 @@ _CRED = struct.Struct("3i")
 
 async def read_payload(reader: asyncio.StreamReader, check_length: Callable[[int], int],
                        timeout: float) -> bytes:
-    """One frame of either socket; only the size limit (check_length) differs."""
-    header = await asyncio.wait_for(reader.readexactly(HEADER.size), timeout)
+    """One frame of either socket; only the size limit (check_length) differs.
+    (asyncio.timeout, not wait_for: no task per read.)"""
+    async with asyncio.timeout(timeout):
+        header = await reader.readexactly(HEADER.size)
     length = check_length(HEADER.unpack(header)[0])
-    return await asyncio.wait_for(reader.readexactly(length), timeout)
+    async with asyncio.timeout(timeout):
+        return await reader.readexactly(length)
 
 
 def peer_uid(writer: asyncio.StreamWriter) -> int:

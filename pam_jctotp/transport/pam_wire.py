@@ -18,8 +18,10 @@ MAX_FRAME = 16384
 VERSION_LINE = "HELLO JCTOTP/1"
 HEADER = struct.Struct("!I")
 TIMEOUT_RANGE = range(1, 61)  # the shim's timeout= option, seconds
-_HELLO_KEYS = {"call", "service", "user", "rhost", "tty", "factors", "authtok", "timeout"}
-_REQUIRED = _HELLO_KEYS - {"authtok", "timeout"}
+_HELLO_KEYS = {"call", "service", "user", "rhost", "tty", "factors", "authtok", "timeout",
+               "acct_hint"}
+_REQUIRED = _HELLO_KEYS - {"authtok", "timeout", "acct_hint"}
+ACCT_OK = "SUCCESS_ACCT_OK"  # SUCCESS, and the account stage passes now (docs/protocol.md)
 
 
 def frame(payload: str) -> bytes:
@@ -80,11 +82,14 @@ def parse_hello(payload: str) -> LoginRequest:
         raise ProtocolError(f"bad factors {fields['factors'][:32]!r}")
     if not fields["user"]:
         raise ProtocolError("empty user")
+    if fields.get("acct_hint", "1") != "1":
+        raise ProtocolError(f"bad acct_hint {fields['acct_hint'][:8]!r}")
     authtok = fields.get("authtok")
     return LoginRequest(call=fields["call"], service=fields["service"], user=fields["user"],
                         rhost=fields["rhost"], tty=fields["tty"], factors=fields["factors"],
                         authtok=Secret(authtok) if authtok is not None else None,
-                        timeout=_timeout(fields.get("timeout")))
+                        timeout=_timeout(fields.get("timeout")),
+                        acct_hint=fields["call"] == "auth" and "acct_hint" in fields)
 
 
 def parse_answer(payload: str) -> str:
@@ -94,7 +99,9 @@ def parse_answer(payload: str) -> str:
     return text
 
 
-def encode_step(step: Prompt | Info | Error | Verdict) -> bytes:
+def encode_step(step: Prompt | Info | Error | Verdict, acct_hint: bool = False) -> bytes:
+    """One frame; with `acct_hint` (the shim's HELLO asked) a success that vouches
+    for the account stage (Verdict.account_ok) is sent as SUCCESS_ACCT_OK."""
     if isinstance(step, Prompt):
         return frame(("PROMPT_ON " if step.echo else "PROMPT_OFF ") + step.text)
     if isinstance(step, Info):
@@ -103,4 +110,6 @@ def encode_step(step: Prompt | Info | Error | Verdict) -> bytes:
         return frame("ERROR " + step.text)
     if step.code not in VerdictCode.__members__.values():
         raise ProtocolError(f"unknown verdict {str(step.code)[:16]!r}")
+    if acct_hint and step.account_ok and step.code == VerdictCode.SUCCESS:
+        return frame("VERDICT " + ACCT_OK)
     return frame("VERDICT " + step.code)

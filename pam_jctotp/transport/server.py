@@ -246,7 +246,7 @@ class Daemon:
                 delivered = False
             else:
                 try:
-                    writer.write(pam_wire.encode_step(verdict))
+                    writer.write(pam_wire.encode_step(verdict, acct_hint=req.acct_hint))
                     await writer.drain()
                     delivered = True
                 except ConnectionError:

@@ -49,6 +49,22 @@ def test_agrees_with_oathtool(raw, t):
     assert totp.match(Secret(secret), out, t) == totp.step(t)
 
 
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(min_size=14, max_size=40), step=st.integers(0, 2**40),
+       digits=st.integers(6, 8), lower=st.booleans(), unpadded=st.booleans())
+def test_agrees_with_pyotp(raw, step, digits, lower, unpadded):
+    """Our HOTP (key decoded once, hmac.digest) gives pyotp's code for every
+    secret form pyotp reads: any case, with or without '=' padding."""
+    import pyotp
+    text = base64.b32encode(raw).decode()
+    if unpadded:
+        text = text.rstrip("=")
+    if lower:
+        text = text.lower()
+    expected = pyotp.TOTP(text, digits=digits).generate_otp(step)
+    assert Totp(digits=digits).code(Secret(text), step) == expected
+
+
 def test_new_secret_is_160_bits_of_base32():
     secrets = {Totp.new_secret().reveal() for _ in range(50)}
     assert len(secrets) == 50

@@ -1,0 +1,69 @@
+"""What a login costs the store (issue 15): the writes on the common paths.
+Each write is a commit (a WAL append); none is spent on a no-op."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from harness import drive
+
+from pam_jctotp.core.login import Login
+from pam_jctotp.model import LoginRequest, VerdictCode
+
+WRITES = {"expire_lock", "reserve_attempt", "lock_if_exhausted", "lock", "reset_failures",
+          "unlock", "accept_step", "release_attempt", "update", "use_recovery_code"}
+
+
+class Counting:
+    """The world's store, counting the calls of its writing methods."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name):
+        attr = getattr(self._store, name)
+        if name in WRITES:
+            def counted(*args, **kwargs):
+                self.calls[name] += 1
+                return attr(*args, **kwargs)
+            return counted
+        return attr
+
+
+def code_login(world, user, code):
+    counting = Counting(world.acc.store)
+    world.acc.store = counting
+    try:
+        req = LoginRequest(call="auth", service="sshd", user=user, rhost="", tty="ssh",
+                           factors="totp")
+        run = drive(Login(world.acc, req).run(), [code], world.directory)
+    finally:
+        world.acc.store = counting._store
+    return run, counting.calls
+
+
+def test_a_right_code_writes_reserve_accept_and_reset_only(world):
+    totp = world.add("alice")
+    run, calls = code_login(world, "alice", world.code(totp))
+    assert run.code == VerdictCode.SUCCESS
+    assert calls == Counter(reserve_attempt=1, accept_step=1, reset_failures=1)
+
+
+def test_a_wrong_code_writes_reserve_and_the_lock_check_only(world):
+    totp = world.add("alice")
+    run, calls = code_login(world, "alice", world.wrong(totp))
+    assert run.code == VerdictCode.AUTH_ERR
+    assert calls == Counter(reserve_attempt=1, lock_if_exhausted=1)
+
+
+def test_an_expired_lock_is_still_lifted_by_the_next_login(make_world):
+    world = make_world(max_attempts=1, unlock_after=60)
+    totp = world.add("alice")
+    code_login(world, "alice", world.wrong(totp))
+    assert world.store.get("alice").locked_at is not None
+    world.advance(61)
+    run, calls = code_login(world, "alice", world.code(totp))
+    assert run.code == VerdictCode.SUCCESS
+    assert calls["expire_lock"] == 1
+    assert "unlocked" in world.audit_events()
