@@ -43,6 +43,9 @@ class FleetSync:
 
     def stop(self) -> None:
         self._stop.set()
+        interrupt = getattr(self.listener, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
         self._thread.join(timeout=5)
         self.listener.close()
 

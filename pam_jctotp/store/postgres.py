@@ -16,6 +16,7 @@ database answers again; the pool reconnects by itself.
 from __future__ import annotations
 
 import logging
+import os
 import select
 import threading
 from contextlib import contextmanager
@@ -135,6 +136,15 @@ class Listener:
         self.uri = uri
         self.connect_timeout = connect_timeout
         self.conn: psycopg.Connection[Any] | None = None
+        # interrupt() writes here so a stop never waits out a long `wait`.
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def interrupt(self) -> None:
+        """Wake a `wait` in another thread (the daemon is stopping)."""
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass  # already woken (pipe full) or closed
 
     def wait(self, timeout: float) -> bool:
         """True when something changed (or the connection is new: resync all); False after
@@ -145,7 +155,10 @@ class Listener:
                                             connect_timeout=self.connect_timeout)
                 self.conn.execute(f"LISTEN {CHANNEL}")
                 return True
-            if not select.select([self.conn.fileno()], [], [], timeout)[0]:
+            ready = select.select([self.conn.fileno(), self._wake_r], [], [], timeout)[0]
+            if self._wake_r in ready:
+                return False  # interrupted: the caller checks whether to stop
+            if not ready:
                 return False
             self.conn.pgconn.consume_input()
             notified = False
