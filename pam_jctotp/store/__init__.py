@@ -16,6 +16,18 @@ from typing import Any, Iterable, Protocol
 from ..model import UserRecord
 
 USER_COLUMNS = tuple(UserRecord.__dataclass_fields__)
+SELECT_USERS = f"SELECT {', '.join(USER_COLUMNS)} FROM users"
+_FLAGS = tuple(i for i, c in enumerate(USER_COLUMNS)
+               if c in ("is_admin", "mfa_required", "enroll_now"))
+
+
+def record(row: tuple[Any, ...]) -> UserRecord:
+    """A users row (columns in USER_COLUMNS order) as a record; the 0/1 flags
+    become real booleans (--json shows true/false), whatever the backend."""
+    values = list(row)
+    for i in _FLAGS:
+        values[i] = bool(values[i])
+    return UserRecord(*values)
 
 
 class Store(Protocol):

@@ -30,7 +30,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import StoreError, StoreUnavailable
 from ..model import UserRecord
+from . import SELECT_USERS as _SELECT
 from . import USER_COLUMNS
+from . import record as _record
 
 log = logging.getLogger("jctotpd.store")
 # The pool logs every failed reconnect and discarded connection: during an
@@ -101,21 +103,9 @@ MIGRATIONS: list[str] = [
 ]
 CHANNEL = "jctotp_users"
 
-_SELECT = f"SELECT {', '.join(USER_COLUMNS)} FROM users"
 _OUTAGE = (psycopg.OperationalError, PoolTimeout)
 T = TypeVar("T")
 
-
-_FLAGS = tuple(i for i, c in enumerate(USER_COLUMNS)
-               if c in ("is_admin", "mfa_required", "enroll_now"))
-
-
-def _record(row: tuple[Any, ...]) -> UserRecord:
-    """A row as a record; the 0/1 flags (as in sqlite.py) become real booleans."""
-    values = list(row)
-    for i in _FLAGS:
-        values[i] = bool(values[i])
-    return UserRecord(*values)
 
 
 def describe(uri: str) -> str:

@@ -23,7 +23,9 @@ from typing import Any, Iterable, Iterator
 
 from ..errors import StoreError
 from ..model import UserRecord
+from . import SELECT_USERS as _SELECT
 from . import USER_COLUMNS
+from . import record as _record
 
 BUSY_TIMEOUT = 1.0  # seconds; the shim waits 10 s by default (1..60)
 
@@ -61,17 +63,6 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-_SELECT = f"SELECT {', '.join(USER_COLUMNS)} FROM users"
-_FLAGS = tuple(i for i, c in enumerate(USER_COLUMNS)
-               if c in ("is_admin", "mfa_required", "enroll_now"))
-
-
-def _record(row: tuple[Any, ...]) -> UserRecord:
-    """A row as a record; SQLite's 0/1 flags become real booleans (--json shows true/false)."""
-    values = list(row)
-    for i in _FLAGS:
-        values[i] = bool(values[i])
-    return UserRecord(*values)
 
 
 class _Connection:
