@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -50,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 import pyotp
-from benchlib import REPO, cpu_seconds, memory_mb, percentile, private_daemon, us
+from benchlib import (REPO, cpu_seconds, ga_secret_text, memory_mb, percentile, private_daemon,
+                      us)
 from verify_rate import measure as raw_client_measure
 from verify_rate import wrong_code
 
@@ -100,15 +100,10 @@ class GaUsers:
         self.count += 1
         name = f"{prefix}{self.count}"
         secret = pyotp.random_base32()
-        lines = [secret]
-        if self.rate_limit:
-            lines.append('" RATE_LIMIT 3 30')
-        lines += ['" WINDOW_SIZE 3', '" DISALLOW_REUSE', '" TOTP_AUTH']
-        lines += [f"{random.SystemRandom().randrange(10**7, 10**8)}" for _ in range(5)]
         path = self.dir / f"{name}.ga"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)  # GA wants <= 0600
         with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
+            fh.write(ga_secret_text(secret, self.rate_limit))
         return name, pyotp.TOTP(secret)
 
     @property
