@@ -23,9 +23,12 @@ Figures (ours, GA's, ours/GA):
               with p99 and the CPU cores jctotpd used
   memory      jctotpd's RSS idle, peak during a storm of argon2 password logins,
               and after it (GA runs inside the PAM process: no daemon to measure)
-  ssh         not measured here: bench/ssh_login.py runs ours only
+  ssh         with --ssh: the whole SSH login (password + code, host's ssh against
+              sshd in Docker) against pam_unix + GA, the /etc/shadow hash yescrypt
+              at a cost no cheaper to attack than our argon2id
+              (bench/ssh_login.py --classic)
 
-    python3 bench/compare_ga.py [--quick] [--logins 300] [--profile out.json]
+    python3 bench/compare_ga.py [--quick] [--logins 300] [--profile out.json] [--ssh]
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import pyotp
-from benchlib import (REPO, cpu_seconds, ga_secret_text, memory_mb, percentile, private_daemon,
-                      us)
+from benchlib import (REPO, cpu_seconds, ga_secret_text, memory_mb, ms, percentile,
+                      private_daemon, us)
 from verify_rate import measure as raw_client_measure
 from verify_rate import wrong_code
 
@@ -545,6 +548,33 @@ def profile(args: argparse.Namespace, socket: str, pool: list[tuple[str, str]],
     return lines
 
 
+def ssh_phase(args: argparse.Namespace) -> None:
+    """bench/ssh_login.py --classic: ours against pam_unix + GA over real SSH, the
+    classic hash at --yescrypt-cost (GA's column) and at Debian 12's default."""
+    import ssh_login  # pexpect and docker: only for --ssh
+
+    costs = sorted({args.yescrypt_cost, ssh_login.DEBIAN_DEFAULT_COST})
+    stacks, hashes = ssh_login.run(args.ssh_logins, 1, costs)
+    ours = stacks[0].times
+    by_cost = {int(s.label.removeprefix("classic y")): s.times for s in stacks[1:]}
+    ga = by_cost[args.yescrypt_cost]
+    header(f"Whole SSH login (password + code), {args.ssh_logins} logins each, interleaved; "
+           f"GA = pam_unix (yescrypt cost {args.yescrypt_cost}) + GA")
+    print("\n".join("  " + line for line in hashes))
+    row("ssh login: median", statistics.median(ours["total"]), statistics.median(ga["total"]),
+        fmt=ms)
+    row("ssh login: p95", percentile(ours["total"], 95), percentile(ga["total"], 95), fmt=ms)
+    for phase in ssh_login.PHASES[1:]:
+        row(f"  {phase}: median", statistics.median(ours[phase]), statistics.median(ga[phase]),
+            fmt=ms)
+    if args.yescrypt_cost != ssh_login.DEBIAN_DEFAULT_COST:
+        debian = by_cost[ssh_login.DEBIAN_DEFAULT_COST]["total"]
+        row("ssh login: median, GA at cost 5", statistics.median(ours["total"]),
+            statistics.median(debian), fmt=ms,
+            note="(Debian 12's default yescrypt: cheaper to attack than ours)")
+    print(f"  {ssh_login.SPLIT_NOTE}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--logins", type=int, default=300, help="timed logins per module and figure")
@@ -569,13 +599,22 @@ def main() -> int:
     ap.add_argument("--make-users", choices=["ahead", "inline"], default="ahead",
                     help="make the fresh users before the timed logins (default) or each "
                          "right before its login (how the Before figures were taken)")
-    ap.add_argument("--only", choices=["latency", "throughput", "memory"], action="append",
-                    help="run only this part (repeatable); default: all three")
+    ap.add_argument("--only", choices=["latency", "throughput", "memory", "ssh"], action="append",
+                    help="run only this part (repeatable); default: the first three, and ssh "
+                         "with --ssh")
+    ap.add_argument("--ssh", action="store_true",
+                    help="also the whole SSH login against pam_unix + GA (needs Docker; "
+                         "bench/ssh_login.py --classic)")
+    ap.add_argument("--ssh-logins", type=int, default=30, help="SSH logins per stack")
+    ap.add_argument("--yescrypt-cost", type=int, default=6,
+                    help="the pam_unix users' yescrypt cost for --ssh (default 6: the smallest "
+                         "no cheaper to attack than argon2id at OWASP's minimum)")
     ap.add_argument("--quick", action="store_true",
-                    help="a smaller run: 60 logins, 2 s phases, a storm of 20")
+                    help="a smaller run: 60 logins, 2 s phases, a storm of 20, 10 SSH logins")
     args = ap.parse_args()
     if args.quick:
         args.logins, args.warmup, args.seconds, args.storm = 60, 3, 2.0, 20
+        args.ssh_logins = 10
         args.storm_rounds, args.settle = 2, 2.0
 
     global USERS_AHEAD
@@ -592,9 +631,11 @@ def main() -> int:
     if os.environ.get("JCTOTP_BENCH_NS"):
         print("no /dev/log here: GA's syslog line per login goes to /dev/null "
               "(/dev/console, bound in a private mount namespace)")
+    only = set(args.only or ["latency", "throughput", "memory"])
+    if args.ssh:
+        only.add("ssh")
     tmp = Path(tempfile.mkdtemp(prefix="jctotp-compare-"))
     try:
-        only = set(args.only or ["latency", "throughput", "memory"])
         profiled: list[str] = []
         if "latency" in only:
             latency_phases(args, ga_so, tmp)
@@ -604,8 +645,10 @@ def main() -> int:
             memory_storm(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("\nWhole SSH login (password + code) vs pam_unix + GA: not measured here "
-          "(bench/ssh_login.py runs ours only)")
+    if "ssh" in only:
+        ssh_phase(args)
+    else:
+        print("\nWhole SSH login (password + code) vs pam_unix + GA: not run (--ssh)")
     print("\n".join(profiled))
     return 0
 
