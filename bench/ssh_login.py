@@ -118,9 +118,10 @@ print(json.dumps(secrets))
 '''
 
 # The hashes' own cost, measured in the container: argon2id at the daemon's
-# defaults, yescrypt at each cost. Median seconds of `reps` verifications.
+# defaults, yescrypt at each cost, in interleaved rounds; the fastest of `reps`
+# (the machine is shared: the fastest is the closest to the work itself).
 HASH_TIMES = r'''
-import ctypes, json, statistics, sys, time
+import ctypes, json, sys, time
 import argon2
 from pam_jctotp.config import PasswordHashParams
 lib = ctypes.CDLL("libcrypt.so.1")
@@ -129,21 +130,23 @@ lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, 
 lib.crypt.restype = ctypes.c_char_p
 lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
 costs, reps = json.loads(sys.argv[1]), int(sys.argv[2])
-def timed(f):
-    f()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter(); f(); times.append(time.perf_counter() - t)
-    return statistics.median(times)
 p = PasswordHashParams()
 ph = argon2.PasswordHasher(time_cost=p.time_cost, memory_cost=p.memory_kib,
                            parallelism=p.parallelism)
 h = ph.hash("bench")
-out = {"argon2id": {"memory_kib": p.memory_kib, "time_cost": p.time_cost,
-                    "parallelism": p.parallelism, "seconds": timed(lambda: ph.verify(h, "bench"))}}
+checks = {"argon2id": lambda: ph.verify(h, "bench")}
+prefixes = {}
 for c in costs:
     y = lib.crypt(b"bench", lib.crypt_gensalt(b"$y$", c, None, 0))
-    out[str(c)] = {"prefix": y[:7].decode(), "seconds": timed(lambda: lib.crypt(b"bench", y))}
+    prefixes[str(c)] = y[:7].decode()
+    checks[str(c)] = lambda y=y: lib.crypt(b"bench", y)
+best = {k: float("inf") for k in checks}
+for _ in range(reps):
+    for k, f in checks.items():
+        t = time.perf_counter(); f(); best[k] = min(best[k], time.perf_counter() - t)
+out = {"argon2id": {"memory_kib": p.memory_kib, "time_cost": p.time_cost,
+                    "parallelism": p.parallelism, "seconds": best["argon2id"]}}
+out.update({c: {"prefix": prefixes[c], "seconds": best[c]} for c in prefixes})
 print(json.dumps(out))
 '''
 
@@ -163,7 +166,7 @@ def yescrypt_work(cost: int) -> tuple[float, float]:
     return 128 * r * n / 2**20, (n + -(-n // 3)) / n
 
 
-def hash_costs(sshd: Sshd, costs: list[int], reps: int = 5) -> list[str]:
+def hash_costs(sshd: Sshd, costs: list[int], reps: int = 10) -> list[str]:
     """Lines saying, for each yescrypt cost, whether it is at least as costly
     to attack as our argon2id: no less memory and no fewer MiB x passes
     (memory-hard hashes cost an attacker memory x time)."""
@@ -179,7 +182,7 @@ def hash_costs(sshd: Sshd, costs: list[int], reps: int = 5) -> list[str]:
                 f"{mib * passes:5.1f} MiB-passes {seconds * 1000:6.1f} ms")
 
     lines = [f"Password hashes (memory x passes: what an attacker pays per guess; "
-             f"the time: one check in the container, median of {reps}):",
+             f"the time: one check in the container, fastest of {reps}):",
              line("ours", f"argon2id m={a['memory_kib']} t={a['time_cost']} p={a['parallelism']}",
                   "OWASP minimum", a_mib, a_passes, a["seconds"])]
     for c in costs:
