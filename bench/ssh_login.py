@@ -86,17 +86,23 @@ def classic_pam() -> str:
     return "\n".join(lines) + "\n"
 
 
-# Run inside the container as root. Ours: `jctotp user add --mfa` (the daemon
-# hashes the password with argon2id and makes the Linux account). Classic:
-# the same useradd, a yescrypt hash of the given cost set with chpasswd -e
-# (what pam_unix's `yescrypt rounds=N` would write), ~/.google_authenticator.
-SETUP_USERS = r'''
-import ctypes, json, os, pwd, re, subprocess, sys
+# Scripts run by the container's python3. libxcrypt's crypt and crypt_gensalt
+# (Debian 12's libcrypt.so.1), as pam_unix and passwd use them.
+LIBCRYPT = r'''
+import ctypes
 lib = ctypes.CDLL("libcrypt.so.1")
 lib.crypt_gensalt.restype = ctypes.c_char_p
 lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
 lib.crypt.restype = ctypes.c_char_p
 lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+'''
+
+# Run inside the container as root. Ours: `jctotp user add --mfa` (the daemon
+# hashes the password with argon2id and makes the Linux account). Classic:
+# the same useradd, a yescrypt hash of the given cost set with chpasswd -e
+# (what pam_unix's `yescrypt rounds=N` would write), ~/.google_authenticator.
+SETUP_USERS = LIBCRYPT + r'''
+import json, os, pwd, re, subprocess, sys
 secrets, shadow = {}, []
 for u in json.load(sys.stdin):
     if u["kind"] == "ours":
@@ -120,15 +126,10 @@ print(json.dumps(secrets))
 # The hashes' own cost, measured in the container: argon2id at the daemon's
 # defaults, yescrypt at each cost, in interleaved rounds; the fastest of `reps`
 # (the machine is shared: the fastest is the closest to the work itself).
-HASH_TIMES = r'''
-import ctypes, json, sys, time
+HASH_TIMES = LIBCRYPT + r'''
+import json, sys, time
 import argon2
 from pam_jctotp.config import PasswordHashParams
-lib = ctypes.CDLL("libcrypt.so.1")
-lib.crypt_gensalt.restype = ctypes.c_char_p
-lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
-lib.crypt.restype = ctypes.c_char_p
-lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
 costs, reps = json.loads(sys.argv[1]), int(sys.argv[2])
 p = PasswordHashParams()
 ph = argon2.PasswordHasher(time_cost=p.time_cost, memory_cost=p.memory_kib,
