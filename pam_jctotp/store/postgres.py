@@ -131,6 +131,8 @@ RESERVE_ATTEMPT = """
     RETURNING failed_count
     """
 ACCEPT_STEP = "UPDATE users SET last_step = %s WHERE name = %s AND last_step < %s"
+ACCEPT_STEP_AND_RESET = ("UPDATE users SET last_step = %s, failed_count = 0, "
+                         "fail_window_start = NULL WHERE name = %s AND last_step < %s")
 RESET_FAILURES = ("UPDATE users SET failed_count = 0, fail_window_start = NULL WHERE name = %s "
                   "AND (failed_count <> 0 OR fail_window_start IS NOT NULL)")
 
@@ -561,8 +563,9 @@ class PostgresStore:
 
     # --- TOTP replay guard ---------------------------------------------------------------
 
-    def accept_step(self, name: str, step: int) -> bool:
-        return self._rowcount(ACCEPT_STEP, (step, name, step)) == 1
+    def accept_step(self, name: str, step: int, reset_failures: bool = False) -> bool:
+        return self._rowcount(ACCEPT_STEP_AND_RESET if reset_failures else ACCEPT_STEP,
+                              (step, name, step)) == 1
 
     # --- recovery codes --------------------------------------------------------------
 
