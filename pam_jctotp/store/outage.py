@@ -128,8 +128,8 @@ class Breaker:
         return self._down_since is not None
 
     def check(self) -> None:
-        """Fail at once while the database is known to be down."""
-        if self._down_since is not None:
+        """Fail at once while the database is known to be down (except in the probe)."""
+        if self._down_since is not None and threading.current_thread() is not self._prober:
             raise StoreUnavailable(f"fleet database {self.what} unavailable")
 
     def trip(self, reason: str | None) -> StoreUnavailable:
@@ -157,7 +157,7 @@ class Breaker:
                 break
             except Exception as exc:   # any failure means: not back yet
                 if reason is None:
-                    reason = _first_line(exc)
+                    reason = first_line(exc)
                     self._say_down(reason)
             self._closing.wait(self.interval)
         else:
@@ -176,5 +176,5 @@ class Breaker:
             prober.join(timeout=5)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -21,6 +21,7 @@ import logging
 import os
 import select
 import threading
+import hmac
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -36,7 +37,7 @@ from ..model import UserRecord
 from . import SELECT_USERS as _SELECT
 from . import USER_COLUMNS
 from . import record as _record
-from .outage import Breaker, DeadlineExceeded, Deadlines
+from .outage import Breaker, DeadlineExceeded, Deadlines, first_line
 
 log = logging.getLogger("jctotpd.store")
 # The pool logs every failed reconnect and discarded connection: during an
@@ -218,8 +219,15 @@ class _Unit:
 
 
 class PostgresStore:
+    """The fleet store. `key` (the key's check value, the key file's name): verify it
+    against the database before serving. `serving` (jctotpd): when the database does
+    not answer at start, start anyway with the outage known (every call fails at
+    once: break-glass serves its group from the host's copy); the probe checks the
+    schema and the key before the first call is served."""
+
     def __init__(self, uri: str, *, max_size: int = 24, min_size: int = 2,
-                 wait_timeout: float = WAIT_TIMEOUT, create: bool = True) -> None:
+                 wait_timeout: float = WAIT_TIMEOUT, create: bool = True,
+                 key: tuple[str, str] | None = None, serving: bool = False) -> None:
         self.uri = uri
         self.where = describe(uri)
         self.wait_timeout = wait_timeout
@@ -235,28 +243,58 @@ class PostgresStore:
         self._units: dict[int, _Unit] = {}
         self._deadlines = Deadlines()
         self.breaker = Breaker(self.where, self._probe)
-        self.expected_key_check: str | None = None  # set by the daemon after its key check
+        self.expected_key_check: str | None = None  # set by verify_key
+        self._key = key
+        self._ready = False        # schema and key checked: calls may be served
+        self._refused: str | None = None   # why the returning database was refused
         self.pool = ConnectionPool(uri, open=False, kwargs=kwargs, min_size=min_size,
                                    max_size=max_size, timeout=wait_timeout, name="jctotp",
                                    reconnect_timeout=RECONNECT_TIMEOUT)
+        if serving:
+            self.pool.open(wait=False)
+            try:
+                self._probe_database()
+            except (psycopg.Error, DeadlineExceeded, OSError) as exc:
+                self.breaker.trip(f"{first_line(exc)} (at start: the schema and the key "
+                                  "are checked when it answers)")
+                return
+        else:
+            try:
+                self.pool.open(wait=True, timeout=CONNECT_TIMEOUT + 1)
+            except PoolTimeout:
+                self.close()
+                raise StoreError(f"cannot reach the fleet database {self.where} "
+                                 f"({self._connect_error()})") from None
         try:
-            self.pool.open(wait=True, timeout=CONNECT_TIMEOUT + 1)
-        except PoolTimeout:
-            self.close()
-            raise StoreError(f"cannot reach the fleet database {self.where} "
-                             f"({self._connect_error()})") from None
-        try:
-            self.migrate(create)
+            self._get_ready(create)
         except StoreError:
             self.close()
             raise
+
+    def _get_ready(self, create: bool = False) -> None:
+        self.migrate(create)
+        if self._key is not None:
+            self.verify_key(*self._key)
+        self._ready = True
+
+    def verify_key(self, check: str, key_file: str) -> None:
+        """StoreError unless the database's key check value is `check` (the key file's)."""
+        self.expected_key_check = check
+        stored = self.meta("key_check")
+        if stored is None:
+            raise StoreError(f"the fleet database {self.where} has no key check: "
+                             "run `jctotp fleet init` on the first host")
+        if not hmac.compare_digest(stored, check):
+            raise StoreError(f"key file {key_file} is not the key of the fleet database "
+                             f"{self.where} (key check mismatch): copy secret_key_file from "
+                             "a host of the fleet")
 
     def _connect_error(self) -> str:
         """Why a fresh connection fails (the pool swallows the reason)."""
         try:
             psycopg.connect(self.uri, connect_timeout=CONNECT_TIMEOUT).close()
         except psycopg.Error as exc:
-            return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return first_line(exc)
         return "no connection free in the pool in time"
 
     def close(self) -> None:
@@ -271,15 +309,32 @@ class PostgresStore:
 
     def _failed(self, exc: BaseException) -> StoreError:
         # PoolTimeout hides the cause: the probe's first connect says it instead.
-        return self.breaker.trip(None if isinstance(exc, PoolTimeout) else
-                                 (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+        return self.breaker.trip(None if isinstance(exc, PoolTimeout) else first_line(exc))
 
-    def _probe(self) -> None:
+    def _probe_database(self) -> None:
         """One connection and one statement, both bounded: raises unless the database answers."""
         with psycopg.connect(self.uri, **{**self._kwargs, "connect_timeout":
                                           PROBE_CONNECT_TIMEOUT}) as conn:
             with self._deadlines.guard(conn.pgconn.socket, STATEMENT_DEADLINE):
                 conn.execute("SELECT 1")
+
+    def _probe(self) -> None:
+        """The breaker's probe (its thread may use the store while it is down). A daemon
+        that started during the outage checks the schema and the key first: a database
+        that answers with a wrong key stays refused (said once; a restart re-reads)."""
+        self._probe_database()
+        if self._ready:
+            return
+        try:
+            self._get_ready()
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            if self._refused is None:
+                self._refused = str(exc)
+                log.error("fleet database %s answers but is refused: %s; logins fail closed "
+                          "until jctotpd is restarted with that fixed", self.where, exc)
+            raise
 
     # --- connections ----------------------------------------------------------------
 

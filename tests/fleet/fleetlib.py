@@ -8,6 +8,8 @@ import pamdriver
 
 from testlib import Daemon
 
+PREFIX = "jcfl"   # Linux accounts and groups the tests make (the scratch_accounts fixture)
+
 
 def service(confdir: str, host: Daemon, name: str = "jctotp-fleet", timeout: int = 10,
             extra: str = "") -> str:

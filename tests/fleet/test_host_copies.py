@@ -7,7 +7,6 @@ after each test (the test runs as root on a throw-away machine or container).
 
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 import sqlite3
@@ -17,14 +16,13 @@ from pathlib import Path
 
 import pamdriver as pd
 import pytest
-from fleetlib import service
+from fleetlib import PREFIX, service
 
 from testlib import code_at
 
 pytestmark = pytest.mark.fleet
 
 PASSWORD = "correct horse battery"
-PREFIX = "jcfl"
 
 
 def eventually(check, timeout: float = 10.0):
@@ -34,18 +32,6 @@ def eventually(check, timeout: float = 10.0):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.1)
-
-
-@pytest.fixture
-def scratch_accounts():
-    """Remove every jcfl* account and group afterwards."""
-    yield
-    for pw in pwd.getpwall():
-        if pw.pw_name.startswith(PREFIX):
-            subprocess.run(["userdel", "-r", pw.pw_name], capture_output=True)
-    for gr in grp.getgrall():
-        if gr.gr_name.startswith(PREFIX):
-            subprocess.run(["groupdel", gr.gr_name], capture_output=True)
 
 
 def test_lock_markers_follow_the_database_on_every_host(make_host, confdir):
