@@ -341,8 +341,11 @@ class PostgresStore:
     def _checkout(self) -> psycopg.Connection[Any]:
         """A live connection from the pool; StoreUnavailable at once during an outage.
         An idle connection the server has closed (restart, admin kill) is readable:
-        dropped without a round trip."""
+        dropped without a round trip. The first one found so is a hint: one direct
+        connection says at once whether the server is there at all (a stopped one
+        refuses it), instead of waiting out the pool's reconnects."""
         self.breaker.check()
+        probed = False
         for _ in range(self.pool.max_size + 1):
             conn = self.pool.getconn(timeout=self.wait_timeout)
             try:
@@ -353,6 +356,9 @@ class PostgresStore:
                 return conn
             conn.close()
             self.pool.putconn(conn)
+            if not probed:
+                probed = True
+                self._probe_database()   # raises when the server is gone: an outage
         raise PoolTimeout("no live connection in the pool")
 
     def _timed(self, conn: psycopg.Connection[Any], work: Callable[[psycopg.Connection[Any]], T],
