@@ -123,10 +123,6 @@ class Breaker:
         self._closing = threading.Event()
         self._prober: threading.Thread | None = None
 
-    @property
-    def down(self) -> bool:
-        return self._down_since is not None
-
     def check(self) -> None:
         """Fail at once while the database is known to be down (except in the probe)."""
         if self._down_since is not None and threading.current_thread() is not self._prober:

@@ -17,11 +17,11 @@ frozen server never holds a login; a broken connection is discarded by the pool.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import select
 import threading
-import hmac
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterable, Iterator, TypeVar
