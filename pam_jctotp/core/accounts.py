@@ -157,13 +157,15 @@ class Accounts:
     # --- codes -----------------------------------------------------------
 
     def check_code(self, rec: UserRecord, secret: Secret, answer: str,
-                   consume: bool) -> CodeCheck:
+                   consume: bool, reset_failures: bool = False) -> CodeCheck:
         """Is `answer` a current code (or an unused recovery code) of `secret`?
 
         With consume=True an accepted code's step is recorded atomically, so
         the same or an older step is refused later (replay), and a recovery
         code is used up. With consume=False nothing changes (e.g. the
-        password was wrong: a right code must not be burnt).
+        password was wrong: a right code must not be burnt). With
+        reset_failures, an accepted TOTP code also starts the failure counter
+        over, in the same statement (the login's success; reason "totp").
         """
         answer = answer.strip()
         if not answer:
@@ -172,7 +174,7 @@ class Accounts:
         if step is not None:
             if not consume:
                 return CodeCheck(True, "totp", step)
-            if self.store.accept_step(rec.name, step):
+            if self.store.accept_step(rec.name, step, reset_failures):
                 return CodeCheck(True, "totp", step)
             return CodeCheck(False, "replay", step)
         if len(answer) > self.totp.digits and rec.totp_secret is not None:
