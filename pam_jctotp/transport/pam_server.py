@@ -492,8 +492,9 @@ class PamServer:
     # --- frames -------------------------------------------------------------------
 
     def _read_frame(self, conn: _Conn) -> bytes | None:
-        """The next frame's payload, or None: not here within INLINE_WAIT, so the
-        connection is parked on pam-io (its deadline armed) until it is readable."""
+        """The next frame's payload, or None: not here within INLINE_WAIT (at once
+        when other logins are waiting for a worker), so the connection is parked
+        on pam-io (its deadline armed) until it is readable."""
         buf = conn.buf
         waited = False
         while True:
@@ -507,7 +508,9 @@ class PamServer:
             try:
                 data = conn.sock.recv(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
-                if waited or not self._wait(conn.fd, select.POLLIN, INLINE_WAIT):
+                # Wait for a prompt peer only while no other login is ready to run.
+                if waited or not self.ready.empty() \
+                        or not self._wait(conn.fd, select.POLLIN, INLINE_WAIT):
                     self._park(conn)
                     return None
                 waited = True
