@@ -72,6 +72,7 @@ SEND_PATIENCE = 2.0      # a frame the peer does not take in this long: it is go
 ACCEPT_BATCH = 16        # accepts per wake-up
 ACCEPT_PAUSE = 1.0       # out of descriptors: stop accepting this long
 RECV_SIZE = 4096
+TIMER_SLACK = 0.003      # a fail_delay's timer fires this early; the worker sleeps the rest
 _UNAVAIL = pam_wire.encode_step(Verdict(VerdictCode.AUTHINFO_UNAVAIL))
 _OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -89,7 +90,7 @@ class _Conn:
 
     __slots__ = ("sock", "fd", "buf", "lock", "due", "why", "dead", "req", "conv", "deadline",
                  "value", "error", "step", "verdict", "ready_at", "conv_closed",
-                 "reading")
+                 "reading", "send_at")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -109,6 +110,7 @@ class _Conn:
         self.ready_at = 0.0
         self.conv_closed = False
         self.reading = True             # waiting for a frame (HELLO or ANSWER)
+        self.send_at = 0.0              # a failure's verdict goes out then (fail_delay)
 
     def arm(self, why: str, due: float) -> None:
         with self.lock:
@@ -359,7 +361,8 @@ class PamServer:
                     conn.value = pam_wire.parse_answer(pam_wire.decode(payload))
                     assert conn.deadline is not None
                     conn.deadline.at = conn.ready_at + conn.deadline.seconds
-            if conn.verdict is not None:
+            if conn.verdict is not None:  # back from its fail_delay
+                self._until(conn)
                 return self._settle(conn)
             if conn.error is not None:
                 raise conn.error
@@ -372,6 +375,7 @@ class PamServer:
             if isinstance(step, Verdict):
                 if not self._verdict(conn, step):
                     return False
+                self._until(conn)
                 return self._settle(conn)
             if isinstance(step, Prompt):
                 self._send(conn, pam_wire.encode_step(step))
@@ -435,10 +439,20 @@ class PamServer:
         conn.verdict = verdict
         if verdict.delay:
             wait = self._fail_delay(deadline)
-            if wait > 0:
-                self.loop.call_soon_threadsafe(self._later, conn, wait)
+            conn.send_at = time.monotonic() + wait
+            if wait > TIMER_SLACK:
+                # pam-io's timer wakes us a little early (its clock has ms ticks, and
+                # the hand-over to a worker takes time); _serve sleeps the rest.
+                self.loop.call_soon_threadsafe(self._later, conn, wait - TIMER_SLACK)
                 return False
         return True
+
+    @staticmethod
+    def _until(conn: _Conn) -> None:
+        """The last moments of a fail_delay (at most TIMER_SLACK and the queue's wait)."""
+        rest = conn.send_at - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
 
     def _fail_delay(self, deadline: Deadline) -> float:
         """Every failure takes fail_delay from the last answer, whatever it cost to
@@ -458,13 +472,6 @@ class PamServer:
         """Deliver the verdict, then tell the conversation whether it arrived."""
         req, verdict = conn.req, conn.verdict
         assert req is not None and verdict is not None and conn.conv is not None
-        # IGNORE (an unknown user let through by config: root's su, cron) is
-        # routine; at warning it would bury the refusals in `journalctl -p warning`.
-        routine = verdict.code in (VerdictCode.SUCCESS, VerdictCode.IGNORE)
-        log.log(logging.INFO if routine else logging.WARNING,
-                "%s %s user=%s service=%s rhost=%s -> %s", req.call, req.factors,
-                printable(req.user), printable(req.service), printable(req.rhost or "-"),
-                verdict.code)
         delivered = False
         if not self._at_eof(conn):
             try:
@@ -472,6 +479,14 @@ class PamServer:
                 delivered = True
             except (ConnectionError, TimeoutError):
                 pass
+        # Logged once it is out (the shim waits for it, not for the log).
+        # IGNORE (an unknown user let through by config: root's su, cron) is
+        # routine; at warning it would bury the refusals in `journalctl -p warning`.
+        routine = verdict.code in (VerdictCode.SUCCESS, VerdictCode.IGNORE)
+        log.log(logging.INFO if routine else logging.WARNING,
+                "%s %s user=%s service=%s rhost=%s -> %s", req.call, req.factors,
+                printable(req.user), printable(req.service), printable(req.rhost or "-"),
+                verdict.code)
         if not delivered:
             log.warning("user=%s service=%s: the shim was gone before the verdict %s "
                         "reached it (PAM refused the login)", printable(req.user),
