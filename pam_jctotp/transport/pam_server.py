@@ -13,7 +13,8 @@ waits behind the control plane):
   as before), holds every connection that is waiting for someone (a person
   typing, a shim that has not sent its HELLO yet, argon2, the fail_delay),
   and runs the watchdog.
-- `pam-N` (`workers`): take ready connections from a queue. A worker waits
+- `pam-N` (up to `workers`, started as logins need them): take ready
+  connections from a queue. A worker waits
   for a frame at most INLINE_WAIT (a shim answering at once), then parks
   the connection back on pam-io; it never waits for a person, for argon2
   (its own bounded pool) or for a fail_delay. So a stalled client holds no
@@ -72,6 +73,7 @@ SEND_PATIENCE = 2.0      # a frame the peer does not take in this long: it is go
 ACCEPT_BATCH = 16        # accepts per wake-up
 ACCEPT_PAUSE = 1.0       # out of descriptors: stop accepting this long
 RECV_SIZE = 4096
+FIRST_WORKERS = 2        # started with the daemon; more as logins need them
 TIMER_SLACK = 0.003      # a fail_delay's timer fires this early; the worker sleeps the rest
 _UNAVAIL = pam_wire.encode_step(Verdict(VerdictCode.AUTHINFO_UNAVAIL))
 _OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -149,7 +151,10 @@ class PamServer:
         self.ready: queue.SimpleQueue[_Conn | None] = queue.SimpleQueue()
         self.loop = asyncio.new_event_loop()
         self.listener: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []   # pam-io, then the workers
+        self._count_lock = threading.Lock()
+        self._idle = 0                  # workers waiting for a connection
+        self._closing = False
         self._ticking = False
         self._delay_clamp_logged = False
         self._local = threading.local()
@@ -170,10 +175,19 @@ class PamServer:
         io = threading.Thread(target=self._run_io, name="pam-io", daemon=True)
         io.start()
         self._threads.append(io)
-        for n in range(self.workers):
-            t = threading.Thread(target=self._work, name=f"pam-{n}", daemon=True)
-            t.start()
+        for _ in range(min(FIRST_WORKERS, self.workers)):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        """One more worker, up to `workers`: they start as logins need them (idle
+        RSS), and stay."""
+        with self._count_lock:
+            if self._closing or len(self._threads) > self.workers:
+                return
+            t = threading.Thread(target=self._work, name=f"pam-{len(self._threads) - 1}",
+                                 daemon=True)
             self._threads.append(t)
+        t.start()
 
     def _run_io(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -200,7 +214,10 @@ class PamServer:
         if self._threads and self._threads[0].is_alive():
             self.loop.call_soon_threadsafe(stop)
             done.wait(wait)
-        for _ in range(self.workers):
+        with self._count_lock:
+            self._closing = True
+            workers = len(self._threads) - 1
+        for _ in range(workers):
             self.ready.put(None)
         end = time.monotonic() + wait
         for t in self._threads:
@@ -258,6 +275,8 @@ class PamServer:
         conn.ready_at = now
         conn.arm(QUEUED, now + QUEUE_WAIT)
         self.ready.put(conn)
+        if self.ready.qsize() > self._idle and len(self._threads) <= self.workers:
+            self._spawn()
 
     def _park_io(self, conn: _Conn) -> None:
         """pam-io: wait until the peer's frame is readable (the deadline is armed)."""
@@ -333,7 +352,11 @@ class PamServer:
     def _work(self) -> None:
         self._local.poll = select.poll()
         while True:
+            with self._count_lock:
+                self._idle += 1
             conn = self.ready.get()
+            with self._count_lock:
+                self._idle -= 1
             if conn is None:
                 return
             if not conn.claim():
