@@ -495,14 +495,7 @@ class PamServer:
         """Deliver the verdict, then tell the conversation whether it arrived."""
         req, verdict = conn.req, conn.verdict
         assert req is not None and verdict is not None and conn.conv is not None
-        delivered = False
-        if not self._at_eof(conn):
-            try:
-                self._send(conn, pam_wire.encode_step(verdict, acct_hint=req.acct_hint))
-                delivered = True
-            except (ConnectionError, TimeoutError):
-                pass
-        # Logged once it is out (the shim waits for it, not for the log).
+        # Logged before it is sent: once PAM has its answer, the line is in the log.
         # IGNORE (an unknown user let through by config: root's su, cron) is
         # routine; at warning it would bury the refusals in `journalctl -p warning`.
         routine = verdict.code in (VerdictCode.SUCCESS, VerdictCode.IGNORE)
@@ -510,6 +503,13 @@ class PamServer:
                 "%s %s user=%s service=%s rhost=%s -> %s", req.call, req.factors,
                 printable(req.user), printable(req.service), printable(req.rhost or "-"),
                 verdict.code)
+        delivered = False
+        if not self._at_eof(conn):
+            try:
+                self._send(conn, pam_wire.encode_step(verdict, acct_hint=req.acct_hint))
+                delivered = True
+            except (ConnectionError, TimeoutError):
+                pass
         if not delivered:
             log.warning("user=%s service=%s: the shim was gone before the verdict %s "
                         "reached it (PAM refused the login)", printable(req.user),
