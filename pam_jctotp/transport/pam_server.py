@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import os
 import queue
 import select
 import socket
@@ -60,7 +59,7 @@ from ..model import LoginRequest, VerdictCode
 from ..printable import printable
 from . import limits, pam_wire
 from .driver import SETTLE, Deadline, finish, reply_budget
-from .framing import HEADER, socket_peer_uid
+from .framing import HEADER, listen_unix, socket_peer_uid
 
 log = logging.getLogger("jctotpd")
 
@@ -163,15 +162,7 @@ class PamServer:
 
     def start(self, path: str) -> None:
         """Listen on `path` (created 0600: never a window) and start the threads."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old)
-        sock.listen(128)
-        sock.setblocking(False)
-        self.listener = sock
+        self.listener = listen_unix(path)
         io = threading.Thread(target=self._run_io, name="pam-io", daemon=True)
         io.start()
         self._threads.append(io)

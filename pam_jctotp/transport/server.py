@@ -33,7 +33,7 @@ from ..errors import (JctotpError, ProtocolError)
 from ..model import ExitCode
 from . import control_wire, limits
 from .driver import Deadline, Driver, StepTimeout
-from .framing import read_payload, socket_peer_uid
+from .framing import listen_unix, read_payload, socket_peer_uid
 from .pam_server import PamServer
 
 log = logging.getLogger("jctotpd")
@@ -104,14 +104,7 @@ class Daemon:
         """The control socket has its own accept loop: each connection is counted
         against its uid's budget before anything is read or allocated for it."""
         self._prepare(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old)
-        sock.listen(128)
-        sock.setblocking(False)
+        sock = listen_unix(path)
         os.chmod(path, 0o666)
         self._control_sock = sock
         asyncio.get_running_loop().add_reader(sock.fileno(), self._accept_control)
