@@ -394,7 +394,7 @@ class PamServer:
             if isinstance(step, Prompt):
                 self._send(conn, pam_wire.encode_step(step))
                 conn.reading = True
-                conn.ready_at = time.monotonic()  # the answer's budget counts from here at most
+                conn.ready_at = time.monotonic()  # (an answer already there came about now)
             elif isinstance(step, (Info, Error)):
                 self._send(conn, pam_wire.encode_step(step))
             elif isinstance(step, (VerifyPassword, SetPassword)):
@@ -543,6 +543,7 @@ class PamServer:
                     self._park(conn)
                     return None
                 waited = True
+                conn.ready_at = time.monotonic()  # it came now: budget, fail_delay from here
                 continue
             if not data:
                 raise PeerGone("the peer closed the connection")
