@@ -90,7 +90,7 @@ class _Conn:
     """One PAM connection and where its login stands."""
 
     __slots__ = ("sock", "fd", "buf", "lock", "due", "why", "dead", "req", "conv", "deadline",
-                 "value", "error", "step", "verdict", "ready_at", "conv_closed",
+                 "value", "error", "verdict", "ready_at", "conv_closed",
                  "reading", "send_at")
 
     def __init__(self, sock: socket.socket) -> None:
@@ -106,7 +106,6 @@ class _Conn:
         self.deadline: Deadline | None = None
         self.value: Any = None          # what the conversation is sent next
         self.error: BaseException | None = None  # or what its password check raised
-        self.step: Any = None           # a step waiting to be handled (a delayed verdict)
         self.verdict: Verdict | None = None
         self.ready_at = 0.0
         self.conv_closed = False
@@ -380,12 +379,9 @@ class PamServer:
                 return self._settle(conn)
             if conn.error is not None:
                 raise conn.error
-            step = conn.step
-            conn.step = None
-            if step is None:
-                step = self._run_step(conn)
-                if step is None:  # the watchdog answered for it
-                    return True
+            step = self._run_step(conn)
+            if step is None:  # the watchdog answered for it
+                return True
             if isinstance(step, Verdict):
                 if not self._verdict(conn, step):
                     return False
