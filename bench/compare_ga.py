@@ -197,8 +197,9 @@ def interleaved(confdir: Path, ours: Side, ga: Side, logins: int, warmup: int,
     return times["ours"], times["ga"]
 
 
-def _wrong_logins(job: tuple[Path, str, list[tuple[str, str]]]) -> list[float]:
-    confdir, service, users = job
+def _wrong_logins(job: tuple[Path, str, list[tuple[str, str]], float]) -> list[float]:
+    confdir, service, users, start_after = job
+    time.sleep(start_after)
     times = []
     for name, secret in users:
         result = pd.run(confdir, service, name, [wrong_code(pyotp.TOTP(secret))])
@@ -208,12 +209,16 @@ def _wrong_logins(job: tuple[Path, str, list[tuple[str, str]]]) -> list[float]:
     return times
 
 
-def parallel_wrong_logins(confdir: Path, side: Side, logins: int, procs: int) -> list[float]:
+def parallel_wrong_logins(confdir: Path, side: Side, logins: int, procs: int,
+                          fail_delay: float) -> list[float]:
     """One wrong-code login per fresh user, `procs` processes at a time (processes,
-    not threads: no GIL hand-offs inside the timed part)."""
+    not threads: no GIL hand-offs inside the timed part). Their starts are spread
+    over one fail_delay, so that the logins do not all run at the same moments
+    (started together, every 2 s ten logins met on two cores, and the figure
+    measured that crowd instead of the work of a failure)."""
     users = [side.new_user() for _ in range(logins)]
-    jobs = [(confdir, side.service, [(n, t.secret) for n, t in users[i::procs]])
-            for i in range(procs)]
+    jobs = [(confdir, side.service, [(n, t.secret) for n, t in users[i::procs]],
+             i * fail_delay / procs) for i in range(procs)]
     with multiprocessing.get_context("fork").Pool(procs) as pool:
         return [t for times in pool.map(_wrong_logins, jobs) for t in times]
 
@@ -398,11 +403,12 @@ def latency_phases(args: argparse.Namespace, ga_so: str, tmp: Path) -> None:
 
         # The fail delay is a sleep: run the wrong codes a few at a time so the
         # run does not take logins x fail_delay; the excess over the delay is work.
-        wrong_ours = parallel_wrong_logins(confdir, ours, args.logins, args.wrong_procs)
+        wrong_ours = parallel_wrong_logins(confdir, ours, args.logins, args.wrong_procs,
+                                           args.fail_delay)
         excess = [t - args.fail_delay for t in wrong_ours]
         wrong_ga = [ga.login(confdir, wrong=True)[0] for _ in range(args.logins)]
         header(f"A wrong code (ours: minus fail_delay {args.fail_delay:g} s; "
-               f"{args.wrong_procs} logins at a time)")
+               f"{args.wrong_procs} logins at a time, their starts spread)")
         stats("wrong code", excess, wrong_ga)
         row("wrong − right code: median", statistics.median(excess) - statistics.median(right_ours),
             statistics.median(wrong_ga) - statistics.median(right_ga),

@@ -43,7 +43,8 @@ from .transport.server import Daemon
 if TYPE_CHECKING:
     from .store.postgres import PostgresStore
 
-PAM_STEP_WORKERS = 16      # PAM conversation steps (store, NSS, audit) in flight at once
+PAM_STEP_WORKERS = 16      # PAM logins running at once (transport/pam_server.py); the
+                           # ones waiting for a person, argon2 or fail_delay hold none
 CONTROL_STEP_WORKERS = 4   # control requests: their own pool, so useradd never queues a login
 
 M_MMAP_THRESHOLD = -3           # glibc <malloc.h>
@@ -311,10 +312,9 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     # the network, so as many as PAM steps.
     argon2 = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS if cfg.directory.is_ldap
                                 else max(2, os.cpu_count() or 2), thread_name_prefix="argon2")
-    pam_pool = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS, thread_name_prefix="pam")
     control_pool = ThreadPoolExecutor(max_workers=CONTROL_STEP_WORKERS,
                                       thread_name_prefix="control")
-    daemon = Daemon(accounts, Driver(accounts.directory, argon2), pam_pool,
+    daemon = Daemon(accounts, Driver(accounts.directory, argon2), PAM_STEP_WORKERS,
                     control_pool, housekeeping=accounts.markers.resync
                     if isinstance(accounts.markers, LockMarkers) else None)
     await daemon.start()
@@ -342,7 +342,7 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     _notify("STOPPING=1")
     log.info("stopping")
     await daemon.close()
-    for pool in (pam_pool, control_pool, argon2):
+    for pool in (control_pool, argon2):
         pool.shutdown(wait=False, cancel_futures=True)
     if sync is not None:
         sync.stop()

@@ -196,7 +196,8 @@ class Login:
         if password is not None:
             password_ok = yield VerifyPassword(rec.name, password)
 
-        exempt = policy.exemption(acc.groups_of(rec.name), req.rhost, acc.config)
+        exempt = policy.exemption(acc.groups_if(acc.config.exempt_groups, rec.name),
+                                  req.rhost, acc.config)
         if state is MfaState.ACTIVE:
             yield from self._check_code(rec, attempt, password_ok, code or "", exempt)
         elif not password_ok:

@@ -82,3 +82,16 @@ def test_an_expired_lock_is_still_lifted_by_the_next_login(make_world):
     assert run.code == VerdictCode.SUCCESS
     assert calls["expire_lock"] == 1
     assert "unlocked" in world.audit_events()
+
+
+def test_a_code_login_asks_for_no_groups_when_no_group_is_configured(world, monkeypatch):
+    """admin_groups and exempt_groups empty (the default): nothing to compare the
+    groups with, so no NSS (or LDAP) lookup on the login path (issue 15)."""
+    totp = world.add("alice")
+    asked: list[str] = []
+    real = world.acc.directory.groups_of
+    monkeypatch.setattr(world.acc.directory, "groups_of",
+                        lambda name: asked.append(name) or real(name))
+    run, _ = code_login(world, "alice", world.code(totp))
+    assert run.code == VerdictCode.SUCCESS
+    assert asked == []
