@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -18,7 +19,14 @@ import pamdriver  # noqa: E402
 def shim() -> str:
     """Build native/ (a failure fails the run) and return the shim's path."""
     target = "asan" if os.environ.get("JCTOTP_SHIM", "").endswith("/asan/pam_jctotp.so") else "all"
-    subprocess.run(["make", "-s", "-C", str(pamdriver.REPO / "native"), target], check=True)
+    native = pamdriver.REPO / "native"
+    # pytest-xdist: every worker builds; one at a time, so none loads a half-written .so.
+    lock = os.open(native, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(["make", "-s", "-C", str(native), target], check=True)
+    finally:
+        os.close(lock)
     assert Path(pamdriver.SHIM).is_file(), pamdriver.SHIM
     return pamdriver.SHIM
 
