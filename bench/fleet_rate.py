@@ -24,7 +24,7 @@ from contextlib import ExitStack
 from urllib.parse import urlsplit
 
 from benchlib import ms, percentile, private_daemon
-from verify_rate import cpu_seconds, measure
+from verify_rate import add_users, cpu_seconds, load_options, measure
 
 MODES = ("wrong", "current")
 
@@ -62,19 +62,8 @@ def run_setup(title: str, hosts: list, users: list[tuple[str, str]], args: argpa
         print(line, flush=True)
 
 
-def add_users(host, n: int) -> list[tuple[str, str]]:
-    return [(f"bench{i}", host.ok("user.add", name=f"bench{i}", mfa=True,
-                                  system_account=False)["otpauth_uri"]) for i in range(n)]
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per phase")
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--procs", type=int, default=2, help="client processes")
-    parser.add_argument("--users", type=int, default=200)
-    args = parser.parse_args()
+    args = load_options(__doc__)
     cfg = dict(fail_delay=0, max_attempts=100, fail_interval=1, log_level="error")
     print(f"{args.connections} concurrent logins ({args.procs} client processes), "
           f"{args.users} users, factors=totp, fail_delay 0, {args.seconds:g} s per phase")

@@ -115,21 +115,28 @@ def measure(paths: list[str], users: list[tuple[str, str]], mode: str, connectio
     return sum((c for c, _ in results), Counter()), [x for _, lat in results for x in lat]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def load_options(doc: str) -> argparse.Namespace:
+    """The options of the load (this bench's and bench/fleet_rate.py's)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured time per phase")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--users", type=int, default=200)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def add_users(daemon, n: int) -> list[tuple[str, str]]:
+    """n enrolled users bench0..: (name, otpauth URI)."""
+    return [(f"bench{i}", daemon.ok("user.add", name=f"bench{i}", mfa=True,
+                                    system_account=False)["otpauth_uri"]) for i in range(n)]
+
+
+def main() -> int:
+    args = load_options(__doc__)
     with private_daemon(fail_delay=0, max_attempts=100, fail_interval=1,
                         log_level="error") as daemon:
-        users = []
-        for i in range(args.users):
-            data = daemon.ok("user.add", name=f"bench{i}", mfa=True, system_account=False)
-            users.append((f"bench{i}", data["otpauth_uri"]))
+        users = add_users(daemon, args.users)
         print(f"{args.connections} concurrent connections ({args.procs} client processes), "
               f"{args.users} users, factors=totp, fail_delay 0, {args.seconds:g} s per phase")
         for mode in ("wrong", "current"):
