@@ -8,7 +8,6 @@ its own sockets, state_dir and audit log, all on one database and one key.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,8 +25,7 @@ from testlib import Daemon, daemon_config  # noqa: E402
 
 @pytest.fixture(scope="session", autouse=True)
 def shim() -> str:
-    subprocess.run(["make", "-s", "-C", str(pamdriver.REPO / "native")], check=True)
-    return pamdriver.SHIM
+    return pamdriver.build_shim()
 
 
 @pytest.fixture
@@ -59,10 +57,3 @@ def make_host(pg_uri: str, tmp_path_factory: pytest.TempPathFactory  # noqa: F81
     yield make
     for host in started:
         host.stop()
-
-
-@pytest.fixture
-def confdir(tmp_path: Path) -> str:
-    d = tmp_path / "pam.d"
-    d.mkdir()
-    return str(d)

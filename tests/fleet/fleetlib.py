@@ -11,8 +11,5 @@ from testlib import Daemon
 
 def service(confdir: str, host: Daemon, name: str = "jctotp-fleet", timeout: int = 10) -> str:
     """A PAM service file for one host's socket (auth + account)."""
-    opts = f"socket={host.pam_socket} timeout={timeout}"
-    svc = f"{name}-{Path(host.dir).name}"
-    pamdriver.write_service(confdir, svc, [f"auth required {pamdriver.SHIM} {opts}",
-                                           f"account required {pamdriver.SHIM} {opts}"])
-    return svc
+    return pamdriver.service(confdir, host, name=f"{name}-{Path(host.dir).name}",
+                             timeout=timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pamdriver as pd
 import pytest
@@ -16,11 +17,7 @@ pytestmark = pytest.mark.pam
 PASSWORD = "correct horse battery"
 
 
-def service(confdir: str, daemon, *options: str, name: str = "jctotp-lock") -> str:
-    opts = " ".join((f"socket={daemon.pam_socket}", "timeout=10") + options)
-    pd.write_service(confdir, name, [f"auth required {pd.SHIM} {opts}",
-                                     f"account required {pd.SHIM} {opts}"])
-    return name
+service = partial(pd.service, timeout=10)
 
 
 def wrong(totp, offset: float = 0.0) -> str:
