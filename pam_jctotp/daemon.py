@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import ctypes
 import dataclasses
-import hmac
 import logging
 import os
 import resource
@@ -44,7 +43,8 @@ from .transport.server import Daemon
 if TYPE_CHECKING:
     from .store.postgres import PostgresStore
 
-PAM_STEP_WORKERS = 16      # PAM conversation steps (store, NSS, audit) in flight at once
+PAM_STEP_WORKERS = 16      # PAM logins running at once (transport/pam_server.py); the
+                           # ones waiting for a person, argon2 or fail_delay hold none
 CONTROL_STEP_WORKERS = 4   # control requests: their own pool, so useradd never queues a login
 
 M_MMAP_THRESHOLD = -3           # glibc <malloc.h>
@@ -102,9 +102,11 @@ def make_directory(cfg: configmod.Config, store: Store, system: NssAccounts) -> 
     return LocalDirectory(store, Passwords(cfg.password_hash), system)
 
 
-def open_store(cfg: configmod.Config, create: bool = False) -> Store:
+def open_store(cfg: configmod.Config, create: bool = False, key: bytes | None = None) -> Store:
     """SQLite in state_dir, or the fleet's PostgreSQL when `database:` names one.
-    `create` (jctotp fleet init only) makes the fleet schema in an empty database."""
+    `create` (jctotp fleet init only) makes the fleet schema in an empty database.
+    `key` (jctotpd): the fleet key, checked against the database before any call is
+    served; the daemon starts even while the database is down (open_serving)."""
     os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
     if not cfg.database:
         return SqliteStore(cfg.db_path)
@@ -113,7 +115,10 @@ def open_store(cfg: configmod.Config, create: bool = False) -> Store:
     except ImportError:
         raise StoreError("config key 'database' needs psycopg 3 and psycopg_pool "
                          "(apt install python3-psycopg python3-psycopg-pool)") from None
-    return PostgresStore(cfg.database, create=create)
+    if key is None:
+        return PostgresStore(cfg.database, create=create)
+    return PostgresStore(cfg.database, create=create, key=(key_check(key), str(cfg.key_path)),
+                         serving=True)
 
 
 def open_fleet(cfg: configmod.Config, create: bool = False) -> "PostgresStore":
@@ -130,27 +135,31 @@ def open_key(cfg: configmod.Config, store: Store, create: bool = False) -> bytes
         return load_or_create_key(cfg.key_path)
     fleet = cast("PostgresStore", store)
     key = load_or_create_key(cfg.key_path) if create else read_key(cfg.key_path)
-    stored = fleet.meta("key_check")
-    if stored is None and create:
-        stored = fleet.claim_meta("key_check", key_check(key))
-    if stored is None:
-        raise StoreError(f"the fleet database {fleet.where} has no key check: "
-                         "run `jctotp fleet init` on the first host")
-    fleet.expected_key_check = key_check(key)
-    if not hmac.compare_digest(stored, fleet.expected_key_check):
-        raise StoreError(f"key file {cfg.key_path} is not the key of the fleet database "
-                         f"{fleet.where} (key check mismatch): copy secret_key_file from "
-                         "a host of the fleet; refusing to start")
+    if create and fleet.meta("key_check") is None:
+        fleet.claim_meta("key_check", key_check(key))
+    fleet.verify_key(key_check(key), str(cfg.key_path))
     return key
 
 
-def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, FleetSync | None]:
+def open_serving(cfg: configmod.Config) -> tuple[Store, bytes]:
+    """jctotpd's store and key. A fleet host reads its key file first (a host that never
+    had one refuses to start), and starts even while the database is down: logins
+    fail closed (break-glass serves its group from this host's copy) until the
+    database answers, its schema and key check then verified before any is served."""
+    if cfg.database:
+        key = read_key(cfg.key_path)
+        return open_store(cfg, key=key), key
     store = open_store(cfg)
     try:
-        box = SecretBox(open_key(cfg, store))
+        return store, open_key(cfg, store)
     except JctotpError:
         store.close()
         raise
+
+
+def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, FleetSync | None]:
+    store, key = open_serving(cfg)
+    box = SecretBox(key)
     system = NssAccounts()
     local = AuditLog(cfg.audit_log, cfg.audit_syslog, cfg.host_name)
     source = store   # the markers follow the database itself (never a break-glass copy)
@@ -303,10 +312,9 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     # the network, so as many as PAM steps.
     argon2 = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS if cfg.directory.is_ldap
                                 else max(2, os.cpu_count() or 2), thread_name_prefix="argon2")
-    pam_pool = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS, thread_name_prefix="pam")
     control_pool = ThreadPoolExecutor(max_workers=CONTROL_STEP_WORKERS,
                                       thread_name_prefix="control")
-    daemon = Daemon(accounts, Driver(accounts.directory, argon2), pam_pool,
+    daemon = Daemon(accounts, Driver(accounts.directory, argon2), PAM_STEP_WORKERS,
                     control_pool, housekeeping=accounts.markers.resync
                     if isinstance(accounts.markers, LockMarkers) else None)
     await daemon.start()
@@ -334,7 +342,7 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     _notify("STOPPING=1")
     log.info("stopping")
     await daemon.close()
-    for pool in (pam_pool, control_pool, argon2):
+    for pool in (control_pool, argon2):
         pool.shutdown(wait=False, cancel_futures=True)
     if sync is not None:
         sync.stop()

@@ -3,8 +3,10 @@
     attempt = begin(acc, rec)     reserve one attempt BEFORE any factor is checked
     if attempt is None:           locked, or the window's limit is used up: check nothing
     ... check the factors ...
-    succeeded(acc, attempt)       the counter starts over
-    failed(acc, attempt)          lock when the window's count reached the limit
+    succeeded(acc, attempt)       the counter starts over (or already did: a right TOTP
+                                  code resets it with its step, one statement)
+    failed(acc, attempt)          the attempt that reserved the window's last slot
+                                  locks (below it no lock can be due: no statement)
     release(acc, attempt)         the conversation was abandoned before a wrong
                                   factor: the reservation is given back (counts nothing)
 
@@ -38,6 +40,7 @@ LOCK_REASON = "too many attempts"
 class Attempt:
     name: str
     limit: int
+    count: int = 0   # its number in the window (the reservation's answer)
     settled: bool = field(default=False, compare=False)  # succeeded, failed or released
 
 
@@ -51,20 +54,31 @@ def begin(acc: Accounts, rec: UserRecord) -> Attempt | None:
         acc.markers.mark(rec.name, False)
         acc.audit("unlocked", rec.name, reason="unlock_after elapsed")
     attempt = Attempt(rec.name, acc.limit(rec))
-    if acc.store.reserve_attempt(rec.name, now, cfg.fail_interval, attempt.limit) is None:
+    count = acc.store.reserve_attempt(rec.name, now, cfg.fail_interval, attempt.limit)
+    if count is None:
         _lock_if_exhausted(acc, attempt)
         return None
+    attempt.count = count
     return attempt
 
 
-def succeeded(acc: Accounts, attempt: Attempt) -> None:
+def succeeded(acc: Accounts, attempt: Attempt, counter_reset: bool = False) -> None:
+    """The login succeeded; `counter_reset`: the accepting statement reset it already."""
     attempt.settled = True
-    acc.store.reset_failures(attempt.name)
+    if not counter_reset:
+        acc.store.reset_failures(attempt.name)
 
 
 def failed(acc: Accounts, attempt: Attempt) -> bool:
-    """A wrong factor; True when this attempt locked the account."""
+    """A wrong factor; True when this attempt locked the account.
+
+    Only the attempt that reserved the window's last slot can find the limit
+    reached by failures: attempts below it are followed by that one, which
+    locks if it fails too (a later success or release leaves fewer failures
+    than the limit, so no lock is due). The reservation bounds the checks."""
     attempt.settled = True
+    if attempt.count < attempt.limit:
+        return False
     return _lock_if_exhausted(acc, attempt)
 
 

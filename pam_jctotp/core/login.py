@@ -196,7 +196,8 @@ class Login:
         if password is not None:
             password_ok = yield VerifyPassword(rec.name, password)
 
-        exempt = policy.exemption(acc.groups_of(rec.name), req.rhost, acc.config)
+        exempt = policy.exemption(acc.groups_if(acc.config.exempt_groups, rec.name),
+                                  req.rhost, acc.config)
         if state is MfaState.ACTIVE:
             yield from self._check_code(rec, attempt, password_ok, code or "", exempt)
         elif not password_ok:
@@ -264,8 +265,9 @@ class Login:
         else:
             self._audit(event, **fields)
 
-    def _success(self, attempt: Attempt, **fields: object) -> Conversation:
-        lockout.succeeded(self.acc, attempt)
+    def _success(self, attempt: Attempt, counter_reset: bool = False,
+                 **fields: object) -> Conversation:
+        lockout.succeeded(self.acc, attempt, counter_reset)
         if not self.req.password_factor and fields.get("how") == "no_mfa":
             yield from self._grant(V.IGNORE, "login_ok", **fields)  # nothing of ours checked
             return
@@ -307,11 +309,14 @@ class Login:
         if password_ok and exempt and not code.strip():
             yield from self._exempted(attempt, exempt)
             return
-        check = acc.check_code(rec, acc.active_secret(rec), code, consume=password_ok)
+        # a right code is a success: its step and the counter's reset, one statement
+        check = acc.check_code(rec, acc.active_secret(rec), code, consume=password_ok,
+                               reset_failures=password_ok)
         if password_ok and check.ok:
             if check.reason == "recovery":
                 self._audit("recovery_code_used")
-            yield from self._success(attempt, how=check.reason)
+            yield from self._success(attempt, counter_reset=check.reason == "totp",
+                                     how=check.reason)
             return
         if check.reason == "replay":
             self._audit("replay_refused")

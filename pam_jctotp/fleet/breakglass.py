@@ -68,8 +68,8 @@ class BreakGlassStore:
     def reset_failures(self, name: str) -> None:
         self._either("reset_failures", name)
 
-    def accept_step(self, name: str, step: int) -> bool:
-        return bool(self._either("accept_step", name, step))
+    def accept_step(self, name: str, step: int, reset_failures: bool = False) -> bool:
+        return bool(self._either("accept_step", name, step, reset_failures))
 
 
 def refresh(local: Store, rows: Iterable[UserRecord], member: Callable[[str], bool]) -> int:

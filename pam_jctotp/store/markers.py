@@ -17,6 +17,7 @@ import os
 import threading
 from typing import Callable, Iterable
 
+from ..errors import StoreUnavailable
 from ..printable import printable
 
 log = logging.getLogger("jctotpd")
@@ -79,7 +80,10 @@ class LockMarkers:
         mark, and from the daemon's housekeeping)."""
         if self.locked is None:
             return
-        done = self.sync(self.locked)
+        try:
+            done = self.sync(self.locked)
+        except StoreUnavailable:
+            return   # an outage (the store logged it): the markers stay as they are
         if done and self.stale:
             log.info("lock markers in %s follow the database again",
                      printable(self.directory))

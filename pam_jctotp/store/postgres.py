@@ -8,18 +8,22 @@ logins racing on many hosts at once are serialised by PostgreSQL's row lock.
 Connections come from a psycopg_pool (3.1.7 API, Debian 12) used from the
 daemon's worker threads: a statement outside a unit of work borrows a
 connection (autocommit) and gives it back; a unit of work keeps one for its
-thread until COMMIT/ROLLBACK. An outage (server down, unreachable, pool
-exhausted) raises StoreUnavailable within a few seconds, logged ONCE until the
-database answers again; the pool reconnects by itself.
+thread until COMMIT/ROLLBACK. An outage (server down, unreachable, frozen,
+pool exhausted) trips the breaker of outage.py: one log line, every call fails
+at once (StoreUnavailable) until the probe sees the database back, one line
+again. Every statement has a client-side deadline (STATEMENT_DEADLINE), so a
+frozen server never holds a login; a broken connection is discarded by the pool.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import select
 import threading
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import psycopg
@@ -33,6 +37,7 @@ from ..model import UserRecord
 from . import SELECT_USERS as _SELECT
 from . import USER_COLUMNS
 from . import record as _record
+from .outage import Breaker, DeadlineExceeded, Deadlines, first_line
 
 log = logging.getLogger("jctotpd.store")
 # The pool logs every failed reconnect and discarded connection: during an
@@ -40,10 +45,17 @@ log = logging.getLogger("jctotpd.store")
 logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
 
 CONNECT_TIMEOUT = 3    # seconds for one connection attempt (unless the URI says)
+PROBE_CONNECT_TIMEOUT = 2   # the probe's connect during an outage (libpq's smallest)
 WAIT_TIMEOUT = 3.0     # seconds a step waits for a pooled connection; the shim waits 10 s
+STATEMENT_DEADLINE = 2.0   # client-side: a login statement takes ms (p99 < 0.3 s at 50
+#                            concurrent); past this the server is wedged: the call fails
+LONG_DEADLINE = 60.0   # schema migration (waits for another host's) and `fleet import`
 RECONNECT_TIMEOUT = 2.0  # the pool gives up a slot this fast, so a returning server is
 #                          picked up by the next login instead of after a long back-off
-OUTAGE_WAIT = 0.25     # seconds, once an outage is known (until the database answers)
+# libpq's own detection of a peer gone from the network (idle pooled connections),
+# unless the URI says otherwise; a frozen server is caught by the deadlines.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
+              "keepalives_count": 3, "tcp_user_timeout": 10000}
 SCHEMA_LOCK = 0x6a63746f  # advisory lock id ("jcto"): one host migrates at a time
 
 # Each entry upgrades the schema by one version (jctotp_meta 'schema_version').
@@ -103,7 +115,29 @@ MIGRATIONS: list[str] = [
 ]
 CHANNEL = "jctotp_users"
 
-_OUTAGE = (psycopg.OperationalError, PoolTimeout)
+# The statements of a login's path, named: bench/pg_async_vs_threads.py runs the same
+# text on psycopg's event-loop API. Each is ONE statement, its condition in WHERE.
+GET_USER = f"{_SELECT} WHERE name = %s"
+RESERVE_ATTEMPT = """
+    UPDATE users SET
+      failed_count = CASE WHEN fail_window_start IS NULL
+                            OR fail_window_start <= %(start)s
+                          THEN 1 ELSE failed_count + 1 END,
+      fail_window_start = CASE WHEN fail_window_start IS NULL
+                                 OR fail_window_start <= %(start)s
+                               THEN %(now)s ELSE fail_window_start END
+    WHERE name = %(name)s AND locked_at IS NULL
+      AND (fail_window_start IS NULL OR fail_window_start <= %(start)s
+           OR failed_count < %(limit)s)
+    RETURNING failed_count
+    """
+ACCEPT_STEP = "UPDATE users SET last_step = %s WHERE name = %s AND last_step < %s"
+ACCEPT_STEP_AND_RESET = ("UPDATE users SET last_step = %s, failed_count = 0, "
+                         "fail_window_start = NULL WHERE name = %s AND last_step < %s")
+RESET_FAILURES = ("UPDATE users SET failed_count = 0, fail_window_start = NULL WHERE name = %s "
+                  "AND (failed_count <> 0 OR fail_window_start IS NOT NULL)")
+
+_OUTAGE = (psycopg.OperationalError, PoolTimeout, DeadlineExceeded)
 T = TypeVar("T")
 
 
@@ -117,6 +151,11 @@ def describe(uri: str) -> str:
     host = info.get("host", "localhost")
     port = f":{info['port']}" if info.get("port") else ""
     return f"postgresql://{info.get('user', '')}@{host}{port}/{info.get('dbname', '')}"
+
+
+def _execute(sql: str, conn: psycopg.Connection[Any]) -> Any:
+    """A script of many statements: no parameters, so one simple query."""
+    return conn.execute(sql.encode())
 
 
 class Listener:
@@ -180,8 +219,15 @@ class _Unit:
 
 
 class PostgresStore:
+    """The fleet store. `key` (the key's check value, the key file's name): verify it
+    against the database before serving. `serving` (jctotpd): when the database does
+    not answer at start, start anyway with the outage known (every call fails at
+    once: break-glass serves its group from the host's copy); the probe checks the
+    schema and the key before the first call is served."""
+
     def __init__(self, uri: str, *, max_size: int = 24, min_size: int = 2,
-                 wait_timeout: float = WAIT_TIMEOUT, create: bool = True) -> None:
+                 wait_timeout: float = WAIT_TIMEOUT, create: bool = True,
+                 key: tuple[str, str] | None = None, serving: bool = False) -> None:
         self.uri = uri
         self.where = describe(uri)
         self.wait_timeout = wait_timeout
@@ -192,69 +238,116 @@ class PostgresStore:
         kwargs: dict[str, Any] = {"autocommit": True}
         if "connect_timeout" not in params:
             kwargs["connect_timeout"] = CONNECT_TIMEOUT
+        kwargs.update({k: v for k, v in KEEPALIVES.items() if k not in params})
+        self._kwargs = kwargs
         self._units: dict[int, _Unit] = {}
-        self._guard = threading.Lock()
-        self._down = False
-        self.expected_key_check: str | None = None  # set by the daemon after its key check
+        self._deadlines = Deadlines()
+        self.breaker = Breaker(self.where, self._probe)
+        self.expected_key_check: str | None = None  # set by verify_key
+        self._key = key
+        self._ready = False        # schema and key checked: calls may be served
+        self._refused: str | None = None   # why the returning database was refused
         self.pool = ConnectionPool(uri, open=False, kwargs=kwargs, min_size=min_size,
                                    max_size=max_size, timeout=wait_timeout, name="jctotp",
                                    reconnect_timeout=RECONNECT_TIMEOUT)
+        if serving:
+            self.pool.open(wait=False)
+            try:
+                self._probe_database()
+            except (psycopg.Error, DeadlineExceeded, OSError) as exc:
+                self.breaker.trip(f"{first_line(exc)} (at start: the schema and the key "
+                                  "are checked when it answers)")
+                return
+        else:
+            try:
+                self.pool.open(wait=True, timeout=CONNECT_TIMEOUT + 1)
+            except PoolTimeout:
+                self.close()
+                raise StoreError(f"cannot reach the fleet database {self.where} "
+                                 f"({self._connect_error()})") from None
         try:
-            self.pool.open(wait=True, timeout=CONNECT_TIMEOUT + 1)
-        except PoolTimeout:
-            self.pool.close()
-            raise StoreError(f"cannot reach the fleet database {self.where} "
-                             f"({self._connect_error()})") from None
-        try:
-            self.migrate(create)
+            self._get_ready(create)
         except StoreError:
-            self.pool.close()
+            self.close()
             raise
+
+    def _get_ready(self, create: bool = False) -> None:
+        self.migrate(create)
+        if self._key is not None:
+            self.verify_key(*self._key)
+        self._ready = True
+
+    def verify_key(self, check: str, key_file: str) -> None:
+        """StoreError unless the database's key check value is `check` (the key file's)."""
+        self.expected_key_check = check
+        stored = self.meta("key_check")
+        if stored is None:
+            raise StoreError(f"the fleet database {self.where} has no key check: "
+                             "run `jctotp fleet init` on the first host")
+        if not hmac.compare_digest(stored, check):
+            raise StoreError(f"key file {key_file} is not the key of the fleet database "
+                             f"{self.where} (key check mismatch): copy secret_key_file from "
+                             "a host of the fleet")
 
     def _connect_error(self) -> str:
         """Why a fresh connection fails (the pool swallows the reason)."""
         try:
             psycopg.connect(self.uri, connect_timeout=CONNECT_TIMEOUT).close()
         except psycopg.Error as exc:
-            return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return first_line(exc)
         return "no connection free in the pool in time"
 
     def close(self) -> None:
+        self.breaker.close()
+        self._deadlines.close()
         self.pool.close()
 
     def listener(self) -> Listener:
         return Listener(self.uri, CONNECT_TIMEOUT)
 
-    # --- the outage state: one log line per outage --------------------------------
+    # --- the outage state: one log line per outage (outage.py) -------------------------
 
-    def _failed(self, exc: BaseException) -> StoreUnavailable:
-        with self._guard:
-            first, self._down = not self._down, True
-        if first:
-            # PoolTimeout hides the cause; one direct connect says it (once per outage)
-            reason = self._connect_error() if isinstance(exc, PoolTimeout) else \
-                (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            log.error("fleet database %s unavailable: %s; logins fail closed until it "
-                      "answers again", self.where, reason)
-        return StoreUnavailable(f"fleet database {self.where} unavailable")
+    def _failed(self, exc: BaseException) -> StoreError:
+        # PoolTimeout hides the cause: the probe's first connect says it instead.
+        return self.breaker.trip(None if isinstance(exc, PoolTimeout) else first_line(exc))
 
-    def _answered(self) -> None:
-        if self._down:
-            with self._guard:
-                was, self._down = self._down, False
-            if was:
-                log.warning("fleet database %s answers again", self.where)
+    def _probe_database(self) -> None:
+        """One connection and one statement, both bounded: raises unless the database answers."""
+        with psycopg.connect(self.uri, **{**self._kwargs, "connect_timeout":
+                                          PROBE_CONNECT_TIMEOUT}) as conn:
+            with self._deadlines.guard(conn.pgconn.socket, STATEMENT_DEADLINE):
+                conn.execute("SELECT 1")
+
+    def _probe(self) -> None:
+        """The breaker's probe (its thread may use the store while it is down). A daemon
+        that started during the outage checks the schema and the key first: a database
+        that answers with a wrong key stays refused (said once; a restart re-reads)."""
+        self._probe_database()
+        if self._ready:
+            return
+        try:
+            self._get_ready()
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            if self._refused is None:
+                self._refused = str(exc)
+                log.error("fleet database %s answers but is refused: %s; logins fail closed "
+                          "until jctotpd is restarted with that fixed", self.where, exc)
+            raise
 
     # --- connections ----------------------------------------------------------------
 
     def _checkout(self) -> psycopg.Connection[Any]:
-        """A live connection from the pool. An idle connection the server has closed
-        (restart, admin kill) is readable: dropped without a round trip."""
-        # During a known outage a step waits only briefly: a login makes several calls,
-        # and all of them (or the break-glass fallback) must fit in the shim's timeout.
-        wait = OUTAGE_WAIT if self._down else self.wait_timeout
+        """A live connection from the pool; StoreUnavailable at once during an outage.
+        An idle connection the server has closed (restart, admin kill) is readable:
+        dropped without a round trip. The first one found so is a hint: one direct
+        connection says at once whether the server is there at all (a stopped one
+        refuses it), instead of waiting out the pool's reconnects."""
+        self.breaker.check()
+        probed = False
         for _ in range(self.pool.max_size + 1):
-            conn = self.pool.getconn(timeout=wait)
+            conn = self.pool.getconn(timeout=self.wait_timeout)
             try:
                 readable = select.select([conn.pgconn.socket], [], [], 0)[0]
             except (OSError, ValueError, psycopg.OperationalError):
@@ -263,27 +356,33 @@ class PostgresStore:
                 return conn
             conn.close()
             self.pool.putconn(conn)
+            if not probed:
+                probed = True
+                self._probe_database()   # raises when the server is gone: an outage
         raise PoolTimeout("no live connection in the pool")
 
-    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def _timed(self, conn: psycopg.Connection[Any], work: Callable[[psycopg.Connection[Any]], T],
+               deadline: float = STATEMENT_DEADLINE) -> T:
+        with self._deadlines.guard(conn.pgconn.socket, deadline):
+            return work(conn)
+
+    def _run(self, work: Callable[[psycopg.Connection[Any]], T],
+             deadline: float = STATEMENT_DEADLINE) -> T:
         unit = self._units.get(threading.get_ident())
         try:
             if unit is not None:
-                result = work(unit.conn)
-            else:
-                conn = self._checkout()
-                try:
-                    result = work(conn)
-                finally:
-                    self.pool.putconn(conn)
+                return self._timed(unit.conn, work, deadline)
+            conn = self._checkout()
+            try:
+                return self._timed(conn, work, deadline)
+            finally:
+                self.pool.putconn(conn)   # a broken one is discarded (and replaced) by the pool
         except _OUTAGE as exc:
             raise self._failed(exc) from None
         except pgerrors.UniqueViolation:
             raise
         except psycopg.Error as exc:
             raise StoreError(f"fleet database error: {exc}") from None
-        self._answered()
-        return result
 
     def _rowcount(self, sql: str, params: Any = ()) -> int:
         return self._run(lambda c: c.execute(sql, params).rowcount)
@@ -310,8 +409,8 @@ class PostgresStore:
                 raise self._failed(exc) from None
             unit = _Unit(conn, me)
             try:
-                conn.execute("BEGIN")
-            except psycopg.Error as exc:
+                self._timed(conn, lambda c: c.execute("BEGIN"))
+            except (psycopg.Error, DeadlineExceeded) as exc:
                 self.pool.putconn(conn)
                 raise self._failed(exc) if isinstance(exc, _OUTAGE) else \
                     StoreError(f"fleet database error: {exc}") from None
@@ -327,8 +426,11 @@ class PostgresStore:
             if unit.depth == 0 or moved:
                 self._units.pop(unit.owner, None)
                 try:
-                    unit.conn.execute("COMMIT" if ok and not moved else "ROLLBACK")
-                except psycopg.Error as exc:
+                    end = "COMMIT" if ok and not moved else "ROLLBACK"
+                    self._timed(unit.conn, lambda c: c.execute(end))
+                except (psycopg.Error, DeadlineExceeded) as exc:
+                    if isinstance(exc, _OUTAGE):
+                        self._failed(exc)
                     if ok and not moved:
                         raise StoreError(f"fleet database error at commit: {exc}") from None
                 finally:
@@ -349,7 +451,9 @@ class PostgresStore:
     def migrate(self, create: bool) -> int:
         """Bring the schema up to date (under an advisory lock: hosts start together)."""
         with self.unit_of_work():
-            self._rowcount("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            # another host may be migrating: wait for its lock longer than for a login
+            self._run(lambda c: c.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,)),
+                      LONG_DEADLINE)
             version = self.schema_version()
             if version is None:
                 if not create:
@@ -364,7 +468,8 @@ class PostgresStore:
                                  f"{version}, newer than this jctotpd understands "
                                  f"({len(MIGRATIONS)}); upgrade jctotpd")
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                self._rowcount(script)   # no parameters: one simple query, many statements
+                # no parameters: one simple query, many statements
+                self._run(partial(_execute, script), LONG_DEADLINE)
                 self._rowcount("UPDATE jctotp_meta SET value = %s WHERE key = "
                                "'schema_version'", (str(number),))
         return len(MIGRATIONS)
@@ -432,7 +537,7 @@ class PostgresStore:
     # --- users -----------------------------------------------------------------------
 
     def get(self, name: str) -> UserRecord | None:
-        row = self._one(f"{_SELECT} WHERE name = %s", (name,))
+        row = self._one(GET_USER, (name,))
         return _record(row) if row else None
 
     def list(self) -> list[UserRecord]:
@@ -475,7 +580,7 @@ class PostgresStore:
             if rows:
                 self._run(lambda c: c.cursor().executemany(
                     'INSERT INTO recovery_codes ("user", code_hash, used_at) '
-                    "VALUES (%s, %s, %s)", rows))
+                    "VALUES (%s, %s, %s)", rows), LONG_DEADLINE)
         return True
 
     # --- lockout: single statements, no read-modify-write -----------------------------
@@ -489,21 +594,8 @@ class PostgresStore:
 
     def reserve_attempt(self, name: str, now: float, interval: int, limit: int) -> int | None:
         """Count one attempt BEFORE the factors are checked (see sqlite.py)."""
-        row = self._one(
-            """
-            UPDATE users SET
-              failed_count = CASE WHEN fail_window_start IS NULL
-                                    OR fail_window_start <= %(start)s
-                                  THEN 1 ELSE failed_count + 1 END,
-              fail_window_start = CASE WHEN fail_window_start IS NULL
-                                         OR fail_window_start <= %(start)s
-                                       THEN %(now)s ELSE fail_window_start END
-            WHERE name = %(name)s AND locked_at IS NULL
-              AND (fail_window_start IS NULL OR fail_window_start <= %(start)s
-                   OR failed_count < %(limit)s)
-            RETURNING failed_count
-            """, {"name": name, "now": float(now), "start": float(now - interval),
-                  "limit": limit})
+        row = self._one(RESERVE_ATTEMPT, {"name": name, "now": float(now),
+                                          "start": float(now - interval), "limit": limit})
         return int(row[0]) if row else None
 
     def release_attempt(self, name: str) -> None:
@@ -523,9 +615,7 @@ class PostgresStore:
                               (now, reason, name)) == 1
 
     def reset_failures(self, name: str) -> None:
-        self._rowcount("UPDATE users SET failed_count = 0, fail_window_start = NULL "
-                       "WHERE name = %s AND (failed_count <> 0 OR fail_window_start IS NOT NULL)",
-                       (name,))
+        self._rowcount(RESET_FAILURES, (name,))
 
     def unlock(self, name: str) -> bool:
         return self._rowcount(
@@ -534,9 +624,9 @@ class PostgresStore:
 
     # --- TOTP replay guard ---------------------------------------------------------------
 
-    def accept_step(self, name: str, step: int) -> bool:
-        return self._rowcount("UPDATE users SET last_step = %s WHERE name = %s "
-                              "AND last_step < %s", (step, name, step)) == 1
+    def accept_step(self, name: str, step: int, reset_failures: bool = False) -> bool:
+        return self._rowcount(ACCEPT_STEP_AND_RESET if reset_failures else ACCEPT_STEP,
+                              (step, name, step)) == 1
 
     # --- recovery codes --------------------------------------------------------------
 

@@ -309,10 +309,12 @@ class SqliteStore:
 
     # --- TOTP replay guard -----------------------------------------------
 
-    def accept_step(self, name: str, step: int) -> bool:
-        """Record `step` as used; False if it is not newer than the last one (replay)."""
-        return self._write("UPDATE users SET last_step = ? WHERE name = ? AND last_step < ?",
-                           (step, name, step))[0] == 1
+    def accept_step(self, name: str, step: int, reset_failures: bool = False) -> bool:
+        """Record `step` as used; False if it is not newer than the last one (replay).
+        With `reset_failures`, the counter starts over in the same statement."""
+        reset = ", failed_count = 0, fail_window_start = NULL" if reset_failures else ""
+        return self._write(f"UPDATE users SET last_step = ?{reset} WHERE name = ? "
+                           "AND last_step < ?", (step, name, step))[0] == 1
 
     # --- recovery codes --------------------------------------------------
 

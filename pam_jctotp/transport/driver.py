@@ -80,7 +80,7 @@ class Driver:
                       close_late: Callable[[], None]) -> bool:
         """Tell the conversation whether its verdict arrived; True if that stalled."""
         try:
-            after = await self.call(pool, Deadline(SETTLE), _finish, conv, delivered,
+            after = await self.call(pool, Deadline(SETTLE), finish, conv, delivered,
                                     on_late=close_late)
         except StepTimeout as exc:
             log.error("after a verdict: %s (its audit event may be missing)", exc)
@@ -123,7 +123,7 @@ class Driver:
                 if isinstance(step, (Verdict, Result)):
                     if deliver is not None:
                         late = await self._settle(conv, await deliver(step), pool, close_late)
-                        closed = True  # _finish closed it, in the same worker call
+                        closed = True  # finish closed it, in the same worker call
                     return step
                 if isinstance(step, Prompt):
                     value = await ask(step)
@@ -145,7 +145,7 @@ class Driver:
                 await asyncio.wrap_future(pool.submit(conv.close))
 
 
-def _finish(conv: Conversation, delivered: bool) -> object | None:
+def finish(conv: Conversation, delivered: bool) -> object | None:
     """Tell a finished conversation whether its verdict arrived, then close it (one
     worker call, not two); None once it ends. (StopIteration cannot cross into an
     asyncio future, so it ends here.)"""

@@ -25,7 +25,6 @@ USER_MESSAGE = 4096                       # a non-root request or answer (bytes)
 ROOT_MESSAGE = control_wire.MAX_MESSAGE   # root: bulk verbs, unchanged
 USER_READ_LIMIT = 8192                    # StreamReader limit (it pauses reading at 2x)
 ROOT_READ_LIMIT = 64 * 1024               # bigger root messages grow the buffer as they come
-PAM_READ_LIMIT = 64 * 1024                # PAM frames are at most 16 KiB
 PER_USER = 16                             # connections of one non-root uid
 USERS = 256                               # non-root connections together (at most)
 ROOT = 64                                 # root's own connections (at most)

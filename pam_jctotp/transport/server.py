@@ -1,9 +1,10 @@
-"""The asyncio servers: the PAM socket (root only) and the control socket.
+"""The daemon's sockets: the PAM socket (root only) and the control socket.
 
 They only carry frames: every decision is made by a conversation
-(core/login.py for logins, core/verbs.py for CLI verbs) that the driver runs
-step by step in worker threads. PAM calls and control requests have pools
-of their own, so a slow `useradd` never queues a login.
+(core/login.py for logins, core/verbs.py for CLI verbs). The PAM socket is
+served by threads of its own (pam_server.py: a login runs on one worker from
+HELLO to verdict); the control socket by this asyncio loop, its steps run by
+the driver in the control pool. So a slow `useradd` never queues a login.
 
 The control socket is world-writable: it has its own accept loop that
 counts each connection against its uid's budget (limits.py) before reading
@@ -27,27 +28,22 @@ from typing import Any, Callable
 
 from ..core import verbs
 from ..core.accounts import Accounts
-from ..core.login import Login
-from ..core.steps import Prompt, Result, Verdict
-from ..errors import (DirectoryUnavailable, JctotpError, ProtocolError, StoreError,
-                      StoreUnavailable)
-from ..model import ExitCode, VerdictCode
-from ..printable import printable
-from . import control_wire, limits, pam_wire
-from .driver import Deadline, Driver, StepTimeout, reply_budget
-from .framing import peer_uid, read_payload, socket_peer_uid
+from ..core.steps import Prompt, Result
+from ..errors import (JctotpError, ProtocolError)
+from ..model import ExitCode
+from . import control_wire, limits
+from .driver import Deadline, Driver, StepTimeout
+from .framing import listen_unix, read_payload, socket_peer_uid
+from .pam_server import PamServer
 
 log = logging.getLogger("jctotpd")
 
-HELLO_TIMEOUT = 10.0     # the shim sends HELLO right after connecting
-ANSWER_TIMEOUT = 600.0   # a person typing (sshd's LoginGraceTime is shorter)
 CONTROL_STEP = 120.0     # a control step (useradd waits up to 30 s)
 ACCEPT_BATCH = 8         # control accepts per wake-up: the PAM socket gets its turn
 ACCEPT_PAUSE = 1.0       # out of descriptors: stop accepting control connections this long
 PARSE_ON_LOOP = 16384    # larger control JSON (root's bulk verbs) is parsed in a worker
 HOUSEKEEPING = 60.0      # seconds between housekeeping runs (lock markers follow the store)
 LAST_WORD = 5.0          # an error reply on a connection that is ending
-_UNAVAIL = pam_wire.encode_step(Verdict(VerdictCode.AUTHINFO_UNAVAIL))
 _OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -56,18 +52,16 @@ class TooLarge(ProtocolError):
 
 
 class Daemon:
-    def __init__(self, accounts: Accounts, driver: Driver, pam_pool: Executor,
+    def __init__(self, accounts: Accounts, driver: Driver, pam_workers: int,
                  control_pool: Executor, housekeeping: Callable[[], None] | None = None) -> None:
         self.acc = accounts
         self.driver = driver
-        self.pam_pool = pam_pool
         self.control_pool = control_pool
         self.config = accounts.config
         self.housekeeping = housekeeping
-        self._slots = asyncio.Semaphore(self.config.max_connections)
-        self.servers: list[asyncio.AbstractServer] = []
-        self._delay_clamp_logged = False
         self.throttled = limits.Throttled(log)
+        self.pam = PamServer(accounts, driver.directory, driver.argon2, lambda: self.config,
+                             self.throttled, pam_workers)
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.limits = limits.ControlLimits(limits.plan(nofile, self.config.max_connections))
         self._control_sock: socket.socket | None = None
@@ -84,12 +78,7 @@ class Daemon:
                  plan.root, resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                  self.config.max_connections)
         self._prepare(self.config.pam_socket)
-        old = os.umask(0o177)  # created 0600, then widened if asked: never a window
-        try:
-            self.servers.append(await asyncio.start_unix_server(
-                self.handle_pam, path=self.config.pam_socket, limit=limits.PAM_READ_LIMIT))
-        finally:
-            os.umask(old)
+        self.pam.start(self.config.pam_socket)
         log.info("listening on %s (mode %o)", self.config.pam_socket, 0o600)
         self._listen_control(self.config.control_socket)
         if self.housekeeping is not None:
@@ -115,14 +104,7 @@ class Daemon:
         """The control socket has its own accept loop: each connection is counted
         against its uid's budget before anything is read or allocated for it."""
         self._prepare(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old)
-        sock.listen(128)
-        sock.setblocking(False)
+        sock = listen_unix(path)
         os.chmod(path, 0o666)
         self._control_sock = sock
         asyncio.get_running_loop().add_reader(sock.fileno(), self._accept_control)
@@ -130,7 +112,7 @@ class Daemon:
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """asyncio's accept loop reports running out of descriptors with a traceback
-        per accept; one line per interval says it all (the PAM socket retries in 1 s)."""
+        per accept; one line per interval says it all."""
         exc = context.get("exception")
         if isinstance(exc, OSError) and exc.errno in _OUT_OF_FILES:
             self.throttled.say("out of files", f"out of descriptors: {exc.strerror}; "
@@ -161,119 +143,13 @@ class Daemon:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for server in self.servers:
-            server.close()
-        for server in self.servers:
-            await server.wait_closed()
+        # The logins in a worker get a moment to finish (their verdicts, their audit).
+        await asyncio.get_running_loop().run_in_executor(self.control_pool, self.pam.close)
         for path in (self.config.pam_socket, self.config.control_socket):
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-
-    # --- PAM socket -------------------------------------------------------
-
-    async def handle_pam(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> None:
-        if self._slots.locked():
-            self.throttled.say("pam full", f"refusing PAM connections: max_connections "
-                               f"({self.config.max_connections}) reached")
-            writer.close()
-            return
-        async with self._slots:
-            try:
-                uid = peer_uid(writer)
-                if uid != 0:
-                    log.warning("refused PAM connection from uid %d (only root may ask)", uid)
-                    return
-                await self._serve_pam(reader, writer)
-            except ProtocolError as exc:
-                log.warning("PAM peer broke the protocol: %s", exc)
-                await self._send_quietly(writer, _UNAVAIL)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                log.info("PAM peer left before the verdict (login abandoned)")
-            except asyncio.TimeoutError:
-                log.warning("PAM peer timed out")
-            except StepTimeout as exc:
-                log.error("PAM call failed closed: a step stalled (%s; store or directory "
-                          "unresponsive?)", exc)
-                await self._send_quietly(writer, _UNAVAIL)
-            except StoreError as exc:
-                if not isinstance(exc, StoreUnavailable):  # an outage is logged once, by the store
-                    log.error("PAM call failed closed: %s", exc)
-                await self._send_quietly(writer, _UNAVAIL)
-            except DirectoryUnavailable:
-                # Fail closed; the directory logged the outage once, each login only this.
-                log.warning("PAM call failed closed: the directory is unavailable")
-                await self._send_quietly(writer, _UNAVAIL)
-            except Exception:
-                log.exception("internal error during a PAM call; failing it closed")
-                await self._send_quietly(writer, _UNAVAIL)
-            finally:
-                writer.close()
-
-    async def _serve_pam(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> None:
-        async def read_frame(timeout: float) -> str:
-            return pam_wire.decode(await read_payload(reader, pam_wire.check_length, timeout))
-
-        req = pam_wire.parse_hello(await read_frame(HELLO_TIMEOUT))
-        deadline = Deadline(reply_budget(req.timeout))
-
-        async def show(step: Any) -> None:
-            writer.write(pam_wire.encode_step(step))
-
-        async def ask(step: Prompt) -> str:
-            writer.write(pam_wire.encode_step(step))
-            await writer.drain()
-            return pam_wire.parse_answer(await read_frame(ANSWER_TIMEOUT))
-
-        async def deliver(verdict: Verdict | Result) -> bool:
-            """Hand the verdict to the shim; False when it is gone (it gave up, or
-            sshd dropped the login): the login then audits `abandoned`, not a grant."""
-            if not isinstance(verdict, Verdict):
-                raise TypeError("a login ended with a control result")
-            if verdict.delay:
-                await self._fail_delay(deadline)
-            # IGNORE (an unknown user let through by config: root's su, cron) is
-            # routine; at warning it would bury the refusals in `journalctl -p warning`.
-            routine = verdict.code in (VerdictCode.SUCCESS, VerdictCode.IGNORE)
-            log.log(logging.INFO if routine else logging.WARNING,
-                    "%s %s user=%s service=%s rhost=%s -> %s", req.call, req.factors,
-                    printable(req.user), printable(req.service), printable(req.rhost or "-"),
-                    verdict.code)
-            if reader.at_eof():
-                delivered = False
-            else:
-                try:
-                    writer.write(pam_wire.encode_step(verdict, acct_hint=req.acct_hint))
-                    await writer.drain()
-                    delivered = True
-                except ConnectionError:
-                    delivered = False
-            if not delivered:
-                log.warning("user=%s service=%s: the shim was gone before the verdict %s "
-                            "reached it (PAM refused the login)", printable(req.user),
-                            printable(req.service), verdict.code)
-            return delivered
-
-        await self.driver.drive(Login(self.acc, req).run(), show, ask, self.pam_pool, deadline,
-                                deliver=deliver)
-
-    async def _fail_delay(self, deadline: Deadline) -> None:
-        """Every failure takes fail_delay from the last answer, whatever it cost to
-        decide (unknown users and wrong factors look the same), but never reaches
-        the shim's timeout: a late verdict would count as "daemon unavailable"."""
-        wait = deadline.at - deadline.seconds + self.config.fail_delay - time.monotonic()
-        if wait > deadline.left():
-            if not self._delay_clamp_logged:
-                log.warning("fail_delay %.1fs is not below the PAM timeout budget %.1fs: "
-                            "failures are answered sooner", self.config.fail_delay,
-                            deadline.seconds)
-                self._delay_clamp_logged = True
-            wait = deadline.left()
-        if wait > 0:
-            await asyncio.sleep(wait)
 
     @staticmethod
     async def _send_quietly(writer: asyncio.StreamWriter, data: bytes) -> None:

@@ -7,7 +7,10 @@ its own sockets, state_dir and audit log, all on one database and one key.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pam"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pamdriver  # noqa: E402
+from fleetlib import PREFIX  # noqa: E402
 from servers.postgres import pg, pg_cluster, pg_uri  # noqa: E402,F401
 from testlib import Daemon, daemon_config  # noqa: E402
 
@@ -57,3 +61,15 @@ def make_host(pg_uri: str, tmp_path_factory: pytest.TempPathFactory  # noqa: F81
     yield make
     for host in started:
         host.stop()
+
+
+@pytest.fixture
+def scratch_accounts() -> Iterator[None]:
+    """Remove every jcfl* account and group afterwards (fleetlib.PREFIX)."""
+    yield
+    for pw in pwd.getpwall():
+        if pw.pw_name.startswith(PREFIX):
+            subprocess.run(["userdel", "-r", pw.pw_name], capture_output=True)
+    for gr in grp.getgrall():
+        if gr.gr_name.startswith(PREFIX):
+            subprocess.run(["groupdel", gr.gr_name], capture_output=True)

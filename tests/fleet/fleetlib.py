@@ -8,8 +8,11 @@ import pamdriver
 
 from testlib import Daemon
 
+PREFIX = "jcfl"   # Linux accounts and groups the tests make (the scratch_accounts fixture)
 
-def service(confdir: str, host: Daemon, name: str = "jctotp-fleet", timeout: int = 10) -> str:
-    """A PAM service file for one host's socket (auth + account)."""
-    return pamdriver.service(confdir, host, name=f"{name}-{Path(host.dir).name}",
+
+def service(confdir: str, host: Daemon, name: str = "jctotp-fleet", timeout: int = 10,
+            extra: str = "") -> str:
+    """A PAM service file for one host's socket (auth + account); `extra`: more options."""
+    return pamdriver.service(confdir, host, *extra.split(), name=f"{name}-{Path(host.dir).name}",
                              timeout=timeout)

@@ -7,7 +7,6 @@ after each test (the test runs as root on a throw-away machine or container).
 
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 import sqlite3
@@ -17,14 +16,13 @@ from pathlib import Path
 
 import pamdriver as pd
 import pytest
-from fleetlib import service
+from fleetlib import PREFIX, service
 
 from testlib import code_at
 
 pytestmark = pytest.mark.fleet
 
 PASSWORD = "correct horse battery"
-PREFIX = "jcfl"
 
 
 def eventually(check, timeout: float = 10.0):
@@ -34,18 +32,6 @@ def eventually(check, timeout: float = 10.0):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.1)
-
-
-@pytest.fixture
-def scratch_accounts():
-    """Remove every jcfl* account and group afterwards."""
-    yield
-    for pw in pwd.getpwall():
-        if pw.pw_name.startswith(PREFIX):
-            subprocess.run(["userdel", "-r", pw.pw_name], capture_output=True)
-    for gr in grp.getgrall():
-        if gr.gr_name.startswith(PREFIX):
-            subprocess.run(["groupdel", gr.gr_name], capture_output=True)
 
 
 def test_lock_markers_follow_the_database_on_every_host(make_host, confdir):
@@ -97,8 +83,9 @@ def test_system_accounts_follow_the_directory_and_only_ours(make_host, scratch_a
     assert shadow(f"{PREFIX}alice")[7] == ""
 
 
+@pytest.mark.parametrize("outage", ["stop", "freeze"])
 def test_break_glass_works_during_an_outage_and_only_for_its_group(
-        make_host, confdir, pg, scratch_accounts):
+        make_host, confdir, pg, scratch_accounts, outage):
     group = f"{PREFIX}bg"
     subprocess.run(["groupadd", group], check=True)
     subprocess.run(["useradd", "-G", group, f"{PREFIX}ops"], check=True)
@@ -116,8 +103,8 @@ def test_break_glass_works_during_an_outage_and_only_for_its_group(
 
     assert eventually(lambda: copied() == [f"{PREFIX}ops"])     # the group only
     assert oct(copy.stat().st_mode & 0o777) == "0o600"
-    pg.stop()
-    svc_a, svc_b = service(confdir, a), service(confdir, b)
+    svc_a, svc_b = service(confdir, a, timeout=5), service(confdir, b, timeout=5)
+    getattr(pg, outage)()    # stopped, or frozen (SIGSTOP: connections hang, no error)
     code = code_at(ops)
     r = pd.run(confdir, svc_b, f"{PREFIX}ops", [PASSWORD, code])
     assert r.rc == pd.PAM_SUCCESS, r                           # break-glass on B
@@ -131,5 +118,5 @@ def test_break_glass_works_during_an_outage_and_only_for_its_group(
     assert pd.run(confdir, svc_a, f"{PREFIX}ops",
                   [PASSWORD, code_at(ops)]).rc == pd.PAM_AUTHINFO_UNAVAIL  # A has no group
     assert "break-glass" in b.log.read_text()
-    pg.start()
+    pg.healthy()
     os.sync()

@@ -90,5 +90,23 @@ def test_frozen_server_times_out_then_thaws(pg: PgCluster) -> None:
     assert select_one(pg.uri) == 1
 
 
+def test_frozen_server_holds_open_connections_too(pg: PgCluster) -> None:
+    conn = psycopg.connect(pg.uri, autocommit=True)
+    try:
+        pg.freeze()
+        # the backend of an open connection is frozen too: no answer (libpq's
+        # poll, bounded here by the socket's own timeout)
+        conn.pgconn.nonblocking = 1
+        conn.pgconn.send_query(b"SELECT 1")
+        conn.pgconn.flush()
+        time.sleep(1.0)
+        conn.pgconn.consume_input()
+        assert conn.pgconn.is_busy()
+    finally:
+        pg.thaw()
+        conn.close()
+    assert select_one(pg.uri) == 1
+
+
 def test_server_dies_with_the_test_run() -> None:
     assert not orphan_survives("servers.postgres.new_cluster()")

@@ -147,5 +147,5 @@ def test_database_down_fails_closed_once_logged_then_recovers(make_host, confdir
                 break
             time.sleep(0.5)
         assert r.rc == pd.PAM_SUCCESS, r                     # no restart needed
-        assert "answers again" in host.log.read_text()
+        assert "back after" in host.log.read_text()
     assert outage_lines(a) == 1 and outage_lines(b) == 1

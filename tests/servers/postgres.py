@@ -8,11 +8,13 @@ says sslmode=verify-full). The product logs in as role `jctotp` with scram-sha-2
 the password lives only in a libpq passfile (0600) that the URIs name, so no config
 file the daemon reads holds it. `stop()` / `start()` take the server down and back
 up mid-test (same port, same data); `freeze()` / `thaw()` make it hang instead
-(SIGSTOP: the kernel accepts connections, nobody answers, as with a wedged server).
+(SIGSTOP of the postmaster and every backend: the kernel accepts connections and
+ACKs, nobody answers, as with a wedged server).
 """
 
 from __future__ import annotations
 
+import os
 import pwd
 import signal
 import subprocess
@@ -138,6 +140,39 @@ class PgCluster(ServerProcess):
             time.sleep(0.02)
         self.stop()
         return False
+
+    # --- a wedged server: every process, not only the postmaster's group ------------
+
+    def processes(self) -> list[int]:
+        """The postmaster and its children (backends, checkpointer, ...). Each child
+        calls setsid(), so a signal to the postmaster's process group misses them."""
+        if not self.running:
+            return []
+        assert self.proc is not None
+        found = [self.proc.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    found.append(int(stat.parent.name))
+            except (OSError, IndexError, ValueError):
+                pass   # gone meanwhile
+        return found
+
+    def freeze(self) -> None:
+        """SIGSTOP the postmaster, then every child: new connections hang in the
+        kernel's backlog and open ones get no answer (a wedged server)."""
+        for pid in self.processes():
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+
+    def thaw(self) -> None:
+        for pid in reversed(self.processes()):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
     # --- test set-up -------------------------------------------------------------
 

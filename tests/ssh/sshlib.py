@@ -101,11 +101,12 @@ class Sshd:
     users: list[str] = field(default_factory=list)
 
     @classmethod
-    def start(cls, mode: str = "password", **config: Any) -> "Sshd":
+    def start(cls, mode: str = "password", *, image: str = IMAGE, **config: Any) -> "Sshd":
+        """`image`: the test image, or one layered on it (bench/ssh_login.py)."""
         port = free_port()
         cfg = dict(TEST_CONFIG, **config)
         container = docker.from_env().containers.run(
-            IMAGE, detach=True, network_mode="host", auto_remove=False,
+            image, detach=True, network_mode="host", auto_remove=False,
             environment={"SSHD_PORT": str(port), "JCTOTP_SSH_MODE": mode,
                          "JCTOTP_CONFIG_YAML": yaml.safe_dump(cfg)},
             labels={"jctotp-test": "1"})

@@ -144,6 +144,15 @@ def test_expire_lock(store):
     assert store.get("alice").locked_at is None
 
 
+def test_accept_step_resets_the_counter_with_the_step_only(store):
+    store.reserve_attempt("alice", NOW, 300, 5)
+    assert not store.accept_step("alice", -1, reset_failures=True)   # not newer: replay
+    assert store.get("alice").failed_count == 1                      # nothing reset
+    assert store.accept_step("alice", 100, reset_failures=True)
+    rec = store.get("alice")
+    assert (rec.last_step, rec.failed_count, rec.fail_window_start) == (100, 0, None)
+
+
 def test_accept_step_only_moves_forward(store):
     assert store.accept_step("alice", 100)
     assert not store.accept_step("alice", 100)  # the same step: replay

@@ -43,18 +43,33 @@ def code_login(world, user, code):
     return run, counting.calls
 
 
-def test_a_right_code_writes_reserve_accept_and_reset_only(world):
+def test_a_right_code_writes_reserve_and_accept_with_reset_only(world):
     totp = world.add("alice")
+    world.store.reserve_attempt("alice", world.acc.now(), 300, 5)   # an earlier failure
     run, calls = code_login(world, "alice", world.code(totp))
     assert run.code == VerdictCode.SUCCESS
-    assert calls == Counter(reserve_attempt=1, accept_step=1, reset_failures=1)
+    # the step's watermark and the counter's reset: one statement (issue 13)
+    assert calls == Counter(reserve_attempt=1, accept_step=1)
+    assert world.store.get("alice").failed_count == 0
 
 
-def test_a_wrong_code_writes_reserve_and_the_lock_check_only(world):
+def test_a_wrong_code_below_the_limit_writes_the_reservation_only(world):
     totp = world.add("alice")
     run, calls = code_login(world, "alice", world.wrong(totp))
     assert run.code == VerdictCode.AUTH_ERR
-    assert calls == Counter(reserve_attempt=1, lock_if_exhausted=1)
+    # below the limit no lock can be due: the attempt that reserved the last
+    # slot of the window locks, if it fails
+    assert calls == Counter(reserve_attempt=1)
+
+
+def test_the_attempt_that_reserved_the_last_slot_locks(make_world):
+    world = make_world(max_attempts=2, unlock_after=0)
+    totp = world.add("alice")
+    _, first = code_login(world, "alice", world.wrong(totp))
+    assert first == Counter(reserve_attempt=1)
+    _, second = code_login(world, "alice", world.wrong(totp))
+    assert second == Counter(reserve_attempt=1, lock_if_exhausted=1)
+    assert world.store.get("alice").locked_at is not None
 
 
 def test_an_expired_lock_is_still_lifted_by_the_next_login(make_world):
@@ -67,3 +82,16 @@ def test_an_expired_lock_is_still_lifted_by_the_next_login(make_world):
     assert run.code == VerdictCode.SUCCESS
     assert calls["expire_lock"] == 1
     assert "unlocked" in world.audit_events()
+
+
+def test_a_code_login_asks_for_no_groups_when_no_group_is_configured(world, monkeypatch):
+    """admin_groups and exempt_groups empty (the default): nothing to compare the
+    groups with, so no NSS (or LDAP) lookup on the login path (issue 15)."""
+    totp = world.add("alice")
+    asked: list[str] = []
+    real = world.acc.directory.groups_of
+    monkeypatch.setattr(world.acc.directory, "groups_of",
+                        lambda name: asked.append(name) or real(name))
+    run, _ = code_login(world, "alice", world.code(totp))
+    assert run.code == VerdictCode.SUCCESS
+    assert asked == []

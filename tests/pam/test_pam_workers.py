@@ -1,0 +1,144 @@
+"""The PAM socket's serving model (transport/pam_server.py; issue 15 second pass).
+
+A login runs on one worker thread from HELLO to verdict, but a worker never
+waits for a person: stalled clients hold connection slots, not workers. A
+step that outlives the shim's timeout budget is answered by the watchdog; a
+login that finds every worker stuck fails closed fast, with one log line.
+Raw protocol clients (docs/protocol.md) stand in for the shim where the test
+needs many connections or a peer that misbehaves.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pamdriver as pd
+import pytest
+
+from pam_jctotp.daemon import PAM_STEP_WORKERS
+from pam_jctotp.transport import pam_wire
+from testlib import TEST_DATABASE, code_at
+
+pytestmark = pytest.mark.pam
+
+
+def hello(user: str, timeout: int = 10) -> bytes:
+    return pam_wire.frame(f"HELLO JCTOTP/1\ncall=auth\nservice=sshd\nuser={user}\nrhost=\n"
+                          f"tty=ssh\nfactors=totp\ntimeout={timeout}")
+
+
+def read_frame(sock: socket.socket) -> str:
+    header = sock.recv(4, socket.MSG_WAITALL)
+    if len(header) < 4:
+        return ""
+    n = pam_wire.HEADER.unpack(header)[0]
+    return sock.recv(n, socket.MSG_WAITALL).decode()
+
+
+def connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(15)
+    sock.connect(path)
+    return sock
+
+
+@contextmanager
+def locked_database(daemon) -> Iterator[None]:
+    """Another process holds the write lock: every store write waits its busy timeout."""
+    holder = sqlite3.connect(Path(daemon.config["state_dir"]) / "jctotp.db",
+                             isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def login(daemon, confdir: str, user: str, totp) -> pd.Result:
+    opts = f"socket={daemon.pam_socket} timeout=10"
+    pd.write_service(confdir, "jctotp-workers", [f"auth required {pd.SHIM} {opts} factors=totp"])
+    return pd.run(confdir, "jctotp-workers", user, [code_at(totp)])
+
+
+def test_stalled_clients_do_not_hold_the_workers(daemon, confdir):
+    """More silent peers than workers (no HELLO, half a HELLO, a HELLO and no answer):
+    a login still gets its verdict at once, not after their 10 s HELLO timeout."""
+    totp = daemon.add_user("alice")
+    stalled = []
+    for n in range(PAM_STEP_WORKERS + 4):
+        sock = connect(daemon.pam_socket)
+        if n % 3 == 1:
+            sock.sendall(hello("nobody")[:9])
+        elif n % 3 == 2:
+            sock.sendall(hello("nobody"))
+            assert read_frame(sock).startswith("PROMPT_OFF ")
+        stalled.append(sock)
+    try:
+        started = time.monotonic()
+        r = login(daemon, confdir, "alice", totp)
+        assert r.rc == pd.PAM_SUCCESS, r
+        assert time.monotonic() - started < 5  # generous; blocked would be >= 10 s
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+@pytest.mark.skipif(TEST_DATABASE != "sqlite", reason="locks the SQLite file")
+def test_a_step_past_the_shims_budget_is_answered_by_the_watchdog(daemon):
+    """timeout=1: the budget is 0.75 s, the store's busy wait 1 s. The verdict
+    AUTHINFO_UNAVAIL comes before the shim's timeout, while the step still waits;
+    once the lock is gone the same worker serves the next login."""
+    totp = daemon.add_user("alice")
+    sock = connect(daemon.pam_socket)
+    sock.sendall(hello("alice", timeout=1))
+    assert read_frame(sock) == "PROMPT_OFF Verification code: "
+    with locked_database(daemon):
+        sock.sendall(pam_wire.frame("ANSWER " + code_at(totp)))
+        started = time.monotonic()
+        verdict = read_frame(sock)
+        elapsed = time.monotonic() - started
+        time.sleep(0.5)  # the stalled step ends (busy timeout) while the lock is held
+    assert verdict == "VERDICT AUTHINFO_UNAVAIL"
+    assert elapsed < 1.0  # within the shim's timeout=1 (the budget is 0.75 s)
+    assert read_frame(sock) == ""  # and nothing after it
+    sock.close()
+    assert "a step stalled" in daemon.log.read_text()
+    again = connect(daemon.pam_socket)
+    again.sendall(hello("alice"))
+    assert read_frame(again) == "PROMPT_OFF Verification code: "
+    again.sendall(pam_wire.frame("ANSWER " + code_at(totp)))  # never accepted above
+    assert read_frame(again).startswith("VERDICT SUCCESS")
+
+
+@pytest.mark.skipif(TEST_DATABASE != "sqlite", reason="locks the SQLite file")
+def test_every_worker_stuck_fails_the_others_closed_fast_with_one_log_line(daemon):
+    """PAM_STEP_WORKERS logins wait on a locked database (1 s each); the ones
+    behind them find no free worker and get AUTHINFO_UNAVAIL after QUEUE_WAIT
+    (0.5 s), long before the shim's timeout, with one log line for all."""
+    extra = 8
+    names = [f"u{n}" for n in range(PAM_STEP_WORKERS + extra)]
+    totps = {name: daemon.add_user(name) for name in names}
+    socks = {}
+    for name in names:
+        socks[name] = connect(daemon.pam_socket)
+        socks[name].sendall(hello(name))
+    for name in names:
+        assert read_frame(socks[name]) == "PROMPT_OFF Verification code: "
+    with locked_database(daemon):
+        started = time.monotonic()
+        for name in names:
+            socks[name].sendall(pam_wire.frame("ANSWER " + code_at(totps[name])))
+        verdicts = [read_frame(socks[name]) for name in names]
+        elapsed = time.monotonic() - started
+    for sock in socks.values():
+        sock.close()
+    assert verdicts == ["VERDICT AUTHINFO_UNAVAIL"] * len(names)
+    assert elapsed < 5  # the store's 1 s busy wait, queued ones 0.5 s: not the shim's 10 s
+    log = daemon.log.read_text()
+    assert log.count("no free worker") == 1, log
