@@ -18,67 +18,15 @@ call outside a unit of work is one autocommit statement, one round trip).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import multiprocessing
 import sys
 import time
-from collections import Counter
 from contextlib import ExitStack
 from urllib.parse import urlsplit
 
-import pyotp
 from benchlib import ms, percentile, private_daemon
-from verify_rate import cpu_seconds, one_login, wrong_code
+from verify_rate import add_users, cpu_seconds, load_options, measure
 
 MODES = ("wrong", "current")
-
-
-async def _slot(paths: list[str], users: list[tuple[str, pyotp.TOTP]], mode: str,
-                count_from: float, stop_at: float, counts: Counter,
-                times: list[float], offset: int) -> None:
-    i = 0
-    while True:
-        name, totp = users[i % len(users)]
-        path = paths[(i + offset) % len(paths)]   # alternate hosts login by login
-        i += 1
-        code = totp.now() if mode == "current" else wrong_code(totp)
-        started = time.monotonic()
-        verdict = await one_login(path, name, code)
-        done = time.monotonic()
-        if done >= stop_at:
-            return
-        if started >= count_from:
-            counts[verdict] += 1
-            times.append(done - started)
-
-
-def _client(job: tuple) -> tuple[Counter, list[float]]:
-    paths, users, slots, mode, count_from, stop_at, first = job
-    counts: Counter = Counter()
-    times: list[float] = []
-    totps = [(n, pyotp.parse_uri(u)) for n, u in users]
-
-    async def run() -> None:
-        await asyncio.gather(*(_slot(paths, totps[i::slots], mode, count_from, stop_at,
-                                     counts, times, first + i) for i in range(slots)))
-
-    asyncio.run(run())
-    return counts, times
-
-
-def measure(paths: list[str], users: list[tuple[str, str]], mode: str, args: argparse.Namespace
-            ) -> tuple[Counter, list[float]]:
-    count_from = time.monotonic() + args.warmup
-    stop_at = count_from + args.seconds
-    procs = args.procs
-    slots = [args.connections // procs + (1 if i < args.connections % procs else 0)
-             for i in range(procs)]
-    jobs = [(paths, users[i::procs], slots[i], mode, count_from, stop_at, sum(slots[:i]))
-            for i in range(procs)]
-    with multiprocessing.get_context("fork").Pool(procs) as pool:
-        results = pool.map(_client, jobs)
-    counts: Counter = sum((c for c, _ in results), Counter())
-    return counts, [t for _, ts in results for t in ts]
 
 
 def statements(pg, dbname: str) -> int:
@@ -96,7 +44,8 @@ def run_setup(title: str, hosts: list, users: list[tuple[str, str]], args: argpa
     for mode in MODES:
         before = statements(pg, dbname) if pg else 0
         cpu = sum(cpu_seconds(h.proc.pid) for h in hosts)
-        counts, times = measure(paths, users, mode, args)
+        counts, times = measure(paths, users, mode, args.connections, args.procs,
+                                args.seconds, args.warmup)
         cores = (sum(cpu_seconds(h.proc.pid) for h in hosts) - cpu) / (args.seconds +
                                                                         args.warmup)
         verified = counts["SUCCESS"] + counts["AUTH_ERR"]
@@ -113,19 +62,8 @@ def run_setup(title: str, hosts: list, users: list[tuple[str, str]], args: argpa
         print(line, flush=True)
 
 
-def add_users(host, n: int) -> list[tuple[str, str]]:
-    return [(f"bench{i}", host.ok("user.add", name=f"bench{i}", mfa=True,
-                                  system_account=False)["otpauth_uri"]) for i in range(n)]
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per phase")
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--procs", type=int, default=2, help="client processes")
-    parser.add_argument("--users", type=int, default=200)
-    args = parser.parse_args()
+    args = load_options(__doc__)
     cfg = dict(fail_delay=0, max_attempts=100, fail_interval=1, log_level="error")
     print(f"{args.connections} concurrent logins ({args.procs} client processes), "
           f"{args.users} users, factors=totp, fail_delay 0, {args.seconds:g} s per phase")

@@ -67,13 +67,15 @@ async def one_login(path: str, user: str, code: str) -> str:
         writer.close()
 
 
-async def connection(path: str, users: list[tuple[str, pyotp.TOTP]], mode: str,
+async def connection(paths: list[str], users: list[tuple[str, pyotp.TOTP]], mode: str,
                      count_from: float, stop_at: float, counts: Counter,
-                     latencies: list[float]) -> None:
-    """One connection slot, used for login after login until stop_at."""
+                     latencies: list[float], offset: int = 0) -> None:
+    """One connection slot, used for login after login until stop_at; with several
+    daemons (bench/fleet_rate.py) it goes to the next one's socket at each login."""
     i = 0
     while True:
         name, totp = users[i % len(users)]
+        path = paths[(i + offset) % len(paths)]
         i += 1
         code = totp.now() if mode == "current" else wrong_code(totp)
         start = time.monotonic()
@@ -87,52 +89,59 @@ async def connection(path: str, users: list[tuple[str, pyotp.TOTP]], mode: str,
 
 
 def client_process(args: tuple) -> tuple[Counter, list[float]]:
-    path, users, slots, mode, count_from, stop_at = args
+    paths, users, slots, mode, count_from, stop_at, first = args
     counts: Counter = Counter()
     latencies: list[float] = []
     totps = [(name, pyotp.TOTP(pyotp.parse_uri(uri).secret)) for name, uri in users]
 
     async def run() -> None:
-        share = [totps[i::slots] for i in range(slots)]
-        await asyncio.gather(*(connection(path, s, mode, count_from, stop_at, counts, latencies)
-                               for s in share))
+        await asyncio.gather(*(connection(paths, totps[i::slots], mode, count_from, stop_at,
+                                          counts, latencies, first + i) for i in range(slots)))
 
     asyncio.run(run())
     return counts, latencies
 
 
-def measure(path: str, users: list[tuple[str, str]], mode: str, connections: int, procs: int,
-            seconds: float, warmup: float) -> tuple[Counter, list[float]]:
+def measure(paths: list[str], users: list[tuple[str, str]], mode: str, connections: int,
+            procs: int, seconds: float, warmup: float) -> tuple[Counter, list[float]]:
     """Verdict counts and per-login latencies (connect to verdict) of the measured part."""
     count_from = time.monotonic() + warmup
     stop_at = count_from + seconds
     slots = [connections // procs + (1 if i < connections % procs else 0) for i in range(procs)]
-    jobs = [(path, users[i::procs], slots[i], mode, count_from, stop_at) for i in range(procs)]
+    jobs = [(paths, users[i::procs], slots[i], mode, count_from, stop_at, sum(slots[:i]))
+            for i in range(procs)]
     with multiprocessing.get_context("fork").Pool(procs) as pool:
         results = pool.map(client_process, jobs)
     return sum((c for c, _ in results), Counter()), [x for _, lat in results for x in lat]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def load_options(doc: str) -> argparse.Namespace:
+    """The options of the load (this bench's and bench/fleet_rate.py's)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured time per phase")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--users", type=int, default=200)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def add_users(daemon, n: int) -> list[tuple[str, str]]:
+    """n enrolled users bench0..: (name, otpauth URI)."""
+    return [(f"bench{i}", daemon.ok("user.add", name=f"bench{i}", mfa=True,
+                                    system_account=False)["otpauth_uri"]) for i in range(n)]
+
+
+def main() -> int:
+    args = load_options(__doc__)
     with private_daemon(fail_delay=0, max_attempts=100, fail_interval=1,
                         log_level="error") as daemon:
-        users = []
-        for i in range(args.users):
-            data = daemon.ok("user.add", name=f"bench{i}", mfa=True, system_account=False)
-            users.append((f"bench{i}", data["otpauth_uri"]))
+        users = add_users(daemon, args.users)
         print(f"{args.connections} concurrent connections ({args.procs} client processes), "
               f"{args.users} users, factors=totp, fail_delay 0, {args.seconds:g} s per phase")
         for mode in ("wrong", "current"):
             cpu = cpu_seconds(daemon.proc.pid)
-            counts, latencies = measure(daemon.pam_socket, users, mode, args.connections,
+            counts, latencies = measure([daemon.pam_socket], users, mode, args.connections,
                                         args.procs, args.seconds, args.warmup)
             cores = (cpu_seconds(daemon.proc.pid) - cpu) / (args.seconds + args.warmup)
             verified = counts["SUCCESS"] + counts["AUTH_ERR"]

@@ -9,6 +9,7 @@ that encrypts TOTP secrets is a file in `state_dir`).
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import os
 import socket
@@ -261,8 +262,10 @@ _WORST_EMAILS = ("{" * 64 + "@" + "d" * 31 + ".org", f"{_WORST_USER}@{_WORST_HOS
 _ENROLLMENT_PROSE = 1024  # the sentences around the QR code, the key and the URI
 
 
+@functools.lru_cache(maxsize=16)
 def enrollment_frame_size(issuer: str, account_name: str) -> int:
-    """Bytes of the largest enrollment text (QR code, key, URI, prose) these give."""
+    """Bytes of the largest enrollment text (QR code, key, URI, prose) these give.
+    Cached: two QR codes cost ~70 ms, and a config is parsed again at every reload."""
     from .core import qr  # lazily: config is imported by every layer
     sizes = []
     for email in _WORST_EMAILS:

@@ -66,20 +66,32 @@ ruff check .
 step "types: mypy"
 mypy pam_jctotp
 
+# Tests mostly wait (daemon start-up, PAM timeouts, fail delays), so they are spread
+# over more pytest-xdist workers than cores; those marked `serial` (tight timing
+# bounds) then run alone. JCTOTP_TEST_WORKERS=0 runs everything in one process.
+workers=${JCTOTP_TEST_WORKERS:-4}
+pytest_split() {
+    local rc=0
+    "$PYTHON" -m pytest -q -n "$workers" -m "not serial" "$@"
+    "$PYTHON" -m pytest -q -m serial "$@" || rc=$?
+    [ "$rc" -eq 0 ] || [ "$rc" -eq 5 ]  # 5: no serial test among these
+}
+
 # --- fast tier ----------------------------------------------------------------------
 step "unit + real libpam (fast tier)"
-"$PYTHON" -m pytest -q tests/unit tests/pam
+pytest_split tests/unit tests/pam
 [ "$fast" = yes ] && { step "fast tier passed"; exit 0; }
 
 step "the shim under AddressSanitizer + UBSan"
-scripts/test-asan.sh -q
+scripts/test-asan.sh -q -n "$workers" -m "pam and not serial"
+scripts/test-asan.sh -q -m "pam and serial"
 step "fuzzing the shim's frame parser (libFuzzer, ASan + UBSan)"
 scripts/fuzz.sh 60
 
 step "real PostgreSQL and slapd, private on 127.0.0.1 (fleet + directory)"
 JCTOTP_TEST_POSTGRES=1 "$PYTHON" -m pytest -q tests/fleet tests/ldap tests/unit/test_store_contract.py
 step "real libpam again, every daemon's state on PostgreSQL"
-JCTOTP_TEST_DATABASE=postgres "$PYTHON" -m pytest -q tests/pam
+JCTOTP_TEST_DATABASE=postgres pytest_split tests/pam  # a PostgreSQL per worker
 
 # --- containers: real sshd and OpenSSH client -----------------------------------------
 step "Docker engine and images"

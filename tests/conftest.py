@@ -35,3 +35,11 @@ def make_daemon(tmp_path_factory):
 def daemon(make_daemon) -> Daemon:
     return make_daemon()
 
+
+@pytest.fixture
+def confdir(tmp_path: Path) -> str:
+    """A directory for PAM service files (pam_start_confdir)."""
+    d = tmp_path / "pam.d"
+    d.mkdir()
+    return str(d)
+

@@ -174,11 +174,32 @@ class Daemon:
         return [json.loads(line) for line in self.audit_path.read_text().splitlines()]
 
 
+_public_root: list[Path] = []
+
+
+def public_dir() -> Path:
+    """A fresh world-traversable dir under one per-process /tmp/jctotp-ctl-*, removed at exit.
+
+    pytest's tmp_path is private to root (0700), so control sockets that an
+    unprivileged test user must reach live here instead.
+    """
+    if not _public_root:
+        import atexit
+        import shutil
+
+        root = Path(tempfile.mkdtemp(prefix="jctotp-ctl-"))
+        os.chmod(root, 0o755)
+        atexit.register(shutil.rmtree, root, True)
+        _public_root.append(root)
+    public = Path(tempfile.mkdtemp(dir=_public_root[0]))
+    os.chmod(public, 0o755)
+    return public
+
+
 def daemon_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
     # The control socket sits in a world-traversable dir so that tests can
     # connect as an unprivileged user (self-service verbs).
-    public = Path(tempfile.mkdtemp(prefix="jctotp-ctl-"))
-    os.chmod(public, 0o755)
+    public = public_dir()
     config = {
         "pam_socket": str(tmp / "pam.sock"),
         "control_socket": str(public / "control.sock"),
@@ -191,7 +212,6 @@ def daemon_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
     }
     config.update(overrides)
     return config
-
 
 
 def ldap_directory(slapd: Any, **overrides: Any) -> dict[str, Any]:

@@ -66,7 +66,8 @@ def _ask(text: str, echo: bool, json_mode: bool = False) -> str:
 class Interaction:
     """Shows the daemon's texts and asks its prompts. With --json stdout is
     reserved for the one JSON document: texts go to a terminal's stderr (a
-    person enrolling still sees the QR code), or nowhere."""
+    person enrolling still sees the QR code), or nowhere; errors and warnings
+    always go to stderr."""
 
     def __init__(self, json_mode: bool) -> None:
         self.json_mode = json_mode
@@ -75,7 +76,7 @@ class Interaction:
         if kind == "prompt":
             return _ask(text, echo, self.json_mode)
         if self.json_mode:
-            if sys.stderr.isatty():
+            if kind == "error" or sys.stderr.isatty():
                 print(text, file=sys.stderr, flush=True)
             return None
         print(text, file=sys.stderr if kind == "error" else sys.stdout, flush=True)
@@ -135,7 +136,9 @@ def _cell(value: Any) -> str:
 
 
 def _describe(user: dict[str, Any]) -> str:
-    return "\n".join(f"{k.replace('_', ' '):<22}{_cell(v)}" for k, v in user.items())
+    # `password` (where it is checked) says more than has_password, which --json keeps.
+    return "\n".join(f"{k.replace('_', ' '):<22}{_cell(v)}" for k, v in user.items()
+                     if not (k == "has_password" and "password" in user))
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,9 @@
 
 No secrets, no hashes; locks and failure counts through policy.is_locked and
 policy.failures, so every report agrees with what the next login would do,
-and reading never writes.
+and reading never writes. The store holds everything but the groups, so an
+admin's report (`user list`, `user show`) still prints while the directory
+is down: groups then come from NSS alone, and the report warns once.
 """
 
 from __future__ import annotations
@@ -10,25 +12,65 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..errors import DirectoryUnavailable
 from ..model import MfaState, UserRecord
 from . import policy
 from .accounts import Accounts
+from .steps import Error
 
 
 def iso(ts: float | None) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def summary(acc: Accounts, rec: UserRecord) -> dict[str, Any]:
+class ReportGroups:
+    """Users' groups for an admin's report. The first directory outage of the report
+    is remembered and the rest of it asks NSS only (a wedged server costs one
+    timeout, not one per user); admin and attempt limits may then be understated."""
+
+    def __init__(self, acc: Accounts) -> None:
+        self.acc = acc
+        self.unavailable: str | None = None
+
+    def of(self, name: str) -> frozenset[str]:
+        if self.unavailable is None:
+            try:
+                return self.acc.groups_of(name)
+            except DirectoryUnavailable as exc:
+                self.unavailable = str(exc)
+        return self.acc.system.groups_of(name)
+
+    def warning(self) -> Error | None:
+        """What stderr should say when the report did without the directory."""
+        if self.unavailable is None:
+            return None
+        return Error(f"warning: {self.unavailable}: admin and attempts left come from "
+                     "local (NSS) groups only")
+
+
+def password_source(acc: Accounts, rec: UserRecord) -> str:
+    """Where this user's password is checked: `has_password` alone says "no" for every
+    directory user, whose password the directory keeps."""
+    if acc.config.directory.is_ldap:
+        return "directory (ldap)"
+    return "local" if rec.password_hash is not None else "not set"
+
+
+def summary(acc: Accounts, rec: UserRecord,
+            groups: ReportGroups | None = None) -> dict[str, Any]:
+    """`groups`: a report that may do without the directory; without it, an outage
+    raises DirectoryUnavailable (a verb that changes something needs the truth)."""
     now, cfg = acc.now(), acc.config
-    limit = acc.limit(rec)
+    admin = policy.is_admin(rec, groups.of(rec.name) if groups else acc.groups_of(rec.name),
+                            cfg)
+    limit = policy.attempt_limit(rec, cfg, admin)
     lock_live = policy.is_locked(rec, now, cfg)
     refusal = policy.refusal(rec, now, cfg)  # a live lock, or an enrollment that expired
     failed = policy.failures(rec, now, cfg)
     state = policy.mfa_state(rec, now)
     return {
         "name": rec.name,
-        "admin": acc.is_admin(rec),
+        "admin": admin,
         "email": rec.email,
         "mfa": state.value,
         "mfa_required": bool(rec.mfa_required),
@@ -45,5 +87,6 @@ def summary(acc: Accounts, rec: UserRecord) -> dict[str, Any]:
         "failed_attempts": failed,
         "max_attempts": limit,
         "attempts_left": 0 if lock_live else max(0, limit - failed),
-        "has_password": rec.password_hash is not None,
+        "has_password": rec.password_hash is not None,   # a local hash (kept for scripts)
+        "password": password_source(acc, rec),
     }

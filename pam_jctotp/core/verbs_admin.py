@@ -18,7 +18,7 @@ from ..errors import PermissionDenied, UsageError
 from ..model import ExitCode, MfaState, UserRecord
 from . import lockout, policy
 from .accounts import Accounts
-from .report import summary
+from .report import ReportGroups, summary
 from .steps import Conversation, Info, Result, SetPassword, VerifyPassword
 from .totp import Totp
 from .verbargs import arg, new_password, period, user, users
@@ -112,11 +112,19 @@ def _user_exists(acc: Accounts, rec: UserRecord, is_admin: bool, mfa: bool,
 
 
 def user_list(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
-    yield Result(data=[summary(acc, r) for r in acc.store.list()])
+    groups = ReportGroups(acc)   # the list is the store's: a directory outage only warns
+    shown = [summary(acc, r, groups) for r in acc.store.list()]
+    if (warning := groups.warning()) is not None:
+        yield warning
+    yield Result(data=shown)
 
 
 def user_show(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
-    yield Result(data=summary(acc, user(acc, args.get("name"))))
+    groups = ReportGroups(acc)
+    shown = summary(acc, user(acc, args.get("name")), groups)
+    if (warning := groups.warning()) is not None:
+        yield warning
+    yield Result(data=shown)
 
 
 def user_set(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:

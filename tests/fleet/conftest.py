@@ -29,8 +29,7 @@ from testlib import Daemon, daemon_config  # noqa: E402
 
 @pytest.fixture(scope="session", autouse=True)
 def shim() -> str:
-    subprocess.run(["make", "-s", "-C", str(pamdriver.REPO / "native")], check=True)
-    return pamdriver.SHIM
+    return pamdriver.build_shim()
 
 
 @pytest.fixture
@@ -74,10 +73,3 @@ def scratch_accounts() -> Iterator[None]:
     for gr in grp.getgrall():
         if gr.gr_name.startswith(PREFIX):
             subprocess.run(["groupdel", gr.gr_name], capture_output=True)
-
-
-@pytest.fixture
-def confdir(tmp_path: Path) -> str:
-    d = tmp_path / "pam.d"
-    d.mkdir()
-    return str(d)

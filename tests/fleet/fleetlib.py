@@ -14,8 +14,5 @@ PREFIX = "jcfl"   # Linux accounts and groups the tests make (the scratch_accoun
 def service(confdir: str, host: Daemon, name: str = "jctotp-fleet", timeout: int = 10,
             extra: str = "") -> str:
     """A PAM service file for one host's socket (auth + account); `extra`: more options."""
-    opts = f"socket={host.pam_socket} timeout={timeout} {extra}".strip()
-    svc = f"{name}-{Path(host.dir).name}"
-    pamdriver.write_service(confdir, svc, [f"auth required {pamdriver.SHIM} {opts}",
-                                           f"account required {pamdriver.SHIM} {opts}"])
-    return svc
+    return pamdriver.service(confdir, host, *extra.split(), name=f"{name}-{Path(host.dir).name}",
+                             timeout=timeout)

@@ -9,7 +9,6 @@ Codes come from the secret and the daemons' test clock (pyotp), never hard-coded
 
 from __future__ import annotations
 
-import re
 
 import pamdriver as pd
 import pyotp
@@ -35,14 +34,6 @@ def make_ldap_host(make_host, slapd):  # noqa: F811
     return make
 
 
-def key_from(transcript) -> str:
-    """The base32 key the enrollment screen shows beside its QR code."""
-    text = "\n".join(m.text for m in transcript)
-    found = re.search(r"Or enter this key by hand: ([A-Z2-7 ]+)\n", text)
-    assert found, text
-    return found.group(1).replace(" ", "")
-
-
 def events(hosts, name: str) -> list[dict]:
     return [e for h in hosts for e in h.audit_events() if e["event"] == name]
 
@@ -58,14 +49,14 @@ def test_a_directory_user_enrolled_on_a_logs_in_on_b_and_a_replay_is_refused(
         if message.text == PASSWORD_PROMPT:
             return password
         if "code" in message.text.lower() and "Enter" in message.text:
-            return pyotp.TOTP(key_from(transcript)).now()
+            return pyotp.TOTP(pd.key_from(transcript)).now()
         return ""
 
     r = pd.run(confdir, service(confdir, a), "alice", person, call="both")
     assert r.rc == pd.PAM_SUCCESS, r
     infos = "\n".join(m.text for m in r.transcript if m.style == "info")
     assert "otpauth://totp/" in infos and ("\u2584" in infos or "\u2580" in infos)
-    totp = pyotp.TOTP(key_from(r.transcript))
+    totp = pyotp.TOTP(pd.key_from(r.transcript))
     assert b.user("alice")["mfa"] == "active"      # B sees A's record at once
     assert [e["user"] for e in events((a, b), "user_provisioned")] == ["alice"]
 

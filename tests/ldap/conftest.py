@@ -1,13 +1,12 @@
 """The directory tier (issue 14) runs against one private slapd per session.
 
 Fixtures (tests/servers/slapd.py): slapd_server (session), slapd (per test, up);
-here: the built shim and a PAM confdir (as in tests/pam), and `ldap_daemon`, a
+here: the built shim (tests/conftest.py has `confdir`), and `ldap_daemon`, a
 private jctotpd whose directory is that slapd.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,7 @@ from testlib import ldap_directory  # noqa: E402
 
 @pytest.fixture(scope="session")
 def shim() -> str:
-    subprocess.run(["make", "-s", "-C", str(pamdriver.REPO / "native"), "all"], check=True)
-    return pamdriver.SHIM
-
-
-@pytest.fixture
-def confdir(tmp_path: Path) -> str:
-    d = tmp_path / "pam.d"
-    d.mkdir()
-    return str(d)
+    return pamdriver.build_shim()
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ Codes come from the secret and the clock (pyotp); prompts are the login's own.
 
 from __future__ import annotations
 
-import re
 import time
 
 import pamdriver as pd
+from pamdriver import key_from, service
 import pyotp
 import pytest
 from servers.slapd import ADMINS, MFA, Slapd
@@ -20,22 +20,8 @@ from testlib import code_at
 pytestmark = pytest.mark.ldap
 
 
-def service(confdir: str, daemon, timeout: int = 5) -> str:
-    opts = f"socket={daemon.pam_socket} timeout={timeout}"
-    pd.write_service(confdir, "jctotp-ldap", [f"auth required {pd.SHIM} {opts}",
-                                              f"account required {pd.SHIM} {opts}"])
-    return "jctotp-ldap"
-
-
 def prompts(result: pd.Result) -> list[str]:
     return [m.text for m in result.transcript if m.style.startswith("prompt")]
-
-
-def key_from(transcript) -> str:
-    text = "\n".join(m.text for m in transcript)
-    found = re.search(r"Or enter this key by hand: ([A-Z2-7 ]+)\n", text)
-    assert found, text
-    return found.group(1).replace(" ", "")
 
 
 def enrolled(daemon, name: str) -> pyotp.TOTP:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from debcontainer import Container, boot_systemd
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,3 +40,13 @@ def docker_engine() -> None:
                           capture_output=True).returncode == 0
     if not base:
         pytest.fail("no debian:bookworm-slim image (run scripts/build-base-image.sh)")
+
+
+@pytest.fixture
+def systemd_container(deb, docker_engine, tmp_path) -> Iterator[Container]:
+    """A container with systemd as PID 1 (debcontainer.boot_systemd), removed after."""
+    c = boot_systemd(deb, tmp_path)
+    try:
+        yield c
+    finally:
+        c.remove()

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
-from test_deb import Container
+from debcontainer import Container, main_pid
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = (REPO / "packaging/deb/jctotpd.service").read_text()
@@ -26,47 +25,20 @@ BLOCKING_CHECK = re.search(r"^ExecStartPre=/usr/sbin/jctotpd --check", UNIT, re.
 PASSWORD = "Correct-Horse-7"
 CONFIG = "/etc/jctotp/config.yaml"
 
-IMAGE = "jctotp-ops-systemd:test"
-DOCKERFILE = """FROM debian:bookworm-slim
-RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \\
-    --no-install-recommends systemd systemd-sysv dbus procps >/dev/null && \\
-    rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d
-CMD ["/lib/systemd/systemd"]
-"""
-
 
 @pytest.fixture
-def host(deb, docker_engine, tmp_path):
+def host(systemd_container, deb):
     """systemd as PID 1 with the .deb installed and jctotpd active."""
-    (tmp_path / "Dockerfile").write_text(DOCKERFILE)
-    built = subprocess.run(["docker", "build", "-q", "--network", "host", "-t", IMAGE,
-                            str(tmp_path)], capture_output=True, text=True)
-    if built.returncode != 0:
-        pytest.skip(f"cannot install systemd into the base image: {built.stderr[-300:]}")
-    c = Container(deb, "--network", "none", "--cap-add", "SYS_ADMIN",
-                  "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-                  "--tmpfs", "/run", "--tmpfs", "/run/lock",
-                  "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", image=IMAGE)
-    try:
-        booted = c.sh("for i in $(seq 150); do systemctl is-system-running 2>/dev/null | "
-                      "grep -qE 'running|degraded' && exit 0; sleep 0.1; done; exit 1", ok=False)
-        if booted.returncode != 0:
-            pytest.skip("systemd does not boot in a container here")
-        c.sh(f"apt-get install -y -q --no-install-recommends /pkg/{deb.name}")
-        wait_active(c)
-        yield c
-    finally:
-        c.remove()
+    c = systemd_container
+    c.sh(f"apt-get install -y -q --no-install-recommends /pkg/{deb.name}")
+    wait_active(c)
+    return c
 
 
 def wait_active(c: Container) -> None:
     c.sh("for i in $(seq 100); do systemctl is-active -q jctotpd && "
          "[ -S /run/jctotp/control.sock ] && exit 0; sleep 0.1; done; "
          "systemctl status jctotpd --no-pager; exit 1")
-
-
-def main_pid(c: Container) -> str:
-    return c.sh("systemctl show -p MainPID --value jctotpd").stdout.strip()
 
 
 def set_key(c: Container, line: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,16 +15,8 @@ import pamdriver  # noqa: E402
 
 @pytest.fixture(scope="session", autouse=True)
 def shim() -> str:
-    """Build native/ (a failure fails the run) and return the shim's path."""
-    target = "asan" if os.environ.get("JCTOTP_SHIM", "").endswith("/asan/pam_jctotp.so") else "all"
-    subprocess.run(["make", "-s", "-C", str(pamdriver.REPO / "native"), target], check=True)
-    assert Path(pamdriver.SHIM).is_file(), pamdriver.SHIM
-    return pamdriver.SHIM
-
-
-@pytest.fixture
-def confdir(tmp_path: Path) -> str:
-    """A directory for PAM service files (pam_start_confdir)."""
-    d = tmp_path / "pam.d"
-    d.mkdir()
-    return str(d)
+    """Build native/ and return the shim's path (the ASan build under scripts/test-asan.sh)."""
+    asan = os.environ.get("JCTOTP_SHIM", "").endswith("/asan/pam_jctotp.so")
+    path = pamdriver.build_shim("asan" if asan else "all")
+    assert Path(path).is_file(), path
+    return path

@@ -9,7 +9,10 @@ own handle, so many logins may run at once from threads.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
+import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -137,6 +140,37 @@ def write_service(confdir: str | os.PathLike[str], service: str, lines: list[str
     path = Path(confdir) / service
     path.write_text("".join(line + "\n" for line in lines))
     return path
+
+
+def service(confdir: str | os.PathLike[str], daemon: Any, *options: str,
+            name: str = "jctotp-test", timeout: int = 5) -> str:
+    """`confdir/name`: the shim in auth and account, on `daemon`'s PAM socket
+    (anything with `.pam_socket`); returns the service name."""
+    opts = " ".join((f"socket={daemon.pam_socket}", f"timeout={timeout}") + options)
+    write_service(confdir, name, [f"auth required {SHIM} {opts}",
+                                  f"account required {SHIM} {opts}"])
+    return name
+
+
+def key_from(transcript: Sequence[Message]) -> str:
+    """The base32 key the enrollment screen shows beside its QR code."""
+    text = "\n".join(m.text for m in transcript)
+    found = re.search(r"Or enter this key by hand: ([A-Z2-7 ]+)\n", text)
+    assert found, text
+    return found.group(1).replace(" ", "")
+
+
+def build_shim(target: str = "all") -> str:
+    """`make` the shim (a failure fails the run); returns its path. Every pytest-xdist
+    worker builds: one at a time, so none loads a half-written .so."""
+    native = REPO / "native"
+    lock = os.open(native, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(["make", "-s", "-C", str(native), target], check=True)
+    finally:
+        os.close(lock)
+    return SHIM
 
 
 def _authtok_service(confdir: str | os.PathLike[str], service: str) -> str:

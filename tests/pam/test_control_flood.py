@@ -138,6 +138,7 @@ def logins_meanwhile(daemon: Daemon, confdir: str) -> tuple[list[pd.Result], flo
     return [r for r in results if r is not None], time.monotonic() - started
 
 
+@pytest.mark.serial  # a 3 s budget under its own flood: alone, not beside other tests
 @pytest.mark.parametrize("how", ["flood", "held+flood"])
 def test_logins_succeed_while_a_user_floods_the_control_socket(small_daemon, attacker, confdir,
                                                                how):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import pamdriver as pd
+from pamdriver import key_from, service
 import pyotp
 import pytest
 
@@ -19,20 +20,6 @@ pytestmark = pytest.mark.pam
 PASSWORD = "correct horse battery"
 NOBODY = 65534  # a system user that exists everywhere; our directory user "nobody"
 DAY = 86400
-
-
-def service(confdir: str, daemon, *options: str) -> str:
-    opts = " ".join((f"socket={daemon.pam_socket}", "timeout=5") + options)
-    pd.write_service(confdir, "jctotp-enroll", [f"auth required {pd.SHIM} {opts}",
-                                                f"account required {pd.SHIM} {opts}"])
-    return "jctotp-enroll"
-
-
-def key_from(transcript) -> str:
-    text = "\n".join(m.text for m in transcript)
-    m = re.search(r"Or enter this key by hand: ([A-Z2-7 ]+)\n", text)
-    assert m, text
-    return m.group(1).replace(" ", "")
 
 
 class Enroller:

@@ -13,7 +13,8 @@ import pytest
 
 from testlib import code_at
 
-pytestmark = pytest.mark.pam
+# Elapsed < 1 s against a 1 s timeout: runs alone, after the parallel part (scripts/test.sh).
+pytestmark = [pytest.mark.pam, pytest.mark.serial]
 
 
 def test_fail_delay_is_cut_below_the_shims_timeout_and_logged_once(make_daemon, confdir):

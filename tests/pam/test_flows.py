@@ -12,6 +12,7 @@ import re
 import time
 
 import pamdriver as pd
+from pamdriver import key_from, service
 import pyotp
 import pytest
 
@@ -26,20 +27,6 @@ DAY = 86400
 SKIP_PROMPT = "Enter the 6-digit code from your app to finish (Enter to skip): "
 NOW_PROMPT = "Enter the 6-digit code your app shows for the new key: "
 ACK_PROMPT = "Press Enter when you have stored them: "
-
-
-def service(confdir: str, daemon) -> str:
-    opts = f"socket={daemon.pam_socket} timeout=5"
-    pd.write_service(confdir, "jctotp-flows", [f"auth required {pd.SHIM} {opts}",
-                                               f"account required {pd.SHIM} {opts}"])
-    return "jctotp-flows"
-
-
-def key_from(transcript) -> str:
-    m = re.search(r"Or enter this key by hand: ([A-Z2-7 ]+)\n",
-                  "\n".join(m.text for m in transcript))
-    assert m, transcript
-    return m.group(1).replace(" ", "")
 
 
 def prompts(result: pd.Result) -> list[str]:

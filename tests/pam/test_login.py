@@ -11,6 +11,7 @@ import threading
 import time
 
 import pamdriver as pd
+from pamdriver import service
 import pytest
 
 from testlib import code_at
@@ -20,14 +21,6 @@ from pam_jctotp.core.login import PASSWORD_PROMPT
 pytestmark = pytest.mark.pam
 
 PASSWORD = "correct horse battery"
-
-
-def service(confdir: str, daemon, *options: str, name: str = "jctotp-test") -> str:
-    opts = " ".join((f"socket={daemon.pam_socket}", "timeout=5") + options)
-    pd.write_service(
-        confdir, name, [f"auth required {pd.SHIM} {opts}", f"account required {pd.SHIM} {opts}"]
-    )
-    return name
 
 
 def login(confdir, svc, user, answers, **kw) -> pd.Result:

@@ -9,6 +9,7 @@ import signal
 import time
 
 import pamdriver as pd
+from pamdriver import service
 import pytest
 import yaml
 
@@ -19,13 +20,6 @@ from pam_jctotp import config, daemon as jctotpd
 pytestmark = pytest.mark.pam
 
 PASSWORD = "correct horse battery"
-
-
-def service(confdir: str, daemon) -> str:
-    opts = f"socket={daemon.pam_socket} timeout=5"
-    pd.write_service(confdir, "jctotp-reload", [f"auth required {pd.SHIM} {opts}",
-                                                f"account required {pd.SHIM} {opts}"])
-    return "jctotp-reload"
 
 
 def hup(daemon, needle: str, count: int = 1) -> str:

@@ -418,6 +418,7 @@ def test_failmode_open_behind_permit_refuses_a_wrong_code(make_daemon, confdir: 
     assert run(confdir, SERVICE, "alice", [good]).rc == PAM_SUCCESS
 
 
+@pytest.mark.serial  # a 0.8 s window on the elapsed time
 @pytest.mark.parametrize("when", ["after_hello", "after_answer"])
 def test_silent_daemon_times_out(confdir: str, when: str) -> None:
     def script(conn: Conn) -> None:

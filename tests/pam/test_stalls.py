@@ -27,13 +27,6 @@ USERADD_SLEEP = 5.0
 SHIM_TIMEOUT = 10
 
 
-def service(confdir: str, daemon) -> str:
-    opts = f"socket={daemon.pam_socket} timeout={SHIM_TIMEOUT}"
-    pd.write_service(confdir, "jctotp-stall", [f"auth required {pd.SHIM} {opts}",
-                                               f"account required {pd.SHIM} {opts}"])
-    return "jctotp-stall"
-
-
 @pytest.fixture
 def slow_useradd_daemon(tmp_path_factory):
     """A daemon whose `useradd` is a stub that sleeps (and `usermod` one that does nothing)."""
@@ -56,7 +49,7 @@ def slow_useradd_daemon(tmp_path_factory):
 def test_a_login_completes_while_useradd_of_another_user_is_slow(slow_useradd_daemon, confdir):
     daemon = slow_useradd_daemon
     totp = daemon.add_user("alice")  # system_account=False: no useradd
-    svc = service(confdir, daemon)
+    svc = pd.service(confdir, daemon, timeout=SHIM_TIMEOUT)
     added: dict = {}
     adder = threading.Thread(target=lambda: added.update(
         result=daemon.request("user.add", name="slowpoke", password=PASSWORD)))
@@ -78,7 +71,7 @@ def test_a_login_completes_while_useradd_of_another_user_is_slow(slow_useradd_da
 @pytest.mark.skipif(TEST_DATABASE != "sqlite", reason="locks the SQLite file")
 def test_a_locked_database_fails_one_login_fast_then_the_next_succeeds(daemon, confdir):
     totp = daemon.add_user("alice")
-    svc = service(confdir, daemon)
+    svc = pd.service(confdir, daemon, timeout=SHIM_TIMEOUT)
     holder = sqlite3.connect(Path(daemon.config["state_dir"]) / "jctotp.db",
                              isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")

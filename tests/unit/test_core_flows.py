@@ -15,8 +15,8 @@ from harness import PASSWORD, drive
 from pam_jctotp.core import login as cv
 from pam_jctotp.core import verbs as control
 from pam_jctotp.core.login import Login
-from pam_jctotp.core.steps import Info, Prompt, Result
-from pam_jctotp.errors import UsageError
+from pam_jctotp.core.steps import Error, Info, Prompt, Result
+from pam_jctotp.errors import DirectoryUnavailable, UsageError
 from pam_jctotp.model import ExitCode, LoginRequest, MfaState, VerdictCode
 
 DAY = 86400
@@ -274,6 +274,39 @@ def test_every_boolean_in_show_is_a_bool(world):
     shown = admin(world, "user.show", name="boss").data
     for key in ("admin", "mfa_required", "locked", "has_password"):
         assert type(shown[key]) is bool, key
+
+
+def test_show_says_where_the_password_is_checked(world):
+    world.add("pat")
+    world.add("sam", password=None, mfa="off")
+    pat = admin(world, "user.show", name="pat").data
+    sam = admin(world, "user.show", name="sam").data
+    assert (pat["password"], pat["has_password"]) == ("local", True)
+    assert (sam["password"], sam["has_password"]) == ("not set", False)
+
+
+def test_admin_reports_do_without_an_unreachable_directory(make_world, monkeypatch):
+    """The list is the store's: a directory outage warns once and groups come from NSS."""
+    world = make_world(groups={"boss": frozenset({"wheel"})}, admin_groups=["wheel"])
+    world.add("amy")
+    world.add("boss")
+    asked = []
+
+    def down(name):
+        asked.append(name)
+        raise DirectoryUnavailable("the directory is unavailable (test)")
+
+    monkeypatch.setattr(world.acc, "groups_of", down)
+    ends = []
+    for verb, args in (("user.list", {}), ("user.show", {"name": "boss"})):
+        run = drive(control.handle(world.acc, 0, {"v": 1, "verb": verb, "args": args}))
+        warnings = [s.text for s in run.steps if isinstance(s, Error)]
+        assert isinstance(run.end, Result) and run.end.exit == ExitCode.OK
+        assert warnings == ["warning: the directory is unavailable (test): admin and "
+                            "attempts left come from local (NSS) groups only"]
+        ends.append(run.end.data)
+    assert asked == ["amy", "boss"]   # once per report, not once per user
+    assert [u["admin"] for u in ends[0]] == [False, True] and ends[1]["admin"]  # NSS wheel
 
 
 def test_no_recovery_codes_no_block_no_prompt(make_world):
