@@ -112,10 +112,10 @@ def import_host(cfg: configmod.Config, source: Path, old_key: Path, on_clash: st
         done, skipped, lost_codes = [], [], []
         for moved in moving:
             user_codes = codes.get(moved.name, []) if same_key else []
-            if not same_key and codes.get(moved.name):
-                lost_codes.append(moved.name)
             if store.import_user(moved, user_codes, replace=on_clash == "replace"):
                 done.append(moved.name)
+                if not same_key and codes.get(moved.name):
+                    lost_codes.append(moved.name)   # (a skipped user keeps the fleet's)
             else:
                 skipped.append(moved.name)
     finally:

@@ -127,3 +127,35 @@ def test_fleet_init_says_what_to_do_on_this_host_and_the_others(make_host):
     assert out.returncode == 0, out.stderr
     assert "On this host" in out.stdout and "jctotp fleet import" in out.stdout
     assert "secret.key.host" in out.stdout    # a host's own key is kept for its import
+
+
+def test_fleet_import_names_only_moved_users_as_without_recovery_codes(make_host,
+                                                                       tmp_path_factory):
+    island = sqlite_host(tmp_path_factory)
+    island.add_user("alice")
+    island.add_user("bob")
+    island.stop()
+    fleet = make_host("a")
+    fleet.add_user("alice")                       # the fleet's alice keeps her codes
+    island.config.update(database=fleet.config["database"],
+                         secret_key_file=fleet.config["secret_key_file"])
+    island.config_path.write_text(yaml.safe_dump(island.config))
+    done = island.cli("fleet", "import", "--on-clash", "skip")
+    assert done.returncode == 0, done.stderr
+    lost = next(ln for ln in done.stdout.splitlines() if "recovery codes not moved" in ln)
+    assert lost.endswith(": bob"), done.stdout
+
+
+def test_doctor_says_to_restart_a_daemon_still_on_sqlite(make_host, tmp_path_factory):
+    """config.yaml names the fleet, jctotpd was not restarted (README Fleet step 2)."""
+    fleet = make_host("a")
+    island = sqlite_host(tmp_path_factory)
+    island.config.update(database=fleet.config["database"],
+                         secret_key_file=fleet.config["secret_key_file"])
+    island.config_path.write_text(yaml.safe_dump(island.config))
+    try:
+        out = island.cli("doctor", "--json")
+    finally:
+        island.stop()
+    found = {f["what"]: f["level"] for f in json.loads(out.stdout)}
+    assert any("restart jctotpd" in w and lvl == "warn" for w, lvl in found.items()), found
