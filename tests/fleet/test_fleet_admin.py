@@ -159,3 +159,7 @@ def test_doctor_says_to_restart_a_daemon_still_on_sqlite(make_host, tmp_path_fac
         island.stop()
     found = {f["what"]: f["level"] for f in json.loads(out.stdout)}
     assert any("restart jctotpd" in w and lvl == "warn" for w, lvl in found.items()), found
+    # the start line says it too, for whoever reads the journal instead
+    assert "ready (state: SQLite " in island.log.read_text()
+    assert "ready (state: fleet database postgresql://jctotp@" in fleet.log.read_text()
+    assert "as host host-a)" in fleet.log.read_text()
