@@ -299,6 +299,15 @@ def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bo
     return True
 
 
+def _state_where(cfg: configmod.Config) -> str:
+    """For the start line: which store this run uses (a host joining the fleet
+    that was not restarted still says SQLite)."""
+    if not cfg.database:
+        return f"state: SQLite {cfg.db_path}"
+    from .store.postgres import describe   # psycopg is loaded already then
+    return f"state: fleet database {describe(cfg.database)}, as host {cfg.host_name}"
+
+
 async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
                 text: str | None = None) -> None:
     raise_fd_limit()
@@ -337,7 +346,7 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     if cfg.clock_control:
         log.warning("TEST MODE: the clock can be moved over the control socket")
     _notify("READY=1")
-    log.info("jctotpd %s ready", __version__)
+    log.info("jctotpd %s ready (%s)", __version__, _state_where(cfg))
     await stop.wait()
     _notify("STOPPING=1")
     log.info("stopping")

@@ -131,7 +131,9 @@ def daemon_findings(cfg: Config, user: str | None = None) -> list[Finding]:
         found.append(Finding("ok", f"daemon answers on {cfg.control_socket}"))
         problems = (reply.data or {}).get("directory", []) if reply.exit == 0 else [
             f"the daemon's own checks: {reply.message}"]
-        found.extend(Finding(level, what) for level, what in (reply.data or {}).get("store", []))
+        store = (reply.data or {}).get("store", [])
+        found.extend(Finding(level, what) for level, what in store)
+        found.extend(_store_mismatch(cfg, [what for _, what in store]))
         found.extend(Finding("fail", p) for p in problems)
         if reply.exit == 0 and not problems:
             kind = (reply.data or {}).get("directory_kind", "")
@@ -149,6 +151,18 @@ def daemon_findings(cfg: Config, user: str | None = None) -> list[Finding]:
     except OSError as exc:
         found.append(Finding("fail", f"key file {cfg.key_path}: {exc.strerror}"))
     return found
+
+
+def _store_mismatch(cfg: Config, store: list[str]) -> list[Finding]:
+    """config.yaml edited, jctotpd not restarted: the daemon still runs on the
+    other store (a host joining the fleet, README "Fleet" steps 2-3)."""
+    on_fleet = any(what.startswith("fleet database") for what in store)
+    if store and bool(cfg.database) != on_fleet:
+        now, then = ("SQLite", "the fleet database") if cfg.database else (
+            "the fleet database", "SQLite")
+        return [Finding("warn", f"jctotpd runs on {now}, the config file says {then}: "
+                        "restart jctotpd (systemctl restart jctotpd)")]
+    return []
 
 
 def locked_findings(cfg: Config) -> list[Finding]:

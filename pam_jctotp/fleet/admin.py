@@ -35,13 +35,20 @@ def init(cfg: configmod.Config) -> str:
     return (
         f"Fleet database {where} is ready (schema version {version}); this host's key "
         f"file {cfg.key_path} is the fleet's key.\n"
+        "On this host, as root: `jctotp fleet import` if it has users in SQLite "
+        "(before the restart: until then they log in as before), then "
+        "systemctl restart jctotpd and `jctotp doctor`.\n"
         "On every other host, as root:\n"
-        f"  1. copy {cfg.key_path} to its secret_key_file (default "
+        "  1. if it has users of its own, keep its key for the import: "
+        "mv /var/lib/jctotp/secret.key /var/lib/jctotp/secret.key.host\n"
+        f"  2. copy {cfg.key_path} to its secret_key_file (default "
         "/var/lib/jctotp/secret.key), mode 0600, owner root, e.g.\n"
         f"       scp -p {cfg.key_path} root@HOST:{cfg.key_path}\n"
-        "  2. put the same `database:` line in /etc/jctotp/config.yaml, and the libpq "
+        "  3. put the same `database:` line in /etc/jctotp/config.yaml, and the libpq "
         "passfile (or client certificate) it uses;\n"
-        "  3. systemctl restart jctotpd, then `jctotp doctor`.\n"
+        "  4. with users of its own: jctotp fleet import --key "
+        "/var/lib/jctotp/secret.key.host\n"
+        "  5. systemctl restart jctotpd, then `jctotp doctor`.\n"
         "Keep a copy of the key offline: without it no TOTP secret can be read.\n")
 
 
@@ -88,18 +95,29 @@ def import_host(cfg: configmod.Config, source: Path, old_key: Path, on_clash: st
         if clashes and on_clash == "refuse":
             raise UsageError(f"already in the fleet database: {', '.join(clashes)}; nothing "
                              "was imported (--on-clash skip|replace)")
-        done, skipped, lost_codes = [], [], []
-        for rec in users:
-            moved = replace(
+        # Every secret is re-sealed before anything is written: a key that does not
+        # open them imports nobody.
+        try:
+            moving = [replace(
                 rec, totp_secret=_reseal(rec.totp_secret, rec.name, TOTP_PURPOSE, old, new),
                 pending_secret=_reseal(rec.pending_secret, rec.name, PENDING_PURPOSE, old, new))
-            user_codes = codes.get(rec.name, []) if same_key else []
-            if not same_key and codes.get(rec.name):
-                lost_codes.append(rec.name)
+                for rec in users]
+        except StoreError as exc:
+            if not same_key:
+                raise
+            raise UsageError(
+                f"{old_key} is already the fleet's key, and {source}'s secrets were sealed "
+                "with another one (this host's own key file was replaced by the fleet's?): "
+                "give that key with --key PATH; nothing was imported") from exc
+        done, skipped, lost_codes = [], [], []
+        for moved in moving:
+            user_codes = codes.get(moved.name, []) if same_key else []
             if store.import_user(moved, user_codes, replace=on_clash == "replace"):
-                done.append(rec.name)
+                done.append(moved.name)
+                if not same_key and codes.get(moved.name):
+                    lost_codes.append(moved.name)   # (a skipped user keeps the fleet's)
             else:
-                skipped.append(rec.name)
+                skipped.append(moved.name)
     finally:
         store.close()
     lines = [f"imported {len(done)} user(s) from {source}: {', '.join(done) or '-'}"]

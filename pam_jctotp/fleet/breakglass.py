@@ -14,12 +14,15 @@ RESYNC seconds, and deletes everyone who left the group.
 go to the copy; anyone else still fails closed. Nothing else falls back: no
 enrollment, no admin verb, no self-service. Locks and replay are then per host
 for the length of the outage (the copy's counters are this host's own), and
-every login served so is logged at WARNING.
+the logins served so are logged at WARNING: one line per user per minute of
+the outage (below).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any, Callable, Iterable
 
 from ..errors import StoreUnavailable
@@ -28,27 +31,49 @@ from ..store import Store
 
 log = logging.getLogger("jctotpd.breakglass")
 
+# One WARNING per user per this many seconds of an outage. The store sees calls,
+# not logins (a password + code login reads the user twice, its account phase
+# once more), so "once per login" cannot be told here; a minute bounds the log
+# even for a guesser, and the audit log still has every login.
+WARN_EVERY = 60.0
+
 
 class BreakGlassStore:
     """The fleet store, with a host-local copy for the break-glass group's logins."""
 
-    def __init__(self, fleet: Store, local: Store) -> None:
+    def __init__(self, fleet: Store, local: Store,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.fleet = fleet
         self.local = local
+        self._clock = clock
+        self._warned: dict[str, float] = {}   # name -> when its last WARNING was
+        self._warned_lock = threading.Lock()  # store calls come from worker threads
 
     def __getattr__(self, attr: str) -> Any:   # everything else: the fleet only
         return getattr(self.fleet, attr)
 
     def _either(self, method: str, name: str, *args: Any) -> Any:
         try:
-            return getattr(self.fleet, method)(name, *args)
+            result = getattr(self.fleet, method)(name, *args)
         except StoreUnavailable:
             if self.local.get(name) is None:
                 raise
-            if method == "get":
-                log.warning("break-glass: %s is served from this host's copy (fleet database "
-                            "unavailable)", name)
+            self._warn(name)
             return getattr(self.local, method)(name, *args)
+        if self._warned:   # the database answers again: the next outage warns afresh
+            with self._warned_lock:
+                self._warned.clear()
+        return result
+
+    def _warn(self, name: str) -> None:
+        now = self._clock()
+        with self._warned_lock:
+            last = self._warned.get(name)
+            if last is not None and now - last < WARN_EVERY:
+                return
+            self._warned[name] = now
+        log.warning("break-glass: %s is served from this host's copy (fleet database "
+                    "unavailable)", name)
 
     # the login path: reads and the lockout/replay counters
     def get(self, name: str) -> UserRecord | None:
@@ -64,6 +89,9 @@ class BreakGlassStore:
 
     def lock_if_exhausted(self, name: str, now: float, limit: int, reason: str) -> bool:
         return bool(self._either("lock_if_exhausted", name, now, limit, reason))
+
+    def release_attempt(self, name: str) -> None:   # a login abandoned half-way
+        self._either("release_attempt", name)
 
     def reset_failures(self, name: str) -> None:
         self._either("reset_failures", name)

@@ -494,7 +494,9 @@ class PostgresStore:
                             "(SELECT value FROM jctotp_meta WHERE key = 'schema_version'), "
                             "(SELECT value FROM jctotp_meta WHERE key = 'key_check')")
         except StoreError as exc:
-            return [("fail", f"fleet database: {exc}")]
+            said = str(exc)   # StoreUnavailable names the database already
+            return [("fail", said if said.startswith("fleet database") else
+                     f"fleet database: {said}")]
         assert row is not None
         server, version, check = row
         found = [("ok", f"fleet database {self.where} (PostgreSQL {server})"),

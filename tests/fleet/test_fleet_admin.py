@@ -89,3 +89,77 @@ def test_fleet_import_moves_users_secrets_and_locks(make_host, confdir, tmp_path
     assert pd.run(confdir, fleet_svc, "alice", [PASSWORD, code_at(alice)]).rc == pd.PAM_SUCCESS
     assert fleet.user("bob")["locked"]
     assert pd.run(confdir, fleet_svc, "bob", [PASSWORD, "000000"]).rc == pd.PAM_MAXTRIES
+
+
+def test_fleet_import_names_a_host_key_replaced_by_the_fleets(make_host, confdir,
+                                                              tmp_path_factory):
+    """README step 3 on a host with users of its own: the fleet's key copied over the
+    host's key file. The import then says so and imports nobody; with the host's old
+    key (--key) it moves them."""
+    island = sqlite_host(tmp_path_factory)
+    island.add_user("aaron", mfa=False)          # no secret: would move with any key
+    bob = island.add_user("bob")
+    island.stop()
+    fleet = make_host("a")
+    own_key = Path(island.config["state_dir"]) / "secret.key"
+    kept = own_key.with_name("secret.key.host")
+    kept.write_bytes(own_key.read_bytes())        # what the README says to do first
+    kept.chmod(0o600)
+    own_key.write_bytes(Path(fleet.config["secret_key_file"]).read_bytes())   # scp -p
+    island.config.update(database=fleet.config["database"])
+    island.config_path.write_text(yaml.safe_dump(island.config))
+
+    refused = island.cli("fleet", "import")
+    assert refused.returncode != 0
+    assert "already the fleet's key" in refused.stderr and "--key" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert fleet.request("user.show", name="aaron").exit == 3   # nobody, not half
+    done = island.cli("fleet", "import", "--key", str(kept))
+    assert done.returncode == 0, done.stderr
+    assert "imported 2 user(s)" in done.stdout
+    assert pd.run(confdir, service(confdir, fleet), "bob",
+                  [PASSWORD, code_at(bob)]).rc == pd.PAM_SUCCESS
+
+
+def test_fleet_init_says_what_to_do_on_this_host_and_the_others(make_host):
+    a = make_host("a", start=False)
+    out = a.cli("fleet", "init")
+    assert out.returncode == 0, out.stderr
+    assert "On this host" in out.stdout and "jctotp fleet import" in out.stdout
+    assert "secret.key.host" in out.stdout    # a host's own key is kept for its import
+
+
+def test_fleet_import_names_only_moved_users_as_without_recovery_codes(make_host,
+                                                                       tmp_path_factory):
+    island = sqlite_host(tmp_path_factory)
+    island.add_user("alice")
+    island.add_user("bob")
+    island.stop()
+    fleet = make_host("a")
+    fleet.add_user("alice")                       # the fleet's alice keeps her codes
+    island.config.update(database=fleet.config["database"],
+                         secret_key_file=fleet.config["secret_key_file"])
+    island.config_path.write_text(yaml.safe_dump(island.config))
+    done = island.cli("fleet", "import", "--on-clash", "skip")
+    assert done.returncode == 0, done.stderr
+    lost = next(ln for ln in done.stdout.splitlines() if "recovery codes not moved" in ln)
+    assert lost.endswith(": bob"), done.stdout
+
+
+def test_doctor_says_to_restart_a_daemon_still_on_sqlite(make_host, tmp_path_factory):
+    """config.yaml names the fleet, jctotpd was not restarted (README Fleet step 2)."""
+    fleet = make_host("a")
+    island = sqlite_host(tmp_path_factory)
+    island.config.update(database=fleet.config["database"],
+                         secret_key_file=fleet.config["secret_key_file"])
+    island.config_path.write_text(yaml.safe_dump(island.config))
+    try:
+        out = island.cli("doctor", "--json")
+    finally:
+        island.stop()
+    found = {f["what"]: f["level"] for f in json.loads(out.stdout)}
+    assert any("restart jctotpd" in w and lvl == "warn" for w, lvl in found.items()), found
+    # the start line says it too, for whoever reads the journal instead
+    assert "ready (state: SQLite " in island.log.read_text()
+    assert "ready (state: fleet database postgresql://jctotp@" in fleet.log.read_text()
+    assert "as host host-a)" in fleet.log.read_text()

@@ -18,6 +18,9 @@ import pamdriver as pd
 import pytest
 from fleetlib import PREFIX, service
 
+from pam_jctotp.errors import StoreUnavailable
+from pam_jctotp.fleet.breakglass import WARN_EVERY, BreakGlassStore
+from pam_jctotp.store.sqlite import SqliteStore
 from testlib import code_at
 
 pytestmark = pytest.mark.fleet
@@ -108,6 +111,8 @@ def test_break_glass_works_during_an_outage_and_only_for_its_group(
     code = code_at(ops)
     r = pd.run(confdir, svc_b, f"{PREFIX}ops", [PASSWORD, code])
     assert r.rc == pd.PAM_SUCCESS, r                           # break-glass on B
+    # one WARNING for the login, not one per read of the user (auth + account)
+    assert b.log.read_text().count("is served from this host's copy") == 1
     # the same code again (not code_at() again: a step boundary may have passed)
     assert pd.run(confdir, svc_b, f"{PREFIX}ops",
                   [PASSWORD, code]).rc == pd.PAM_AUTH_ERR     # still single-use
@@ -120,3 +125,51 @@ def test_break_glass_works_during_an_outage_and_only_for_its_group(
     assert "break-glass" in b.log.read_text()
     pg.healthy()
     os.sync()
+
+
+def test_break_glass_warns_once_per_user_per_outage_minute(tmp_path, caplog):
+    """Many reads and counters of one user in an outage: one WARNING a minute; the
+    database back and down again: a new outage, a new line."""
+    class Fleet:
+        down = True
+
+        def __getattr__(self, attr):
+            def call(name, *args):
+                if self.down:
+                    raise StoreUnavailable("fleet database down")
+                return getattr(copy, attr)(name, *args)
+            return call
+
+    copy = SqliteStore(tmp_path / "break-glass.db")
+    copy.add("ops", is_admin=False, password_hash=None, now=0.0)
+    fleet, now = Fleet(), [1000.0]
+    store = BreakGlassStore(fleet, copy, clock=lambda: now[0])
+
+    def lines() -> int:
+        return sum("ops is served from this host's copy" in r.getMessage()
+                   for r in caplog.records)
+
+    def login() -> None:   # what a password + code login and its account phase call
+        store.get("ops")
+        store.reserve_attempt("ops", now[0], 60, 100)
+        store.get("ops")
+        store.accept_step("ops", int(now[0]) // 30, True)
+        store.get("ops")
+
+    caplog.set_level("WARNING", logger="jctotpd.breakglass")
+    login()
+    assert lines() == 1
+    now[0] += WARN_EVERY - 1
+    login()
+    assert lines() == 1                      # the same minute of the outage
+    now[0] += 1
+    login()
+    assert lines() == 2                      # a minute later: once more
+    with pytest.raises(StoreUnavailable):
+        store.get("dev")                     # not in the copy: fails closed, no line
+    assert lines() == 2
+    fleet.down = False
+    store.get("ops")                         # the database is back
+    fleet.down = True
+    login()
+    assert lines() == 3                      # a new outage warns at once

@@ -14,6 +14,7 @@ client-side deadline gets a login out of it.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import time
@@ -84,6 +85,9 @@ def test_stopped_database_one_line_fail_fast_and_back_by_itself(make_host, confd
     assert pd.run(confdir, svc, "alice", [PASSWORD, code_at(totp)]).rc == pd.PAM_SUCCESS
     pg.stop()
     logins_during_outage(confdir, a, svc, totp)
+    found = {f["what"]: f["level"] for f in json.loads(a.cli("doctor", "--json").stdout)}
+    down = [w for w, lvl in found.items() if lvl == "fail" and w.startswith(UNAVAILABLE)]
+    assert down and all(w.count(UNAVAILABLE) == 1 for w in down), found   # said once
     pg.start()
     recovers_by_itself(confdir, a, svc, totp)
 
