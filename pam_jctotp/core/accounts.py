@@ -181,6 +181,11 @@ class Accounts:
         if step is not None:
             if not consume:
                 return CodeCheck(True, "totp", step)
+            # A step the record already shows as used is a replay: last_step only
+            # grows, so refusing needs no statement (had an MFA reset lowered it
+            # since the read, refusing the old secret's code is the safe answer).
+            if step <= rec.last_step:
+                return CodeCheck(False, "replay", step)
             if self.store.accept_step(rec.name, step, reset_failures):
                 return CodeCheck(True, "totp", step)
             return CodeCheck(False, "replay", step)

@@ -62,6 +62,18 @@ def test_a_wrong_code_below_the_limit_writes_the_reservation_only(world):
     assert calls == Counter(reserve_attempt=1)
 
 
+def test_a_replayed_code_is_refused_without_a_step_write(world):
+    """A code whose step the login's record already shows as used is a replay:
+    refused from the record (last_step only grows), no accept_step statement."""
+    totp = world.add("alice")
+    code = world.code(totp)
+    assert code_login(world, "alice", code)[0].code == VerdictCode.SUCCESS
+    run, calls = code_login(world, "alice", code)
+    assert run.code == VerdictCode.AUTH_ERR
+    assert calls == Counter(reserve_attempt=1)
+    assert "replay_refused" in world.audit_events()
+
+
 def test_the_attempt_that_reserved_the_last_slot_locks(make_world):
     world = make_world(max_attempts=2, unlock_after=0)
     totp = world.add("alice")
