@@ -454,7 +454,7 @@ def throughput_phases(args: argparse.Namespace, ga_so: str, tmp: Path) -> list[s
         row("through libpam: p99", percentile(lat_o, 99), percentile(lat_g, 99))
 
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
-        counts, lat = raw_client_measure(daemon.pam_socket, ours_pool, "wrong", args.connections,
+        counts, lat = raw_client_measure([daemon.pam_socket], ours_pool, "wrong", args.connections,
                                          2, args.seconds, args.rate_warmup)
         cores_raw = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
         verified = counts["SUCCESS"] + counts["AUTH_ERR"]
@@ -522,7 +522,7 @@ def profile(args: argparse.Namespace, socket: str, pool: list[tuple[str, str]],
                             "--rate", "250", "--format", "speedscope", "--output", args.profile,
                             "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)
-    raw_client_measure(socket, pool, "wrong", args.connections, 2, seconds, 0.5)
+    raw_client_measure([socket], pool, "wrong", args.connections, 2, seconds, 0.5)
     rec.wait(30)
     data = json.loads(Path(args.profile).read_text())
     frames = data["shared"]["frames"]
