@@ -18,13 +18,24 @@ The daemon runs with `fail_delay: 0` (the failure delay is a deliberate sleep,
 not work) and `max_attempts: 100` per `fail_interval: 1` s over many users,
 so no user is locked; a MAXTRIES verdict would be reported, never counted.
 
+Open loop (--rate R, or --rates R1,R2,... to sweep): instead of 50 connections
+each starting its next login when its verdict arrives (a closed loop: its mean
+latency is connections / throughput by Little's law), logins start on a fixed
+schedule, R per second evenly spaced, dealt round-robin to the client
+processes, with at most --connections in flight; a login whose start would
+exceed that cap is not started and counted as shed. Latency runs from the
+login's SCHEDULED start to its verdict, so a client that falls behind its
+schedule adds to it (no coordinated omission). Wrong codes only (--mode).
+
     python3 bench/verify_rate.py [--connections 50] [--seconds 5] [--procs 2]
+    python3 bench/verify_rate.py --rates 500,1000,1500,2000,2500,3000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import multiprocessing
 import struct
 import sys
@@ -107,7 +118,7 @@ def measure(paths: list[str], users: list[tuple[str, str]], mode: str, connectio
     """Verdict counts and per-login latencies (connect to verdict) of the measured part."""
     count_from = time.monotonic() + warmup
     stop_at = count_from + seconds
-    slots = [connections // procs + (1 if i < connections % procs else 0) for i in range(procs)]
+    slots = slot_counts(connections, procs)
     jobs = [(paths, users[i::procs], slots[i], mode, count_from, stop_at, sum(slots[:i]))
             for i in range(procs)]
     with multiprocessing.get_context("fork").Pool(procs) as pool:
@@ -115,7 +126,106 @@ def measure(paths: list[str], users: list[tuple[str, str]], mode: str, connectio
     return sum((c for c, _ in results), Counter()), [x for _, lat in results for x in lat]
 
 
-def load_options(doc: str) -> argparse.Namespace:
+def arrivals(rate: float, procs: int, proc: int, start: float, end: float) -> list[float]:
+    """The scheduled starts of client process `proc` of `procs`: the k-th login of
+    the whole run starts at start + k / rate (for those before end) and goes to
+    process k % procs."""
+    count = max(0, math.ceil((end - start) * rate))
+    return [start + k / rate for k in range(proc, count, procs)]
+
+
+def slot_counts(connections: int, procs: int) -> list[int]:
+    """connections dealt over procs client processes, the first ones one more."""
+    return [connections // procs + (1 if i < connections % procs else 0) for i in range(procs)]
+
+
+# (scheduled start, verdict time, verdict); a shed login has verdict time -1
+Outcome = tuple[float, float, str]
+
+
+async def open_loop(paths: list[str], users: list[tuple[str, pyotp.TOTP]], mode: str,
+                    schedule: list[float], cap: int, offset: int) -> list[Outcome]:
+    """Start a login at each scheduled time (late ones at once), never more than
+    cap in flight; wait for the last verdict."""
+    outcomes: list[Outcome] = []
+    in_flight: set[asyncio.Task] = set()
+    wrong: dict[str, tuple[int, str]] = {}   # user -> (time-step, a wrong code in its window)
+
+    def code_for(name: str, totp: pyotp.TOTP) -> str:
+        if mode == "current":
+            return totp.now()
+        step = int(time.time()) // 30
+        if name not in wrong or wrong[name][0] != step:
+            wrong[name] = (step, wrong_code(totp))
+        return wrong[name][1]
+
+    async def timed(path: str, name: str, code: str, scheduled: float) -> None:
+        try:
+            verdict = await one_login(path, name, code)
+        except OSError as exc:   # e.g. the listen backlog full: reported, not counted
+            verdict = f"error {type(exc).__name__}"
+        outcomes.append((scheduled, time.monotonic(), verdict))
+
+    for k, scheduled in enumerate(schedule):
+        delay = scheduled - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(in_flight) >= cap:
+            outcomes.append((scheduled, -1.0, "shed"))
+            continue
+        name, totp = users[k % len(users)]
+        task = asyncio.create_task(timed(paths[(k + offset) % len(paths)], name,
+                                         code_for(name, totp), scheduled))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    if in_flight:
+        await asyncio.wait(in_flight)
+    return outcomes
+
+
+def open_loop_process(args: tuple) -> tuple[list[Outcome], float, float]:
+    """The outcomes of one client process, and its CPU and wall seconds from its
+    first scheduled start to its last verdict (to tell whether the client was the limit)."""
+    paths, users, mode, schedule, cap, offset = args
+    totps = [(name, pyotp.TOTP(pyotp.parse_uri(uri).secret)) for name, uri in users]
+    if schedule:
+        time.sleep(max(0.0, schedule[0] - time.monotonic()))
+    cpu, wall = time.process_time(), time.monotonic()
+    outcomes = asyncio.run(open_loop(paths, totps, mode, schedule, cap, offset))
+    return outcomes, time.process_time() - cpu, time.monotonic() - wall
+
+
+def measure_open(paths: list[str], users: list[tuple[str, str]], mode: str, rate: float,
+                 connections: int, procs: int, seconds: float, warmup: float,
+                 pid: int) -> dict:
+    """One open-loop run at `rate`: warm-up, then `seconds` measured. Verifications/s
+    count the verdicts that arrived inside the measured window; latencies and shed
+    count the logins scheduled inside it."""
+    start = time.monotonic() + 0.3   # the pool's processes are forked by then
+    count_from = start + warmup
+    stop_at = count_from + seconds
+    caps = slot_counts(connections, procs)
+    jobs = [(paths, users[i::procs], mode, arrivals(rate, procs, i, start, stop_at), caps[i], i)
+            for i in range(procs)]
+    with multiprocessing.get_context("fork").Pool(procs) as pool:
+        pending = pool.map_async(open_loop_process, jobs)
+        time.sleep(max(0.0, count_from - time.monotonic()))
+        cpu = cpu_seconds(pid)
+        time.sleep(max(0.0, stop_at - time.monotonic()))
+        cores = (cpu_seconds(pid) - cpu) / seconds
+        parts = pending.get()
+    outcomes = [o for part, _, _ in parts for o in part]
+    client_cores = sum(cpu / wall for _, cpu, wall in parts if wall > 0)
+    window = [o for o in outcomes if count_from <= o[0] < stop_at]
+    verdicts = Counter(v for _, _, v in window)
+    done_in_window = sum(1 for _, done, v in outcomes if count_from <= done < stop_at
+                         and v in ("SUCCESS", "AUTH_ERR"))
+    return {"verified_per_s": done_in_window / seconds, "verdicts": verdicts,
+            "latencies": [done - s for s, done, v in window if v != "shed"], "cores": cores,
+            "client_cores": client_cores}
+
+
+def load_parser(doc: str) -> argparse.ArgumentParser:
     """The options of the load (this bench's and bench/fleet_rate.py's)."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--connections", type=int, default=50)
@@ -123,7 +233,11 @@ def load_options(doc: str) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--users", type=int, default=200)
-    return parser.parse_args()
+    return parser
+
+
+def load_options(doc: str) -> argparse.Namespace:
+    return load_parser(doc).parse_args()
 
 
 def add_users(daemon, n: int) -> list[tuple[str, str]]:
@@ -132,11 +246,50 @@ def add_users(daemon, n: int) -> list[tuple[str, str]]:
                                     system_account=False)["otpauth_uri"]) for i in range(n)]
 
 
+def parse_rates(text: str) -> list[float]:
+    """`500,1000,1500` -> [500.0, 1000.0, 1500.0]; every rate above zero."""
+    rates = [float(part) for part in text.split(",") if part.strip()]
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"rates must be positive numbers: {text!r}")
+    return rates
+
+
+def sweep(daemon, users: list[tuple[str, str]], args: argparse.Namespace) -> int:
+    print(f"open loop: {args.procs} client processes, at most {args.connections} logins in "
+          f"flight, {args.users} users, factors=totp, {args.mode} codes, fail_delay 0, "
+          f"{args.warmup:g} s warm-up + {args.seconds:g} s measured per rate; "
+          "latency from the scheduled start")
+    print(f"  {'offered/s':>9} {'verified/s':>10} {'p50':>9} {'p99':>9} {'shed':>6} "
+          f"{'jctotpd cores':>13} {'client cores':>12}")
+    failed = 0
+    for rate in args.rates:
+        run = measure_open([daemon.pam_socket], users, args.mode, rate, args.connections,
+                           args.procs, args.seconds, args.warmup, daemon.proc.pid)
+        verdicts, lat = run["verdicts"], run["latencies"]
+        other = {k: v for k, v in verdicts.items() if k not in ("SUCCESS", "AUTH_ERR", "shed")}
+        p50 = ms(percentile(lat, 50)) if lat else "-"
+        p99 = ms(percentile(lat, 99)) if lat else "-"
+        print(f"  {rate:9.0f} {run['verified_per_s']:10.0f} {p50:>9} {p99:>9} "
+              f"{verdicts['shed']:6d} {run['cores']:13.2f} {run['client_cores']:12.2f}"
+              + (f"  not counted: {other}" if other else ""), flush=True)
+        failed |= bool(other)
+    return 1 if failed else 0
+
+
 def main() -> int:
-    args = load_options(__doc__)
+    parser = load_parser(__doc__)
+    parser.add_argument("--rate", type=parse_rates, dest="rates",
+                        help="open loop: logins started per second (fixed schedule)")
+    parser.add_argument("--rates", type=parse_rates, dest="rates",
+                        help="open loop, a sweep: e.g. 500,1000,1500,2000,2500,3000")
+    parser.add_argument("--mode", choices=("wrong", "current"), default="wrong",
+                        help="open loop: the codes answered")
+    args = parser.parse_args()
     with private_daemon(fail_delay=0, max_attempts=100, fail_interval=1,
                         log_level="error") as daemon:
         users = add_users(daemon, args.users)
+        if args.rates:
+            return sweep(daemon, users, args)
         print(f"{args.connections} concurrent connections ({args.procs} client processes), "
               f"{args.users} users, factors=totp, fail_delay 0, {args.seconds:g} s per phase")
         for mode in ("wrong", "current"):
