@@ -29,8 +29,21 @@ waits behind the control plane):
   same way, with one log line per interval. A peer that does not send its
   HELLO or answer in time is dropped, as before.
 
+Inline mode (`serves_inline`: local SQLite, the local directory, no group
+lookup on the login path, the default install): nothing a step does can wait
+on the network, and a step costs ~100 us, less than handing it to a worker
+(two context switches and the GIL changing hands, ~300 us per login on a
+2-core VM). So pam-io runs the steps itself and workers stay idle; every
+step still has its watchdog deadline. If pam-io stalls in a step (the
+database locked by another process, a stalled disk), the logins waiting
+behind it (a frame in, a new connection, argon2 done) fail closed after
+QUEUE_WAIT, as when every worker is stuck, with the same one log line.
+
+The watchdog is a thread of its own (`pam-watch`), so it runs while pam-io
+is in a step.
+
 Ownership: a connection is owned by exactly one of the queue, a worker,
-pam-io (parked) or argon2; the hand-overs and the watchdog meet in
+pam-io (parked or running it inline) or argon2; the hand-overs and the watchdog meet in
 `_Conn.claim`/`expire` under the connection's lock, so a reply is never
 written twice and a frame never after the fail-closed verdict.
 """
@@ -76,6 +89,15 @@ FIRST_WORKERS = 2        # started with the daemon; more as logins need them
 TIMER_SLACK = 0.003      # a fail_delay's timer fires this early; the worker sleeps the rest
 _UNAVAIL = pam_wire.encode_step(Verdict(VerdictCode.AUTHINFO_UNAVAIL))
 _OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+
+def serves_inline(cfg: Config) -> bool:
+    """Whether pam-io runs the login steps itself: only when no step can wait on
+    the network (a fleet database, LDAP, or an NSS group lookup that may be sssd)."""
+    return not (cfg.database or cfg.directory.is_ldap or cfg.admin_groups
+                or cfg.exempt_groups)
+
 
 # What a connection is waiting for (its deadline's meaning).
 HELLO, ANSWER, STEP, QUEUED, ARGON2, SETTLING = ("hello", "answer", "step", "queued",
@@ -150,10 +172,13 @@ class PamServer:
         self.loop = asyncio.new_event_loop()
         self.listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []   # pam-io, then the workers
+        self._watcher: threading.Thread | None = None
+        self._watching = threading.Event()  # set while connections are open
+        self._io_thread = 0             # pam-io's thread ident
+        self._busy_since: float | None = None  # pam-io running a step inline since
         self._count_lock = threading.Lock()
         self._idle = 0                  # workers waiting for a connection
         self._closing = False
-        self._ticking = False
         self._delay_clamp_logged = False
         self._local = threading.local()
 
@@ -165,6 +190,8 @@ class PamServer:
         io = threading.Thread(target=self._run_io, name="pam-io", daemon=True)
         io.start()
         self._threads.append(io)
+        self._watcher = threading.Thread(target=self._run_watch, name="pam-watch", daemon=True)
+        self._watcher.start()
         for _ in range(min(FIRST_WORKERS, self.workers)):
             self._spawn()
 
@@ -180,6 +207,7 @@ class PamServer:
         t.start()
 
     def _run_io(self) -> None:
+        self._io_thread = threading.get_ident()
         asyncio.set_event_loop(self.loop)
         assert self.listener is not None
         self.loop.add_reader(self.listener.fileno(), self._accept)
@@ -207,10 +235,11 @@ class PamServer:
         with self._count_lock:
             self._closing = True
             workers = len(self._threads) - 1
+        self._watching.set()
         for _ in range(workers):
             self.ready.put(None)
         end = time.monotonic() + wait
-        for t in self._threads:
+        for t in self._threads + ([self._watcher] if self._watcher else []):
             t.join(max(0.0, end - time.monotonic()))
 
     # --- pam-io: accept, park, timers, watchdog ---------------------------------
@@ -247,8 +276,8 @@ class PamServer:
                 continue
             conn = _Conn(sock)
             self.open.add(conn)
+            self._watch()  # before it is served: inline, its steps may run at once
             self._queue(conn, time.monotonic())
-            self._watch()
 
     def _pause_accept(self) -> None:
         assert self.listener is not None
@@ -260,10 +289,20 @@ class PamServer:
                 self.loop.add_reader(fd, self._accept)
         self.loop.call_later(ACCEPT_PAUSE, resume)
 
+    def _on_io(self) -> bool:
+        return threading.get_ident() == self._io_thread
+
     def _queue(self, conn: _Conn, now: float) -> None:
-        """Hand a ready connection to the workers (any thread)."""
+        """Hand a ready connection on (any thread): to pam-io itself in inline mode,
+        else to the workers."""
         conn.ready_at = now
         conn.arm(QUEUED, now + QUEUE_WAIT)
+        if serves_inline(self.config()):
+            if self._on_io() and self._busy_since is None:
+                self._inline(conn)
+            else:  # from argon2, or a callback inside a step: next turn of pam-io
+                self.loop.call_soon_threadsafe(self._inline, conn)
+            return
         self.ready.put(conn)
         if self.ready.qsize() > self._idle and len(self._threads) <= self.workers:
             self._spawn()
@@ -283,41 +322,102 @@ class PamServer:
     def _later(self, conn: _Conn, delay: float) -> None:
         """pam-io: a delayed verdict (fail_delay) goes back to a worker when due."""
         self.loop.call_later(delay, lambda: self._queue(conn, time.monotonic()))
-        self._watch()
+
+    def _drop(self, conn: _Conn) -> None:
+        """pam-io: a parked connection the watchdog failed: stop watching it, and let
+        its owner-to-be close it (and its conversation)."""
+        self.loop.remove_reader(conn.fd)
+        if serves_inline(self.config()):
+            self._inline(conn)
+        else:
+            self.ready.put(conn)
+
+    # --- pam-watch: the watchdog --------------------------------------------------
 
     def _watch(self) -> None:
-        if not self._ticking:
-            self._ticking = True
-            self.loop.call_later(WATCH_TICK, self._tick)
+        if not self._watching.is_set():
+            self._watching.set()
 
-    def _tick(self) -> None:
-        now = time.monotonic()
+    def _run_watch(self) -> None:
+        while True:
+            self._watching.wait()
+            if self._closing:
+                return
+            time.sleep(WATCH_TICK)
+            self._tick(time.monotonic())
+            if not self.open:
+                self._watching.clear()
+                if self.open:  # one opened meanwhile
+                    self._watching.set()
+
+    def _tick(self, now: float) -> None:
         for conn in list(self.open):
             if conn.due is not None and conn.due <= now:
                 why = conn.expire(now)
                 if why is not None:
                     self._expired(conn, why)
-        if self.open:
-            self.loop.call_later(WATCH_TICK, self._tick)
-        else:
-            self._ticking = False
+        busy = self._busy_since
+        if busy is not None and now - busy > QUEUE_WAIT:
+            self._stalled()
+
+    def _stalled(self) -> None:
+        """pam-io has been in one step longer than QUEUE_WAIT: the logins waiting for
+        it (their frame in, or not yet accepted) fail closed now, as when every
+        worker is stuck. Those waiting for a person wait on."""
+        waiting = [c for c in list(self.open) if c.why in (HELLO, ANSWER) and c.due is not None]
+        poll = select.poll()
+        for conn in waiting:
+            poll.register(conn.fd, select.POLLIN)
+        ready = {fd for fd, _ in poll.poll(0)}
+        failed = 0
+        for conn in waiting:
+            if conn.fd in ready and conn.expire(float("inf")) is not None:
+                self._last_word(conn)
+                self.loop.call_soon_threadsafe(self._drop, conn)
+                failed += 1
+        failed += self._refuse_backlog()
+        if failed:
+            self._say_no_worker()
+
+    def _refuse_backlog(self) -> int:
+        """Accept what waits in the listen backlog and fail it closed (pam-watch, while
+        pam-io is stalled; both accept without blocking, so each takes its own)."""
+        refused = 0
+        listener = self.listener
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = listener.accept() if listener is not None else (None, None)
+            except OSError:
+                break
+            if sock is None:
+                break
+            with sock:
+                try:
+                    if socket_peer_uid(sock) == 0:
+                        sock.send(_UNAVAIL)
+                except OSError:
+                    pass
+            refused += 1
+        return refused
+
+    def _say_no_worker(self) -> None:
+        self.throttled.say("pam workers", f"PAM call failed closed: no free worker for "
+                           f"{QUEUE_WAIT:.1f}s (all {self.workers} busy: store or "
+                           "directory unresponsive?)")
 
     def _expired(self, conn: _Conn, why: str) -> None:
-        """pam-io: what a missed deadline means. The verdict goes out from here; the
-        connection is closed by whoever owns it (a worker, after its step)."""
+        """pam-watch: what a missed deadline means. The verdict goes out from here; the
+        connection is closed by whoever owns it (a worker or pam-io, after its step)."""
         if why in (HELLO, ANSWER):
-            self.loop.remove_reader(conn.fd)
             log.warning("PAM peer timed out")
-            self.ready.put(conn)
+            self.loop.call_soon_threadsafe(self._drop, conn)
             return
         if why == SETTLING:
             log.error("after a verdict: Login.run took longer than %.1fs (its audit event "
                       "may be missing)", SETTLE)
             return
         if why == QUEUED:
-            self.throttled.say("pam workers", f"PAM call failed closed: no free worker for "
-                               f"{QUEUE_WAIT:.1f}s (all {self.workers} busy: store or "
-                               "directory unresponsive?)")
+            self._say_no_worker()
         else:
             seconds = conn.deadline.seconds if conn.deadline else 0.0
             log.error("PAM call failed closed: a step stalled (%s took longer than %.1fs; "
@@ -349,16 +449,28 @@ class PamServer:
                 self._idle -= 1
             if conn is None:
                 return
-            if not conn.claim():
+            self._run(conn)
+
+    def _inline(self, conn: _Conn) -> None:
+        """pam-io runs the login's next steps itself (inline mode), under the watchdog."""
+        self._busy_since = time.monotonic()
+        try:
+            self._run(conn)
+        finally:
+            self._busy_since = None
+
+    def _run(self, conn: _Conn) -> None:
+        """Take a ready connection over and serve it until it parks or ends."""
+        if not conn.claim():
+            self._close(conn)
+            return
+        try:
+            if self._serve(conn):
                 self._close(conn)
-                continue
-            try:
-                if self._serve(conn):
-                    self._close(conn)
-            except Exception as exc:  # every fault fails the call closed
-                if not conn.dead:  # else the watchdog already answered (and logged) it
-                    self._fail(conn, exc)
-                self._close(conn)
+        except Exception as exc:  # every fault fails the call closed
+            if not conn.dead:  # else the watchdog already answered (and logged) it
+                self._fail(conn, exc)
+            self._close(conn)
 
     def _serve(self, conn: _Conn) -> bool:
         """Run the login until it waits for someone (False: parked) or ends (True)."""
@@ -450,6 +562,9 @@ class PamServer:
         if verdict.delay:
             wait = self._fail_delay(deadline)
             conn.send_at = time.monotonic() + wait
+            if self._on_io() and wait > 0:
+                self._later(conn, wait)  # inline: no hand-over to allow for
+                return False
             if wait > TIMER_SLACK:
                 # pam-io's timer wakes us a little early (its clock has ms ticks, and
                 # the hand-over to a worker takes time); _serve sleeps the rest.
@@ -533,8 +648,9 @@ class PamServer:
             try:
                 data = conn.sock.recv(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
-                # Wait for a prompt peer only while no other login is ready to run.
-                if waited or not self.ready.empty() \
+                # Wait for a prompt peer only while no other login is ready to run
+                # (pam-io never waits: the others' frames are its to serve).
+                if waited or self._on_io() or not self.ready.empty() \
                         or not self._wait(conn.fd, select.POLLIN, INLINE_WAIT):
                     self._park(conn)
                     return None
@@ -550,10 +666,15 @@ class PamServer:
             conn.arm(HELLO, conn.ready_at + HELLO_TIMEOUT)
         else:
             conn.arm(ANSWER, time.monotonic() + ANSWER_TIMEOUT)
-        self.loop.call_soon_threadsafe(self._park_io, conn)
+        if self._on_io():
+            self._park_io(conn)
+        else:
+            self.loop.call_soon_threadsafe(self._park_io, conn)
 
     def _wait(self, fd: int, events: int, seconds: float) -> bool:
-        poll: select.poll = self._local.poll
+        poll: select.poll | None = getattr(self._local, "poll", None)
+        if poll is None:
+            poll = self._local.poll = select.poll()
         poll.register(fd, events)
         try:
             return bool(poll.poll(seconds * 1000))

@@ -6,6 +6,11 @@ step that outlives the shim's timeout budget is answered by the watchdog; a
 login that finds every worker stuck fails closed fast, with one log line.
 Raw protocol clients (docs/protocol.md) stand in for the shim where the test
 needs many connections or a peer that misbehaves.
+
+Every test runs in both serving modes: inline (pam-io runs the steps: local
+SQLite and no group lookup, the default) and workers (forced here by an
+`exempt_groups` entry, whose NSS lookup may wait on the network; a fleet
+database or LDAP do the same).
 """
 
 from __future__ import annotations
@@ -22,9 +27,19 @@ import pytest
 
 from pam_jctotp.daemon import PAM_STEP_WORKERS
 from pam_jctotp.transport import pam_wire
+from pam_jctotp.transport.pam_server import QUEUE_WAIT
 from testlib import TEST_DATABASE, code_at
 
 pytestmark = pytest.mark.pam
+
+NO_SUCH_GROUP = "jctotp-test-no-such-group"
+
+
+@pytest.fixture(params=["inline", "workers"])
+def daemon(request, make_daemon):
+    if request.param == "workers":
+        return make_daemon(exempt_groups=[NO_SUCH_GROUP])
+    return make_daemon()
 
 
 def hello(user: str, timeout: int = 10) -> bytes:
@@ -142,3 +157,37 @@ def test_every_worker_stuck_fails_the_others_closed_fast_with_one_log_line(daemo
     assert elapsed < 5  # the store's 1 s busy wait, queued ones 0.5 s: not the shim's 10 s
     log = daemon.log.read_text()
     assert log.count("no free worker") == 1, log
+
+
+@pytest.mark.serial  # a stall of 1 s, and a verdict expected inside it
+@pytest.mark.skipif(TEST_DATABASE != "sqlite", reason="locks the SQLite file")
+def test_connections_made_during_a_stall_fail_closed_before_it_ends(daemon):
+    """A login's step waits on a locked database (the store's busy wait, 1 s). New
+    connections made meanwhile (inline: pam-io is in that step and cannot accept
+    them; workers: a free worker serves them) get their verdict long before the
+    stall ends and never wait for the shim's timeout. Inline, that verdict is
+    AUTHINFO_UNAVAIL after QUEUE_WAIT; with workers, the code prompt at once."""
+    stuck = daemon.add_user("stuck")
+    daemon.add_user("late")
+    sock = connect(daemon.pam_socket)
+    sock.sendall(hello("stuck"))
+    assert read_frame(sock) == "PROMPT_OFF Verification code: "
+    with locked_database(daemon):
+        sock.sendall(pam_wire.frame("ANSWER " + code_at(stuck)))
+        time.sleep(0.1)  # the step is waiting on the lock
+        started = time.monotonic()
+        late = connect(daemon.pam_socket)
+        late.sendall(hello("late"))
+        first = read_frame(late)
+        elapsed = time.monotonic() - started
+        time.sleep(max(0.0, 1.2 - elapsed))
+    assert read_frame(sock) == "VERDICT AUTHINFO_UNAVAIL"  # the stuck one fails closed too
+    sock.close()
+    late.close()
+    if NO_SUCH_GROUP in daemon.config.get("exempt_groups", []):
+        assert first == "PROMPT_OFF Verification code: "
+        assert elapsed < QUEUE_WAIT
+    else:
+        assert first == "VERDICT AUTHINFO_UNAVAIL"
+        assert elapsed < 0.85  # QUEUE_WAIT after the stall began, not its end (1 s)
+        assert daemon.log.read_text().count("no free worker") == 1
