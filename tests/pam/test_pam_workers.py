@@ -27,7 +27,7 @@ import pytest
 
 from pam_jctotp.daemon import PAM_STEP_WORKERS
 from pam_jctotp.transport import pam_wire
-from pam_jctotp.transport.pam_server import QUEUE_WAIT
+from pam_jctotp.transport.pam_server import HELLO_TIMEOUT, QUEUE_WAIT
 from testlib import TEST_DATABASE, code_at
 
 pytestmark = pytest.mark.pam
@@ -191,3 +191,16 @@ def test_connections_made_during_a_stall_fail_closed_before_it_ends(daemon):
         assert first == "VERDICT AUTHINFO_UNAVAIL"
         assert elapsed < 0.85  # QUEUE_WAIT after the stall began, not its end (1 s)
         assert daemon.log.read_text().count("no free worker") == 1
+
+
+def test_a_peer_that_never_finishes_its_hello_is_dropped_after_the_hello_timeout(daemon):
+    """Half a HELLO, then silence: the watchdog drops the connection after
+    HELLO_TIMEOUT (pam-io closes it, in either mode) and says so once."""
+    sock = connect(daemon.pam_socket)
+    sock.sendall(hello("nobody")[:9])
+    started = time.monotonic()
+    assert sock.recv(1) == b""  # closed, with no verdict
+    elapsed = time.monotonic() - started
+    sock.close()
+    assert HELLO_TIMEOUT - 0.5 < elapsed < HELLO_TIMEOUT + 3
+    assert daemon.log.read_text().count("PAM peer timed out") == 1
