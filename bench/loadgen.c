@@ -561,7 +561,7 @@ static void run(void)
             /* one attempt per free slot per turn: a login that fails at once
                (nobody listening) frees its slot again without a busy loop here */
             for (size_t n = G.nfree; n > 0 && G.nfree > 0; n--)
-                start_login(now);
+                start_login(mono_ns());   /* a closed loop times from the connect */
             spin = G.nfree > 0;
         } else if (now < G.start) {
             next = G.start;
