@@ -471,7 +471,9 @@ def throughput_phases(args: argparse.Namespace, ga_so: str, tmp: Path) -> list[s
                            args.connections, 2, args.seconds, args.rate_warmup, pid)
         row(f"open loop {args.open_rate:g}/s offered: /s", run["verified_per_s"], None,
             fmt=lambda v: f"{v:.0f}/s", note=f"(shed {run['verdicts']['shed']}; jctotpd used "
-                                             f"{run['cores']:.2f} cores; target ≥ 3000/s)")
+                                             f"{run['cores']:.2f} cores, the {run['client']} "
+                                             f"client {run['client_cores']:.2f}; "
+                                             "target ≥ 3000/s)")
         row(f"open loop {args.open_rate:g}/s offered: p99", percentile(run["latencies"], 99),
             None, note="(from the scheduled start; target < 5 ms)")
         mem_load = memory_mb(pid)

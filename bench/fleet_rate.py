@@ -45,7 +45,7 @@ def run_setup(title: str, hosts: list, users: list[tuple[str, str]], args: argpa
         before = statements(pg, dbname) if pg else 0
         cpu = sum(cpu_seconds(h.proc.pid) for h in hosts)
         counts, times = measure(paths, users, mode, args.connections, args.procs,
-                                args.seconds, args.warmup)
+                                args.seconds, args.warmup, args.client)
         cores = (sum(cpu_seconds(h.proc.pid) for h in hosts) - cpu) / (args.seconds +
                                                                         args.warmup)
         verified = counts["SUCCESS"] + counts["AUTH_ERR"]

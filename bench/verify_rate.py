@@ -27,6 +27,12 @@ exceed that cap is not started and counted as shed. Latency runs from the
 login's SCHEDULED start to its verdict, so a client that falls behind its
 schedule adds to it (no coordinated omission). Wrong codes only (--mode).
 
+The client (--client): `c` (the default when a C compiler is there) is
+bench/loadgen.c, one epoll thread in one process (--procs is ignored), built
+once into ~/.cache/jctotp-bench/; `python` is the asyncio client below, over
+--procs processes. Every row says which one ran and how many cores it used:
+the two share this machine with the daemon.
+
     python3 bench/verify_rate.py [--connections 50] [--seconds 5] [--procs 2]
     python3 bench/verify_rate.py --rates 500,1000,1500,2000,2500,3000
 """
@@ -42,6 +48,7 @@ import sys
 import time
 from collections import Counter
 
+import loadgen
 import pyotp
 from benchlib import cpu_seconds, ms, percentile, private_daemon
 
@@ -59,8 +66,12 @@ async def read_frame(reader: asyncio.StreamReader) -> str:
 
 
 def wrong_code(totp: pyotp.TOTP) -> str:
-    window = {totp.at(time.time() + d) for d in (-60, -30, 0, 30, 60)}
-    return next(c for c in ("000000", "111111", "222222", "333333") if c not in window)
+    return loadgen.wrong_code_at(totp, time.time())
+
+
+def client_of(client: str | None) -> str:
+    """--client: `c` or `python`; none given is `c` when it can be built."""
+    return client or ("c" if loadgen.available() else "python")
 
 
 async def one_login(path: str, user: str, code: str) -> str:
@@ -99,7 +110,8 @@ async def connection(paths: list[str], users: list[tuple[str, pyotp.TOTP]], mode
             latencies.append(done - start)
 
 
-def client_process(args: tuple) -> tuple[Counter, list[float]]:
+def client_process(args: tuple) -> tuple[Counter, list[float], float, float]:
+    """One Python client process: its counts, latencies, CPU and wall seconds."""
     paths, users, slots, mode, count_from, stop_at, first = args
     counts: Counter = Counter()
     latencies: list[float] = []
@@ -109,13 +121,21 @@ def client_process(args: tuple) -> tuple[Counter, list[float]]:
         await asyncio.gather(*(connection(paths, totps[i::slots], mode, count_from, stop_at,
                                           counts, latencies, first + i) for i in range(slots)))
 
+    cpu, wall = time.process_time(), time.monotonic()
     asyncio.run(run())
-    return counts, latencies
+    return counts, latencies, time.process_time() - cpu, time.monotonic() - wall
 
 
-def measure(paths: list[str], users: list[tuple[str, str]], mode: str, connections: int,
-            procs: int, seconds: float, warmup: float) -> tuple[Counter, list[float]]:
-    """Verdict counts and per-login latencies (connect to verdict) of the measured part."""
+def measure_closed(paths: list[str], users: list[tuple[str, str]], mode: str,
+                   connections: int, procs: int, seconds: float, warmup: float,
+                   client: str | None = None) -> dict:
+    """A closed loop: the verdicts that arrived in the measured part, their
+    latencies (connect to verdict, seconds), the client used and its cores."""
+    if client_of(client) == "c":
+        run = loadgen.run(paths, users, mode, connections=connections, seconds=seconds,
+                          warmup=warmup)
+        return {"verdicts": Counter(run["verdicts"]), "latencies": run["latencies"],
+                "client": "c", "client_cores": run["client_cpu_s"] / max(run["wall_s"], 1e-9)}
     count_from = time.monotonic() + warmup
     stop_at = count_from + seconds
     slots = slot_counts(connections, procs)
@@ -123,7 +143,17 @@ def measure(paths: list[str], users: list[tuple[str, str]], mode: str, connectio
             for i in range(procs)]
     with multiprocessing.get_context("fork").Pool(procs) as pool:
         results = pool.map(client_process, jobs)
-    return sum((c for c, _ in results), Counter()), [x for _, lat in results for x in lat]
+    return {"verdicts": sum((r[0] for r in results), Counter()),
+            "latencies": [x for r in results for x in r[1]], "client": "python",
+            "client_cores": sum(cpu / wall for _, _, cpu, wall in results if wall > 0)}
+
+
+def measure(paths: list[str], users: list[tuple[str, str]], mode: str, connections: int,
+            procs: int, seconds: float, warmup: float,
+            client: str | None = None) -> tuple[Counter, list[float]]:
+    """Verdict counts and per-login latencies (connect to verdict) of the measured part."""
+    run = measure_closed(paths, users, mode, connections, procs, seconds, warmup, client)
+    return run["verdicts"], run["latencies"]
 
 
 def arrivals(rate: float, procs: int, proc: int, start: float, end: float) -> list[float]:
@@ -195,12 +225,35 @@ def open_loop_process(args: tuple) -> tuple[list[Outcome], float, float]:
     return outcomes, time.process_time() - cpu, time.monotonic() - wall
 
 
+def measure_open_c(paths: list[str], users: list[tuple[str, str]], mode: str, rate: float,
+                   connections: int, seconds: float, warmup: float, pid: int) -> dict:
+    """measure_open with bench/loadgen.c; its CPU is counted over the measured window."""
+    start = time.monotonic() + 0.2   # the client has started and read its users by then
+    count_from = start + warmup
+    stop_at = count_from + seconds
+    proc = loadgen.start(paths, users, mode, connections=connections, seconds=seconds,
+                         warmup=warmup, rate=rate, start_at=start)
+    try:
+        time.sleep(max(0.0, count_from - time.monotonic()))
+        cpu = cpu_seconds(pid)
+        time.sleep(max(0.0, stop_at - time.monotonic()))
+        cores = (cpu_seconds(pid) - cpu) / seconds
+    finally:
+        run = loadgen.result(proc)
+    return {"verified_per_s": run["done_in_window"] / seconds,
+            "verdicts": Counter(run["verdicts"]), "latencies": run["latencies"],
+            "cores": cores, "client": "c",
+            "client_cores": run["client_cpu_s"] / max(run["wall_s"], 1e-9)}
+
+
 def measure_open(paths: list[str], users: list[tuple[str, str]], mode: str, rate: float,
                  connections: int, procs: int, seconds: float, warmup: float,
-                 pid: int) -> dict:
+                 pid: int, client: str | None = None) -> dict:
     """One open-loop run at `rate`: warm-up, then `seconds` measured. Verifications/s
     count the verdicts that arrived inside the measured window; latencies and shed
     count the logins scheduled inside it."""
+    if client_of(client) == "c":
+        return measure_open_c(paths, users, mode, rate, connections, seconds, warmup, pid)
     start = time.monotonic() + 0.3   # the pool's processes are forked by then
     count_from = start + warmup
     stop_at = count_from + seconds
@@ -222,7 +275,7 @@ def measure_open(paths: list[str], users: list[tuple[str, str]], mode: str, rate
                          and v in ("SUCCESS", "AUTH_ERR"))
     return {"verified_per_s": done_in_window / seconds, "verdicts": verdicts,
             "latencies": [done - s for s, done, v in window if v != "shed"], "cores": cores,
-            "client_cores": client_cores}
+            "client": "python", "client_cores": client_cores}
 
 
 def load_parser(doc: str) -> argparse.ArgumentParser:
@@ -233,6 +286,9 @@ def load_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--client", choices=("c", "python"), default=None,
+                        help="the load generator: c (bench/loadgen.c, the default when cc "
+                             "is there) or python (asyncio over --procs processes)")
     return parser
 
 
@@ -254,23 +310,30 @@ def parse_rates(text: str) -> list[float]:
     return rates
 
 
+def client_text(args: argparse.Namespace) -> str:
+    if client_of(args.client) == "c":
+        return "client: bench/loadgen.c (one process)"
+    return f"client: python asyncio ({args.procs} processes)"
+
+
 def sweep(daemon, users: list[tuple[str, str]], args: argparse.Namespace) -> int:
-    print(f"open loop: {args.procs} client processes, at most {args.connections} logins in "
+    print(f"open loop: {client_text(args)}, at most {args.connections} logins in "
           f"flight, {args.users} users, factors=totp, {args.mode} codes, fail_delay 0, "
           f"{args.warmup:g} s warm-up + {args.seconds:g} s measured per rate; "
           "latency from the scheduled start")
     print(f"  {'offered/s':>9} {'verified/s':>10} {'p50':>9} {'p99':>9} {'shed':>6} "
-          f"{'jctotpd cores':>13} {'client cores':>12}")
+          f"{'jctotpd cores':>13} {'client cores':>16}")
     failed = 0
     for rate in args.rates:
         run = measure_open([daemon.pam_socket], users, args.mode, rate, args.connections,
-                           args.procs, args.seconds, args.warmup, daemon.proc.pid)
+                           args.procs, args.seconds, args.warmup, daemon.proc.pid, args.client)
         verdicts, lat = run["verdicts"], run["latencies"]
         other = {k: v for k, v in verdicts.items() if k not in ("SUCCESS", "AUTH_ERR", "shed")}
         p50 = ms(percentile(lat, 50)) if lat else "-"
         p99 = ms(percentile(lat, 99)) if lat else "-"
         print(f"  {rate:9.0f} {run['verified_per_s']:10.0f} {p50:>9} {p99:>9} "
-              f"{verdicts['shed']:6d} {run['cores']:13.2f} {run['client_cores']:12.2f}"
+              f"{verdicts['shed']:6d} {run['cores']:13.2f} "
+              f"{run['client_cores']:7.2f} ({run['client']:>6})"
               + (f"  not counted: {other}" if other else ""), flush=True)
         failed |= bool(other)
     return 1 if failed else 0
@@ -290,19 +353,21 @@ def main() -> int:
         users = add_users(daemon, args.users)
         if args.rates:
             return sweep(daemon, users, args)
-        print(f"{args.connections} concurrent connections ({args.procs} client processes), "
+        print(f"{args.connections} concurrent connections ({client_text(args)}), "
               f"{args.users} users, factors=totp, fail_delay 0, {args.seconds:g} s per phase")
         for mode in ("wrong", "current"):
             cpu = cpu_seconds(daemon.proc.pid)
-            counts, latencies = measure([daemon.pam_socket], users, mode, args.connections,
-                                        args.procs, args.seconds, args.warmup)
+            run = measure_closed([daemon.pam_socket], users, mode, args.connections,
+                                 args.procs, args.seconds, args.warmup, args.client)
+            counts, latencies = run["verdicts"], run["latencies"]
             cores = (cpu_seconds(daemon.proc.pid) - cpu) / (args.seconds + args.warmup)
             verified = counts["SUCCESS"] + counts["AUTH_ERR"]
             other = {k: v for k, v in counts.items() if k not in ("SUCCESS", "AUTH_ERR")}
             print(f"  {mode:7} codes: {verified / args.seconds:8.0f} verifications/s "
                   f"({counts['SUCCESS']} accepted, {counts['AUTH_ERR']} refused"
                   + (f", not counted: {other}" if other else "")
-                  + f"); p99 {ms(percentile(latencies, 99))}; jctotpd used {cores:.2f} CPU cores")
+                  + f"); p99 {ms(percentile(latencies, 99))}; jctotpd used {cores:.2f} CPU cores, "
+                  f"the {run['client']} client {run['client_cores']:.2f}")
             if other:
                 return 1
     return 0
