@@ -34,6 +34,7 @@ from .fleet.accounts import SystemAccountSync
 from .fleet.audit import FleetAudit
 from .fleet.sync import FleetSync
 from .model import UserRecord
+from .pam_processes import PamProcesses, use_shared_unknown_names
 from .store import Store
 from .store.markers import LockMarkers
 from .store.sqlite import SqliteStore
@@ -213,7 +214,7 @@ def raise_fd_limit() -> int:
 # The directory too: an LDAP directory holds connections, its password file and
 # CA; with LDAP, the group keys as well (their DN spellings are read once,
 # directory/ldap.py), so a reload keeps them until a restart.
-RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections",
+RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections", "pam_processes",
                 "password_hash", "testing", "directory",
                 # the fleet: the store, the key, the audit name and the sync are made at start
                 "database", "secret_key_file", "host_name", "break_glass_group")
@@ -326,7 +327,13 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     daemon = Daemon(accounts, Driver(accounts.directory, argon2), PAM_STEP_WORKERS,
                     control_pool, housekeeping=accounts.markers.resync
                     if isinstance(accounts.markers, LockMarkers) else None)
+    use_shared_unknown_names(accounts, cfg)
     await daemon.start()
+    extra = None
+    if cfg.pam_processes > 1:
+        assert daemon.pam.listener is not None
+        extra = PamProcesses(cfg.pam_processes, path, daemon.pam.listener)
+        extra.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -341,6 +348,8 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
             return
         reloading[:] = [loop.run_in_executor(control_pool, reload, path, accounts, daemon,
                                              audit_file)]
+        if extra is not None:
+            extra.signal(signal.SIGHUP)  # each reloads the file itself
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
     accounts.audit("daemon_started", None, reason=f"jctotpd {__version__}")
     if cfg.clock_control:
@@ -350,6 +359,8 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     await stop.wait()
     _notify("STOPPING=1")
     log.info("stopping")
+    if extra is not None:
+        await loop.run_in_executor(None, extra.stop)
     await daemon.close()
     for pool in (control_pool, argon2):
         pool.shutdown(wait=False, cancel_futures=True)

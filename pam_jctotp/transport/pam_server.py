@@ -186,7 +186,12 @@ class PamServer:
 
     def start(self, path: str) -> None:
         """Listen on `path` (created 0600: never a window) and start the threads."""
-        self.listener = listen_unix(path)
+        self.serve_on(listen_unix(path))
+
+    def serve_on(self, listener: socket.socket) -> None:
+        """Start the threads on a listening socket (non-blocking): jctotpd's own, or
+        the one a PAM process inherited from it (pam_processes.py)."""
+        self.listener = listener
         io = threading.Thread(target=self._run_io, name="pam-io", daemon=True)
         io.start()
         self._threads.append(io)

@@ -3,8 +3,9 @@
 They only carry frames: every decision is made by a conversation
 (core/login.py for logins, core/verbs.py for CLI verbs). The PAM socket is
 served by threads of its own (pam_server.py: `pam-io` runs the steps itself on
-local SQLite, else a login runs on one worker from HELLO to verdict); the control socket by this asyncio loop, its steps run by
-the driver in the control pool. So a slow `useradd` never queues a login.
+local SQLite, else a login runs on one worker from HELLO to verdict); the
+control socket by this asyncio loop, its steps run by the driver in the
+control pool. So a slow `useradd` never queues a login.
 
 The control socket is world-writable: it has its own accept loop that
 counts each connection against its uid's budget (limits.py) before reading

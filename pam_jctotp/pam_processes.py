@@ -1,0 +1,221 @@
+"""More processes on the PAM socket (`pam_processes: N`, issue 15).
+
+One Python process checks codes on one core (the GIL). With N > 1, jctotpd
+starts N-1 children that serve the PAM socket it listens on (the kernel
+hands each connection to one of them); jctotpd keeps the control socket,
+the fleet sync and the housekeeping. What a login shares with the others
+lives where every process sees it: the store (each counter, watermark and
+lock one atomic statement, as for a fleet of hosts) and the failure counters
+of unknown names (`state_dir/unknown-names.db`: one host, one count, so an
+unknown name locks after exactly max_attempts, as a real one does).
+
+A child:
+- is started with the listening socket (an inherited descriptor), the config
+  path and jctotpd's pid; it builds its own store connections, key and
+  directory from the config, as jctotpd does;
+- dies with jctotpd (PR_SET_PDEATHSIG), reloads on SIGHUP (jctotpd passes it
+  on), finishes its logins for up to 2 s on SIGTERM;
+- if it dies (kill -9, a crash), its logins in flight fail closed (the shim
+  sees the connection end: AUTHINFO_UNAVAIL, never failmode=open, which is
+  only for a socket nobody listens on); jctotpd says so in one line and
+  starts another, one second later (up to 30 s when it keeps dying).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import config as configmod, logs
+
+if TYPE_CHECKING:
+    from .core.accounts import Accounts
+
+log = logging.getLogger("jctotpd")
+
+RESTART_FIRST = 1.0    # seconds before a dead child is replaced
+RESTART_MOST = 30.0    # ... doubling while it keeps dying within STABLE
+STABLE = 60.0
+STOP_WAIT = 3.0        # SIGTERM, then SIGKILL after this long
+UNKNOWN_NAMES = "unknown-names.db"
+PR_SET_PDEATHSIG = 1
+
+
+class PamProcesses:
+    """jctotpd's side: start the children, replace the ones that die, pass on
+    SIGHUP, stop them with it."""
+
+    def __init__(self, count: int, config_path: str, listener: socket.socket) -> None:
+        self.count = count
+        self.config_path = config_path
+        self.listener = listener
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for slot in range(1, self.count):
+            t = threading.Thread(target=self._keep, args=(slot,), name=f"pam-proc-{slot}",
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [p.pid for p in self._procs.values() if p.poll() is None]
+
+    def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
+        fd = self.listener.fileno()
+        cmd = [sys.executable, "-m", "pam_jctotp.pam_processes", "--config", self.config_path,
+               "--listen-fd", str(fd), "--parent", str(os.getpid()), "--slot", str(slot),
+               "--of", str(self.count)]
+        return subprocess.Popen(cmd, pass_fds=(fd,), stdin=subprocess.DEVNULL)
+
+    def _keep(self, slot: int) -> None:
+        """One child slot: start it, wait for it, start another when it dies."""
+        pause = RESTART_FIRST
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                proc = self._spawn(slot)
+            except OSError as exc:
+                log.error("cannot start PAM process %d: %s; trying again in %.0f s", slot, exc,
+                          pause)
+            else:
+                with self._lock:
+                    self._procs[slot] = proc
+                status = proc.wait()
+                if self._stopping.is_set():
+                    return
+                how = f"signal {-status}" if status < 0 else f"status {status}"
+                log.error("PAM process %d (pid %d) exited with %s; its logins in flight "
+                          "failed closed; starting another in %.0f s", slot, proc.pid, how,
+                          pause)
+            if time.monotonic() - started > STABLE:
+                pause = RESTART_FIRST
+            if self._stopping.wait(pause):
+                return
+            pause = min(RESTART_MOST, pause * 2)
+
+    def signal(self, sig: int) -> None:
+        with self._lock:
+            procs = list(self._procs.values())
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+
+    def stop(self, wait: float = STOP_WAIT) -> None:
+        """SIGTERM (they finish their logins), then SIGKILL what is left after `wait`."""
+        self._stopping.set()
+        self.signal(signal.SIGTERM)
+        end = time.monotonic() + wait
+        with self._lock:
+            procs = list(self._procs.values())
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("PAM process pid %d did not stop in %.0f s: killed", proc.pid, wait)
+                proc.kill()
+                proc.wait()
+        for t in self._threads:
+            t.join(1.0)
+
+
+# --- the child ------------------------------------------------------------------
+
+
+@dataclass
+class _Running:
+    """What a reload swaps (daemon.reload sets `.config`)."""
+    config: configmod.Config
+
+
+def _die_with(parent: int) -> None:
+    """SIGTERM when jctotpd goes, whatever way it goes (kill -9 included)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("PR_SET_PDEATHSIG failed: errno %d", ctypes.get_errno())
+    if os.getppid() != parent:  # it was gone before the line above
+        sys.exit(0)
+
+
+def child_main(argv: list[str] | None = None) -> int:
+    from . import daemon   # the builders jctotpd uses, so both serve the same way
+    from .errors import JctotpError
+    from .transport import limits
+    from .transport.pam_server import PamServer
+
+    parser = argparse.ArgumentParser(prog="jctotpd (PAM process)")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--slot", type=int, default=1)
+    parser.add_argument("--of", type=int, default=2)
+    args = parser.parse_args(argv)
+    # Signals wait for the main thread's sigwait: blocked before any thread starts.
+    waited = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    logs.setup()
+    _die_with(args.parent)
+    try:
+        cfg, _ = daemon.load_at_start(args.config)
+        logging.getLogger().setLevel(cfg.log_level.upper())
+        logs.setup_auth(syslog_too=cfg.audit_syslog)
+        daemon._return_big_blocks()
+        accounts, audit, _sync = daemon.build(cfg)   # the fleet sync is jctotpd's
+    except JctotpError as exc:
+        for line in getattr(exc, "problems", None) or [str(exc)]:
+            log.error("PAM process %d: %s", args.slot, line)
+        return exc.exit_code
+    use_shared_unknown_names(accounts, cfg)
+    audit_file = getattr(audit, "local", audit)
+    running = _Running(cfg)
+    argon2 = ThreadPoolExecutor(max_workers=daemon.PAM_STEP_WORKERS if cfg.directory.is_ldap
+                                else max(2, os.cpu_count() or 2), thread_name_prefix="argon2")
+    server = PamServer(accounts, accounts.directory, argon2, lambda: running.config,
+                       limits.Throttled(log), daemon.PAM_STEP_WORKERS)
+    listener = socket.socket(fileno=args.listen_fd)
+    listener.setblocking(False)
+    server.serve_on(listener)
+    log.info("PAM process %d of %d serving (pid %d)", args.slot, args.of, os.getpid())
+    while True:
+        sig = signal.sigwait(waited)
+        if sig != signal.SIGHUP:
+            break
+        daemon.reload(args.config, accounts, running, audit_file)  # type: ignore[arg-type]
+    server.close()
+    argon2.shutdown(wait=False, cancel_futures=True)
+    accounts.store.close()
+    audit.close()
+    return 0
+
+
+def use_shared_unknown_names(accounts: Accounts, cfg: configmod.Config) -> None:
+    """With pam_processes > 1, the failure counters of unknown names live in a file
+    every process of this host shares (see the module docstring)."""
+    if cfg.pam_processes <= 1:
+        return
+    from .core.lockout import VirtualCounters
+    from .store.unknown_names import SharedUnknownNames
+    table = SharedUnknownNames(os.path.join(cfg.state_dir, UNKNOWN_NAMES))
+    accounts.unknown = VirtualCounters(table=table)
+
+
+if __name__ == "__main__":
+    sys.exit(child_main())
