@@ -184,3 +184,63 @@ def test_a_database_locked_by_another_process_fails_a_write_fast(store, db):
         holder.execute("ROLLBACK")
         holder.close()
     assert store.reserve_attempt("alice", NOW, 900, 5) == 1
+
+
+# --- several processes, checkpoints ----------------------------------------------------
+
+def _reserve_in_a_process(db: str, limit: int, n: int, start: float, out) -> None:
+    s = Store(db)
+    while time.time() < start:
+        time.sleep(0.0005)
+    out.put([s.reserve_attempt("alice", NOW, 900, limit) for _ in range(n)])
+    s.close()
+
+
+def test_writers_of_several_processes_take_turns_and_never_exceed_the_limit(db, store):
+    """pam_processes > 1: two processes race on one counter. The writer flock makes
+    them take turns (no SQLite busy-handler sleeps); the single UPDATE still lets
+    exactly `limit` through."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    start = time.time() + 1.5
+    procs = [ctx.Process(target=_reserve_in_a_process, args=(str(db), 40, 30, start, out))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = out.get(timeout=30) + out.get(timeout=30)
+    for p in procs:
+        p.join(10)
+    assert sorted(r for r in results if r is not None) == list(range(1, 41))
+    assert results.count(None) == 20
+    assert store.get("alice").failed_count == 40
+
+
+def test_the_writer_lock_of_another_process_fails_a_write_within_the_busy_timeout(db, store):
+    import fcntl
+    fd = os.open(f"{db}-writer", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="locked"):
+            store.reserve_attempt("alice", NOW, 900, 5)
+        assert time.monotonic() - started < 5  # generous: about 1 s
+    finally:
+        os.close(fd)
+    assert store.reserve_attempt("alice", NOW, 900, 5) == 1
+
+
+def test_checkpoints_run_on_their_own_thread_and_keep_the_wal_small(db, store):
+    """No commit checkpoints (wal_autocheckpoint 0: the fsync stalled the login that
+    committed); the sqlite-checkpoint thread does, so 4,000 writes over a second
+    leave a WAL of a few hundred pages, not the ~8,000 they wrote."""
+    conn = sqlite3.connect(db)
+    assert store._conn().db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    conn.close()
+    for i in range(4000):
+        store.reserve_attempt("alice", NOW + i, 1, 100)
+        if i % 200 == 0:
+            time.sleep(0.05)
+    assert any(t.name == "sqlite-checkpoint" for t in threading.enumerate())
+    wal_pages = os.path.getsize(f"{db}-wal") // 4096
+    assert wal_pages < 2000, wal_pages
