@@ -15,17 +15,20 @@ and never get more than `limit` checks. Reads never lift a lock (policy.is_locke
 decides what a read shows); a lock past `unlock_after` is lifted here, on the
 write path, just before the reservation.
 
-Unknown names get the same rule from `VirtualCounters`: in memory, bounded,
-with the default limit, so five wrong passwords lock a name that does not
-exist exactly as they lock one that does.
+Unknown names get the same rule from `VirtualCounters`, bounded, with the
+default limit, so five wrong passwords lock a name that does not exist exactly
+as they lock one that does. Its rows live in a `NameTable`: this process's
+memory by default, or one SQLite file all the daemon's processes share
+(store/unknown_names.py), so N processes still lock a name at the limit.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator, NamedTuple, Protocol
 
 from ..config import Config
 from ..model import UserRecord
@@ -103,60 +106,115 @@ def _lock_if_exhausted(acc: Accounts, attempt: Attempt) -> bool:
     return True
 
 
-class VirtualCounters:
-    """Failure counters of names the directory does not know (issue 9 item 8).
+class CounterRow(NamedTuple):
+    """One unknown name's counter: the store's columns of the lockout rule."""
 
-    The store's rules (window, limit, lock, unlock_after), in memory: at most
-    `size` names, the least recently seen dropped first. Thread-safe: login
-    steps run in worker threads.
-    """
+    failed_count: int = 0
+    fail_window_start: float | None = None
+    locked_at: float | None = None
+
+
+class NameRows(Protocol):
+    """The rows of one transaction of a `NameTable`."""
+
+    def get(self, name: str) -> CounterRow | None: ...
+
+    def put(self, name: str, row: CounterRow) -> None:
+        """Store the row and make `name` the most recently seen (the table may then
+        drop its least recently seen names to stay within its size)."""
+
+
+class NameTable(Protocol):
+    """Where the counters of unknown names live: this process's memory (MemoryNames)
+    or a table every process of the host shares (store/unknown_names.py)."""
+
+    def transaction(self) -> AbstractContextManager[NameRows]:
+        """Gets and puts that no other thread or process interleaves with."""
+
+
+class MemoryNames:
+    """In memory, one process: at most `size` names, the least recently seen dropped first."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self._rows: OrderedDict[str, list[float | None]] = OrderedDict()
+        self._rows: OrderedDict[str, CounterRow] = OrderedDict()
         self._guard = threading.Lock()
 
-    def record(self, name: str, now: float, config: Config) -> UserRecord:
-        """A record to ask policy.is_locked / locked_until about (an expired lock lifted)."""
-        with self._guard:
-            row = self._row(name, now, config)
-            return UserRecord(name=name, is_admin=False, password_hash=None, mfa_required=False,
-                              enroll_deadline=None, totp_secret=None, pending_secret=None,
-                              last_step=-1, failed_count=int(row[0] or 0),
-                              fail_window_start=row[1], locked_at=row[2],
-                              lock_reason=LOCK_REASON if row[2] is not None else None,
-                              max_attempts=None, created_at=0.0, enrolled_at=None)
+    def __len__(self) -> int:
+        return len(self._rows)
 
-    def reserve(self, name: str, now: float, config: Config) -> bool:
-        """reserve_attempt: False when locked or the window's limit is used up."""
+    @contextmanager
+    def transaction(self) -> Iterator[NameRows]:
         with self._guard:
-            row = self._row(name, now, config)
-            count, start, locked = row
-            if locked is not None:
-                return False
-            if start is None or start <= now - config.fail_interval:
-                row[0], row[1] = 1, now
-                return True
-            if (count or 0) >= config.max_attempts:
-                return False
-            row[0] = (count or 0) + 1
-            return True
+            yield self
 
-    def failed(self, name: str, now: float, config: Config) -> bool:
-        """lock_if_exhausted: True when this failure locked the name."""
-        with self._guard:
-            row = self._row(name, now, config)
-            if row[2] is None and (row[0] or 0) >= config.max_attempts:
-                row[2] = now
-                return True
-            return False
+    def get(self, name: str) -> CounterRow | None:
+        return self._rows.get(name)
 
-    def _row(self, name: str, now: float, config: Config) -> list[float | None]:
-        row = self._rows.pop(name, None) or [0, None, None]
-        locked = row[2]
-        if locked is not None and 0 < config.unlock_after and locked <= now - config.unlock_after:
-            row = [0, None, None]  # expire_lock
+    def put(self, name: str, row: CounterRow) -> None:
+        self._rows.pop(name, None)
         self._rows[name] = row  # most recently seen last
         while len(self._rows) > self.size:
             self._rows.popitem(last=False)
-        return row
+
+
+class VirtualCounters:
+    """Failure counters of names the directory does not know (issue 9 item 8).
+
+    The store's rules (window, limit, lock, unlock_after) over a `NameTable`:
+    each call is one transaction of it, so threads, and with a shared table the
+    daemon's processes (pam_processes), count one name together. Per-process
+    tables would give an unknown name up to N x max_attempts tries before it
+    shows "locked", where a real name locks at max_attempts: an oracle.
+    """
+
+    def __init__(self, table: NameTable | None = None) -> None:
+        self.table: NameTable = table if table is not None else MemoryNames()
+
+    def record(self, name: str, now: float, config: Config) -> UserRecord:
+        """A record to ask policy.is_locked / locked_until about (an expired lock lifted)."""
+        with self.table.transaction() as rows:
+            row = _current(rows, name, now, config)
+            rows.put(name, row)
+        return UserRecord(name=name, is_admin=False, password_hash=None, mfa_required=False,
+                          enroll_deadline=None, totp_secret=None, pending_secret=None,
+                          last_step=-1, failed_count=row.failed_count,
+                          fail_window_start=row.fail_window_start, locked_at=row.locked_at,
+                          lock_reason=LOCK_REASON if row.locked_at is not None else None,
+                          max_attempts=None, created_at=0.0, enrolled_at=None)
+
+    def reserve(self, name: str, now: float, config: Config) -> bool:
+        """reserve_attempt: False when locked or the window's limit is used up."""
+        with self.table.transaction() as rows:
+            row = _current(rows, name, now, config)
+            count, start, locked = row
+            reserved = True
+            if locked is not None:
+                reserved = False
+            elif start is None or start <= now - config.fail_interval:
+                row = CounterRow(1, now, None)
+            elif count >= config.max_attempts:
+                reserved = False
+            else:
+                row = row._replace(failed_count=count + 1)
+            rows.put(name, row)
+            return reserved
+
+    def failed(self, name: str, now: float, config: Config) -> bool:
+        """lock_if_exhausted: True when this failure locked the name."""
+        with self.table.transaction() as rows:
+            row = _current(rows, name, now, config)
+            locks = row.locked_at is None and row.failed_count >= config.max_attempts
+            if locks:
+                row = row._replace(locked_at=now)
+            rows.put(name, row)
+            return locks
+
+
+def _current(rows: NameRows, name: str, now: float, config: Config) -> CounterRow:
+    """The name's row, a lock past unlock_after lifted (expire_lock)."""
+    row = rows.get(name) or CounterRow()
+    locked = row.locked_at
+    if locked is not None and 0 < config.unlock_after and locked <= now - config.unlock_after:
+        return CounterRow()
+    return row

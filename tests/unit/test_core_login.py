@@ -8,10 +8,12 @@ from harness import PASSWORD, Run, drive
 
 from pam_jctotp.core import login as cv
 from pam_jctotp.core import policy, verbs
+from pam_jctotp.core.lockout import MemoryNames, VirtualCounters
 from pam_jctotp.core.login import Login
 from pam_jctotp.core.steps import Info, Prompt
 from pam_jctotp.model import ExitCode, LoginRequest, MfaState, VerdictCode
 from pam_jctotp.secret import Secret
+from pam_jctotp.store.unknown_names import SharedUnknownNames
 
 SUCCESS, AUTH_ERR, IGNORE, MAXTRIES = (VerdictCode.SUCCESS, VerdictCode.AUTH_ERR,
                                        VerdictCode.IGNORE, VerdictCode.MAXTRIES)
@@ -163,11 +165,15 @@ def test_unknown_user_looks_enrolled_where_mfa_is_required_for_all(make_world):
         login(world, "alice", ["wrong", "123456"]).shown
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["memory", "shared"])
 @pytest.mark.parametrize("limit", [5, 3])
-def test_unknown_name_locks_like_a_real_one(make_world, limit):
+def test_unknown_name_locks_like_a_real_one(make_world, limit, shared, tmp_path):
     """Issue 9 item 8: after max_attempts wrong passwords a real name and an unknown
-    name both say "locked", the same way, at the same attempt; both lift the same."""
+    name both say "locked", the same way, at the same attempt; both lift the same.
+    The same with the counters every process of the host shares (pam_processes)."""
     world = make_world(max_attempts=limit, unlock_after=600)
+    if shared:
+        world.acc.unknown = VirtualCounters(SharedUnknownNames(tmp_path / "unknown.db"))
     world.add("paula", mfa="off")
     runs = {name: [login(world, name, ["wrong"]) for _ in range(limit + 2)]
             for name in ("paula", "mallory")}
@@ -184,10 +190,10 @@ def test_unknown_name_locks_like_a_real_one(make_world, limit):
 
 
 def test_unknown_name_counters_are_bounded(world):
-    world.acc.unknown.size = 3
+    world.acc.unknown = VirtualCounters(MemoryNames(size=3))
     for n in range(10):
         login(world, f"ghost{n}", ["wrong"])
-    assert len(world.acc.unknown._rows) == 3
+    assert len(world.acc.unknown.table) == 3
 
 
 def test_unknown_user_with_a_wrong_password_looks_like_a_known_one(world):

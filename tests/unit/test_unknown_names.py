@@ -1,0 +1,235 @@
+"""The counters of unknown names (core/lockout.py VirtualCounters) over both tables:
+this process's memory (MemoryNames) and the SQLite file every process of the
+host shares (store/unknown_names.py SharedUnknownNames, for pam_processes)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pam_jctotp.config import Config
+from pam_jctotp.core.lockout import MemoryNames, NameTable, VirtualCounters
+from pam_jctotp.errors import StoreError
+from pam_jctotp.store.unknown_names import SharedUnknownNames
+
+T0 = 1_800_000_000.0
+CFG = Config(max_attempts=5, fail_interval=900, unlock_after=600)
+
+
+def make_table(kind: str, path: Path, size: int = 4096) -> NameTable:
+    return MemoryNames(size) if kind == "memory" else SharedUnknownNames(path, size)
+
+
+@pytest.fixture(params=["memory", "shared"])
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def counters(kind, tmp_path) -> VirtualCounters:
+    return VirtualCounters(make_table(kind, tmp_path / "unknown-names.db"))
+
+
+def fail(counters: VirtualCounters, name: str, now: float, cfg: Config = CFG) -> bool | None:
+    """One wrong login of `name`: None when refused, else whether it locked."""
+    if not counters.reserve(name, now, cfg):
+        return None
+    return counters.failed(name, now, cfg)
+
+
+# --- the rule, the same over both tables ------------------------------------------
+
+def test_the_limit_th_failure_locks_and_the_next_is_refused(counters):
+    assert [fail(counters, "ghost", T0 + i) for i in range(7)] == \
+        [False, False, False, False, True, None, None]
+    rec = counters.record("ghost", T0 + 10, CFG)
+    assert rec.locked_at == T0 + 4 and rec.failed_count == 5 and rec.lock_reason
+
+
+def test_names_count_apart(counters):
+    for i in range(4):
+        fail(counters, "ghost", T0 + i)
+    assert fail(counters, "other", T0 + 5) is False
+    assert fail(counters, "ghost", T0 + 6) is True
+
+
+def test_a_lock_lifts_after_unlock_after(counters):
+    for _ in range(5):
+        fail(counters, "ghost", T0)
+    assert counters.record("ghost", T0 + 599, CFG).locked_at == T0
+    rec = counters.record("ghost", T0 + 600, CFG)
+    assert rec.locked_at is None and rec.failed_count == 0
+    assert fail(counters, "ghost", T0 + 601) is False
+
+
+def test_unlock_after_zero_never_lifts(counters):
+    cfg = Config(max_attempts=2, unlock_after=0)
+    assert [fail(counters, "ghost", T0, cfg) for _ in range(2)] == [False, True]
+    assert fail(counters, "ghost", T0 + 10**7, cfg) is None
+
+
+def test_the_window_starts_over_after_fail_interval(counters):
+    for _ in range(4):
+        fail(counters, "ghost", T0)
+    assert fail(counters, "ghost", T0 + 900) is False  # a new window: count 1
+    assert counters.record("ghost", T0 + 900, CFG).failed_count == 1
+
+
+def test_a_reservation_given_no_failure_does_not_lock(counters):
+    """Reserved at the limit but not failed (a success elsewhere): no lock is due yet,
+    and the window's limit still refuses more checks."""
+    for _ in range(4):
+        fail(counters, "ghost", T0)
+    assert counters.reserve("ghost", T0, CFG)
+    assert not counters.reserve("ghost", T0, CFG)
+    assert counters.record("ghost", T0, CFG).locked_at is None
+
+
+@pytest.mark.parametrize("name", ["o'brien", 'x"; DROP TABLE unknown_names; --', "zoë",
+                                  "a" * 256, ""])
+def test_names_are_kept_as_they_are(counters, name):
+    for _ in range(5):
+        fail(counters, name, T0)
+    assert counters.record(name, T0, CFG).locked_at == T0
+    assert counters.record(name + "x", T0, CFG).locked_at is None
+
+
+# --- the bound ---------------------------------------------------------------------
+
+def names_held(table: NameTable) -> list[str]:
+    if isinstance(table, MemoryNames):
+        return list(table._rows)
+    assert isinstance(table, SharedUnknownNames)
+    return table.names()
+
+
+def test_at_most_size_names_the_least_recently_seen_go_first(kind, tmp_path):
+    table = make_table(kind, tmp_path / "unknown-names.db", size=4)
+    counters = VirtualCounters(table)
+    for n in range(4):
+        fail(counters, f"ghost{n}", T0)
+    fail(counters, "ghost0", T0)  # seen again: now the most recent
+    for n in range(4, 7):
+        fail(counters, f"ghost{n}", T0)
+    assert names_held(table) == ["ghost0", "ghost4", "ghost5", "ghost6"]
+    assert len(table) == 4  # type: ignore[arg-type]
+
+
+def test_the_shared_table_stays_bounded_over_many_names(tmp_path):
+    table = SharedUnknownNames(tmp_path / "unknown-names.db", size=50)
+    counters = VirtualCounters(table)
+    for n in range(130):
+        fail(counters, f"ghost{n}", T0)
+    assert table.names() == [f"ghost{n}" for n in range(80, 130)]
+
+
+# --- shared by processes -----------------------------------------------------------
+
+def _hammer(kind: str, path: str, tries: int, go: Any, out: Any) -> None:
+    """One daemon process: two threads try the same unknown name `tries` times each."""
+    counters = VirtualCounters(make_table(kind, Path(path)))
+    reserved, locks = [], []
+
+    def worker() -> None:
+        go.wait(10)
+        for _ in range(tries):
+            if counters.reserve("ghost", T0, CFG):
+                reserved.append(1)
+                locks.append(counters.failed("ghost", T0, CFG))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put((len(reserved), sum(locks), counters.record("ghost", T0, CFG).locked_at))
+
+
+def hammer_from_two_processes(kind: str, path: Path, tries: int = 10) -> list[tuple]:
+    ctx = multiprocessing.get_context("fork")  # before any connection of its own
+    go, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_hammer, args=(kind, str(path), tries, go, out))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    go.set()
+    results = [out.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join(10)
+        assert p.exitcode == 0
+    return results
+
+
+def test_two_processes_on_the_shared_table_lock_at_exactly_the_limit(tmp_path):
+    """pam_processes: 2, 2 threads each, 40 concurrent guesses at one unknown name:
+    5 are checked in all (max_attempts), exactly one failure locks, and both
+    processes see the lock. (With a table per process, see the next test, an
+    unknown name would take 10 guesses before "locked": an enumeration oracle.)"""
+    results = hammer_from_two_processes("shared", tmp_path / "unknown-names.db")
+    assert sum(r[0] for r in results) == CFG.max_attempts
+    assert sum(r[1] for r in results) == 1
+    assert all(r[2] is not None for r in results)
+
+
+def test_tables_per_process_would_count_each_process_apart(tmp_path):
+    """Why the shared table exists: in memory, each process has its own limit."""
+    results = hammer_from_two_processes("memory", tmp_path / "unused")
+    assert sum(r[0] for r in results) == 2 * CFG.max_attempts
+
+
+def test_a_table_made_before_a_fork_reconnects_in_the_child(tmp_path):
+    """The daemon may open it before it forks its extra processes: the child must not
+    use the parent's connection (SQLite's rule), and the counts still add up."""
+    table = SharedUnknownNames(tmp_path / "unknown-names.db")
+    counters = VirtualCounters(table)
+    for _ in range(3):
+        fail(counters, "ghost", T0)
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+
+    def child() -> None:
+        out.put([fail(counters, "ghost", T0) for _ in range(3)])
+
+    p = ctx.Process(target=child)
+    p.start()
+    assert out.get(timeout=30) == [False, True, None]
+    p.join(10)
+    assert p.exitcode == 0
+    assert fail(counters, "ghost", T0) is None  # the parent's connection still works
+
+
+# --- the file ----------------------------------------------------------------------
+
+def test_the_file_is_0600(tmp_path):
+    path = tmp_path / "unknown-names.db"
+    fail(VirtualCounters(SharedUnknownNames(path)), "ghost", T0)
+    for f in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+
+
+def test_a_locked_file_fails_the_reservation_closed_within_seconds(tmp_path):
+    path = tmp_path / "unknown-names.db"
+    counters = VirtualCounters(SharedUnknownNames(path))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="locked"):
+            counters.reserve("ghost", T0, CFG)
+        assert time.monotonic() - started < 5  # busy timeout 1 s: never a hang
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert counters.reserve("ghost", T0, CFG)  # and works again once released
+
+
+def test_an_unusable_path_is_a_store_error(tmp_path):
+    with pytest.raises(StoreError, match="cannot create"):
+        SharedUnknownNames(tmp_path / "missing" / "unknown-names.db")
