@@ -52,7 +52,9 @@ class SharedUnknownNames:
         self.size = size
         self.busy_timeout = busy_timeout
         self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []  # every thread's, for close()
         self._inherited: list[sqlite3.Connection] = []  # across a fork: left alone
+        self._guard = threading.Lock()
         # This process's threads take turns here, not in SQLite's busy handler
         # (it sleeps 1, 2, 5, 10… ms between retries; see sqlite.py).
         self._writer = threading.Lock()
@@ -80,6 +82,8 @@ class SharedUnknownNames:
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open {self.path}: {exc}") from None
             self._local.db = db
+            with self._guard:
+                self._all.append(db)
         return db
 
     def _forked(self) -> None:
@@ -87,11 +91,11 @@ class SharedUnknownNames:
         and a new lock (a thread gone with the fork may have held it). The
         inherited connection is kept, never closed: that would touch the
         parent's file locks."""
-        inherited = getattr(self._local, "db", None)
-        if inherited is not None:
-            self._inherited.append(inherited)
         self._local = threading.local()
         self._writer = threading.Lock()
+        self._guard = threading.Lock()
+        self._inherited.extend(self._all)
+        self._all = []
 
     @contextmanager
     def transaction(self) -> Iterator[NameRows]:
@@ -124,10 +128,10 @@ class SharedUnknownNames:
                 self._conn().execute("SELECT name FROM unknown_names ORDER BY seen")]
 
     def close(self) -> None:
-        """Close this thread's connection (others close with their threads)."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
+        with self._guard:
+            for db in self._all:
+                db.close()
+            self._all.clear()
         self._local = threading.local()
 
 

@@ -233,3 +233,18 @@ def test_a_locked_file_fails_the_reservation_closed_within_seconds(tmp_path):
 def test_an_unusable_path_is_a_store_error(tmp_path):
     with pytest.raises(StoreError, match="cannot create"):
         SharedUnknownNames(tmp_path / "missing" / "unknown-names.db")
+
+
+def test_close_closes_every_threads_connection_and_a_later_call_reopens(tmp_path):
+    table = SharedUnknownNames(tmp_path / "unknown-names.db")
+    counters = VirtualCounters(table)
+    thread = threading.Thread(target=fail, args=(counters, "ghost", T0))
+    thread.start()
+    thread.join()
+    fail(counters, "ghost", T0)
+    opened = list(table._all)
+    table.close()
+    for db in opened:
+        with pytest.raises(sqlite3.ProgrammingError):
+            db.execute("SELECT 1")
+    assert counters.record("ghost", T0, CFG).failed_count == 2
