@@ -50,7 +50,7 @@ from collections import Counter
 
 import loadgen
 import pyotp
-from benchlib import cpu_seconds, ms, percentile, private_daemon
+from benchlib import children, cpu_seconds, ms, percentile, private_daemon
 
 HEADER = struct.Struct("!I")
 
@@ -302,6 +302,17 @@ def add_users(daemon, n: int) -> list[tuple[str, str]]:
                                     system_account=False)["otpauth_uri"]) for i in range(n)]
 
 
+def wait_serving(daemon, processes: int, timeout: float = 30.0) -> None:
+    """jctotpd's extra PAM processes start after it: until they are there, and 2 s
+    more for them to load (their "serving" line is INFO; the bench logs errors only)."""
+    deadline = time.monotonic() + timeout
+    while processes > 1 and time.monotonic() < deadline:
+        if len(children(daemon.proc.pid)) >= processes - 1:
+            time.sleep(2.0)
+            return
+        time.sleep(0.05)
+
+
 def parse_rates(text: str) -> list[float]:
     """`500,1000,1500` -> [500.0, 1000.0, 1500.0]; every rate above zero."""
     rates = [float(part) for part in text.split(",") if part.strip()]
@@ -347,10 +358,14 @@ def main() -> int:
                         help="open loop, a sweep: e.g. 500,1000,1500,2000,2500,3000")
     parser.add_argument("--mode", choices=("wrong", "current"), default="wrong",
                         help="open loop: the codes answered")
+    parser.add_argument("--pam-processes", type=int, default=1,
+                        help="jctotpd's pam_processes (its cores: all its processes)")
     args = parser.parse_args()
     with private_daemon(fail_delay=0, max_attempts=100, fail_interval=1,
-                        log_level="error") as daemon:
+                        log_level="error", pam_processes=args.pam_processes) as daemon:
+        wait_serving(daemon, args.pam_processes)
         users = add_users(daemon, args.users)
+        print(f"jctotpd: pam_processes {args.pam_processes}")
         if args.rates:
             return sweep(daemon, users, args)
         print(f"{args.connections} concurrent connections ({client_text(args)}), "
