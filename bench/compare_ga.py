@@ -55,7 +55,7 @@ import pyotp
 from benchlib import (REPO, cpu_seconds, ga_secret_text, memory_mb, ms, percentile,
                       private_daemon, us)
 from verify_rate import measure as raw_client_measure
-from verify_rate import measure_open
+from verify_rate import add_users, measure_open, wait_serving
 from verify_rate import wrong_code
 
 import pamdriver as pd  # on sys.path via benchlib
@@ -478,11 +478,31 @@ def throughput_phases(args: argparse.Namespace, ga_so: str, tmp: Path) -> list[s
             None, note="(from the scheduled start; target < 5 ms)")
         mem_load = memory_mb(pid)
         profiled = profile(args, daemon.pam_socket, ours_pool, pid) if args.profile else []
+    if args.pam_processes > 1:
+        open_loop_processes(args)
 
     print("\nMemory of jctotpd (GA has none: it runs inside the PAM process)")
     print(f"  TOTP load daemon: VmRSS {mem_start['VmRSS']:.1f} MB at start, "
           f"{mem_load['VmRSS']:.1f} MB after the load (VmHWM {mem_load['VmHWM']:.1f} MB)")
     return profiled
+
+
+def open_loop_processes(args: argparse.Namespace) -> None:
+    """The open-loop rows again with `pam_processes` (a daemon of its own)."""
+    n = args.pam_processes
+    with private_daemon(fail_delay=0, max_attempts=100, fail_interval=1, log_level="error",
+                        pam_processes=n) as daemon:
+        wait_serving(daemon, n)
+        users = add_users(daemon, args.users)
+        run = measure_open([daemon.pam_socket], users, "wrong", args.open_rate,
+                           args.connections, 2, args.seconds, args.rate_warmup, daemon.proc.pid)
+    row(f"pam_processes {n}, {args.open_rate:g}/s offered: /s", run["verified_per_s"], None,
+        fmt=lambda v: f"{v:.0f}/s", note=f"(shed {run['verdicts']['shed']}; jctotpd's {n} "
+                                         f"processes used {run['cores']:.2f} cores, the "
+                                         f"{run['client']} client {run['client_cores']:.2f}; "
+                                         "target ≥ 3000/s)")
+    row(f"pam_processes {n}, {args.open_rate:g}/s offered: p99",
+        percentile(run["latencies"], 99), None, note="(from the scheduled start; target < 5 ms)")
 
 
 def memory_storm(args: argparse.Namespace, tmp: Path) -> None:
@@ -604,6 +624,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=5.0, help="per throughput measurement")
     ap.add_argument("--rate-warmup", type=float, default=1.0)
+    ap.add_argument("--pam-processes", type=int, default=2,
+                    help="the open-loop rows again with jctotpd's pam_processes at this "
+                         "(1: not again)")
     ap.add_argument("--open-rate", type=float, default=3000.0,
                     help="logins/s offered in the open-loop throughput row (bench/verify_rate.py)")
     ap.add_argument("--users", type=int, default=200, help="users of the throughput phase")
