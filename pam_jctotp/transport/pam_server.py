@@ -344,15 +344,15 @@ class PamServer:
             self._watching.set()
 
     def _run_watch(self) -> None:
-        while True:
+        while not self._closing:
             self._watching.wait()
             if self._closing:
                 return
             time.sleep(WATCH_TICK)
             self._tick(time.monotonic())
-            if not self.open:
+            if not self.open and not self._closing:
                 self._watching.clear()
-                if self.open:  # one opened meanwhile
+                if self.open or self._closing:  # one opened, or close() began, meanwhile
                     self._watching.set()
 
     def _tick(self, now: float) -> None:

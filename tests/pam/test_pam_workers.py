@@ -204,3 +204,21 @@ def test_a_peer_that_never_finishes_its_hello_is_dropped_after_the_hello_timeout
     sock.close()
     assert HELLO_TIMEOUT - 0.5 < elapsed < HELLO_TIMEOUT + 3
     assert daemon.log.read_text().count("PAM peer timed out") == 1
+
+
+def test_jctotpd_stops_at_once_after_logins(daemon):
+    """The watchdog thread ends when close() begins, whatever it was doing (it once
+    cleared close()'s wake-up and held the stop for the 2 s join timeout)."""
+    totp = daemon.add_user("alice")
+    for code in ("000000", code_at(totp)):
+        sock = connect(daemon.pam_socket)
+        sock.sendall(hello("alice"))
+        assert read_frame(sock) == "PROMPT_OFF Verification code: "
+        sock.sendall(pam_wire.frame("ANSWER " + code))
+        assert read_frame(sock).startswith("VERDICT ")
+        sock.close()
+    for _ in range(5):
+        started = time.monotonic()
+        daemon.stop()
+        assert time.monotonic() - started < 1.5
+        daemon.start()
