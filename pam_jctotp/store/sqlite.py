@@ -99,7 +99,7 @@ class SqliteStore:
         self._writer_fd = -1             # ... and one writing process (flock)
         self._dirty = threading.Event()  # written since the last checkpoint
         self._checkpointer: threading.Thread | None = None
-        self._closed = False
+        self._closed = threading.Event()
         if not self._memory:
             # SQLite creates -wal and -shm with the database file's mode, so the
             # file must be 0600 before the first connect, not after.
@@ -142,8 +142,8 @@ class SqliteStore:
         return db
 
     def close(self) -> None:
-        self._closed = True
-        self._dirty.set()   # the checkpoint thread ends
+        self._closed.set()   # the checkpoint thread ends
+        self._dirty.set()
         if self._checkpointer is not None:
             self._checkpointer.join(1.0)
         with self._guard:
@@ -242,7 +242,7 @@ class SqliteStore:
 
     def _start_checkpointer(self) -> None:
         with self._guard:
-            if self._checkpointer is not None or self._closed:
+            if self._checkpointer is not None or self._closed.is_set():
                 return
             self._checkpointer = threading.Thread(target=self._checkpoints,
                                                   name="sqlite-checkpoint", daemon=True)
@@ -255,9 +255,8 @@ class SqliteStore:
         try:
             while True:
                 self._dirty.wait()
-                if self._closed:
+                if self._closed.wait(CHECKPOINT_EVERY):
                     return
-                time.sleep(CHECKPOINT_EVERY)
                 self._dirty.clear()
                 try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
