@@ -379,3 +379,45 @@ def test_systemd_reload_and_logrotate_keep_the_daemon(systemd_container, deb):
     c.sh("jctotp user add bob --password-stdin --no-system-account", stdin=PASSWORD + "\n")
     assert '"bob"' in c.sh("cat /var/log/jctotp/audit.jsonl").stdout
     assert '"bob"' not in c.sh("cat /var/log/jctotp/audit.jsonl.1").stdout
+
+
+@pytest.mark.docker
+def test_systemd_pam_processes_run_in_the_unit_and_stop_with_it(systemd_container, deb):
+    """pam_processes: 2 under the unit's sandbox (system call filter included): the
+    child starts, serves PAM connections, is replaced after kill -9, and
+    `systemctl stop` leaves no process behind."""
+    c = systemd_container
+    install_and_wait(c, deb)
+    c.sh("echo 'pam_processes: 2' >>/etc/jctotp/config.yaml && systemctl restart jctotpd")
+    child = c.sh("for i in $(seq 100); do p=$(pgrep -f pam_jctotp[.]pam_processes) && "
+                 "journalctl -u jctotpd | grep -q 'PAM process 1 of 2 serving' && "
+                 "echo $p && exit 0; sleep 0.1; done; journalctl -u jctotpd; exit 1"
+                 ).stdout.strip()
+    assert "jctotpd.service" in c.sh(f"cat /proc/{child}/cgroup").stdout
+    # Raw protocol HELLOs (docs/protocol.md) until both processes have answered.
+    logins = ("import socket,struct\n"
+              "def frame(s):\n"
+              "    n=struct.unpack('!I',s.recv(4,socket.MSG_WAITALL))[0]\n"
+              "    return s.recv(n,socket.MSG_WAITALL)\n"
+              "for i in range(40):\n"
+              "    s=socket.socket(socket.AF_UNIX); s.connect('/run/jctotp/pam.sock')\n"
+              "    p=b'HELLO JCTOTP/1\\ncall=auth\\nservice=t\\nuser=nobody%d\\nrhost=\\n"
+              "tty=\\nfactors=totp\\n' % i\n"
+              "    s.sendall(struct.pack('!I',len(p))+p); f=frame(s)\n"
+              "    if f.startswith(b'PROMPT'):\n"
+              "        s.sendall(struct.pack('!I',13)+b'ANSWER 000000'); f=frame(s)\n"
+              "    while not f.startswith(b'VERDICT'): f=frame(s)\n"
+              "    s.close()\n")
+    c.sh(f"python3 -c \"{logins}\"")
+    c.sh("sleep 0.5")
+    served = set(re.findall(r"jctotpd\[(\d+)\]: .*user=nobody",
+                            c.sh("journalctl -u jctotpd -o short").stdout))
+    assert child in served, c.sh("journalctl -u jctotpd -o short").stdout
+    c.sh(f"kill -9 {child}")
+    again = c.sh("for i in $(seq 100); do p=$(pgrep -f pam_jctotp[.]pam_processes) && "
+                 f"[ \"$p\" != {child} ] && echo $p && exit 0; sleep 0.1; done; exit 1"
+                 ).stdout.strip()
+    assert again and again != child
+    assert c.sh("systemctl is-active jctotpd").stdout.strip() == "active"
+    c.sh("systemctl stop jctotpd")
+    assert c.sh("pgrep -f pam_jctotp[.]", ok=False).stdout.strip() == ""
