@@ -16,7 +16,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "pam")]
 
-from testlib import Daemon, daemon_config  # noqa: E402
+from testlib import Daemon, children, daemon_config  # noqa: E402
 
 
 @contextmanager
@@ -61,22 +61,6 @@ def cpu_seconds(pid: int) -> float:
         fields = fh.read().rsplit(")", 1)[1].split()
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return own + sum(cpu_seconds(child) for child in children(pid))
-
-
-def children(pid: int) -> list[int]:
-    """The live child processes of `pid` (/proc/PID/task/*/children)."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as fh:
-                found += [int(c) for c in fh.read().split()]
-        except OSError:
-            continue
-    return found
 
 
 def memory_mb(pid: int) -> dict[str, float]:

@@ -231,6 +231,23 @@ def ldap_directory(slapd: Any, **overrides: Any) -> dict[str, Any]:
     return block
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid`, from /proc (no pgrep: under
+    scripts/test-asan.sh a pgrep inherits the sanitizer runtimes and hangs)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                found += [int(c) for c in fh.read().split()]
+        except OSError:
+            continue
+    return found
+
+
 def code_at(totp: pyotp.TOTP, offset: float = 0.0) -> str:
     """The code a phone shows now (+offset seconds): from the secret and the clock."""
     return totp.at(time.time() + offset)

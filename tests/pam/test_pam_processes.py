@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,15 +20,23 @@ import pytest
 
 from pam_jctotp.transport import pam_wire
 from test_pam_workers import connect, hello, read_frame
+import testlib
 from testlib import code_at
 
 pytestmark = pytest.mark.pam
 
 
-def children(daemon) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(daemon.proc.pid), "-f", "pam_jctotp.pam_processes"],
-                         capture_output=True, text=True).stdout
-    return [int(pid) for pid in out.split()]
+def pam_children(daemon) -> list[int]:
+    """jctotpd's PAM processes (read from /proc: see testlib.children)."""
+    found = []
+    for pid in testlib.children(daemon.proc.pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if b"pam_jctotp.pam_processes" in fh.read():
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 def wait_serving(daemon, count: int = 1, timeout: float = 20) -> None:
@@ -74,7 +81,7 @@ def at_once(n: int, fn, *args) -> list[str]:
 
 
 def test_two_processes_serve_the_socket_and_every_login_is_right(daemon, confdir):
-    kids = children(daemon)
+    kids = pam_children(daemon)
     assert len(kids) == 1
     names = [f"p{n}" for n in range(60)]
     totps = {name: daemon.add_user(name) for name in names}
@@ -124,12 +131,12 @@ def test_an_unknown_name_locks_after_max_attempts_over_both_processes(make_daemo
 
 def test_a_killed_process_is_replaced_and_logins_go_on(daemon):
     totp = daemon.add_user("alice")
-    (kid,) = children(daemon)
+    (kid,) = pam_children(daemon)
     os.kill(kid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and children(daemon) in ([], [kid]):
+    while time.monotonic() < deadline and pam_children(daemon) in ([], [kid]):
         time.sleep(0.05)
-    (new,) = children(daemon)
+    (new,) = pam_children(daemon)
     assert new != kid
     wait_serving(daemon, 2)
     log = daemon.log.read_text()
@@ -138,7 +145,7 @@ def test_a_killed_process_is_replaced_and_logins_go_on(daemon):
 
 
 def test_the_child_goes_with_jctotpd_even_after_kill_9(daemon):
-    (kid,) = children(daemon)
+    (kid,) = pam_children(daemon)
     daemon.kill()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and os.path.exists(f"/proc/{kid}"):
@@ -147,7 +154,7 @@ def test_the_child_goes_with_jctotpd_even_after_kill_9(daemon):
 
 
 def test_sighup_reaches_the_child(daemon):
-    (kid,) = children(daemon)
+    (kid,) = pam_children(daemon)
     os.kill(daemon.proc.pid, signal.SIGHUP)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
