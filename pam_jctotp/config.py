@@ -75,7 +75,7 @@ class Config:
     create_system_accounts: bool = True
     max_connections: int = 256
     # Processes serving the PAM socket (issue 15): one is ~3,800 TOTP checks/s on
-    # one core; each more uses another core and ~30 MB.
+    # one core; each more uses another core and ~38 MB.
     pam_processes: int = 1
     password_hash: PasswordHashParams = PasswordHashParams()
     # The fleet (issue 13): a libpq URI of the shared PostgreSQL (absent = SQLite
