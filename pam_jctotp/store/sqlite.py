@@ -78,6 +78,27 @@ MIGRATIONS: list[str] = [
 
 
 
+def open_wal(path: str | os.PathLike[str], busy_timeout: float) -> sqlite3.Connection:
+    """A connection in WAL mode. Switching a new file to WAL takes a lock that
+    SQLite's busy handler does not wait for: two processes opening the same
+    new file (`pam_processes`) got "database is locked". Retried until the
+    busy timeout."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        db = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout,
+                             check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            return db
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if "locked" not in str(exc) and "busy" not in str(exc) \
+                    or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 class _Connection:
     """One thread's connection and its unit-of-work depth."""
 
@@ -131,10 +152,7 @@ class SqliteStore:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout,
-                                 check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db = open_wal(self.path, self.busy_timeout)
             db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread's job
             db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:

@@ -27,6 +27,7 @@ from typing import Iterator
 
 from ..core.lockout import CounterRow, NameRows
 from ..errors import StoreError
+from .sqlite import open_wal
 
 BUSY_TIMEOUT = 1.0  # seconds, as the state database's (sqlite.py)
 
@@ -75,10 +76,7 @@ class SharedUnknownNames:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             try:
-                db = sqlite3.connect(self.path, isolation_level=None,
-                                     timeout=self.busy_timeout, check_same_thread=False)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
+                db = open_wal(self.path, self.busy_timeout)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open {self.path}: {exc}") from None
             self._local.db = db

@@ -248,3 +248,30 @@ def test_close_closes_every_threads_connection_and_a_later_call_reopens(tmp_path
         with pytest.raises(sqlite3.ProgrammingError):
             db.execute("SELECT 1")
     assert counters.record("ghost", T0, CFG).failed_count == 2
+
+
+def _open_at(path: str, start: float, out) -> None:
+    while time.time() < start:
+        pass
+    try:
+        SharedUnknownNames(path).close()
+        out.put("ok")
+    except StoreError as exc:
+        out.put(str(exc))
+
+
+def test_processes_opening_a_new_file_at_once_all_get_it(tmp_path):
+    """Switching a new file to WAL takes a lock SQLite's busy handler does not wait
+    for: processes starting together once got "database is locked" (a CI run)."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(6):
+        out = ctx.Queue()
+        path = str(tmp_path / f"unknown-names-{round_}.db")
+        start = time.time() + 0.3
+        procs = [ctx.Process(target=_open_at, args=(path, start, out)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        got = [out.get(timeout=30) for _ in procs]
+        for p in procs:
+            p.join(10)
+        assert got == ["ok"] * 4, got
