@@ -27,7 +27,7 @@ from typing import Iterator
 
 from ..core.lockout import CounterRow, NameRows
 from ..errors import StoreError
-from .sqlite import open_wal
+from .wal import open_wal
 
 BUSY_TIMEOUT = 1.0  # seconds, as the state database's (sqlite.py)
 
