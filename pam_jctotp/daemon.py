@@ -300,6 +300,13 @@ def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bo
     return True
 
 
+def argon2_pool(cfg: configmod.Config) -> ThreadPoolExecutor:
+    """Password checks (jctotpd's and each PAM process's): argon2 is CPU (one worker
+    per core); an LDAP bind waits on the network, so as many as PAM steps."""
+    return ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS if cfg.directory.is_ldap
+                              else max(2, os.cpu_count() or 2), thread_name_prefix="argon2")
+
+
 def _state_where(cfg: configmod.Config) -> str:
     """For the start line: which store this run uses (a host joining the fleet
     that was not restarted still says SQLite)."""
@@ -318,10 +325,7 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
         sync.start()
     if text is not None:
         remember_good(cfg, text)
-    # Password checks: argon2 is CPU (one worker per core); an LDAP bind waits on
-    # the network, so as many as PAM steps.
-    argon2 = ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS if cfg.directory.is_ldap
-                                else max(2, os.cpu_count() or 2), thread_name_prefix="argon2")
+    argon2 = argon2_pool(cfg)
     control_pool = ThreadPoolExecutor(max_workers=CONTROL_STEP_WORKERS,
                                       thread_name_prefix="control")
     daemon = Daemon(accounts, Driver(accounts.directory, argon2), PAM_STEP_WORKERS,

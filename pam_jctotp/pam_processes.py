@@ -33,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -186,8 +185,7 @@ def child_main(argv: list[str] | None = None) -> int:
     use_shared_unknown_names(accounts, cfg)
     audit_file = getattr(audit, "local", audit)
     running = _Running(cfg)
-    argon2 = ThreadPoolExecutor(max_workers=daemon.PAM_STEP_WORKERS if cfg.directory.is_ldap
-                                else max(2, os.cpu_count() or 2), thread_name_prefix="argon2")
+    argon2 = daemon.argon2_pool(cfg)
     server = PamServer(accounts, accounts.directory, argon2, lambda: running.config,
                        limits.Throttled(log), daemon.PAM_STEP_WORKERS)
     listener = socket.socket(fileno=args.listen_fd)

@@ -388,13 +388,12 @@ class PamServer:
         """Accept what waits in the listen backlog and fail it closed (pam-watch, while
         pam-io is stalled; both accept without blocking, so each takes its own)."""
         refused = 0
-        listener = self.listener
+        if self.listener is None:
+            return refused
         for _ in range(ACCEPT_BATCH):
             try:
-                sock, _ = listener.accept() if listener is not None else (None, None)
+                sock, _ = self.listener.accept()
             except OSError:
-                break
-            if sock is None:
                 break
             with sock:
                 try:
