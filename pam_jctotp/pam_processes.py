@@ -71,10 +71,6 @@ class PamProcesses:
             t.start()
             self._threads.append(t)
 
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [p.pid for p in self._procs.values() if p.poll() is None]
-
     def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
         fd = self.listener.fileno()
         cmd = [sys.executable, "-m", "pam_jctotp.pam_processes", "--config", self.config_path,

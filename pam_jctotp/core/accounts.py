@@ -118,9 +118,6 @@ class Accounts:
             raise ValueError(f"{rec.name} has no active TOTP secret")
         return self.box.open(rec.totp_secret, rec.name, TOTP_PURPOSE)
 
-    def pending_secret(self, rec: UserRecord) -> Secret:
-        return self.pending_key(rec)[0]
-
     def pending_key(self, rec: UserRecord) -> tuple[Secret, bytes]:
         """The secret awaiting confirmation, and its stored ciphertext; made once and
         kept until enrolled (or the password changes), so a user who scanned it

@@ -611,11 +611,6 @@ class PostgresStore:
             "WHERE name = %s AND locked_at IS NULL AND failed_count >= %s",
             (now, reason, name, limit)) == 1
 
-    def lock(self, name: str, now: float, reason: str) -> bool:
-        return self._rowcount("UPDATE users SET locked_at = %s, lock_reason = %s "
-                              "WHERE name = %s AND locked_at IS NULL",
-                              (now, reason, name)) == 1
-
     def reset_failures(self, name: str) -> None:
         self._rowcount(RESET_FAILURES, (name,))
 

@@ -376,10 +376,6 @@ class SqliteStore:
             "WHERE name = ? AND locked_at IS NULL AND failed_count >= ?",
             (now, reason, name, limit))[0] == 1
 
-    def lock(self, name: str, now: float, reason: str) -> bool:
-        return self._write("UPDATE users SET locked_at = ?, lock_reason = ? "
-                           "WHERE name = ? AND locked_at IS NULL", (now, reason, name))[0] == 1
-
     def reset_failures(self, name: str) -> None:
         self._write("UPDATE users SET failed_count = 0, fail_window_start = NULL "
                     "WHERE name = ?", (name,))

@@ -24,11 +24,6 @@ async def read_payload(reader: asyncio.StreamReader, check_length: Callable[[int
         return await reader.readexactly(length)
 
 
-def peer_uid(writer: asyncio.StreamWriter) -> int:
-    """The uid the kernel reports for the peer (SO_PEERCRED), never a claimed name."""
-    return socket_peer_uid(writer.get_extra_info("socket"))
-
-
 def socket_peer_uid(sock: socket.socket) -> int:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
     uid: int = _CRED.unpack(creds)[1]
