@@ -59,6 +59,27 @@ class VerdictCode(StrEnum):
     AUTHINFO_UNAVAIL = "AUTHINFO_UNAVAIL"
 
 
+class CodeOutcome(StrEnum):
+    """What checking a typed code found (spelled as in the audit's `reason`/`how`)."""
+
+    TOTP = "totp"                # a right TOTP code, its step now used
+    RECOVERY = "recovery"        # a recovery code, now spent
+    WRONG_CODE = "wrong_code"
+    REPLAY = "replay"            # a right code of a step already used
+    NO_CODE = "no_code"          # nothing typed
+
+
+class LoginHow(StrEnum):
+    """How a successful login got through (the audit's `how`)."""
+
+    TOTP = "totp"
+    RECOVERY = "recovery"
+    ENROLLED = "enrolled"
+    ENROLLMENT_SKIPPED = "enrollment_skipped"
+    PASSWORD_ONLY = "password_only"   # MFA off, the password checked here
+    NO_MFA = "no_mfa"                 # MFA off and nothing of ours checked (factors=totp)
+
+
 class ExitCode(IntEnum):
     """Exit codes of `jctotp` (and of control-socket results); documented in its --help."""
 

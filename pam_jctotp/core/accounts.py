@@ -16,7 +16,7 @@ from ..clock import Clock
 from ..config import Config
 from ..crypto import SecretBox
 from ..directory import Directory, SystemAccounts
-from ..model import MfaState, UserRecord
+from ..model import CodeOutcome, MfaState, UserRecord
 from ..secret import Secret
 from ..store import Store
 from . import policy, qr
@@ -53,7 +53,7 @@ class StaleKey(Exception):
 @dataclass(frozen=True)
 class CodeCheck:
     ok: bool
-    reason: str          # "totp" | "recovery" | "wrong_code" | "replay" | "no_code"
+    reason: CodeOutcome
     step: int | None = None
 
 
@@ -173,26 +173,26 @@ class Accounts:
         """
         answer = answer.strip()
         if not answer:
-            return CodeCheck(False, "no_code")
+            return CodeCheck(False, CodeOutcome.NO_CODE)
         step = self.totp.match(secret, answer, self.now())
         if step is not None:
             if not consume:
-                return CodeCheck(True, "totp", step)
+                return CodeCheck(True, CodeOutcome.TOTP, step)
             # A step the record already shows as used is a replay: last_step only
             # grows, so refusing needs no statement (had an MFA reset lowered it
             # since the read, refusing the old secret's code is the safe answer).
             if step <= rec.last_step:
-                return CodeCheck(False, "replay", step)
+                return CodeCheck(False, CodeOutcome.REPLAY, step)
             if self.store.accept_step(rec.name, step, reset_failures):
-                return CodeCheck(True, "totp", step)
-            return CodeCheck(False, "replay", step)
+                return CodeCheck(True, CodeOutcome.TOTP, step)
+            return CodeCheck(False, CodeOutcome.REPLAY, step)
         if len(answer) > self.totp.digits and rec.totp_secret is not None:
             digest = self.box.recovery_hash(rec.name, answer)
             if not consume:
-                return CodeCheck(False, "wrong_code")  # unknowable without using it
+                return CodeCheck(False, CodeOutcome.WRONG_CODE)  # unknowable without using it
             if self.store.use_recovery_code(rec.name, digest, self.now()):
-                return CodeCheck(True, "recovery")
-        return CodeCheck(False, "wrong_code")
+                return CodeCheck(True, CodeOutcome.RECOVERY)
+        return CodeCheck(False, CodeOutcome.WRONG_CODE)
 
     def recovery_codes(self) -> list[str]:
         """A fresh set (config recovery_codes, maybe none), not stored yet."""

@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import JctotpError
-from ..model import LoginRequest, MfaState, UserRecord, VerdictCode
+from ..model import CodeOutcome, LoginHow, LoginRequest, MfaState, UserRecord, VerdictCode
 from ..secret import Secret
 from . import enrollment, lockout, policy, provisioning
 from .accounts import Accounts
@@ -221,8 +221,8 @@ class Login:
             yield Error(MFA_FOR_ALL_TEXT)
             yield Verdict(V.PERM_DENIED, delay=True)
         else:
-            yield from self._success(attempt, how="password_only" if req.password_factor
-                                     else "no_mfa")
+            yield from self._success(attempt, how=LoginHow.PASSWORD_ONLY if req.password_factor
+                                     else LoginHow.NO_MFA)
 
     def _unknown(self) -> Conversation:
         """A name the directory does not know, shown as a user of the default state
@@ -268,7 +268,7 @@ class Login:
     def _success(self, attempt: Attempt, counter_reset: bool = False,
                  **fields: object) -> Conversation:
         lockout.succeeded(self.acc, attempt, counter_reset)
-        if not self.req.password_factor and fields.get("how") == "no_mfa":
+        if not self.req.password_factor and fields.get("how") is LoginHow.NO_MFA:
             yield from self._grant(V.IGNORE, "login_ok", **fields)  # nothing of ours checked
             return
         # Not locked (just reset), MFA active or rightly off: account() says SUCCESS too,
@@ -313,12 +313,12 @@ class Login:
         check = acc.check_code(rec, acc.active_secret(rec), code, consume=password_ok,
                                reset_failures=password_ok)
         if password_ok and check.ok:
-            if check.reason == "recovery":
+            if check.reason is CodeOutcome.RECOVERY:
                 self._audit("recovery_code_used")
-            yield from self._success(attempt, counter_reset=check.reason == "totp",
-                                     how=check.reason)
+            yield from self._success(attempt, counter_reset=check.reason is CodeOutcome.TOTP,
+                                     how=LoginHow(check.reason))
             return
-        if check.reason == "replay":
+        if check.reason is CodeOutcome.REPLAY:
             self._audit("replay_refused")
         reason = "wrong_password" if not password_ok else check.reason
         yield from self._failed_attempt(rec, attempt, reason)
@@ -337,11 +337,11 @@ class Login:
             self._audit("enrollment_skipped", days_left=days)
             yield Info(f"Enrollment skipped. You have {days} day(s) left to set up "
                        "multi-factor authentication; after that you cannot log in.")
-            yield from self._grant(V.SUCCESS, "login_ok", how="enrollment_skipped")
+            yield from self._grant(V.SUCCESS, "login_ok", how=LoginHow.ENROLLMENT_SKIPPED)
         elif outcome is Outcome.ENROLLED:
             self._audit("enrolled")
             yield Info("Multi-factor authentication is now active.")
-            yield from self._success(attempt, how="enrolled")
+            yield from self._success(attempt, how=LoginHow.ENROLLED)
         elif outcome is Outcome.STALE:
             lockout.succeeded(acc, attempt)  # the password was right: not a guess
             yield from self._fail("enrollment_key_withdrawn")

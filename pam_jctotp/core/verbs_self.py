@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import ExitCode, MfaState, UserRecord
+from ..model import CodeOutcome, ExitCode, MfaState, UserRecord
 from ..secret import Secret
 from . import enrollment, lockout
 from .accounts import Accounts
@@ -39,10 +39,10 @@ def _prove(acc: Accounts, rec: UserRecord, what: str, attempt: Attempt | None = 
     check = acc.check_code(rec, acc.active_secret(rec), answer, consume=True)
     if check.ok:
         lockout.succeeded(acc, attempt)
-        if check.reason == "recovery":
+        if check.reason is CodeOutcome.RECOVERY:
             acc.audit("recovery_code_used", rec.name, actor=rec.name)
         return True
-    if check.reason == "replay":
+    if check.reason is CodeOutcome.REPLAY:
         acc.audit("replay_refused", rec.name, actor=rec.name)
     lockout.failed(acc, attempt)
     acc.audit("login_fail", rec.name, service="jctotp", reason=check.reason)

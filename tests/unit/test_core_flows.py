@@ -161,7 +161,7 @@ def test_unlock_of_an_unlocked_user_says_so_and_audits_nothing(world):
 
 def test_unlock_twice(world):
     world.add("alice")
-    world.store.lock("alice", world.now(), "too many attempts")
+    world.store.update("alice", locked_at=world.now(), lock_reason="too many attempts")
     assert admin(world, "unlock", names=["alice"]).data["changed"] is True
     assert admin(world, "unlock", names=["alice"]).data["changed"] is False
 
@@ -201,7 +201,7 @@ def test_compromised_reset(world):
 
 def test_reset_of_a_locked_user_lifts_the_lock_and_audits_both(world):
     world.add("hugo")
-    world.store.lock("hugo", world.now(), "too many attempts")
+    world.store.update("hugo", locked_at=world.now(), lock_reason="too many attempts")
     r = admin(world, "mfa.reset", names=["hugo"])
     assert "lock was lifted" in r.message and world.store.get("hugo").locked_at is None
     assert [e["event"] for e in audit(world)][-2:] == ["mfa_reset", "unlocked"]

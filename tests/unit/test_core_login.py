@@ -307,7 +307,7 @@ def test_pending_turns_expired_when_the_period_ends(world):
 
 def test_locked_user_is_refused_without_any_check(world):
     totp = world.add("alice")
-    world.store.lock("alice", world.now(), "test")
+    world.store.update("alice", locked_at=world.now(), lock_reason="test")
     r = login(world, "alice", [PASSWORD, world.code(totp)])
     assert r.code == MAXTRIES
     assert r.verifies == 0  # the password is never checked
@@ -457,7 +457,7 @@ def test_exempt_source_with_factors_totp_is_no_opinion(make_world):
 def test_exemption_does_not_open_a_locked_account(make_world):
     world = make_world(exempt_groups=["ops"], groups={"alice": frozenset({"ops"})})
     world.add("alice")
-    world.store.lock("alice", world.now(), "test")
+    world.store.update("alice", locked_at=world.now(), lock_reason="test")
     r = login(world, "alice", [PASSWORD, ""])
     assert r.code == MAXTRIES and r.verifies == 0
 
@@ -476,7 +476,7 @@ def test_acct(world):
 
 def test_acct_for_a_locked_user_says_so(world):
     world.add("alice")
-    world.store.lock("alice", world.now(), "test")
+    world.store.update("alice", locked_at=world.now(), lock_reason="test")
     r = login(world, "alice", call="acct")
     assert r.code == PERM_DENIED and r.shown[0][0] == "error" and "locked" in r.text()
     assert "acct_refused" in world.audit_events()

@@ -137,7 +137,7 @@ def test_reset_failures_and_unlock(store):
 
 
 def test_expire_lock(store):
-    store.lock("alice", NOW, "r")
+    store.update("alice", locked_at=NOW, lock_reason="r")
     assert not store.expire_lock("alice", NOW + 899, 900)
     assert not store.expire_lock("alice", NOW + 10**9, 0)  # 0 = only an admin unlocks
     assert store.expire_lock("alice", NOW + 900, 900)

@@ -152,7 +152,7 @@ BULK = ["mfa.enable", "mfa.reset", "mfa.disable", "unlock"]
 @pytest.mark.parametrize("names", [[], [""], ["alice", ""], ["  "], ["alice", None],
                                    ["alice", 5], "alice", None])
 def test_empty_or_malformed_names_change_nothing(users, verb, names):
-    users.store.lock("alice", users.now(), "test")
+    users.store.update("alice", locked_at=users.now(), lock_reason="test")
     before = snapshot(users)
     with pytest.raises(UsageError):
         admin(users, verb, names=names)
@@ -162,8 +162,8 @@ def test_empty_or_malformed_names_change_nothing(users, verb, names):
 @pytest.mark.parametrize("verb", BULK)
 @pytest.mark.parametrize("names", [["ghost"], ["alice", "ghost", "bob"], ["alice", "bob", "ghost"]])
 def test_one_unknown_name_changes_none(users, verb, names):
-    users.store.lock("alice", users.now(), "test")
-    users.store.lock("bob", users.now(), "test")
+    users.store.update("alice", locked_at=users.now(), lock_reason="test")
+    users.store.update("bob", locked_at=users.now(), lock_reason="test")
     before = snapshot(users)
     with pytest.raises(NotFound, match="ghost"):
         admin(users, verb, names=names)
@@ -206,7 +206,7 @@ def test_bulk_verbs_act_on_every_name(users):
     assert admin(users, "mfa.enable", names=["bob", "carol"], enrollment_days=3).exit == 0
     assert users.acc.state(users.store.get("bob")) is MfaState.PENDING
     for name in ("alice", "bob"):
-        users.store.lock(name, users.now(), "test")
+        users.store.update(name, locked_at=users.now(), lock_reason="test")
     admin(users, "unlock", names=["alice", "bob"])
     assert all(r.locked_at is None for r in users.store.list())
     admin(users, "mfa.disable", names=["alice", "carol"])
@@ -216,7 +216,7 @@ def test_bulk_verbs_act_on_every_name(users):
 
 def test_unlock_keeps_the_password_and_the_authenticator(users):
     before = users.store.get("alice")
-    users.store.lock("alice", users.now(), "test")
+    users.store.update("alice", locked_at=users.now(), lock_reason="test")
     admin(users, "unlock", names=["alice"])
     after = users.store.get("alice")
     assert (after.password_hash, after.totp_secret) == (before.password_hash, before.totp_secret)
@@ -259,7 +259,7 @@ def state_of(world):
 
 def test_show_and_list_agree_on_an_expired_lock_and_neither_writes(users):
     users.store.reserve_attempt("alice", users.now(), users.config.fail_interval, 5)
-    users.store.lock("alice", users.now(), "too many attempts")
+    users.store.update("alice", locked_at=users.now(), lock_reason="too many attempts")
     users.advance(users.config.unlock_after + 1)  # the lock has run out, nobody lifted it
     before = state_of(users)
     shown = admin(users, "user.show", name="alice").data
@@ -272,7 +272,7 @@ def test_show_and_list_agree_on_an_expired_lock_and_neither_writes(users):
 
 
 def test_show_and_list_agree_on_a_live_lock(users):
-    users.store.lock("alice", users.now(), "too many attempts")
+    users.store.update("alice", locked_at=users.now(), lock_reason="too many attempts")
     users.advance(users.config.unlock_after - 60)
     before = state_of(users)
     shown = admin(users, "user.show", name="alice").data
@@ -282,7 +282,7 @@ def test_show_and_list_agree_on_a_live_lock(users):
 
 
 def test_status_of_an_expired_lock_does_not_write_either(nobody):
-    nobody.store.lock("nobody", nobody.now(), "too many attempts")
+    nobody.store.update("nobody", locked_at=nobody.now(), lock_reason="too many attempts")
     nobody.advance(nobody.config.unlock_after)
     before = state_of(nobody)
     assert request(nobody, NOBODY, "status").end.data["locked"] is False
@@ -297,7 +297,7 @@ def pending_key(world, name):
 
 def test_admin_passwd_discards_the_pending_key(users):
     record = users.store.get("carol")
-    users.acc.pending_secret(record)  # shown at a login: now stored
+    users.acc.pending_key(record)  # shown at a login: now stored
     assert pending_key(users, "carol") is not None
     assert admin(users, "passwd.admin", name="carol", password="new password 1").exit == 0
     assert pending_key(users, "carol") is None
@@ -306,7 +306,7 @@ def test_admin_passwd_discards_the_pending_key(users):
 
 def test_self_passwd_discards_the_pending_key(users):
     users.add("nobody", mfa="pending")
-    users.acc.pending_secret(users.store.get("nobody"))
+    users.acc.pending_key(users.store.get("nobody"))
     r = request(users, NOBODY, "passwd", [PASSWORD, "new password 1", "new password 1"])
     assert r.end.exit == 0
     assert pending_key(users, "nobody") is None
