@@ -100,7 +100,7 @@ class AuditLog:
         self._fh = None
 
     def events(self, user: str | None = None, since: float | None = None,
-               host: str | None = None) -> Iterator[dict]:
+               host: str | None = None) -> Iterator[dict[str, Any]]:
         """This log's events (see read); all from this host."""
         if host not in (None, self.host):
             return iter(())
@@ -119,7 +119,8 @@ class AuditLog:
             self._drop()
 
 
-def read(path: str, user: str | None = None, since: float | None = None) -> Iterator[dict]:
+def read(path: str, user: str | None = None,
+         since: float | None = None) -> Iterator[dict[str, Any]]:
     """Events from the file, oldest first, filtered; unparsable lines are skipped."""
     try:
         fh = open(path, encoding="utf-8", errors="replace")

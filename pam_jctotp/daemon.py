@@ -66,7 +66,7 @@ def _use_uvloop() -> None:
         log.debug("uvloop not installed: the plain asyncio loop")
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    log.debug("event loop: uvloop %s", uvloop.__version__)
+    log.debug("event loop: uvloop %s", getattr(uvloop, "__version__", "?"))
 
 
 def _return_big_blocks() -> None:
@@ -88,7 +88,7 @@ def _notify(state: str) -> None:
     if not os.environ.get("NOTIFY_SOCKET"):
         return
     try:
-        import sdnotify  # type: ignore[import-not-found]
+        import sdnotify
     except ImportError:
         log.warning("NOTIFY_SOCKET is set but python3-sdnotify is not installed")
         return
@@ -251,7 +251,7 @@ def load_at_start(path: str) -> tuple[configmod.Config, str | None]:
     after a bad edit never leaves every login refused."""
     try:
         return configmod.load_with_text(path)
-    except configmod.ConfigError as exc:
+    except ConfigError as exc:
         partial, _ = configmod.load_collect(path, daemon=True)
         state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or partial.state_dir
         good = os.path.join(state_dir, LAST_GOOD)

@@ -33,7 +33,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import ldap3
 from ldap3.core.exceptions import LDAPException, LDAPInvalidDnError
@@ -289,7 +289,7 @@ class LdapDirectory:
         return frozenset(names)
 
     def _search(self, conn: ldap3.Connection, base: str, filt: str, attrs: list[str],
-                size_limit: int = 0) -> list[dict]:
+                size_limit: int = 0) -> list[dict[str, Any]]:
         conn.search(base, filt, attributes=attrs, size_limit=size_limit)
         code = (conn.result or {}).get("result", 80)
         if code not in (0, 4, 32):   # success, sizeLimitExceeded, noSuchObject
@@ -430,7 +430,7 @@ class LdapDirectory:
             log.warning("directory reachable again at %s", uri)
 
 
-def _values(entry: dict, attr: str) -> list[str]:
+def _values(entry: dict[str, Any], attr: str) -> list[str]:
     """An attribute's values from a search response entry, whatever the case of its name."""
     for key, value in (entry.get("attributes") or {}).items():
         if key.lower() == attr.lower():
