@@ -21,6 +21,7 @@ from ..secret import Secret
 from ..store import Store
 from . import policy, qr
 from .lockout import VirtualCounters
+from .portal_state import NoOutbox, Outbox, PortalState
 from .totp import Totp, new_recovery_codes
 
 TOTP_PURPOSE = "totp"
@@ -72,6 +73,8 @@ class Accounts:
         self.totp = Totp(config.totp_digits, config.totp_period, config.totp_window)
         self.host = os.uname().nodename
         self.unknown = VirtualCounters()  # failure counters of names nobody has
+        self.portal = PortalState()       # the User Portal's sessions and reset links
+        self.outbox: Outbox = NoOutbox()  # mails (smtp:), queued: never block a verb
 
     # --- lookups: pure reads (a read never lifts a lock: lockout.begin does) ---
 
