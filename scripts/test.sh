@@ -78,8 +78,8 @@ pytest_split() {
 }
 
 # --- fast tier ----------------------------------------------------------------------
-step "unit + real libpam (fast tier)"
-pytest_split tests/unit tests/pam
+step "unit + real libpam + the portal over HTTP (fast tier)"
+pytest_split tests/unit tests/pam tests/portal
 [ "$fast" = yes ] && { step "fast tier passed"; exit 0; }
 
 step "the shim under AddressSanitizer + UBSan"
