@@ -58,6 +58,19 @@ class PortalConfig:
 
 
 @dataclass(frozen=True)
+class SmtpConfig:
+    """`smtp:` (issue 23): where jctotpd sends its mails (never a secret or a code)."""
+
+    host: str = "localhost"
+    port: int = 25
+    starttls: bool = False
+    from_address: str = "jctotp@localhost"   # the key is `from`
+    username: str | None = None
+    password_file: str | None = None           # the password lives in a file, never here
+    templates: str = "/etc/jctotp/mail"        # overrides of the shipped templates
+
+
+@dataclass(frozen=True)
 class Config:
     pam_socket: str = "/run/jctotp/pam.sock"
     control_socket: str = "/run/jctotp/control.sock"
@@ -108,6 +121,9 @@ class Config:
     portal: PortalConfig = PortalConfig()
     # How long a forgotten-password link works (single use).
     password_reset_minutes: int = 30
+    smtp: SmtpConfig | None = None           # absent: no mail is sent
+    # The reminder mail goes this many days before an enrollment period ends (0: none).
+    enrollment_reminder_days: int = 2
     testing: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -142,6 +158,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_connections": (1, 65536),
     "pam_processes": (1, 16),
     "password_reset_minutes": (5, 1440),
+    "enrollment_reminder_days": (0, 30),
 }
 _ENUMS: dict[str, tuple[str, ...]] = {
     "audit_failure": ("continue", "deny"),
@@ -187,6 +204,7 @@ _TYPES: dict[str, Any] = {
     "enrollment_attempts": int,
     "recovery_codes": int, "create_system_accounts": bool, "max_connections": int,
     "pam_processes": int, "password_reset_minutes": int,
+    "enrollment_reminder_days": int,
     "database": str, "secret_key_file": str, "host_name": str, "break_glass_group": str,
 }
 
@@ -267,6 +285,36 @@ def _portal(raw: Any, problems: Problems) -> PortalConfig:
             values.pop("tls_key", None)
             raise ConfigError("config keys 'portal.tls_cert' and 'portal.tls_key' go together")
     return PortalConfig(**values)
+
+
+_SMTP_TYPES: dict[str, Any] = {"host": str, "port": int, "starttls": bool, "from": str,
+                               "username": str, "password_file": str, "templates": str}
+
+
+def _smtp(raw: Any, problems: Problems) -> SmtpConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("config key 'smtp': expected a mapping (host, port, starttls, from, "
+                          "username, password_file)")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"smtp.{key}"
+        with problems.collect(name):
+            if key not in _SMTP_TYPES:
+                raise ConfigError(f"unknown config key {name!r}{_did_you_mean(key, _SMTP_TYPES)}")
+            checked = _check_type(name, value, _SMTP_TYPES[key])
+            if key == "port" and not 0 < checked < 65536:
+                raise ConfigError(f"config key {name!r}: {value} is out of range (1..65535)")
+            if key in ("password_file", "templates") and not os.path.isabs(checked):
+                raise ConfigError(f"config key {name!r}: {value!r} must be an absolute path")
+            if key == "from" and ("@" not in checked or any(c in checked for c in "\r\n<>")):
+                raise ConfigError(f"config key {name!r}: {value!r} is not an e-mail address")
+            values["from_address" if key == "from" else key] = checked
+    with problems.collect("smtp.password_file"):
+        if ("username" in values) != ("password_file" in values):
+            values.pop("username", None)
+            values.pop("password_file", None)
+            raise ConfigError("config keys 'smtp.username' and 'smtp.password_file' go together")
+    return SmtpConfig(**values)
 
 
 def _testing(raw: Any, daemon: bool) -> dict[str, bool]:
@@ -431,6 +479,8 @@ def _value(key: str, value: Any, daemon: bool, problems: Problems) -> Any:
         return _testing(value, daemon)
     if key == "portal":
         return _portal(value, problems)
+    if key == "smtp":
+        return _smtp(value, problems)
     if key == "directory":
         directory, found = parse_directory_collect(value)
         for where, message in found:

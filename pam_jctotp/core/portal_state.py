@@ -60,11 +60,15 @@ class ResetLink:
 class Outbox(Protocol):
     """Where mails go: queued, sent by another thread (never blocks a verb)."""
 
+    enabled: bool
+
     def send(self, template: str, to: str, **fields: object) -> None: ...
 
 
 class NoOutbox:
     """No `smtp:` configured: nothing is sent."""
+
+    enabled = False
 
     def send(self, template: str, to: str, **fields: object) -> None:
         pass

@@ -24,6 +24,7 @@ log = logging.getLogger("jctotpd")
 ADMIN_VERBS: dict[str, Callable[[Accounts, str, dict[str, Any]], Conversation]] = {
     "user.add": a.user_add, "user.list": a.user_list, "user.show": a.user_show,
     "user.set": a.user_set, "user.remove": a.user_remove,
+    "user.resend-email": a.user_resend_email,
     "mfa.enable": a.mfa_enable, "mfa.reset": a.mfa_reset, "mfa.disable": a.mfa_disable,
     "unlock": a.unlock, "passwd.admin": a.admin_passwd, "audit": a.audit_read,
     "clock.set": a.clock_set, "doctor": a.doctor,

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from ..errors import JctotpError
 from ..model import ExitCode, MfaState, UserRecord
 from ..secret import Secret
-from . import lockout, provisioning, qr
+from . import lockout, notices, provisioning, qr
 from .accounts import Accounts, StaleKey
 from .portal_state import Session
 from .report import summary
@@ -128,8 +128,7 @@ def signin(acc: Accounts, args: dict[str, Any]) -> Conversation:
         yield Result(ExitCode.LOCKED, LOCKED_TEXT, delay=True)
         return
     if not (yield VerifyPassword(rec.name, password)):
-        if lockout.failed(acc, attempt):
-            _mail_locked(acc, rec)
+        lockout.failed(acc, attempt)
         _audit(acc, "login_fail", rec.name, args, reason="wrong_password")
         yield Result(ExitCode.REFUSED, WRONG, delay=True)
         return
@@ -179,8 +178,7 @@ def code(acc: Accounts, args: dict[str, Any]) -> Conversation:
     acc.portal.close(token)
     if check.reason == "replay":
         _audit(acc, "replay_refused", rec.name, args)
-    if lockout.failed(acc, attempt):
-        _mail_locked(acc, rec)
+    lockout.failed(acc, attempt)
     _audit(acc, "login_fail", rec.name, args, reason=check.reason)
     yield Result(ExitCode.REFUSED, WRONG_CODE + " Sign in again.", delay=True)
 
@@ -230,8 +228,7 @@ def prove(acc: Accounts, args: dict[str, Any]) -> Conversation:
         return
     if check.reason == "replay":
         _audit(acc, "replay_refused", rec.name, args)
-    if lockout.failed(acc, attempt):
-        _mail_locked(acc, rec)
+    lockout.failed(acc, attempt)
     _audit(acc, "login_fail", rec.name, args, reason=check.reason)
     yield Result(ExitCode.REFUSED, WRONG_CODE, delay=True)
 
@@ -329,8 +326,7 @@ def passwd(acc: Accounts, args: dict[str, Any]) -> Conversation:
         yield Result(ExitCode.LOCKED, LOCKED_TEXT, delay=True)
         return
     if not (yield VerifyPassword(rec.name, current)):
-        if lockout.failed(acc, attempt):
-            _mail_locked(acc, rec)
+        lockout.failed(acc, attempt)
         _audit(acc, "login_fail", rec.name, args, reason="wrong_password")
         yield Result(ExitCode.REFUSED, "That password is not right; nothing was changed.",
                      delay=True)
@@ -339,7 +335,6 @@ def passwd(acc: Accounts, args: dict[str, Any]) -> Conversation:
     yield SetPassword(rec.name, new, old=current)
     acc.password_changed(rec.name, rec.name)
     acc.portal.close_user(rec.name, keep=args.get("session"))
-    _mail(acc, rec, "password_changed")
     yield Result(message="Password changed.")
 
 
@@ -357,8 +352,9 @@ def forgot(acc: Accounts, args: dict[str, Any]) -> Conversation:
     if rec is not None and rec.email:
         expires = acc.now() + acc.config.password_reset_minutes * 60
         token = acc.portal.new_reset(rec.name, expires)
-        _mail(acc, rec, "password_reset", link=f"{acc.config.portal.public_url}/reset/{token}",
-              minutes=acc.config.password_reset_minutes)
+        notices.send(acc, rec.name, "password_reset",
+                     link=f"{acc.config.portal.public_url}/reset/{token}",
+                     minutes=acc.config.password_reset_minutes)
         _audit(acc, "password_reset_requested", rec.name, args)
     yield Result(message=RESET_SENT)
 
@@ -406,8 +402,7 @@ def reset(acc: Accounts, args: dict[str, Any]) -> Conversation:
         check = acc.check_code(rec, acc.active_secret(rec), arg(args, "code", str, ""),
                                consume=True, reset_failures=True)
         if not check.ok:
-            if lockout.failed(acc, attempt):
-                _mail_locked(acc, rec)
+            lockout.failed(acc, attempt)
             _audit(acc, "login_fail", rec.name, args, reason=check.reason)
             yield Result(ExitCode.REFUSED, WRONG_CODE, delay=True)
             return
@@ -419,20 +414,7 @@ def reset(acc: Accounts, args: dict[str, Any]) -> Conversation:
     acc.password_changed(rec.name, rec.name)
     acc.portal.close_user(rec.name)  # whoever was signed in with the old password
     _audit(acc, "password_reset", rec.name, args)
-    _mail(acc, rec, "password_changed")
     yield Result(message="Password changed; sign in with the new one.")
-
-
-# --- mail ----------------------------------------------------------------------
-
-
-def _mail(acc: Accounts, rec: UserRecord, template: str, **fields: object) -> None:
-    if rec.email:
-        acc.outbox.send(template, rec.email, user=rec.name, **fields)
-
-
-def _mail_locked(acc: Accounts, rec: UserRecord) -> None:
-    _mail(acc, rec, "account_locked")
 
 
 PORTAL_VERBS: dict[str, Callable[[Accounts, dict[str, Any]], Conversation]] = {

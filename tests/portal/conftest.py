@@ -35,3 +35,11 @@ def stack(make_daemon):
 @pytest.fixture
 def browser_for():
     return Browser
+
+
+@pytest.fixture
+def smtp():
+    from smtpsink import Sink
+    sink = Sink().start()
+    yield sink
+    sink.stop()

@@ -66,6 +66,7 @@ WRONG_TYPES = {
     "account_name": 0, "control_socket": b"/x", "audit_log": 0.5,
     "database": 5, "secret_key_file": True, "host_name": [], "break_glass_group": 1,
     "mfa_groups": "mfa", "directory": "ldap", "portal": "yes", "password_reset_minutes": "30",
+    "smtp": "localhost", "enrollment_reminder_days": "2",
 }
 
 
@@ -414,3 +415,22 @@ def test_portal_keys_round_trip():
                                    "session_idle_minutes": 5}, "password_reset_minutes": 60})
     assert cfg.portal.listen == "[::1]:9443" and cfg.portal.public_url == "https://mfa.example.org"
     assert cfg.portal.session_idle_minutes == 5 and cfg.password_reset_minutes == 60
+
+
+@pytest.mark.parametrize("smtp, key", [
+    ({"port": 0}, "smtp.port"), ({"starttls": "yes"}, "smtp.starttls"),
+    ({"from": "nobody"}, "smtp.from"), ({"from": "a@b\nBcc: x@y"}, "smtp.from"),
+    ({"username": "u"}, "smtp.password_file"), ({"password_file": "pw"}, "smtp.password_file"),
+    ({"hots": "x"}, "smtp.hots"), ({"templates": "mail"}, "smtp.templates"),
+])
+def test_smtp_keys_are_checked(smtp, key):
+    assert repr(key) in error({"smtp": smtp})
+
+
+def test_smtp_round_trips():
+    cfg = config.parse({"smtp": {"host": "mail.example.org", "port": 587, "starttls": True,
+                                 "from": "mfa@example.org", "username": "mfa",
+                                 "password_file": "/etc/jctotp/smtp.pw"}})
+    assert cfg.smtp is not None and cfg.smtp.from_address == "mfa@example.org"
+    assert cfg.smtp.port == 587 and cfg.smtp.starttls and cfg.enrollment_reminder_days == 2
+    assert config.parse({}).smtp is None

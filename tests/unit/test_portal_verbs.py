@@ -20,6 +20,8 @@ ADDR = "192.0.2.7"
 
 
 class Mails:
+    enabled = True
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, dict]] = []
 
