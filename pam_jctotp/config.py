@@ -118,7 +118,7 @@ class Config:
     # secret while the fleet database is down (fleet/breakglass.py).
     break_glass_group: str | None = None
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
-    portal: PortalConfig = PortalConfig()
+    portal: PortalConfig = field(default_factory=PortalConfig)
     # How long a forgotten-password link works (single use).
     password_reset_minutes: int = 30
     smtp: SmtpConfig | None = None           # absent: no mail is sent
