@@ -27,7 +27,8 @@ fi
 # libpq5: psycopg (the fleet store's driver) loads it at import.
 pkgs=(gcc make libc6-dev libpam0g-dev libpam-modules oathtool python3 python3-venv libpq5)
 # docker.io comes from scripts/ensure-docker.sh: it keeps the package from starting a bridged dockerd.
-[ "$fast" = no ] && pkgs+=(debootstrap openssh-client dpkg-dev clang libclang-rt-14-dev)
+[ "$fast" = no ] && pkgs+=(debootstrap openssh-client dpkg-dev clang libclang-rt-14-dev
+                           chromium chromium-driver)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -87,6 +88,9 @@ scripts/test-asan.sh -q -n "$workers" -m "pam and not serial"
 scripts/test-asan.sh -q -m "pam and serial"
 step "fuzzing the shim's frame parser (libFuzzer, ASan + UBSan)"
 scripts/fuzz.sh 60
+
+step "the User Portal in headless chromium (Selenium), screenshots in ${JCTOTP_PORTAL_SHOTS:=$repo/build/portal-shots}"
+JCTOTP_PORTAL_SHOTS=$JCTOTP_PORTAL_SHOTS "$PYTHON" -m pytest -q tests/browser
 
 step "real PostgreSQL and slapd, private on 127.0.0.1 (fleet + directory)"
 JCTOTP_TEST_POSTGRES=1 "$PYTHON" -m pytest -q tests/fleet tests/ldap tests/unit/test_store_contract.py

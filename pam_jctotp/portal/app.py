@@ -8,7 +8,7 @@ Security of the pages, in one place (the middleware below):
 - every POST needs the session's CSRF token AND an Origin equal to
   `portal.public_url`'s (a form without Origin is refused too);
 - CSP without inline script or style, X-Frame-Options DENY, nosniff, no
-  referrer (the reset link is in the URL), Cache-Control no-store everywhere
+  referrer to another site (the reset link is in the URL), Cache-Control no-store everywhere
   (pages show keys and recovery codes);
 - jinja2 autoescape for every page; the daemon audits each action with the
   browser's address.
@@ -45,7 +45,9 @@ SECURITY_HEADERS = {
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on
+    # our own forms; no other site ever gets the reset link of the URL.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 # Where a proof (a fresh code) may send the browser back to.
