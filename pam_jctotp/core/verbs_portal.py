@@ -29,6 +29,7 @@ from ..model import ExitCode, MfaState, UserRecord
 from ..secret import Secret
 from . import lockout, notices, provisioning, qr
 from .accounts import Accounts, StaleKey
+from .lockout import Attempt
 from .portal_state import Session
 from .report import summary
 from .steps import Conversation, Result, SetPassword, VerifyPassword
@@ -95,6 +96,29 @@ def _fresh(acc: Accounts, s: Session) -> bool:
     return s.code_at is not None and acc.now() - s.code_at <= FRESH_CODE
 
 
+def _begin(acc: Accounts, rec: UserRecord) -> Attempt | None:
+    """Reserve one attempt (core/lockout.py); None when locked."""
+    return None if acc.is_locked(rec) else lockout.begin(acc, rec)
+
+
+def _settle_code(acc: Accounts, rec: UserRecord, attempt: Attempt, answer: str,
+                 args: dict[str, Any]) -> str | None:
+    """One code (or recovery code) on a reserved attempt: a right one is used up and
+    settles it ("totp" | "recovery"), a wrong one counts (None)."""
+    check = acc.check_code(rec, acc.active_secret(rec), answer, consume=True,
+                           reset_failures=True)
+    if check.ok:
+        lockout.succeeded(acc, attempt, counter_reset=check.reason == "totp")
+        if check.reason == "recovery":
+            _audit(acc, "recovery_code_used", rec.name, args)
+        return check.reason
+    if check.reason == "replay":
+        _audit(acc, "replay_refused", rec.name, args)
+    lockout.failed(acc, attempt)
+    _audit(acc, "login_fail", rec.name, args, reason=check.reason)
+    return None
+
+
 def _next_page(acc: Accounts, rec: UserRecord) -> str:
     state = acc.state(rec)
     return "enroll" if state in (MfaState.PENDING, MfaState.ENROLL_NOW) else "home"
@@ -122,7 +146,7 @@ def signin(acc: Accounts, args: dict[str, Any]) -> Conversation:
         _audit(acc, "login_fail", name or None, args, reason="unknown_user")
         yield Result(ExitCode.REFUSED, WRONG, delay=True)
         return
-    attempt = None if acc.is_locked(rec) else lockout.begin(acc, rec)
+    attempt = _begin(acc, rec)
     if attempt is None:
         _audit(acc, "login_fail", rec.name, args, reason="locked")
         yield Result(ExitCode.LOCKED, LOCKED_TEXT, delay=True)
@@ -165,21 +189,13 @@ def code(acc: Accounts, args: dict[str, Any]) -> Conversation:
         acc.portal.close(token)
         lockout.release(acc, attempt)
         raise SignedOut(SIGNED_OUT)
-    check = acc.check_code(rec, acc.active_secret(rec), answer, consume=True,
-                           reset_failures=True)
-    if check.ok:
-        lockout.succeeded(acc, attempt, counter_reset=check.reason == "totp")
+    how = _settle_code(acc, rec, attempt, answer, args)
+    if how is not None:
         s.code_at = acc.now()
-        if check.reason == "recovery":
-            _audit(acc, "recovery_code_used", rec.name, args)
-        _audit(acc, "login_ok", rec.name, args, how=check.reason)
+        _audit(acc, "login_ok", rec.name, args, how=how)
         yield Result(data={"next": "home"})
         return
     acc.portal.close(token)
-    if check.reason == "replay":
-        _audit(acc, "replay_refused", rec.name, args)
-    lockout.failed(acc, attempt)
-    _audit(acc, "login_fail", rec.name, args, reason=check.reason)
     yield Result(ExitCode.REFUSED, WRONG_CODE + " Sign in again.", delay=True)
 
 
@@ -213,24 +229,15 @@ def prove(acc: Accounts, args: dict[str, Any]) -> Conversation:
     if acc.state(rec) is not MfaState.ACTIVE:
         yield _refused("You have no authenticator yet: enroll first.")
         return
-    attempt = None if acc.is_locked(rec) else lockout.begin(acc, rec)
+    attempt = _begin(acc, rec)
     if attempt is None:
         yield Result(ExitCode.LOCKED, LOCKED_TEXT, delay=True)
         return
-    check = acc.check_code(rec, acc.active_secret(rec), arg(args, "code", str, ""),
-                           consume=True, reset_failures=True)
-    if check.ok:
-        lockout.succeeded(acc, attempt, counter_reset=check.reason == "totp")
-        s.code_at = acc.now()
-        if check.reason == "recovery":
-            _audit(acc, "recovery_code_used", rec.name, args)
-        yield Result(data={"fresh_code": True})
+    if _settle_code(acc, rec, attempt, arg(args, "code", str, ""), args) is None:
+        yield Result(ExitCode.REFUSED, WRONG_CODE, delay=True)
         return
-    if check.reason == "replay":
-        _audit(acc, "replay_refused", rec.name, args)
-    lockout.failed(acc, attempt)
-    _audit(acc, "login_fail", rec.name, args, reason=check.reason)
-    yield Result(ExitCode.REFUSED, WRONG_CODE, delay=True)
+    s.code_at = acc.now()
+    yield Result(data={"fresh_code": True})
 
 
 def _key_data(acc: Accounts, name: str, secret: Secret) -> dict[str, Any]:
@@ -321,7 +328,7 @@ def passwd(acc: Accounts, args: dict[str, Any]) -> Conversation:
     if acc.state(rec) is MfaState.ACTIVE and not _fresh(acc, s):
         yield _refused(NEED_CODE, need_code=True)
         return
-    attempt = None if acc.is_locked(rec) else lockout.begin(acc, rec)
+    attempt = _begin(acc, rec)
     if attempt is None:
         yield Result(ExitCode.LOCKED, LOCKED_TEXT, delay=True)
         return
@@ -395,18 +402,13 @@ def reset(acc: Accounts, args: dict[str, Any]) -> Conversation:
         yield Result(ExitCode.LOCKED, LOCKED_TEXT, delay=True)
         return
     if acc.state(rec) is MfaState.ACTIVE:
-        attempt = lockout.begin(acc, rec)
+        attempt = _begin(acc, rec)
         if attempt is None:
             yield Result(ExitCode.LOCKED, LOCKED_TEXT, delay=True)
             return
-        check = acc.check_code(rec, acc.active_secret(rec), arg(args, "code", str, ""),
-                               consume=True, reset_failures=True)
-        if not check.ok:
-            lockout.failed(acc, attempt)
-            _audit(acc, "login_fail", rec.name, args, reason=check.reason)
+        if _settle_code(acc, rec, attempt, arg(args, "code", str, ""), args) is None:
             yield Result(ExitCode.REFUSED, WRONG_CODE, delay=True)
             return
-        lockout.succeeded(acc, attempt, counter_reset=check.reason == "totp")
     if acc.portal.redeem_reset(token, acc.now()) is None:
         yield _refused(BAD_LINK)
         return

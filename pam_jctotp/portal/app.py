@@ -260,11 +260,7 @@ class Portal:
         self.signed_in(request)
         f = await self.form(request)
         reply = await self.ask(request, "portal.confirm", code=f.get("code", ""))
-        if not reply.ok:
-            request[WS].flash = reply.message
-            return self.redirect("/enroll?step=scan")
-        return self.page(request, "codes.html", title="Your recovery codes",
-                         message=reply.message, codes=reply.data["recovery_codes"])
+        return self.codes_page(request, reply, "/enroll?step=scan")
 
     async def prove(self, request: web.Request) -> web.StreamResponse:
         self.signed_in(request)
@@ -298,9 +294,13 @@ class Portal:
     async def recovery_codes(self, request: web.Request) -> web.StreamResponse:
         self.signed_in(request)
         reply = await self.ask(request, "portal.recovery-codes")
+        return self.codes_page(request, reply, "/recovery-codes")
+
+    def codes_page(self, request: web.Request, reply: Reply, back: str) -> web.Response:
+        """New recovery codes, shown once (no-store); or back to `back` with why not."""
         if not reply.ok:
             request[WS].flash = reply.message
-            return self.redirect("/recovery-codes")
+            return self.redirect(back)
         return self.page(request, "codes.html", title="Your recovery codes",
                          message=reply.message, codes=reply.data["recovery_codes"])
 

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from harness import Mails
 
 from pam_jctotp.config import SmtpConfig
 from pam_jctotp.core import notices
 from pam_jctotp.core.policy import DAY
 from pam_jctotp.mail import TEMPLATES, render
-
-
-class Mails:
-    enabled = True
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, dict]] = []
-
-    def send(self, template: str, to: str, **fields: object) -> None:
-        self.sent.append((template, to, fields))
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import re
 
 import pyotp
 import pytest
-from harness import PASSWORD, drive
+from harness import PASSWORD, Mails, drive
 
 from pam_jctotp.core import verbs as control
 from pam_jctotp.core.login import Login
@@ -17,16 +17,6 @@ from pam_jctotp.secret import Secret
 
 NOBODY = 65534
 ADDR = "192.0.2.7"
-
-
-class Mails:
-    enabled = True
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, dict]] = []
-
-    def send(self, template: str, to: str, **fields: object) -> None:
-        self.sent.append((template, to, fields))
 
 
 def call(world, verb: str, uid: int = 0, **args) -> Result:
