@@ -27,7 +27,7 @@ from typing import Any, Callable
 from ..errors import JctotpError
 from ..model import ExitCode, MfaState, UserRecord
 from ..secret import Secret
-from . import lockout, notices, provisioning, qr
+from . import lockout, notices, policy, provisioning, qr
 from .accounts import Accounts, StaleKey
 from .lockout import Attempt
 from .portal_state import Session
@@ -39,6 +39,7 @@ from .verbargs import arg, new_password
 log = logging.getLogger("jctotpd")
 
 FRESH_CODE = 300.0   # seconds: "a code typed within the last 5 minutes"
+LAST_LOGINS_DAYS = 30
 SERVICE = "portal"
 
 WRONG = "Wrong name or password."
@@ -213,7 +214,10 @@ def status(acc: Accounts, args: dict[str, Any]) -> Conversation:
     s = _session(acc, args)
     rec = _record(acc, s, args)
     data = summary(acc, rec)
-    logins = [e for e in acc.audit_log.events(user=rec.name)
+    # The last 30 days (the fleet's audit table is asked for no more; a local log is
+    # kept short by logrotate).
+    logins = [e for e in acc.audit_log.events(user=rec.name, since=acc.now() - LAST_LOGINS_DAYS
+                                              * policy.DAY)
               if e.get("event") in ("login_ok", "login_fail")]
     data["last_logins"] = [{k: e.get(k) for k in ("time", "event", "service", "rhost", "host")}
                            for e in logins[-5:][::-1]]
