@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
 import threading
+from pathlib import Path
 
 import pyotp
 from portallib import Browser
@@ -186,3 +188,38 @@ def test_enrollment_in_the_period_through_the_pages(stack):
     done = b.post("/enroll", {"code": pyotp.TOTP(key.replace(" ", "")).now()})
     assert len(re.findall(r"<li><code>", done.text)) == 10
     assert daemon.user("carol")["mfa"] == "active"
+
+
+def test_ssh_and_portal_guesses_share_one_counter(stack, tmp_path):
+    """Two wrong codes through the real PAM stack (the shim, as sshd would), then 50
+    concurrent guesses on the portal: exactly max_attempts - 2 more are evaluated,
+    and the lock they reach refuses the next PAM login."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pam"))
+    import pamdriver as pd
+    pd.build_shim()
+    daemon, portal = stack(max_attempts=5, portal={"signins_per_minute": 1000})
+    totp = daemon.add_user("alice")
+    confdir = tmp_path / "pam.d"
+    confdir.mkdir()
+    svc = pd.service(confdir, daemon)
+    guess = wrong(totp)
+    for _ in range(2):
+        assert pd.run(confdir, svc, "alice", [PASSWORD, guess]).rc == pd.PAM_AUTH_ERR
+
+    def one() -> None:
+        b = Browser(portal.url)
+        b.get("/signin")
+        if "/code" in b.post("/signin", {"name": "alice", "password": PASSWORD}).url:
+            b.post("/code", {"code": guess})
+
+    threads = [threading.Thread(target=one) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    fails = [e for e in daemon.audit_events()
+             if e["event"] == "login_fail" and e.get("reason") == "wrong_code"]
+    assert [e.get("service") for e in fails].count("portal") == 3
+    assert daemon.user("alice")["locked"]
+    r = pd.run(confdir, svc, "alice", [PASSWORD, code_at(totp)])
+    assert r.rc == pd.PAM_MAXTRIES, r
