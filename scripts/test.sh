@@ -95,7 +95,7 @@ JCTOTP_PORTAL_SHOTS=$JCTOTP_PORTAL_SHOTS "$PYTHON" -m pytest -q tests/browser
 step "real PostgreSQL and slapd, private on 127.0.0.1 (fleet + directory)"
 JCTOTP_TEST_POSTGRES=1 "$PYTHON" -m pytest -q tests/fleet tests/ldap tests/unit/test_store_contract.py
 step "real libpam again, every daemon's state on PostgreSQL"
-JCTOTP_TEST_DATABASE=postgres pytest_split tests/pam  # a PostgreSQL per worker
+JCTOTP_TEST_DATABASE=postgres pytest_split tests/pam tests/portal  # a PostgreSQL per worker
 
 # --- containers: real sshd and OpenSSH client -----------------------------------------
 step "Docker engine and images"
