@@ -244,7 +244,9 @@ def raise_fd_limit() -> int:
 RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections", "pam_processes",
                 "password_hash", "testing", "directory",
                 # the fleet: the store, the key, the audit name and the sync are made at start
-                "database", "secret_key_file", "host_name", "break_glass_group")
+                "database", "secret_key_file", "host_name", "break_glass_group",
+                # the mail thread is made at start with its server (issue 23)
+                "smtp")
 LDAP_RESTART_KEYS = ("admin_groups", "exempt_groups", "mfa_groups")
 
 
