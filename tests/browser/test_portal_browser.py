@@ -38,8 +38,15 @@ class Flow:
             box.send_keys(value)
 
     def click(self, element_id: str) -> None:
+        """Click a submit button or link and wait for the next page to load."""
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.webdriver.support.ui import WebDriverWait
+        old = self.d.find_element(By.TAG_NAME, "html")
         self.d.find_element(By.ID, element_id).click()
+        WebDriverWait(self.d, 20).until(ec.staleness_of(old))
+        WebDriverWait(self.d, 20).until(
+            lambda d: d.execute_script("return document.readyState") == "complete")
 
     def text(self, element_id: str) -> str:
         from selenium.webdriver.common.by import By
