@@ -49,6 +49,7 @@ SECURITY_HEADERS = {
     # our own forms; no other site ever gets the reset link of the URL.
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
+    "Server": "jctotp-portal",   # not aiohttp's name and version
 }
 # Where a proof (a fresh code) may send the browser back to.
 NEXT_PAGES = ("/reset-phone", "/recovery-codes", "/password")
@@ -140,7 +141,8 @@ class Portal:
             response.set_cookie(COOKIE, new_sid, secure=True, httponly=True, samesite="Strict",
                                 path="/")
         for key, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(key, value)
+            if key == "Server" or key not in response.headers:
+                response.headers[key] = value
         return response
 
     def _forbidden(self, text: str) -> web.Response:

@@ -40,6 +40,7 @@ def test_sign_in_with_a_code_and_the_headers(stack):
     assert "default-src 'none'" in h["Content-Security-Policy"]
     assert h["X-Frame-Options"] == "DENY" and h["Cache-Control"] == "no-store"
     assert h["Referrer-Policy"] == "same-origin"
+    assert h["Server"] == "jctotp-portal"
     assert "<script" not in home.text and "style=" not in home.text
     events = [e for e in daemon.audit_events() if e["event"] == "login_ok"]
     assert events[-1]["service"] == "portal" and events[-1]["rhost"] == "127.0.0.1"
