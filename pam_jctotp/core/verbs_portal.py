@@ -29,6 +29,7 @@ from ..model import ExitCode, MfaState, UserRecord
 from ..secret import Secret
 from . import lockout, notices, policy, provisioning, qr
 from .accounts import Accounts, StaleKey
+from .login import MFA_FOR_ALL_TEXT
 from .lockout import Attempt
 from .portal_state import Session
 from .report import summary
@@ -169,6 +170,10 @@ def signin(acc: Accounts, args: dict[str, Any]) -> Conversation:
     if state is MfaState.EXPIRED:
         _audit(acc, "login_fail", rec.name, args, reason="enrollment_expired")
         yield _refused(EXPIRED_TEXT)
+        return
+    if state is MfaState.OFF and cfg.require_mfa_for_all:  # as an SSH login is refused
+        _audit(acc, "login_fail", rec.name, args, reason="mfa_required_for_all")
+        yield _refused(MFA_FOR_ALL_TEXT)
         return
     token = acc.portal.open(session)
     _audit(acc, "login_ok", rec.name, args, how="password_only")

@@ -249,3 +249,13 @@ def test_tokens_are_kept_hashed(world, mails):
     call(world, "portal.forgot", login="alice")
     link = _reset_link(mails)
     assert token not in world.acc.portal.sessions and link not in world.acc.portal.resets
+
+
+def test_expired_and_mfa_for_all_are_refused_as_over_ssh(make_world):
+    world = make_world(require_mfa_for_all=True)
+    world.add("bob", mfa="off")
+    world.add("dan", mfa="expired")
+    for name in ("bob", "dan"):
+        r = call(world, "portal.signin", name=name, password=PASSWORD)
+        assert r.exit == ExitCode.REFUSED and r.data is None, name
+        assert world.store.get(name).failed_count == 0   # the password was right
