@@ -13,6 +13,7 @@
 
 #define PAM_SM_AUTH
 #define PAM_SM_ACCOUNT
+#define PAM_SM_PASSWORD
 #include <security/pam_appl.h>
 #include <security/pam_ext.h>
 #include <security/pam_modules.h>
@@ -309,4 +310,19 @@ PAM_EXTERN int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const c
 {
     (void)flags;
     return jc_call(pamh, argc, argv, "acct");
+}
+
+/* passwd through PAM (docs/protocol.md, "call=passwd"). Linux-PAM runs the
+ * password stack twice and the second pass acts on the first pass's return
+ * codes, so the preliminary check asks the daemon too: SUCCESS for a user it
+ * manages, PAM_IGNORE for anyone else (pam_unix's line then changes theirs).
+ * It asks the user nothing and uses nothing up; the update pass asks the
+ * current password, the code, and the new password twice. */
+PAM_EXTERN int pam_sm_chauthtok(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+    if (flags & PAM_PRELIM_CHECK)
+        return jc_call(pamh, argc, argv, "passwd_prelim");
+    if (flags & PAM_UPDATE_AUTHTOK)
+        return jc_call(pamh, argc, argv, "passwd");
+    return PAM_SERVICE_ERR;
 }

@@ -31,6 +31,7 @@ EVENTS = frozenset({
     "recovery_code_used", "recovery_codes_regenerated", "replay_refused", "exempted",
     "user_added", "user_removed", "user_changed", "acct_refused", "daemon_started",
     "user_provisioned",
+    "portal_signout", "password_reset_requested", "password_reset",  # the User Portal
     "abandoned",  # the client left before the verdict reached the shim: PAM refused it
 })
 

@@ -40,6 +40,37 @@ class PasswordHashParams:
 
 
 @dataclass(frozen=True)
+class PortalConfig:
+    """`portal:` (issue 23): jctotp-portal reads listen/tls/public_url; jctotpd reads the
+    rest (the session rules are enforced by the daemon, not the web layer)."""
+
+    # The local user jctotp-portal runs as: the only non-root peer of the portal verbs.
+    user: str = "jctotp-portal"
+    listen: str = "127.0.0.1:8443"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # The URL users reach the portal at: links in mails, and the Origin forms must carry.
+    public_url: str = "https://127.0.0.1:8443"
+    session_idle_minutes: int = 15
+    session_lifetime_minutes: int = 480
+    # Sign-in and forgotten-password requests per client address and minute.
+    signins_per_minute: int = 10
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """`smtp:` (issue 23): where jctotpd sends its mails (never a secret or a code)."""
+
+    host: str = "localhost"
+    port: int = 25
+    starttls: bool = False
+    from_address: str = "jctotp@localhost"   # the key is `from`
+    username: str | None = None
+    password_file: str | None = None           # the password lives in a file, never here
+    templates: str = "/etc/jctotp/mail"        # overrides of the shipped templates
+
+
+@dataclass(frozen=True)
 class Config:
     pam_socket: str = "/run/jctotp/pam.sock"
     control_socket: str = "/run/jctotp/control.sock"
@@ -87,6 +118,12 @@ class Config:
     # secret while the fleet database is down (fleet/breakglass.py).
     break_glass_group: str | None = None
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
+    portal: PortalConfig = field(default_factory=PortalConfig)
+    # How long a forgotten-password link works (single use).
+    password_reset_minutes: int = 30
+    smtp: SmtpConfig | None = None           # absent: no mail is sent
+    # The reminder mail goes this many days before an enrollment period ends (0: none).
+    enrollment_reminder_days: int = 2
     testing: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -120,6 +157,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "recovery_codes": (0, 50),
     "max_connections": (1, 65536),
     "pam_processes": (1, 16),
+    "password_reset_minutes": (5, 1440),
+    "enrollment_reminder_days": (0, 30),
 }
 _ENUMS: dict[str, tuple[str, ...]] = {
     "audit_failure": ("continue", "deny"),
@@ -164,7 +203,8 @@ _TYPES: dict[str, Any] = {
     "require_mfa_for_all": bool, "unknown_users": str, "default_enrollment_days": int,
     "enrollment_attempts": int,
     "recovery_codes": int, "create_system_accounts": bool, "max_connections": int,
-    "pam_processes": int,
+    "pam_processes": int, "password_reset_minutes": int,
+    "enrollment_reminder_days": int,
     "database": str, "secret_key_file": str, "host_name": str, "break_glass_group": str,
 }
 
@@ -201,6 +241,80 @@ def _password_hash(raw: Any, problems: Problems) -> PasswordHashParams:
                                   f"argon2id minimum ({getattr(floor, key)}) or absurdly large")
             values[key] = number
     return PasswordHashParams(**values)
+
+
+_PORTAL_RANGES = {"session_idle_minutes": (1, 1440), "session_lifetime_minutes": (5, 10080),
+                  "signins_per_minute": (1, 1000)}
+
+
+def _portal(raw: Any, problems: Problems) -> PortalConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("config key 'portal': expected a mapping")
+    known = {f.name for f in fields(PortalConfig)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"portal.{key}"
+        with problems.collect(name):
+            if key not in known:
+                raise ConfigError(f"unknown config key {name!r}{_did_you_mean(key, known)}")
+            if key in _PORTAL_RANGES:
+                number = _check_type(name, value, int)
+                lo, hi = _PORTAL_RANGES[key]
+                if not lo <= number <= hi:
+                    raise ConfigError(f"config key {name!r}: {value} is out of range ({lo}..{hi})")
+                values[key] = number
+                continue
+            text = _check_type(name, value, str)
+            if key in ("tls_cert", "tls_key") and not os.path.isabs(text):
+                raise ConfigError(f"config key {name!r}: {value!r} must be an absolute path")
+            if key == "listen":
+                host, _, port = text.rpartition(":")
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ConfigError(f"config key {name!r}: {value!r} is not HOST:PORT "
+                                      "(e.g. 127.0.0.1:8443)")
+            if key == "public_url":
+                url = urlsplit(text)
+                if url.scheme not in ("https", "http") or not url.netloc or url.query:
+                    raise ConfigError(f"config key {name!r}: {value!r} is not an http(s) URL "
+                                      "(e.g. https://mfa.example.org)")
+                text = text.rstrip("/")
+            values[key] = text
+    with problems.collect("portal.tls_cert"):
+        if ("tls_cert" in values) != ("tls_key" in values):
+            values.pop("tls_cert", None)
+            values.pop("tls_key", None)
+            raise ConfigError("config keys 'portal.tls_cert' and 'portal.tls_key' go together")
+    return PortalConfig(**values)
+
+
+_SMTP_TYPES: dict[str, Any] = {"host": str, "port": int, "starttls": bool, "from": str,
+                               "username": str, "password_file": str, "templates": str}
+
+
+def _smtp(raw: Any, problems: Problems) -> SmtpConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("config key 'smtp': expected a mapping (host, port, starttls, from, "
+                          "username, password_file)")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"smtp.{key}"
+        with problems.collect(name):
+            if key not in _SMTP_TYPES:
+                raise ConfigError(f"unknown config key {name!r}{_did_you_mean(key, _SMTP_TYPES)}")
+            checked = _check_type(name, value, _SMTP_TYPES[key])
+            if key == "port" and not 0 < checked < 65536:
+                raise ConfigError(f"config key {name!r}: {value} is out of range (1..65535)")
+            if key in ("password_file", "templates") and not os.path.isabs(checked):
+                raise ConfigError(f"config key {name!r}: {value!r} must be an absolute path")
+            if key == "from" and ("@" not in checked or any(c in checked for c in "\r\n<>")):
+                raise ConfigError(f"config key {name!r}: {value!r} is not an e-mail address")
+            values["from_address" if key == "from" else key] = checked
+    with problems.collect("smtp.password_file"):
+        if ("username" in values) != ("password_file" in values):
+            values.pop("username", None)
+            values.pop("password_file", None)
+            raise ConfigError("config keys 'smtp.username' and 'smtp.password_file' go together")
+    return SmtpConfig(**values)
 
 
 def _testing(raw: Any, daemon: bool) -> dict[str, bool]:
@@ -363,6 +477,10 @@ def _value(key: str, value: Any, daemon: bool, problems: Problems) -> Any:
         return _password_hash(value, problems)
     if key == "testing":
         return _testing(value, daemon)
+    if key == "portal":
+        return _portal(value, problems)
+    if key == "smtp":
+        return _smtp(value, problems)
     if key == "directory":
         directory, found = parse_directory_collect(value)
         for where, message in found:

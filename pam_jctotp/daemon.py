@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 from . import __version__, config as configmod, logs
 from .audit import AuditLog
 from .clock import Clock
+from .core import notices
 from .core.accounts import Accounts
 from .core.totp import Totp
 from .crypto import SecretBox, key_check, load_or_create_key, read_key
@@ -33,6 +34,7 @@ from .fleet import breakglass
 from .fleet.accounts import SystemAccountSync
 from .fleet.audit import FleetAudit
 from .fleet.sync import FleetSync
+from .mail import Mailer
 from .model import UserRecord
 from .pam_processes import PamProcesses, use_shared_unknown_names
 from .store import Store
@@ -174,8 +176,33 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
         store, sync = fleet_copies(cfg, fleet, system, markers)
         audit = FleetAudit(local, fleet)
     directory = make_directory(cfg, store, system)
-    return Accounts(cfg, store, directory, system, box, Clock(controllable=cfg.clock_control),
-                    audit, markers), audit, sync
+    accounts = Accounts(cfg, store, directory, system, box,
+                        Clock(controllable=cfg.clock_control), audit, markers)
+    if cfg.smtp is not None:
+        accounts.outbox = Mailer(cfg.smtp)  # every process mails what it audits (locks)
+    return accounts, audit, sync
+
+
+def housekeeping(accounts: Accounts) -> Callable[[], None] | None:
+    """What jctotpd does every minute: lock markers follow the store; reminder mails."""
+    jobs: list[Callable[[], None]] = []
+    if isinstance(accounts.markers, LockMarkers):
+        jobs.append(accounts.markers.resync)
+    if accounts.outbox.enabled and accounts.config.enrollment_reminder_days:
+        last = [accounts.now()]
+
+        def reminders() -> None:
+            now = accounts.now()
+            notices.remind(accounts, last[0], now)
+            last[0] = now
+        jobs.append(reminders)
+    if not jobs:
+        return None
+
+    def run() -> None:
+        for job in jobs:
+            job()
+    return run
 
 
 def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccounts,
@@ -217,7 +244,9 @@ def raise_fd_limit() -> int:
 RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections", "pam_processes",
                 "password_hash", "testing", "directory",
                 # the fleet: the store, the key, the audit name and the sync are made at start
-                "database", "secret_key_file", "host_name", "break_glass_group")
+                "database", "secret_key_file", "host_name", "break_glass_group",
+                # the mail thread is made at start with its server (issue 23)
+                "smtp")
 LDAP_RESTART_KEYS = ("admin_groups", "exempt_groups", "mfa_groups")
 
 
@@ -329,8 +358,7 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     control_pool = ThreadPoolExecutor(max_workers=CONTROL_STEP_WORKERS,
                                       thread_name_prefix="control")
     daemon = Daemon(accounts, Driver(accounts.directory, argon2), PAM_STEP_WORKERS,
-                    control_pool, housekeeping=accounts.markers.resync
-                    if isinstance(accounts.markers, LockMarkers) else None)
+                    control_pool, housekeeping=housekeeping(accounts))
     use_shared_unknown_names(accounts, cfg)
     await daemon.start()
     extra = None
@@ -370,6 +398,8 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
         pool.shutdown(wait=False, cancel_futures=True)
     if sync is not None:
         sync.stop()
+    if isinstance(accounts.outbox, Mailer):
+        accounts.outbox.close()
     accounts.store.close()
     audit.close()
 

@@ -98,7 +98,7 @@ class ExitCode(IntEnum):
 class LoginRequest:
     """What the shim's HELLO frame says about one PAM call."""
 
-    call: str            # "auth" | "acct"
+    call: str            # "auth" | "acct" | "passwd_prelim" | "passwd" (pam_sm_chauthtok)
     service: str
     user: str
     rhost: str = ""

@@ -27,7 +27,8 @@ fi
 # libpq5: psycopg (the fleet store's driver) loads it at import.
 pkgs=(gcc make libc6-dev libpam0g-dev libpam-modules oathtool python3 python3-venv libpq5)
 # docker.io comes from scripts/ensure-docker.sh: it keeps the package from starting a bridged dockerd.
-[ "$fast" = no ] && pkgs+=(debootstrap openssh-client dpkg-dev clang libclang-rt-14-dev)
+[ "$fast" = no ] && pkgs+=(debootstrap openssh-client dpkg-dev clang libclang-rt-14-dev
+                           chromium chromium-driver)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -78,8 +79,8 @@ pytest_split() {
 }
 
 # --- fast tier ----------------------------------------------------------------------
-step "unit + real libpam (fast tier)"
-pytest_split tests/unit tests/pam
+step "unit + real libpam + the portal over HTTP (fast tier)"
+pytest_split tests/unit tests/pam tests/portal
 [ "$fast" = yes ] && { step "fast tier passed"; exit 0; }
 
 step "the shim under AddressSanitizer + UBSan"
@@ -88,10 +89,13 @@ scripts/test-asan.sh -q -m "pam and serial"
 step "fuzzing the shim's frame parser (libFuzzer, ASan + UBSan)"
 scripts/fuzz.sh 60
 
+step "the User Portal in headless chromium (Selenium), screenshots in ${JCTOTP_PORTAL_SHOTS:=$repo/build/portal-shots}"
+JCTOTP_PORTAL_SHOTS=$JCTOTP_PORTAL_SHOTS "$PYTHON" -m pytest -q tests/browser
+
 step "real PostgreSQL and slapd, private on 127.0.0.1 (fleet + directory)"
 JCTOTP_TEST_POSTGRES=1 "$PYTHON" -m pytest -q tests/fleet tests/ldap tests/unit/test_store_contract.py
 step "real libpam again, every daemon's state on PostgreSQL"
-JCTOTP_TEST_DATABASE=postgres pytest_split tests/pam  # a PostgreSQL per worker
+JCTOTP_TEST_DATABASE=postgres pytest_split tests/pam tests/portal  # a PostgreSQL per worker
 
 # --- containers: real sshd and OpenSSH client -----------------------------------------
 step "Docker engine and images"

@@ -37,14 +37,17 @@ install -D -m 0644 "$repo/native/pam_jctotp.so" "$stage/lib/$multiarch/security/
 strip --strip-unneeded --remove-section=.comment --remove-section=.note \
     "$stage/lib/$multiarch/security/pam_jctotp.so"
 
-# The daemon and the CLI: the package (every .py, subpackages too) and two
+# The daemon, the CLI and the portal: the package (every .py, subpackages too,
+# the portal's templates and style, the mail templates) and three
 # #!/usr/bin/python3 entry points.
-(cd "$repo" && find pam_jctotp -name '*.py' -not -path '*/__pycache__/*' -print0) |
+(cd "$repo" && find pam_jctotp \( -name '*.py' -o -name '*.html' -o -name '*.css' \
+    -o -name '*.txt' \) -not -path '*/__pycache__/*' -print0) |
     while IFS= read -r -d '' f; do
         install -D -m 0644 "$repo/$f" "$stage/usr/lib/python3/dist-packages/$f"
     done
 install -D -m 0755 "$src/bin/jctotpd" "$stage/usr/sbin/jctotpd"
 install -D -m 0755 "$src/bin/jctotp" "$stage/usr/bin/jctotp"
+install -D -m 0755 "$src/bin/jctotp-portal" "$stage/usr/bin/jctotp-portal"
 
 # Manual pages, bash completion.
 for page in "$repo"/man/*.[0-9]; do
@@ -59,6 +62,7 @@ install -D -m 0644 "$src/bash-completion" "$stage/usr/share/bash-completion/comp
 # profile format has no comments).
 install -D -m 0644 "$src/config.yaml" "$stage/etc/jctotp/config.yaml"
 install -D -m 0644 "$src/jctotpd.service" "$stage/lib/systemd/system/jctotpd.service"
+install -D -m 0644 "$src/jctotp-portal.service" "$stage/lib/systemd/system/jctotp-portal.service"
 install -D -m 0644 "$src/pam-config" "$stage/usr/share/pam-configs/jctotp"
 install -D -m 0644 "$src/logrotate" "$stage/etc/logrotate.d/pam-jctotp"
 

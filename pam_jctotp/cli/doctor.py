@@ -486,4 +486,6 @@ def run(cfg: Config, config_path: str = "", config_problems: list[str] | None = 
     found.extend(pam_findings(cfg, host))
     found.extend(sshd_check(host))
     found.extend(clock_findings(host))
+    from . import doctor_portal   # the portal and mail (issue 23)
+    found.extend(doctor_portal.findings(cfg, host))
     return found

@@ -22,7 +22,7 @@ from ..printable import printable
 from .client import request
 
 EPILOG = """\
-admin verbs (as root): user add|list|show|set|remove, mfa enable|reset|disable,
+admin verbs (as root): user add|list|show|set|resend-email|remove, mfa enable|reset|disable,
   unlock, passwd NAME, audit, doctor
 self-service (as yourself): status, setup, reset, recovery-codes, passwd
 
@@ -177,7 +177,11 @@ def _build_parser() -> argparse.ArgumentParser:
     uset.add_argument("--admin", dest="admin", action="store_true", default=None)
     uset.add_argument("--no-admin", dest="admin", action="store_false")
     uset.add_argument("--email", metavar="ADDR",
-                      help="address for account_name's {email} ('' removes it); no mail is sent")
+                      help="the user's e-mail address: mails (smtp:) and account_name's "
+                      "{email} ('' removes it)")
+    resend = json_flag(usub.add_parser("resend-email", help="send the MFA-enabled mail "
+                                       "again (a user in their enrollment period)"))
+    resend.add_argument("name")
     rm = json_flag(usub.add_parser("remove", help="remove from the directory"))
     rm.add_argument("name")
 

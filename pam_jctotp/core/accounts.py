@@ -8,6 +8,7 @@ and limits, check a code once, activate a secret.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
@@ -19,9 +20,12 @@ from ..directory import Directory, SystemAccounts
 from ..model import CodeOutcome, MfaState, UserRecord
 from ..secret import Secret
 from ..store import Store
-from . import policy, qr
+from . import notices, policy, qr
 from .lockout import VirtualCounters
+from .portal_state import NoOutbox, Outbox, PortalState
 from .totp import Totp, new_recovery_codes
+
+log = logging.getLogger("jctotpd")
 
 TOTP_PURPOSE = "totp"
 PENDING_PURPOSE = "totp-pending"
@@ -72,6 +76,8 @@ class Accounts:
         self.totp = Totp(config.totp_digits, config.totp_period, config.totp_window)
         self.host = os.uname().nodename
         self.unknown = VirtualCounters()  # failure counters of names nobody has
+        self.portal = PortalState()       # the User Portal's sessions and reset links
+        self.outbox: Outbox = NoOutbox()  # mails (smtp:), queued: never block a verb
 
     # --- lookups: pure reads (a read never lifts a lock: lockout.begin does) ---
 
@@ -109,6 +115,10 @@ class Accounts:
     def audit(self, event: str, user: str | None, **fields: object) -> bool:
         """Write an audit event; False only when it failed AND policy says deny."""
         written = self.audit_log.write(event, user, now=self.now(), **fields)
+        try:
+            notices.on_event(self, event, user, fields)  # the mails follow the audit
+        except Exception:  # a mail is never a reason to fail a login or a verb
+            log.exception("could not queue the mail for %s of %s", event, user)
         return written or self.config.audit_failure == "continue"
 
     # --- secrets ---------------------------------------------------------

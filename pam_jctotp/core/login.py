@@ -40,7 +40,7 @@ import logging
 from ..errors import JctotpError
 from ..model import CodeOutcome, LoginHow, LoginRequest, MfaState, UserRecord, VerdictCode
 from ..secret import Secret
-from . import enrollment, lockout, policy, provisioning
+from . import chauthtok, enrollment, lockout, policy, provisioning
 from .accounts import Accounts
 from .enrollment import Outcome
 from .lockout import Attempt
@@ -100,7 +100,10 @@ class Login:
     def run(self) -> Conversation:
         """The PAM call's conversation. Closed before its verdict (the driver does
         that when the client left), it records the abandonment (rule 8)."""
-        conv = self.account() if self.req.call == "acct" else self.authenticate()
+        if self.req.call in ("passwd", "passwd_prelim"):
+            conv = chauthtok.conversation(self.acc, self.req)
+        else:
+            conv = self.account() if self.req.call == "acct" else self.authenticate()
         ended = False
         try:
             step = next(conv)
@@ -116,7 +119,7 @@ class Login:
             raise
 
     def _abandoned(self) -> None:
-        if self.req.call == "acct":
+        if self.req.call in ("acct", "passwd_prelim"):
             return
         try:
             if self.attempt is not None and not self.attempt.settled:

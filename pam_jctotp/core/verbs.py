@@ -15,6 +15,7 @@ from ..model import UserRecord
 from . import verbs_admin as a
 from . import provisioning
 from . import verbs_self as s
+from .verbs_portal import PORTAL_VERBS
 from .accounts import Accounts
 from .steps import Conversation
 
@@ -23,6 +24,7 @@ log = logging.getLogger("jctotpd")
 ADMIN_VERBS: dict[str, Callable[[Accounts, str, dict[str, Any]], Conversation]] = {
     "user.add": a.user_add, "user.list": a.user_list, "user.show": a.user_show,
     "user.set": a.user_set, "user.remove": a.user_remove,
+    "user.resend-email": a.user_resend_email,
     "mfa.enable": a.mfa_enable, "mfa.reset": a.mfa_reset, "mfa.disable": a.mfa_disable,
     "unlock": a.unlock, "passwd.admin": a.admin_passwd, "audit": a.audit_read,
     "clock.set": a.clock_set, "doctor": a.doctor,
@@ -58,6 +60,13 @@ def handle(acc: Accounts, uid: int, request: dict[str, Any]) -> Conversation:
             raise PermissionDenied(f"'{verb.replace('.', ' ')}' is an admin verb: run it as root")
         log.info("control: %s by root", verb)
         return ADMIN_VERBS[verb](acc, "root", args)
+    if verb in PORTAL_VERBS:
+        # Only jctotp-portal's own uid (or root): every other local user is refused,
+        # so no one but the portal can try passwords here on anyone's behalf.
+        if uid != 0 and acc.system.uid_to_name(uid) != acc.config.portal.user:
+            raise PermissionDenied(f"'{verb}' is for jctotp-portal (user "
+                                   f"{acc.config.portal.user!r}) only")
+        return PORTAL_VERBS[verb](acc, args)
     if verb in SELF_VERBS:
         rec = _caller(acc, uid)
         log.info("control: %s by %s", verb, rec.name)

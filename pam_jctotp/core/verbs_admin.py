@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import PermissionDenied, UsageError
 from ..model import ExitCode, MfaState, UserRecord
-from . import lockout, policy
+from . import lockout, notices, policy
 from .accounts import Accounts
 from .report import ReportGroups, summary
 from .steps import Conversation, Info, Result, SetPassword, VerifyPassword
@@ -283,6 +283,23 @@ def audit_read(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
         raise UsageError("since must be a timestamp")
     events = list(acc.audit_log.events(name, since, arg(args, "host", str, None)))
     yield Result(data=events[-int(arg(args, "limit", int, 10000)):])
+
+
+def user_resend_email(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
+    """The MFA-enabled mail again (issue 23), for a user inside their enrollment period."""
+    rec = user(acc, args.get("name"))
+    if not acc.outbox.enabled:
+        yield Result(ExitCode.REFUSED, "no mail is sent: configure smtp: in the config")
+        return
+    if not rec.email:
+        yield Result(ExitCode.REFUSED, f"{rec.name} has no e-mail address "
+                     f"(jctotp user set {rec.name} --email ADDR)")
+        return
+    if not notices.enrollment_mail(acc, rec.name):
+        yield Result(ExitCode.REFUSED, f"{rec.name} is not in an enrollment period: "
+                     "nothing to enroll for (mfa enable / mfa reset start one)")
+        return
+    yield Result(message=f"Enrollment mail queued to {rec.email}.")
 
 
 def doctor(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:

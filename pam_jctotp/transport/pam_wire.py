@@ -76,7 +76,7 @@ def parse_hello(payload: str) -> LoginRequest:
     missing = _REQUIRED - set(fields)
     if missing:
         raise ProtocolError(f"HELLO lacks {', '.join(sorted(missing))}")
-    if fields["call"] not in ("auth", "acct"):
+    if fields["call"] not in ("auth", "acct", "passwd_prelim", "passwd"):
         raise ProtocolError(f"bad call {fields['call'][:16]!r}")
     if fields["factors"] not in ("password,totp", "totp"):
         raise ProtocolError(f"bad factors {fields['factors'][:32]!r}")

@@ -64,6 +64,12 @@ def test_contents_modes_and_control(deb):
         SHIM: "-rw-r--r--",
         "/usr/sbin/jctotpd": "-rwxr-xr-x",
         "/usr/bin/jctotp": "-rwxr-xr-x",
+        "/usr/bin/jctotp-portal": "-rwxr-xr-x",
+        "/lib/systemd/system/jctotp-portal.service": "-rw-r--r--",
+        "/usr/lib/python3/dist-packages/pam_jctotp/portal/templates/signin.html": "-rw-r--r--",
+        "/usr/lib/python3/dist-packages/pam_jctotp/mail_templates/password_reset.txt":
+            "-rw-r--r--",
+        "/usr/share/doc/pam-jctotp/examples/pam.d/passwd": "-rw-r--r--",
         "/etc/jctotp/config.yaml": "-rw-r--r--",
         "/lib/systemd/system/jctotpd.service": "-rw-r--r--",
         "/usr/share/pam-configs/jctotp": "-rw-r--r--",

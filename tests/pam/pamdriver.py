@@ -131,7 +131,7 @@ _libpam.pam_start_confdir.argtypes = [
 ]
 _libpam.pam_end.argtypes = [_pam_handle_p, ctypes.c_int]
 _libpam.pam_set_item.argtypes = [_pam_handle_p, ctypes.c_int, ctypes.c_void_p]
-for _fn in ("pam_authenticate", "pam_acct_mgmt"):
+for _fn in ("pam_authenticate", "pam_acct_mgmt", "pam_chauthtok"):
     getattr(_libpam, _fn).argtypes = [_pam_handle_p, ctypes.c_int]
 
 
@@ -253,7 +253,7 @@ def run(
     authtok: str | None = None,
 ) -> Result:
     """One PAM transaction: pam_authenticate ("auth"), pam_acct_mgmt ("acct"),
-    or both ("both": acct_mgmt only if auth succeeded).
+    or both ("both": acct_mgmt only if auth succeeded), or pam_chauthtok ("passwd").
 
     `answers` answers the prompts in order (a prompt beyond the list fails the
     conversation with PAM_CONV_ERR), or is a callable (message, transcript) ->
@@ -261,8 +261,8 @@ def run(
     runs, as an earlier pam_unix would (see _authtok_service). `user=None`
     leaves PAM_USER unset, so a module must ask for it (pam_get_user).
     """
-    if call not in ("auth", "acct", "both"):
-        raise ValueError(f"call must be auth, acct or both, not {call!r}")
+    if call not in ("auth", "acct", "both", "passwd"):
+        raise ValueError(f"call must be auth, acct, both or passwd, not {call!r}")
     transcript: list[Message] = []
     if authtok is not None:
         service = _authtok_service(confdir, service)
@@ -287,6 +287,8 @@ def run(
             rc = _libpam.pam_authenticate(pamh, 0)
         if call == "acct" or (call == "both" and rc == PAM_SUCCESS):
             rc = _libpam.pam_acct_mgmt(pamh, 0)
+        if call == "passwd":  # pam_chauthtok: libpam runs PRELIM_CHECK, then UPDATE_AUTHTOK
+            rc = _libpam.pam_chauthtok(pamh, 0)
     finally:
         _libpam.pam_end(pamh, rc)
     return Result(rc, pam_strerror(rc), transcript, time.monotonic() - start)

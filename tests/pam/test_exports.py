@@ -16,4 +16,5 @@ def test_exports_exactly_the_pam_entry_points() -> None:
         ["nm", "-D", "--defined-only", SHIM], check=True, capture_output=True, text=True
     ).stdout
     symbols = {line.split()[-1] for line in out.splitlines() if line.strip()}
-    assert symbols == {"pam_sm_authenticate", "pam_sm_setcred", "pam_sm_acct_mgmt"}
+    assert symbols == {"pam_sm_authenticate", "pam_sm_setcred", "pam_sm_acct_mgmt",
+                       "pam_sm_chauthtok"}

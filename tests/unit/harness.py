@@ -219,3 +219,15 @@ class World:
         if not path.exists():
             return []
         return [json.loads(line)["event"] for line in path.read_text().splitlines()]
+
+
+class Mails:
+    """An outbox (core/portal_state.Outbox) that keeps what it was given."""
+
+    enabled = True
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    def send(self, template: str, to: str, **fields: object) -> None:
+        self.sent.append((template, to, fields))

@@ -65,7 +65,8 @@ WRONG_TYPES = {
     "testing": True, "log_level": 1, "audit_failure": False, "unknown_users": [],
     "account_name": 0, "control_socket": b"/x", "audit_log": 0.5,
     "database": 5, "secret_key_file": True, "host_name": [], "break_glass_group": 1,
-    "mfa_groups": "mfa", "directory": "ldap",
+    "mfa_groups": "mfa", "directory": "ldap", "portal": "yes", "password_reset_minutes": "30",
+    "smtp": "localhost", "enrollment_reminder_days": "2",
 }
 
 
@@ -85,6 +86,7 @@ OUT_OF_RANGE = [
     ("fail_delay", float("nan")), ("fail_delay", float("inf")),
     ("default_enrollment_days", 0), ("default_enrollment_days", 366),
     ("enrollment_attempts", 0), ("recovery_codes", 51), ("max_connections", 0),
+    ("password_reset_minutes", 4),
 ]
 
 
@@ -393,3 +395,42 @@ def test_directory_problems_come_with_the_others_and_their_lines(tmp_path):
     assert problems[2].startswith(f"{path}: line 4: config key 'directory.uri'")
     cfg, found = config.load_collect(path)
     assert len(found) == 3 and not cfg.directory.is_ldap  # a broken block: the default
+
+
+@pytest.mark.parametrize("portal, key", [
+    ({"listen": "8443"}, "portal.listen"), ({"public_url": "ftp://x"}, "portal.public_url"),
+    ({"tls_cert": "/etc/c.pem"}, "portal.tls_cert"), ({"tls_key": "k.pem"}, "portal.tls_key"),
+    ({"session_idle_minutes": 0}, "portal.session_idle_minutes"),
+    ({"session_lifetime_minutes": "8h"}, "portal.session_lifetime_minutes"),
+    ({"signins_per_minute": 0}, "portal.signins_per_minute"), ({"lisen": "x:1"}, "portal.lisen"),
+    ({"user": ""}, "portal.user"),
+])
+def test_portal_keys_are_checked(portal, key):
+    assert repr(key) in error({"portal": portal})
+
+
+def test_portal_keys_round_trip():
+    cfg = config.parse({"portal": {"listen": "[::1]:9443", "public_url": "https://mfa.example.org/",
+                                   "tls_cert": "/c.pem", "tls_key": "/k.pem",
+                                   "session_idle_minutes": 5}, "password_reset_minutes": 60})
+    assert cfg.portal.listen == "[::1]:9443" and cfg.portal.public_url == "https://mfa.example.org"
+    assert cfg.portal.session_idle_minutes == 5 and cfg.password_reset_minutes == 60
+
+
+@pytest.mark.parametrize("smtp, key", [
+    ({"port": 0}, "smtp.port"), ({"starttls": "yes"}, "smtp.starttls"),
+    ({"from": "nobody"}, "smtp.from"), ({"from": "a@b\nBcc: x@y"}, "smtp.from"),
+    ({"username": "u"}, "smtp.password_file"), ({"password_file": "pw"}, "smtp.password_file"),
+    ({"hots": "x"}, "smtp.hots"), ({"templates": "mail"}, "smtp.templates"),
+])
+def test_smtp_keys_are_checked(smtp, key):
+    assert repr(key) in error({"smtp": smtp})
+
+
+def test_smtp_round_trips():
+    cfg = config.parse({"smtp": {"host": "mail.example.org", "port": 587, "starttls": True,
+                                 "from": "mfa@example.org", "username": "mfa",
+                                 "password_file": "/etc/jctotp/smtp.pw"}})
+    assert cfg.smtp is not None and cfg.smtp.from_address == "mfa@example.org"
+    assert cfg.smtp.port == 587 and cfg.smtp.starttls and cfg.enrollment_reminder_days == 2
+    assert config.parse({}).smtp is None

@@ -80,8 +80,10 @@ def test_only_the_daemon_opens_the_store_or_the_key():
     assert openers == {"daemon.py"}
 
 
-@pytest.mark.parametrize("path", modules("cli"), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", modules("cli") + modules("portal"),
+                         ids=lambda p: p.relative_to(PKG).as_posix())
 def test_the_cli_is_a_control_socket_client(path):
+    """So is jctotp-portal (issue 23): it holds no secret, key or database credential."""
     assert hits(path, ("pam_jctotp.core", "pam_jctotp.store", "pam_jctotp.directory",
                        "pam_jctotp.crypto", "pam_jctotp.daemon")) == []
 

@@ -22,6 +22,7 @@ ADMIN_ARGS = {  # well-formed arguments, so that only the caller is wrong
     "mfa.reset": {"names": ["alice"]}, "mfa.disable": {"names": ["alice"]},
     "unlock": {"names": ["alice"]}, "passwd.admin": {"name": "alice", "password": "x" * 12},
     "audit": {}, "clock.set": {"offset": 30}, "doctor": {},
+    "user.resend-email": {"name": "alice"},
 }
 
 
