@@ -32,6 +32,7 @@ EVENTS = frozenset({
     "user_added", "user_removed", "user_changed", "acct_refused", "daemon_started",
     "user_provisioned",
     "abandoned",  # the client left before the verdict reached the shim: PAM refused it
+    "break_glass_refused",  # an outage, and this host's break-glass copy is too old
 })
 
 

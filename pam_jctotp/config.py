@@ -86,6 +86,9 @@ class Config:
     # Members of this local group may log in from a host-local copy of their
     # secret while the fleet database is down (fleet/breakglass.py).
     break_glass_group: str | None = None
+    # Seconds since that copy last matched the database after which it serves
+    # nobody (SSSD's offline_credentials_expiration, in seconds).
+    break_glass_max_age: int = 14400
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     testing: dict[str, bool] = field(default_factory=dict)
 
@@ -120,6 +123,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "recovery_codes": (0, 50),
     "max_connections": (1, 65536),
     "pam_processes": (1, 16),
+    # at least the fleet sync's resync (60 s), or a copy could expire between two
+    "break_glass_max_age": (60, 86400 * 30),
 }
 _ENUMS: dict[str, tuple[str, ...]] = {
     "audit_failure": ("continue", "deny"),
@@ -166,6 +171,7 @@ _TYPES: dict[str, Any] = {
     "recovery_codes": int, "create_system_accounts": bool, "max_connections": int,
     "pam_processes": int,
     "database": str, "secret_key_file": str, "host_name": str, "break_glass_group": str,
+    "break_glass_max_age": int,
 }
 
 

@@ -23,7 +23,7 @@ import pytest
 from fleetlib import service
 
 from pam_jctotp.errors import StoreUnavailable
-from pam_jctotp.fleet.breakglass import WARN_EVERY, BreakGlassStore
+from pam_jctotp.fleet.breakglass import MATCHED, WARN_EVERY, BreakGlassStore, write_matched
 from pam_jctotp.store.sqlite import SqliteStore
 from testlib import code_at
 
@@ -169,6 +169,42 @@ def test_break_glass_works_during_an_outage_and_only_for_its_group(
     os.sync()
 
 
+def test_a_partitioned_host_refuses_a_break_glass_copy_past_its_maximum_age(
+        make_host, confdir, pg, scratch_accounts):
+    """The copy holds what the database said when it last matched; a member removed,
+    or whose password or MFA was reset, meanwhile would still get in with the old
+    ones. So a copy older than break_glass_max_age (default 4 h) is refused: one
+    line, an audit event, fail closed."""
+    prefix = scratch_accounts
+    group = f"{prefix}bg"
+    subprocess.run(["groupadd", group], check=True)
+    subprocess.run(["useradd", "-G", group, f"{prefix}ops"], check=True)
+    a = make_host("a")
+    b = make_host("b", break_glass_group=group)
+    ops = a.add_user(f"{prefix}ops")
+    copy = Path(b.config["state_dir"]) / "break-glass.db"
+    assert eventually(lambda: copy.exists() and _copied(copy) == [f"{prefix}ops"])
+    svc = service(confdir, b, timeout=5)
+    pg.stop()                                   # B is cut off from the database
+    r = pd.run(confdir, svc, f"{prefix}ops", [PASSWORD, code_at(ops)])
+    assert r.rc == pd.PAM_SUCCESS, r            # a fresh copy: break-glass
+    later = 14400 + 60                          # past the default maximum age
+    b.set_clock(later)
+    for n in (0, 30):
+        r = pd.run(confdir, svc, f"{prefix}ops", [PASSWORD, code_at(ops, later + n)])
+        assert r.rc == pd.PAM_AUTHINFO_UNAVAIL, r
+    log = b.log.read_text()
+    assert log.count("break_glass_max_age") == 1, log      # one line, not one per login
+    refused = [e for e in b.audit_events() if e["event"] == "break_glass_refused"]
+    assert [e["user"] for e in refused] == [f"{prefix}ops"] * 2, refused
+    pg.healthy()
+
+
+def _copied(copy: Path) -> list[str]:
+    with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as db:
+        return [r[0] for r in db.execute("SELECT name FROM users")]
+
+
 def test_break_glass_warns_once_per_user_per_outage_minute(tmp_path, caplog):
     """Many reads and counters of one user in an outage: one WARNING a minute; the
     database back and down again: a new outage, a new line."""
@@ -185,7 +221,9 @@ def test_break_glass_warns_once_per_user_per_outage_minute(tmp_path, caplog):
     copy = SqliteStore(tmp_path / "break-glass.db")
     copy.add("ops", is_admin=False, password_hash=None, now=0.0)
     fleet, now = Fleet(), [1000.0]
-    store = BreakGlassStore(fleet, copy, clock=lambda: now[0])
+    matched = tmp_path / MATCHED
+    write_matched(matched, time.time())
+    store = BreakGlassStore(fleet, copy, matched, max_age=14400, clock=lambda: now[0])
 
     def lines() -> int:
         return sum("ops is served from this host's copy" in r.getMessage()

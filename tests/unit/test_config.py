@@ -65,7 +65,7 @@ WRONG_TYPES = {
     "testing": True, "log_level": 1, "audit_failure": False, "unknown_users": [],
     "account_name": 0, "control_socket": b"/x", "audit_log": 0.5,
     "database": 5, "secret_key_file": True, "host_name": [], "break_glass_group": 1,
-    "mfa_groups": "mfa", "directory": "ldap",
+    "break_glass_max_age": "4h", "mfa_groups": "mfa", "directory": "ldap",
 }
 
 
@@ -85,6 +85,7 @@ OUT_OF_RANGE = [
     ("fail_delay", float("nan")), ("fail_delay", float("inf")),
     ("default_enrollment_days", 0), ("default_enrollment_days", 366),
     ("enrollment_attempts", 0), ("recovery_codes", 51), ("max_connections", 0),
+    ("break_glass_max_age", 59), ("break_glass_max_age", 86400 * 30 + 1),
 ]
 
 
