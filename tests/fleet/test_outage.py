@@ -78,6 +78,7 @@ def recovers_by_itself(confdir, host, svc, totp):
     assert lines(host, DOWN) == 1 and lines(host, BACK) == 1
 
 
+@pytest.mark.serial   # a known outage must fail a login within 1 s
 def test_stopped_database_one_line_fail_fast_and_back_by_itself(make_host, confdir, pg):
     a = make_host("a", max_attempts=100)
     totp = a.add_user("alice")
@@ -92,6 +93,7 @@ def test_stopped_database_one_line_fail_fast_and_back_by_itself(make_host, confd
     recovers_by_itself(confdir, a, svc, totp)
 
 
+@pytest.mark.serial
 def test_frozen_database_fails_closed_within_timeout_and_back_on_thaw(make_host, confdir, pg):
     a = make_host("a", max_attempts=100)
     totp = a.add_user("alice")
