@@ -58,6 +58,20 @@ def test_a_host_with_a_fast_clock_does_not_unlock_a_lock_made_elsewhere(make_hos
     assert r.rc == pd.PAM_SUCCESS, r
 
 
+def test_a_host_with_a_fast_clock_counts_in_the_fleet_s_failure_window(make_host, confdir):
+    """A failure on A, then one on B (clock +1000 s, past fail_interval): B must not
+    start the window over; the second failure of the window locks."""
+    a = make_host("a", max_attempts=2, fail_interval=900)
+    b = make_host("b", max_attempts=2, fail_interval=900)
+    totp = a.add_user("alice")
+    pd.run(confdir, service(confdir, a), "alice", [PASSWORD, wrong(totp)])
+    b.set_clock(0, skew=AHEAD)
+    r = pd.run(confdir, service(confdir, b), "alice", ["wrong password", wrong(totp)])
+    assert r.rc == pd.PAM_AUTH_ERR, r
+    shown = a.user("alice")
+    assert shown["locked"] and shown["failed_attempts"] == 2, shown
+
+
 def test_doctor_finds_a_host_clock_in_step_with_the_database(make_host):
     a = make_host("a")
     found = json.loads(a.cli("doctor", "--json").stdout)
