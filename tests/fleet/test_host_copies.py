@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -197,6 +198,35 @@ def test_a_partitioned_host_refuses_a_break_glass_copy_past_its_maximum_age(
     assert log.count("break_glass_max_age") == 1, log      # one line, not one per login
     refused = [e for e in b.audit_events() if e["event"] == "break_glass_refused"]
     assert [e["user"] for e in refused] == [f"{prefix}ops"] * 2, refused
+    pg.healthy()
+
+
+def test_a_lower_break_glass_max_age_applies_at_a_reload(make_host, confdir, pg,
+                                                        scratch_accounts):
+    """During a partition an administrator on the host shortens the copy's life:
+    SIGHUP, no restart (a restart during the outage would also work, but slower)."""
+    prefix = scratch_accounts
+    group = f"{prefix}bg"
+    subprocess.run(["groupadd", group], check=True)
+    subprocess.run(["useradd", "-G", group, f"{prefix}ops"], check=True)
+    a = make_host("a")
+    b = make_host("b", break_glass_group=group)
+    ops = a.add_user(f"{prefix}ops")
+    copy = Path(b.config["state_dir"]) / "break-glass.db"
+    assert eventually(lambda: copy.exists() and _copied(copy) == [f"{prefix}ops"])
+    svc = service(confdir, b, timeout=5)
+    pg.stop()
+    b.set_clock(120)                            # two minutes into the partition
+    r = pd.run(confdir, svc, f"{prefix}ops", [PASSWORD, code_at(ops, 120)])
+    assert r.rc == pd.PAM_SUCCESS, r
+    b.config["break_glass_max_age"] = 60
+    b.write_config()
+    b.proc.send_signal(signal.SIGHUP)
+    assert eventually(lambda: "reloaded" in b.log.read_text())
+    b.set_clock(150)
+    r = pd.run(confdir, svc, f"{prefix}ops", [PASSWORD, code_at(ops, 150)])
+    assert r.rc == pd.PAM_AUTHINFO_UNAVAIL, r
+    assert "break_glass_max_age (60 s)" in b.log.read_text()
     pg.healthy()
 
 
