@@ -33,6 +33,7 @@ EVENTS = frozenset({
     "user_provisioned",
     "portal_signout", "password_reset_requested", "password_reset",  # the User Portal
     "abandoned",  # the client left before the verdict reached the shim: PAM refused it
+    "break_glass_refused",  # an outage, and this host's break-glass copy is too old
 })
 
 

@@ -117,6 +117,9 @@ class Config:
     # Members of this local group may log in from a host-local copy of their
     # secret while the fleet database is down (fleet/breakglass.py).
     break_glass_group: str | None = None
+    # Seconds since that copy last matched the database after which it serves
+    # nobody (SSSD's offline_credentials_expiration, in seconds).
+    break_glass_max_age: int = 14400
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     portal: PortalConfig = field(default_factory=PortalConfig)
     # How long a forgotten-password link works (single use).
@@ -159,6 +162,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "pam_processes": (1, 16),
     "password_reset_minutes": (5, 1440),
     "enrollment_reminder_days": (0, 30),
+    # at least the fleet sync's resync (60 s), or a copy could expire between two
+    "break_glass_max_age": (60, 86400 * 30),
 }
 _ENUMS: dict[str, tuple[str, ...]] = {
     "audit_failure": ("continue", "deny"),
@@ -206,6 +211,7 @@ _TYPES: dict[str, Any] = {
     "pam_processes": int, "password_reset_minutes": int,
     "enrollment_reminder_days": int,
     "database": str, "secret_key_file": str, "host_name": str, "break_glass_group": str,
+    "break_glass_max_age": int,
 }
 
 

@@ -165,19 +165,20 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
     box = SecretBox(key)
     system = NssAccounts()
     local = AuditLog(cfg.audit_log, cfg.audit_syslog, cfg.host_name)
+    clock = Clock(controllable=cfg.clock_control)
     source = store   # the markers follow the database itself (never a break-glass copy)
     markers = LockMarkers(os.path.join(cfg.state_dir, "locked"),
                           lambda: [r.name for r in source.list() if r.locked_at is not None])
-    markers.resync()
+    markers.resync()   # before the sockets listen: a lock made while we were down counts
     sync = None
     audit: AuditLog | FleetAudit = local
     if cfg.database:
         fleet = cast("PostgresStore", store)
-        store, sync = fleet_copies(cfg, fleet, system, markers)
         audit = FleetAudit(local, fleet)
+        store, sync = fleet_copies(cfg, fleet, system, markers, clock, audit)
     directory = make_directory(cfg, store, system)
     accounts = Accounts(cfg, store, directory, system, box,
-                        Clock(controllable=cfg.clock_control), audit, markers)
+                        clock, audit, markers)
     if cfg.smtp is not None:
         accounts.outbox = Mailer(cfg.smtp)  # every process mails what it audits (locks)
     return accounts, audit, sync
@@ -206,7 +207,8 @@ def housekeeping(accounts: Accounts) -> Callable[[], None] | None:
 
 
 def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccounts,
-                 markers: LockMarkers) -> tuple[Store, FleetSync]:
+                 markers: LockMarkers, clock: Clock, audit: FleetAudit
+                 ) -> tuple[Store, FleetSync]:
     """The host-local copies a fleet host keeps current (fleet/sync.py), and the store
     the daemon uses: the fleet's, with the break-glass fallback when configured."""
     steps: list[Callable[[list[UserRecord]], Any]] = [
@@ -217,9 +219,12 @@ def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccou
     if cfg.break_glass_group:
         group = cfg.break_glass_group
         copy = SqliteStore(Path(cfg.state_dir) / "break-glass.db")
-        steps.append(lambda rows: breakglass.refresh(
-            copy, rows, lambda name: group in system.groups_of(name)))
-        store = cast(Store, breakglass.BreakGlassStore(fleet, copy))
+        glass = breakglass.BreakGlassStore(
+            fleet, copy, Path(cfg.state_dir) / breakglass.MATCHED,
+            max_age=cfg.break_glass_max_age, wall=clock.now, audit=audit.write)
+        steps.append(lambda rows: glass.refresh(
+            rows, lambda name: group in system.groups_of(name)))
+        store = cast(Store, glass)
     return store, FleetSync(fleet, fleet.listener(), steps)
 
 
@@ -319,6 +324,8 @@ def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bo
     accounts.totp = Totp(new.totp_digits, new.totp_period, new.totp_window)
     accounts.config = new
     daemon.config = new
+    if isinstance(accounts.store, breakglass.BreakGlassStore):
+        accounts.store.max_age = new.break_glass_max_age
     audit.use_syslog = new.audit_syslog
     logs.setup_auth(syslog_too=new.audit_syslog)
     remember_good(new, text)

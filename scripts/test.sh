@@ -93,7 +93,10 @@ step "the User Portal in headless chromium (Selenium), screenshots in ${JCTOTP_P
 JCTOTP_PORTAL_SHOTS=$JCTOTP_PORTAL_SHOTS "$PYTHON" -m pytest -q tests/browser
 
 step "real PostgreSQL and slapd, private on 127.0.0.1 (fleet + directory)"
-JCTOTP_TEST_POSTGRES=1 "$PYTHON" -m pytest -q tests/fleet tests/ldap tests/unit/test_store_contract.py
+# tests/fleet names its Linux accounts per test (conftest: scratch_accounts) and
+# each worker has its own PostgreSQL, so it runs on the workers too
+JCTOTP_TEST_POSTGRES=1 pytest_split tests/fleet tests/unit/test_store_contract.py
+JCTOTP_TEST_POSTGRES=1 "$PYTHON" -m pytest -q tests/ldap
 step "real libpam again, every daemon's state on PostgreSQL"
 JCTOTP_TEST_DATABASE=postgres pytest_split tests/pam tests/portal  # a PostgreSQL per worker
 

@@ -154,8 +154,10 @@ class Daemon:
                                str(self.config_path), *argv], input=input, text=True,
                               capture_output=True, env=env, timeout=60)
 
-    def set_clock(self, offset: float) -> None:
-        self.ok("clock.set", offset=offset)
+    def set_clock(self, offset: float, skew: float = 0.0) -> None:
+        """Move time by `offset`; `skew`: this host's own clock is wrong by so much
+        (pam_jctotp/clock.py)."""
+        self.ok("clock.set", offset=offset, skew=skew)
 
     def add_user(self, name: str, password: str = "correct horse battery", *,
                  mfa: bool = True, admin: bool = False) -> pyotp.TOTP | None:

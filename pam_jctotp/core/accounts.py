@@ -17,6 +17,7 @@ from ..clock import Clock
 from ..config import Config
 from ..crypto import SecretBox
 from ..directory import Directory, SystemAccounts
+from ..errors import StoreError
 from ..model import CodeOutcome, MfaState, UserRecord
 from ..secret import Secret
 from ..store import Store
@@ -28,6 +29,7 @@ from .totp import Totp, new_recovery_codes
 log = logging.getLogger("jctotpd")
 
 TOTP_PURPOSE = "totp"
+CLOCK_TOLERANCE = 5.0   # seconds a host's clock may be off the fleet database's (doctor)
 PENDING_PURPOSE = "totp-pending"
 
 
@@ -84,8 +86,34 @@ class Accounts:
     def now(self) -> float:
         return self.clock.now()
 
+    def lock_now(self) -> float:
+        """The time of locks and failure windows: in a fleet the database's clock (with
+        the test offset), never this host's, which may be off (store/dbclock.py);
+        this host's clock on SQLite, or before the database was first read."""
+        shared = self.store.database_now()
+        return self.now() if shared is None else shared + self.clock.offset
+
     def get(self, name: str) -> UserRecord | None:
         return self.store.get(name)
+
+    def clock_findings(self) -> list[tuple[str, str]]:
+        """For doctor: this host's clock against the fleet database's, read now (the
+        test offset moves both alike)."""
+        try:
+            shared = self.store.database_now(fresh=True)
+        except StoreError:
+            return []   # the store's own findings say the database is unavailable
+        if shared is None:
+            return []
+        ahead = self.now() - (shared + self.clock.offset)
+        if abs(ahead) <= CLOCK_TOLERANCE:
+            return [("ok", f"this host's clock is within {CLOCK_TOLERANCE:g} s of the fleet "
+                     "database's clock")]
+        level = "fail" if abs(ahead) > self.totp.period else "warn"
+        return [(level, f"this host's clock is {abs(ahead):.0f} s "
+                 f"{'ahead of' if ahead > 0 else 'behind'} the fleet database's clock: TOTP "
+                 "codes are checked against this host's clock (locks use the database's); "
+                 "synchronize it (NTP)")]
 
     def groups_of(self, name: str) -> frozenset[str]:
         return self.directory.groups_of(name)
@@ -107,7 +135,7 @@ class Accounts:
         return policy.mfa_state(rec, self.now())
 
     def is_locked(self, rec: UserRecord) -> bool:
-        return policy.is_locked(rec, self.now(), self.config)
+        return policy.is_locked(rec, self.lock_now(), self.config)
 
     def days_left(self, rec: UserRecord) -> int:
         return policy.days_left(rec.enroll_deadline, self.now())

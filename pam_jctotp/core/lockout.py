@@ -49,7 +49,7 @@ class Attempt:
 
 def begin(acc: Accounts, rec: UserRecord) -> Attempt | None:
     """Reserve one attempt; None when the account is (now) locked."""
-    now, cfg = acc.now(), acc.config
+    now, cfg = acc.lock_now(), acc.config
     # `rec` was read by this conversation (before its prompts): without a lock
     # then, none can be past unlock_after now, so the write is skipped on the
     # common path. A lock made since is refused by the reservation (fail closed).
@@ -99,7 +99,8 @@ def unlock(acc: Accounts, name: str) -> None:
 
 
 def _lock_if_exhausted(acc: Accounts, attempt: Attempt) -> bool:
-    if not acc.store.lock_if_exhausted(attempt.name, acc.now(), attempt.limit, LOCK_REASON):
+    if not acc.store.lock_if_exhausted(attempt.name, acc.lock_now(), attempt.limit,
+                                       LOCK_REASON):
         return False
     acc.markers.mark(attempt.name, True)
     acc.audit("locked", attempt.name, reason=f"{attempt.limit} failed attempts")

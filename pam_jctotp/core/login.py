@@ -94,7 +94,7 @@ class Login:
         until = policy.locked_until(rec, self.acc.config)
         if until is None:
             return LOCKED_TEXT.format(until="")
-        minutes = max(1, round((until - self.acc.now()) / 60))
+        minutes = max(1, round((until - self.acc.lock_now()) / 60))
         return LOCKED_TEXT.format(until=f" or try again in {minutes} min")
 
     def run(self) -> Conversation:
@@ -234,21 +234,21 @@ class Login:
         name, counters = req.user, acc.unknown
 
         def locked_text() -> str:
-            return self._locked_text(counters.record(name, acc.now(), cfg))
+            return self._locked_text(counters.record(name, acc.lock_now(), cfg))
 
         password = req.authtok
         if req.password_factor and password is None:
             password = Secret((yield Prompt(PASSWORD_PROMPT)))
         if not req.password_factor or cfg.require_mfa_for_all:
             yield Prompt(CODE_PROMPT)  # where every real user has MFA, look enrolled
-        if not counters.reserve(name, acc.now(), cfg):
+        if not counters.reserve(name, acc.lock_now(), cfg):
             yield Error(locked_text())
             self._refused_unknown()
             yield from self._fail("unknown_user", V.MAXTRIES)
             return
         if password is not None:
             yield VerifyPassword(None, password)  # same work as a real check
-        if counters.failed(name, acc.now(), cfg):
+        if counters.failed(name, acc.lock_now(), cfg):
             yield Error(locked_text())
         self._refused_unknown()
         yield from self._fail("unknown_user")

@@ -89,7 +89,8 @@ def exemption(groups: frozenset[str], rhost: str, config: Config) -> str | None:
 # --- locks and the failure window ---------------------------------------------------
 # The store's reserve_attempt/expire_lock statements apply the same two rules in
 # SQL (a window older than fail_interval starts over; a lock older than
-# unlock_after is lifted); the Store contract tests hold the two in step.
+# unlock_after is lifted); the Store contract tests hold the two in step. Their
+# `now` is Accounts.lock_now(): in a fleet the database's clock, not the host's.
 
 def locked_until(rec: UserRecord, config: Config) -> float | None:
     """When a lock lifts by itself; None = until an admin unlocks."""
@@ -107,11 +108,13 @@ def is_locked(rec: UserRecord, now: float, config: Config) -> bool:
     return until is None or now < until
 
 
-def refusal(rec: UserRecord, now: float, config: Config) -> str | None:
+def refusal(rec: UserRecord, now: float, config: Config,
+            lock_now: float | None = None) -> str | None:
     """Why every login of this account is refused until an admin acts (or a lock
     runs out): the lock's reason, or an enrollment period that ended. What
-    `user show`, `user list` and `status` report as "locked"."""
-    if is_locked(rec, now, config):
+    `user show`, `user list` and `status` report as "locked". `lock_now`: the
+    clock locks run on, when not `now` (a fleet's: the database's)."""
+    if is_locked(rec, now if lock_now is None else lock_now, config):
         return rec.lock_reason or "locked"
     if mfa_state(rec, now) is MfaState.EXPIRED:
         return ENROLLMENT_EXPIRED

@@ -61,12 +61,13 @@ def summary(acc: Accounts, rec: UserRecord,
     """`groups`: a report that may do without the directory; without it, an outage
     raises DirectoryUnavailable (a verb that changes something needs the truth)."""
     now, cfg = acc.now(), acc.config
+    locks = acc.lock_now()   # a fleet's locks run on the database's clock
     admin = policy.is_admin(rec, groups.of(rec.name) if groups else acc.groups_of(rec.name),
                             cfg)
     limit = policy.attempt_limit(rec, cfg, admin)
-    lock_live = policy.is_locked(rec, now, cfg)
-    refusal = policy.refusal(rec, now, cfg)  # a live lock, or an enrollment that expired
-    failed = policy.failures(rec, now, cfg)
+    lock_live = policy.is_locked(rec, locks, cfg)
+    refusal = policy.refusal(rec, now, cfg, locks)  # a live lock, or an enrollment over
+    failed = policy.failures(rec, locks, cfg)
     state = policy.mfa_state(rec, now)
     return {
         "name": rec.name,

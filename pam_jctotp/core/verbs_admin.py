@@ -307,14 +307,19 @@ def doctor(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     name = arg(args, "user", str, None)
     yield Result(data={"directory": acc.directory.check(name),
                        "directory_kind": acc.directory.describe(),
-                       "store": acc.store.health()})
+                       "store": acc.store.health() + acc.clock_findings()})
 
 
 def clock_set(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
-    offset = args.get("offset")
-    if isinstance(offset, bool) or not isinstance(offset, (int, float)):
-        raise UsageError("offset must be a number of seconds")
+    """Tests only: `offset` moves time; `skew` (optional) makes this host's clock wrong
+    (clock.py)."""
+    values = [args.get("offset"), args.get("skew", acc.clock.skew)]
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError("offset and skew must be numbers of seconds")
     if not acc.clock.controllable:
         raise PermissionDenied("clock control is off (it is for the test suite only)")
+    offset, skew = (float(v) for v in values)
     acc.clock.set_offset(offset)
-    yield Result(message=f"clock offset {offset}s")
+    acc.clock.set_skew(skew)
+    yield Result(message=f"clock offset {offset}s, skew {skew}s")

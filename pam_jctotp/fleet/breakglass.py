@@ -16,13 +16,23 @@ enrollment, no admin verb, no self-service. Locks and replay are then per host
 for the length of the outage (the copy's counters are this host's own), and
 the logins served so are logged at WARNING: one line per user per minute of
 the outage (below).
+
+The copy has a maximum age (issue 20): it holds what the database said when
+it last matched (`break-glass.matched` beside it: when), and a member removed
+or reset in the database since still has their old password and code in it.
+So a copy older than `break_glass_max_age` (default 4 h, as SSSD's
+offline_credentials_expiration bounds its cached logins) serves nobody: one
+ERROR line per user per minute, an audit event per refused login, and the
+login fails closed like everyone else's.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import StoreUnavailable
@@ -36,17 +46,28 @@ log = logging.getLogger("jctotpd.breakglass")
 # once more), so "once per login" cannot be told here; a minute bounds the log
 # even for a guesser, and the audit log still has every login.
 WARN_EVERY = 60.0
+MATCHED = "break-glass.matched"   # beside break-glass.db: when it last matched the database
 
 
 class BreakGlassStore:
     """The fleet store, with a host-local copy for the break-glass group's logins."""
 
-    def __init__(self, fleet: Store, local: Store,
+    def __init__(self, fleet: Store, local: Store, matched: Path, *,
+                 max_age: float, wall: Callable[[], float] = time.time,
+                 audit: Callable[..., Any] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """`matched`: the file that says when the copy last matched the database;
+        `wall`: the daemon's clock (that file's times); `audit`: AuditSink.write;
+        `clock`: monotonic, for the log lines' pace."""
         self.fleet = fleet
         self.local = local
+        self.matched = matched
+        self.max_age = max_age   # break_glass_max_age (a reload sets it)
+        self._wall = wall
+        self._audit = audit
         self._clock = clock
         self._warned: dict[str, float] = {}   # name -> when its last WARNING was
+        self._refused: dict[str, float] = {}  # name -> when its last "too old" line was
         self._warned_lock = threading.Lock()  # store calls come from worker threads
 
     def __getattr__(self, attr: str) -> Any:   # everything else: the fleet only
@@ -58,22 +79,50 @@ class BreakGlassStore:
         except StoreUnavailable:
             if self.local.get(name) is None:
                 raise
-            self._warn(name)
+            self._check_age(name)
+            if self._first(self._warned, name):
+                log.warning("break-glass: %s is served from this host's copy (fleet database "
+                            "unavailable)", name)
             return getattr(self.local, method)(name, *args)
-        if self._warned:   # the database answers again: the next outage warns afresh
+        if self._warned or self._refused:   # the database answers: the next outage says afresh
             with self._warned_lock:
                 self._warned.clear()
+                self._refused.clear()
         return result
 
-    def _warn(self, name: str) -> None:
+    def _first(self, said: dict[str, float], name: str) -> bool:
+        """True once per user per WARN_EVERY (for one kind of line)."""
         now = self._clock()
         with self._warned_lock:
-            last = self._warned.get(name)
+            last = said.get(name)
             if last is not None and now - last < WARN_EVERY:
-                return
-            self._warned[name] = now
-        log.warning("break-glass: %s is served from this host's copy (fleet database "
-                    "unavailable)", name)
+                return False
+            said[name] = now
+            return True
+
+    def _check_age(self, name: str) -> None:
+        """StoreUnavailable (the login fails closed) unless the copy is young enough."""
+        matched = matched_at(self.matched)
+        age = None if matched is None else self._wall() - matched
+        if age is not None and age <= self.max_age:
+            return
+        why = ("this host's copy never matched the fleet database" if age is None else
+               f"this host's copy last matched the fleet database {age:.0f} s ago")
+        if self._first(self._refused, name):
+            log.error("break-glass: refused %s: %s, more than break_glass_max_age (%g s); "
+                      "logins fail closed until the database answers", name, why,
+                      self.max_age)
+        if self._audit is not None:
+            self._audit("break_glass_refused", name, now=self._wall(),
+                        reason=f"{why} (break_glass_max_age {self.max_age:g} s)")
+        raise StoreUnavailable(f"break-glass copy too old for {name}")
+
+    def refresh(self, rows: Iterable[UserRecord], member: Callable[[str], bool]) -> int:
+        """Make the copy match the database's `rows` (read just now), and say when."""
+        when = self._wall()
+        kept = refresh(self.local, rows, member)
+        write_matched(self.matched, when)
+        return kept
 
     # the login path: reads and the lockout/replay counters
     def get(self, name: str) -> UserRecord | None:
@@ -119,3 +168,20 @@ def refresh(local: Store, rows: Iterable[UserRecord], member: Callable[[str], bo
                 values["last_step"] = max(old.last_step, rec.last_step)
             local.update(name, **values)
     return len(keep)
+
+
+def matched_at(path: Path) -> float | None:
+    """When the copy last matched the database (None: never, or unreadable). Read
+    at each use: every PAM process (pam_processes) sees jctotpd's refreshes."""
+    try:
+        return float(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_matched(path: Path, when: float) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(repr(when))
+    os.replace(tmp, path)

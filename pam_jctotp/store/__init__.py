@@ -37,6 +37,12 @@ class Store(Protocol):
         """(level, text) findings for `jctotp doctor`: level is ok | warn | fail."""
         ...
 
+    def database_now(self, fresh: bool = False) -> float | None:
+        """The shared database's clock (seconds since the epoch), which a fleet's
+        locks and failure windows run on; None: this host's clock is the store's.
+        `fresh`: read it now (a statement; doctor), not from the last reading."""
+        ...
+
     def unit_of_work(self) -> AbstractContextManager[None]:
         """All-or-nothing, on one connection; re-entrant (an inner one joins)."""
         ...

@@ -37,6 +37,7 @@ from ..model import UserRecord
 from . import SELECT_USERS as _SELECT
 from . import USER_COLUMNS
 from . import record as _record
+from .dbclock import DatabaseClock
 from .outage import Breaker, DeadlineExceeded, Deadlines, first_line
 
 log = logging.getLogger("jctotpd.store")
@@ -246,6 +247,9 @@ class PostgresStore:
         self.expected_key_check: str | None = None  # set by verify_key
         self._key = key
         self._ready = False        # schema and key checked: calls may be served
+        self._serving = serving
+        # locks and failure windows run on the database's clock (dbclock.py)
+        self.clock = DatabaseClock(self._clock_reading)
         self._refused: str | None = None   # why the returning database was refused
         self.pool = ConnectionPool(uri, open=False, kwargs=kwargs, min_size=min_size,
                                    max_size=max_size, timeout=wait_timeout, name="jctotp",
@@ -275,7 +279,18 @@ class PostgresStore:
         self.migrate(create)
         if self._key is not None:
             self.verify_key(*self._key)
+        self.clock.sample()
+        if self._serving:
+            self.clock.start()
         self._ready = True
+
+    def database_now(self, fresh: bool = False) -> float | None:
+        return self.clock.sample() if fresh else self.clock.now()
+
+    def _clock_reading(self) -> float:
+        row = self._one("SELECT extract(epoch FROM clock_timestamp())::float8")
+        assert row is not None
+        return float(row[0])
 
     def verify_key(self, check: str, key_file: str) -> None:
         """StoreError unless the database's key check value is `check` (the key file's)."""
@@ -298,6 +313,7 @@ class PostgresStore:
         return "no connection free in the pool in time"
 
     def close(self) -> None:
+        self.clock.close()
         self.breaker.close()
         self._deadlines.close()
         self.pool.close()

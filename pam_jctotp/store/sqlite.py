@@ -154,6 +154,9 @@ class SqliteStore:
                 self._writer.release()
         self._local = threading.local()
 
+    def database_now(self, fresh: bool = False) -> None:
+        return None   # one host: its own clock is the store's
+
     def health(self) -> list[tuple[str, str]]:
         try:
             version = self._exec("PRAGMA user_version").fetchone()[0]

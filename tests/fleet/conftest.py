@@ -8,6 +8,7 @@ its own sockets, state_dir and audit log, all on one database and one key.
 from __future__ import annotations
 
 import grp
+import itertools
 import os
 import pwd
 import subprocess
@@ -63,13 +64,19 @@ def make_host(pg_uri: str, tmp_path_factory: pytest.TempPathFactory  # noqa: F81
         host.stop()
 
 
+_scratch = itertools.count(1)
+
+
 @pytest.fixture
-def scratch_accounts() -> Iterator[None]:
-    """Remove every jcfl* account and group afterwards (fleetlib.PREFIX)."""
-    yield
+def scratch_accounts() -> Iterator[str]:
+    """A name prefix of this test's own (`jcfl<pid>t<n>_`: unique per xdist worker and
+    test) for the Linux accounts and groups it makes; they are removed afterwards, and
+    nobody else's (tests of other workers run at the same time)."""
+    prefix = f"{PREFIX}{os.getpid()}t{next(_scratch)}_"
+    yield prefix
     for pw in pwd.getpwall():
-        if pw.pw_name.startswith(PREFIX):
+        if pw.pw_name.startswith(prefix):
             subprocess.run(["userdel", "-r", pw.pw_name], capture_output=True)
     for gr in grp.getgrall():
-        if gr.gr_name.startswith(PREFIX):
+        if gr.gr_name.startswith(prefix):
             subprocess.run(["groupdel", gr.gr_name], capture_output=True)

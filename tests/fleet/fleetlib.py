@@ -8,7 +8,7 @@ import pamdriver
 
 from testlib import Daemon
 
-PREFIX = "jcfl"   # Linux accounts and groups the tests make (the scratch_accounts fixture)
+PREFIX = "jcfl"   # Linux accounts and groups the tests make start so (conftest: scratch_accounts)
 
 
 def service(confdir: str, host: Daemon, name: str = "jctotp-fleet", timeout: int = 10,

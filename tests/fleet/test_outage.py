@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pamdriver as pd
 import pytest
-from fleetlib import PREFIX, service
+from fleetlib import service
 
 from testlib import code_at
 
@@ -78,6 +78,7 @@ def recovers_by_itself(confdir, host, svc, totp):
     assert lines(host, DOWN) == 1 and lines(host, BACK) == 1
 
 
+@pytest.mark.serial   # a known outage must fail a login within 1 s
 def test_stopped_database_one_line_fail_fast_and_back_by_itself(make_host, confdir, pg):
     a = make_host("a", max_attempts=100)
     totp = a.add_user("alice")
@@ -92,6 +93,7 @@ def test_stopped_database_one_line_fail_fast_and_back_by_itself(make_host, confd
     recovers_by_itself(confdir, a, svc, totp)
 
 
+@pytest.mark.serial
 def test_frozen_database_fails_closed_within_timeout_and_back_on_thaw(make_host, confdir, pg):
     a = make_host("a", max_attempts=100)
     totp = a.add_user("alice")
@@ -114,13 +116,14 @@ def test_a_daemon_started_during_an_outage_serves_break_glass_and_recovers(
     break-glass group from the copy an earlier run left, fails everyone else
     closed, and once the database answers checks the schema and the key and
     serves everyone, with no restart."""
-    group = f"{PREFIX}bg"
+    prefix = scratch_accounts
+    group = f"{prefix}bg"
     subprocess.run(["groupadd", group], check=True)
-    subprocess.run(["useradd", "-G", group, f"{PREFIX}ops"], check=True)
+    subprocess.run(["useradd", "-G", group, f"{prefix}ops"], check=True)
     a = make_host("a", max_attempts=100, break_glass_group=group)
-    ops, alice = a.add_user(f"{PREFIX}ops"), a.add_user("alice")
+    ops, alice = a.add_user(f"{prefix}ops"), a.add_user("alice")
     copy = Path(a.config["state_dir"]) / "break-glass.db"
-    assert wait_for(lambda: copy.exists() and copied(copy) == [f"{PREFIX}ops"], 10)
+    assert wait_for(lambda: copy.exists() and copied(copy) == [f"{prefix}ops"], 10)
     a.stop()
     pg.stop()
     a.start()                                       # the database is down: starts anyway
@@ -128,7 +131,7 @@ def test_a_daemon_started_during_an_outage_serves_break_glass_and_recovers(
     svc = service(confdir, a, timeout=TIMEOUT)
     r = pd.run(confdir, svc, "alice", [PASSWORD, code_at(alice)])
     assert r.rc == pd.PAM_AUTHINFO_UNAVAIL and r.elapsed < TIMEOUT, r
-    r = pd.run(confdir, svc, f"{PREFIX}ops", [PASSWORD, code_at(ops)])
+    r = pd.run(confdir, svc, f"{prefix}ops", [PASSWORD, code_at(ops)])
     assert r.rc == pd.PAM_SUCCESS, r                 # break-glass from the copy
     pg.start()
     assert wait_for(lambda: lines(a, BACK) == 1, 15), a.log.read_text()

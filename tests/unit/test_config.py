@@ -67,6 +67,7 @@ WRONG_TYPES = {
     "database": 5, "secret_key_file": True, "host_name": [], "break_glass_group": 1,
     "mfa_groups": "mfa", "directory": "ldap", "portal": "yes", "password_reset_minutes": "30",
     "smtp": "localhost", "enrollment_reminder_days": "2",
+    "break_glass_max_age": "4h",
 }
 
 
@@ -87,6 +88,7 @@ OUT_OF_RANGE = [
     ("default_enrollment_days", 0), ("default_enrollment_days", 366),
     ("enrollment_attempts", 0), ("recovery_codes", 51), ("max_connections", 0),
     ("password_reset_minutes", 4),
+    ("break_glass_max_age", 59), ("break_glass_max_age", 86400 * 30 + 1),
 ]
 
 
