@@ -29,7 +29,7 @@ def test_locks_and_reads_use_the_store_s_clock_not_the_host_s(world) -> None:
     world.add("alice")
     shared = [world.now()]
     world.store.database_now = lambda fresh=False: shared[0]   # type: ignore[method-assign]
-    world.store.lock("alice", world.acc.lock_now(), "too many attempts")
+    world.store.update("alice", locked_at=world.acc.lock_now(), lock_reason="too many attempts")
     world.clock.set_skew(1000)                     # this host's clock: +1000 s
     rec = world.acc.get("alice")
     assert world.acc.lock_now() == shared[0] + world.clock.offset   # (the test offset too)
