@@ -86,6 +86,18 @@ class Config:
     # Members of this local group may log in from a host-local copy of their
     # secret while the fleet database is down (fleet/breakglass.py).
     break_glass_group: str | None = None
+    # At fleet scale (issue 24): through PgBouncer in transaction pooling mode (no
+    # prepared statements, no LISTEN: the host polls a change counter every
+    # fleet_sync_interval s); each host's pool of connections to the database.
+    database_pgbouncer: bool = False
+    database_pool_min: int = 1
+    database_pool_max: int = 8
+    fleet_sync_interval: float = 2.0
+    # Prometheus metrics (issue 24), off unless set: a textfile for node_exporter
+    # (rewritten every metrics_interval s) and/or an HTTP endpoint on loopback.
+    metrics_textfile: str | None = None
+    metrics_interval: float = 15.0
+    metrics_listen: str | None = None
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     testing: dict[str, bool] = field(default_factory=dict)
 
@@ -120,13 +132,18 @@ _RANGES: dict[str, tuple[float, float]] = {
     "recovery_codes": (0, 50),
     "max_connections": (1, 65536),
     "pam_processes": (1, 16),
+    "database_pool_min": (1, 100),
+    "database_pool_max": (1, 100),
+    "fleet_sync_interval": (0.2, 60),
+    "metrics_interval": (1, 3600),
 }
 _ENUMS: dict[str, tuple[str, ...]] = {
     "audit_failure": ("continue", "deny"),
     "log_level": ("debug", "info", "warning", "error"),
     "unknown_users": ("refuse", "ignore"),
 }
-_PATHS = ("pam_socket", "control_socket", "state_dir", "audit_log", "secret_key_file")
+_PATHS = ("pam_socket", "control_socket", "state_dir", "audit_log", "secret_key_file",
+          "metrics_textfile")
 
 
 def _check_type(key: str, value: Any, want: Any) -> Any:
@@ -166,6 +183,9 @@ _TYPES: dict[str, Any] = {
     "recovery_codes": int, "create_system_accounts": bool, "max_connections": int,
     "pam_processes": int,
     "database": str, "secret_key_file": str, "host_name": str, "break_glass_group": str,
+    "database_pgbouncer": bool, "database_pool_min": int, "database_pool_max": int,
+    "fleet_sync_interval": float, "metrics_textfile": str, "metrics_interval": float,
+    "metrics_listen": str,
 }
 
 
@@ -327,6 +347,9 @@ def parse_collect(raw: Any, daemon: bool = True) -> tuple[Config, Problems]:
                 values.pop(key)
                 raise ConfigError(f"config key {key!r} must not contain ':' (authenticator "
                                   "apps read it as the issuer/account separator)")
+    if values.get("database_pool_min", 1) > values.get("database_pool_max", 8):
+        problems.add("database_pool_min", "config key 'database_pool_min' must not exceed "
+                     "database_pool_max")
     account = values.get("account_name", "{user}")
     try:  # formatted at every enrollment: a bad placeholder must fail here, not there
         account.format(user="u", host="h", email="e")
@@ -381,7 +404,31 @@ def _value(key: str, value: Any, daemon: bool, problems: Problems) -> Any:
         raise ConfigError(f"config key {key!r}: {value!r} must be an absolute path")
     if key == "database":
         return _database(checked)
+    if key == "metrics_listen":
+        return _loopback(checked)
     return checked
+
+
+def loopback_address(value: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 in brackets) -> (host, port); ValueError unless a loopback IP."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected 127.0.0.1:PORT")
+    if not ipaddress.ip_address(host).is_loopback:
+        raise ValueError("not a loopback address")
+    return host, int(port)
+
+
+def _loopback(value: str) -> str:
+    """metrics_listen: the root daemon's metrics are for this host's scraper only."""
+    try:
+        loopback_address(value)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'metrics_listen': {value!r}: {exc} (only a loopback "
+                          "address, e.g. 127.0.0.1:9877; node_exporter's textfile collector "
+                          "with metrics_textfile opens no port at all)") from None
+    return value
 
 
 def key_lines(text: str) -> dict[str, int]:

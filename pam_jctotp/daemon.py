@@ -116,10 +116,12 @@ def open_store(cfg: configmod.Config, create: bool = False, key: bytes | None = 
     except ImportError:
         raise StoreError("config key 'database' needs psycopg 3 and psycopg_pool "
                          "(apt install python3-psycopg python3-psycopg-pool)") from None
+    sizes: dict[str, Any] = {"min_size": cfg.database_pool_min, "max_size": cfg.database_pool_max,
+             "pgbouncer": cfg.database_pgbouncer, "sync_interval": cfg.fleet_sync_interval}
     if key is None:
-        return PostgresStore(cfg.database, create=create)
+        return PostgresStore(cfg.database, create=create, **sizes)
     return PostgresStore(cfg.database, create=create, key=(key_check(key), str(cfg.key_path)),
-                         serving=True)
+                         serving=True, **sizes)
 
 
 def open_fleet(cfg: configmod.Config, create: bool = False) -> "PostgresStore":

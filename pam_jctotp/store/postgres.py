@@ -13,6 +13,14 @@ pool exhausted) trips the breaker of outage.py: one log line, every call fails
 at once (StoreUnavailable) until the probe sees the database back, one line
 again. Every statement has a client-side deadline (STATEMENT_DEADLINE), so a
 frozen server never holds a login; a broken connection is discarded by the pool.
+
+At fleet scale (issue 24): through PgBouncer in transaction pooling mode
+(`pgbouncer=True`: no server-side prepared statements, no LISTEN: the sync
+thread polls a change counter instead, ChangePoller), and onto a promoted
+standby: a multi-host URI is tried host by host in order, read-write only
+(InOrderConnection: psycopg 3.1.7 does not fail a pool over by itself, #674).
+No statement is ever retried: a failure fails the login closed (see README,
+"Failover").
 """
 
 from __future__ import annotations
@@ -22,13 +30,14 @@ import logging
 import os
 import select
 import threading
+import time
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import psycopg
 from psycopg import errors as pgerrors
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -112,6 +121,21 @@ MIGRATIONS: list[str] = [
               OR OLD.password_hash IS DISTINCT FROM NEW.password_hash)
         EXECUTE FUNCTION jctotp_users_changed();
     """,
+    # 2 (issue 24): a change counter for hosts that cannot LISTEN (through PgBouncer in
+    # transaction mode). Bumped in the same transaction as the change, so a poller
+    # never sees it before the change itself. Every unit of work touches one user,
+    # so the lock order is always user row, then this row: no deadlock.
+    """
+    CREATE TABLE jctotp_changes (id INTEGER PRIMARY KEY CHECK (id = 1),
+                                 counter BIGINT NOT NULL);
+    INSERT INTO jctotp_changes VALUES (1, 0);
+    CREATE OR REPLACE FUNCTION jctotp_users_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('jctotp_users', '');
+        UPDATE jctotp_changes SET counter = counter + 1 WHERE id = 1;
+        RETURN NULL;
+    END $$;
+    """,
 ]
 CHANNEL = "jctotp_users"
 
@@ -137,7 +161,12 @@ ACCEPT_STEP_AND_RESET = ("UPDATE users SET last_step = %s, failed_count = 0, "
 RESET_FAILURES = ("UPDATE users SET failed_count = 0, fail_window_start = NULL WHERE name = %s "
                   "AND (failed_count <> 0 OR fail_window_start IS NOT NULL)")
 
-_OUTAGE = (psycopg.OperationalError, PoolTimeout, DeadlineExceeded)
+# A standby (25006, read-only) or a server going down (57P01-57P03): the connection is
+# closed, never reused, and the call counts as an outage (the breaker's probe finds
+# the new primary). 57P0x are OperationalErrors already; 25006 is not.
+_GONE = (pgerrors.ReadOnlySqlTransaction, pgerrors.AdminShutdown, pgerrors.CrashShutdown,
+         pgerrors.CannotConnectNow)
+_OUTAGE = (psycopg.OperationalError, PoolTimeout, DeadlineExceeded, *_GONE)
 T = TypeVar("T")
 
 
@@ -151,6 +180,44 @@ def describe(uri: str) -> str:
     host = info.get("host", "localhost")
     port = f":{info['port']}" if info.get("port") else ""
     return f"postgresql://{info.get('user', '')}@{host}{port}/{info.get('dbname', '')}"
+
+
+def hosts_in_order(uri: str) -> list[str]:
+    """A multi-host URI (host=a,b / port=p,q) as one conninfo per host, in order, each
+    read-write only (a standby refuses it: libpq's target_session_attrs). One host: the
+    URI itself."""
+    params = conninfo_to_dict(uri)
+    hosts = str(params.get("host", "")).split(",")
+    if len(hosts) < 2:
+        return [uri]
+    ports = str(params.get("port", "")).split(",")
+    addrs = str(params.get("hostaddr", "")).split(",")
+    one: list[str] = []
+    for n, host in enumerate(hosts):
+        each = {**params, "host": host,
+                "target_session_attrs": params.get("target_session_attrs", "read-write")}
+        each["port"] = ports[n] if len(ports) == len(hosts) else ports[0]
+        if "hostaddr" in params:
+            each["hostaddr"] = addrs[n] if len(addrs) == len(hosts) else addrs[0]
+        one.append(make_conninfo("", **{k: v for k, v in each.items() if v != ""}))
+    return one
+
+
+class InOrderConnection(psycopg.Connection[Any]):
+    """Every connection of ours (the pool's, the probe's, the listener's): the first
+    host of the URI that takes a read-write one, else the last host's error.
+    psycopg 3.1.7's own multi-host connect does not move a pool on (issue #674)."""
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
+        last: psycopg.OperationalError | None = None
+        for one in hosts_in_order(conninfo):
+            try:
+                return super().connect(one, **kwargs)
+            except psycopg.OperationalError as exc:
+                last = exc
+        assert last is not None
+        raise last
 
 
 def _execute(sql: str, conn: psycopg.Connection[Any]) -> Any:
@@ -180,8 +247,8 @@ class Listener:
         `timeout` quietly. StoreUnavailable when the connection is lost (reconnects next)."""
         try:
             if self.conn is None:
-                self.conn = psycopg.connect(self.uri, autocommit=True,
-                                            connect_timeout=self.connect_timeout)
+                self.conn = InOrderConnection.connect(self.uri, autocommit=True,
+                                             connect_timeout=self.connect_timeout)
                 self.conn.execute(f"LISTEN {CHANNEL}")
                 return True
             ready = select.select([self.conn.fileno(), self._wake_r], [], [], timeout)[0]
@@ -209,6 +276,39 @@ class Listener:
             self.conn = None
 
 
+class ChangePoller:
+    """The Listener's stand-in through PgBouncer's transaction pooling, where a LISTEN
+    would hold a server connection per host (or be lost between transactions): every
+    `interval` seconds one read of the change counter (migration 2), through the pool."""
+
+    def __init__(self, store: "PostgresStore", interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self.seen: int | None = None
+        self._wake = threading.Event()
+
+    def interrupt(self) -> None:
+        self._wake.set()
+
+    def wait(self, timeout: float) -> bool:
+        """True when the counter moved since the last look (or at the first look);
+        False after `timeout` or when interrupted. StoreUnavailable during an outage."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._wake.wait(max(0.0, min(self.interval, deadline - time.monotonic()))):
+                self._wake.clear()
+                return False
+            counter = self.store.change_counter()
+            if counter != self.seen:
+                self.seen = counter
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    def close(self) -> None:
+        pass
+
+
 class _Unit:
     """One thread's open unit of work: its connection and depth."""
 
@@ -227,8 +327,11 @@ class PostgresStore:
 
     def __init__(self, uri: str, *, max_size: int = 24, min_size: int = 2,
                  wait_timeout: float = WAIT_TIMEOUT, create: bool = True,
-                 key: tuple[str, str] | None = None, serving: bool = False) -> None:
+                 key: tuple[str, str] | None = None, serving: bool = False,
+                 pgbouncer: bool = False, sync_interval: float = 2.0) -> None:
         self.uri = uri
+        self.pgbouncer = pgbouncer
+        self.sync_interval = sync_interval
         self.where = describe(uri)
         self.wait_timeout = wait_timeout
         try:
@@ -239,6 +342,10 @@ class PostgresStore:
         if "connect_timeout" not in params:
             kwargs["connect_timeout"] = CONNECT_TIMEOUT
         kwargs.update({k: v for k, v in KEEPALIVES.items() if k not in params})
+        if pgbouncer:
+            # transaction pooling: the next statement may run on another server
+            # connection, which never saw the PREPARE
+            kwargs["prepare_threshold"] = None
         self._kwargs = kwargs
         self._units: dict[int, _Unit] = {}
         self._deadlines = Deadlines()
@@ -247,9 +354,10 @@ class PostgresStore:
         self._key = key
         self._ready = False        # schema and key checked: calls may be served
         self._refused: str | None = None   # why the returning database was refused
-        self.pool = ConnectionPool(uri, open=False, kwargs=kwargs, min_size=min_size,
-                                   max_size=max_size, timeout=wait_timeout, name="jctotp",
-                                   reconnect_timeout=RECONNECT_TIMEOUT)
+        self.pool: ConnectionPool[Any] = ConnectionPool(
+            uri, open=False, kwargs=kwargs, min_size=min_size, max_size=max_size,
+            timeout=wait_timeout, name="jctotp", connection_class=InOrderConnection,
+            reconnect_timeout=RECONNECT_TIMEOUT)
         if serving:
             self.pool.open(wait=False)
             try:
@@ -292,7 +400,7 @@ class PostgresStore:
     def _connect_error(self) -> str:
         """Why a fresh connection fails (the pool swallows the reason)."""
         try:
-            psycopg.connect(self.uri, connect_timeout=CONNECT_TIMEOUT).close()
+            InOrderConnection.connect(self.uri, connect_timeout=CONNECT_TIMEOUT).close()
         except psycopg.Error as exc:
             return first_line(exc)
         return "no connection free in the pool in time"
@@ -302,8 +410,14 @@ class PostgresStore:
         self._deadlines.close()
         self.pool.close()
 
-    def listener(self) -> Listener:
+    def listener(self) -> Listener | ChangePoller:
+        if self.pgbouncer:
+            return ChangePoller(self, self.sync_interval)
         return Listener(self.uri, CONNECT_TIMEOUT)
+
+    def change_counter(self) -> int:
+        row = self._one("SELECT counter FROM jctotp_changes WHERE id = 1")
+        return int(row[0]) if row else 0
 
     # --- the outage state: one log line per outage (outage.py) -------------------------
 
@@ -313,10 +427,12 @@ class PostgresStore:
 
     def _probe_database(self) -> None:
         """One connection and one statement, both bounded: raises unless the database answers."""
-        with psycopg.connect(self.uri, **{**self._kwargs, "connect_timeout":
-                                          PROBE_CONNECT_TIMEOUT}) as conn:
+        with InOrderConnection.connect(self.uri, **{**self._kwargs, "connect_timeout":
+                                           PROBE_CONNECT_TIMEOUT}) as conn:
             with self._deadlines.guard(conn.pgconn.socket, STATEMENT_DEADLINE):
-                conn.execute("SELECT 1")
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            if row and row[0]:   # one endpoint (PgBouncer, a VIP) still on a standby
+                raise psycopg.OperationalError("the database is a standby (read-only)")
 
     def _probe(self) -> None:
         """The breaker's probe (its thread may use the store while it is down). A daemon
@@ -363,8 +479,12 @@ class PostgresStore:
 
     def _timed(self, conn: psycopg.Connection[Any], work: Callable[[psycopg.Connection[Any]], T],
                deadline: float = STATEMENT_DEADLINE) -> T:
-        with self._deadlines.guard(conn.pgconn.socket, deadline):
-            return work(conn)
+        try:
+            with self._deadlines.guard(conn.pgconn.socket, deadline):
+                return work(conn)
+        except _GONE:
+            conn.close()   # a standby or a server shutting down: never reuse it
+            raise
 
     def _run(self, work: Callable[[psycopg.Connection[Any]], T],
              deadline: float = STATEMENT_DEADLINE) -> T:
