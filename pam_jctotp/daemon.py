@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, cast
 
-from . import __version__, config as configmod, logs
+from . import __version__, config as configmod, logs, metrics
 from .audit import AuditLog
 from .clock import Clock
 from .core.accounts import Accounts
@@ -176,8 +176,10 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
         store, sync = fleet_copies(cfg, fleet, system, markers)
         audit = FleetAudit(local, fleet)
     directory = make_directory(cfg, store, system)
-    return Accounts(cfg, store, directory, system, box, Clock(controllable=cfg.clock_control),
-                    audit, markers), audit, sync
+    metrics.watch(store)
+    return Accounts(cfg, metrics.timed(store, "database_seconds"),
+                    metrics.timed(directory, "directory_seconds"), system, box,
+                    Clock(controllable=cfg.clock_control), audit, markers), audit, sync
 
 
 def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccounts,
@@ -321,7 +323,9 @@ def _state_where(cfg: configmod.Config) -> str:
 async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
                 text: str | None = None) -> None:
     raise_fd_limit()
+    metrics.enable(cfg, parent=True)   # before the PAM processes start: they inherit it
     accounts, audit, sync = build(cfg)
+    exporter = metrics.Exporter(cfg, accounts) if metrics.on() else None
     audit_file = audit.local if isinstance(audit, FleetAudit) else audit   # reopened on SIGHUP
     if sync is not None:
         sync.start()
@@ -358,6 +362,8 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
             extra.signal(signal.SIGHUP)  # each reloads the file itself
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
     accounts.audit("daemon_started", None, reason=f"jctotpd {__version__}")
+    if exporter is not None:
+        exporter.start()
     if cfg.clock_control:
         log.warning("TEST MODE: the clock can be moved over the control socket")
     _notify("READY=1")
@@ -372,6 +378,8 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
         pool.shutdown(wait=False, cancel_futures=True)
     if sync is not None:
         sync.stop()
+    if exporter is not None:
+        exporter.stop()
     accounts.store.close()
     audit.close()
 
