@@ -66,6 +66,9 @@ WRONG_TYPES = {
     "account_name": 0, "control_socket": b"/x", "audit_log": 0.5,
     "database": 5, "secret_key_file": True, "host_name": [], "break_glass_group": 1,
     "mfa_groups": "mfa", "directory": "ldap",
+    "database_pgbouncer": "yes", "database_pool_min": 1.5, "database_pool_max": "8",
+    "fleet_sync_interval": "2", "metrics_textfile": 5, "metrics_interval": [15],
+    "metrics_listen": 9877,
 }
 
 
@@ -393,3 +396,12 @@ def test_directory_problems_come_with_the_others_and_their_lines(tmp_path):
     assert problems[2].startswith(f"{path}: line 4: config key 'directory.uri'")
     cfg, found = config.load_collect(path)
     assert len(found) == 3 and not cfg.directory.is_ldap  # a broken block: the default
+
+
+def test_fleet_scale_keys_are_checked():
+    assert "'database_pool_min' must not exceed" in error({"database_pool_min": 9,
+                                                         "database_pool_max": 8})
+    assert "'database_pool_max'" in error({"database_pool_max": 0})
+    assert "'fleet_sync_interval'" in error({"fleet_sync_interval": 0.1})
+    assert "'metrics_textfile'" in error({"metrics_textfile": "jctotp.prom"})
+    assert "'metrics_listen'" in error({"metrics_listen": "0.0.0.0:9877"})
