@@ -183,9 +183,8 @@ def describe(uri: str) -> str:
 
 
 def hosts_in_order(uri: str) -> list[str]:
-    """A multi-host URI (host=a,b / port=p,q) as one conninfo per host, in order, each
-    read-write only (a standby refuses it: libpq's target_session_attrs). One host: the
-    URI itself."""
+    """A multi-host URI (host=a,b / port=p,q) as one conninfo per host, in order (each
+    then read-write only: PostgresStore's target_session_attrs). One host: the URI."""
     params = conninfo_to_dict(uri)
     hosts = str(params.get("host", "")).split(",")
     if len(hosts) < 2:
@@ -194,8 +193,7 @@ def hosts_in_order(uri: str) -> list[str]:
     addrs = str(params.get("hostaddr", "")).split(",")
     one: list[str] = []
     for n, host in enumerate(hosts):
-        each = {**params, "host": host,
-                "target_session_attrs": params.get("target_session_attrs", "read-write")}
+        each = {**params, "host": host}
         each["port"] = ports[n] if len(ports) == len(hosts) else ports[0]
         if "hostaddr" in params:
             each["hostaddr"] = addrs[n] if len(addrs) == len(hosts) else addrs[0]
@@ -228,9 +226,11 @@ def _execute(sql: str, conn: psycopg.Connection[Any]) -> Any:
 class Listener:
     """LISTEN on its own connection (not the pool's), for the fleet sync thread."""
 
-    def __init__(self, uri: str, connect_timeout: int) -> None:
+    def __init__(self, uri: str, connect_timeout: int,
+                 target_session_attrs: str = "read-write") -> None:
         self.uri = uri
         self.connect_timeout = connect_timeout
+        self.target_session_attrs = target_session_attrs
         self.conn: psycopg.Connection[Any] | None = None
         # interrupt() writes here so a stop never waits out a long `wait`.
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -247,8 +247,9 @@ class Listener:
         `timeout` quietly. StoreUnavailable when the connection is lost (reconnects next)."""
         try:
             if self.conn is None:
-                self.conn = InOrderConnection.connect(self.uri, autocommit=True,
-                                             connect_timeout=self.connect_timeout)
+                self.conn = InOrderConnection.connect(
+                    self.uri, autocommit=True, connect_timeout=self.connect_timeout,
+                    target_session_attrs=self.target_session_attrs)
                 self.conn.execute(f"LISTEN {CHANNEL}")
                 return True
             ready = select.select([self.conn.fileno(), self._wake_r], [], [], timeout)[0]
@@ -342,6 +343,11 @@ class PostgresStore:
         if "connect_timeout" not in params:
             kwargs["connect_timeout"] = CONNECT_TIMEOUT
         kwargs.update({k: v for k, v in KEEPALIVES.items() if k not in params})
+        # Never a connection to a read-only server (a standby behind a stale endpoint,
+        # or a host of a multi-host URI not promoted yet): libpq refuses it at connect,
+        # so neither the pool nor the probe keeps one (unless the URI says otherwise).
+        kwargs.setdefault("target_session_attrs", params.get("target_session_attrs",
+                                                             "read-write"))
         if pgbouncer:
             # transaction pooling: the next statement may run on another server
             # connection, which never saw the PREPARE
@@ -413,7 +419,7 @@ class PostgresStore:
     def listener(self) -> Listener | ChangePoller:
         if self.pgbouncer:
             return ChangePoller(self, self.sync_interval)
-        return Listener(self.uri, CONNECT_TIMEOUT)
+        return Listener(self.uri, CONNECT_TIMEOUT, self._kwargs["target_session_attrs"])
 
     def change_counter(self) -> int:
         row = self._one("SELECT counter FROM jctotp_changes WHERE id = 1")
@@ -430,9 +436,7 @@ class PostgresStore:
         with InOrderConnection.connect(self.uri, **{**self._kwargs, "connect_timeout":
                                            PROBE_CONNECT_TIMEOUT}) as conn:
             with self._deadlines.guard(conn.pgconn.socket, STATEMENT_DEADLINE):
-                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-            if row and row[0]:   # one endpoint (PgBouncer, a VIP) still on a standby
-                raise psycopg.OperationalError("the database is a standby (read-only)")
+                conn.execute("SELECT 1")
 
     def _probe(self) -> None:
         """The breaker's probe (its thread may use the store while it is down). A daemon

@@ -107,3 +107,4 @@ def test_primary_killed_standby_promoted_logins_resume_and_codes_stay_used(
     assert log.count("unavailable:") == 1 and log.count("back after") == 1, log
     log = b.log.read_text()   # idle through it all: its next call just reconnected
     assert log.count("unavailable:") == log.count("back after") <= 1, log
+
