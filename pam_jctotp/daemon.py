@@ -221,7 +221,11 @@ def raise_fd_limit() -> int:
 RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections", "pam_processes",
                 "password_hash", "testing", "directory",
                 # the fleet: the store, the key, the audit name and the sync are made at start
-                "database", "secret_key_file", "host_name", "break_glass_group")
+                "database", "secret_key_file", "host_name", "break_glass_group",
+                "database_pgbouncer", "database_pool_min", "database_pool_max",
+                "fleet_sync_interval",
+                # the metrics' files, writer thread and port are made at start
+                "metrics_textfile", "metrics_interval", "metrics_listen")
 LDAP_RESTART_KEYS = ("admin_groups", "exempt_groups", "mfa_groups")
 
 
