@@ -18,7 +18,8 @@ At fleet scale (issue 24): through PgBouncer in transaction pooling mode
 (`pgbouncer=True`: no server-side prepared statements, no LISTEN: the sync
 thread polls a change counter instead, ChangePoller), and onto a promoted
 standby: a multi-host URI is tried host by host in order, read-write only
-(InOrderConnection: psycopg 3.1.7 does not fail a pool over by itself, #674).
+(InOrderConnection: not left to the installed psycopg's multi-host handling;
+Debian 12's 3.1.7 predates the fixes of 3.1.13, psycopg #674).
 No statement is ever retried: a failure fails the login closed (see README,
 "Failover").
 """
@@ -203,8 +204,8 @@ def hosts_in_order(uri: str) -> list[str]:
 
 class InOrderConnection(psycopg.Connection[Any]):
     """Every connection of ours (the pool's, the probe's, the listener's): the first
-    host of the URI that takes a read-write one, else the last host's error.
-    psycopg 3.1.7's own multi-host connect does not move a pool on (issue #674)."""
+    host of the URI that takes a read-write one, else the last host's error, the same
+    with any psycopg (3.1.7's multi-host connect predates 3.1.13's fixes, #674)."""
 
     @classmethod
     def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
@@ -406,7 +407,9 @@ class PostgresStore:
     def _connect_error(self) -> str:
         """Why a fresh connection fails (the pool swallows the reason)."""
         try:
-            InOrderConnection.connect(self.uri, connect_timeout=CONNECT_TIMEOUT).close()
+            InOrderConnection.connect(self.uri, connect_timeout=CONNECT_TIMEOUT,
+                                      target_session_attrs=self._kwargs[
+                                          "target_session_attrs"]).close()
         except psycopg.Error as exc:
             return first_line(exc)
         return "no connection free in the pool in time"
