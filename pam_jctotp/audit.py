@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any, Iterator
 
+from . import metrics
 from .printable import json_line, printable
 
 log = logging.getLogger("jctotpd.audit")
@@ -59,6 +60,7 @@ class AuditLog:
         """Append one event; False (and an error in the daemon log) if it could not be."""
         if event not in EVENTS:
             raise ValueError(f"unknown audit event {event!r}")
+        metrics.audited(event, fields)
         record: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now or time.time())),
             "ts": round(now or time.time(), 3), "event": event, "user": user,

@@ -120,6 +120,18 @@ class Config:
     # Seconds since that copy last matched the database after which it serves
     # nobody (SSSD's offline_credentials_expiration, in seconds).
     break_glass_max_age: int = 14400
+    # At fleet scale (issue 24): through PgBouncer in transaction pooling mode (no
+    # prepared statements, no LISTEN: the host polls a change counter every
+    # fleet_sync_interval s); each host's pool of connections to the database.
+    database_pgbouncer: bool = False
+    database_pool_min: int = 1
+    database_pool_max: int = 8
+    fleet_sync_interval: float = 2.0
+    # Prometheus metrics (issue 24), off unless set: a textfile for node_exporter
+    # (rewritten every metrics_interval s) and/or an HTTP endpoint on loopback.
+    metrics_textfile: str | None = None
+    metrics_interval: float = 15.0
+    metrics_listen: str | None = None
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     portal: PortalConfig = field(default_factory=PortalConfig)
     # How long a forgotten-password link works (single use).
@@ -164,13 +176,18 @@ _RANGES: dict[str, tuple[float, float]] = {
     "enrollment_reminder_days": (0, 30),
     # at least the fleet sync's resync (60 s), or a copy could expire between two
     "break_glass_max_age": (60, 86400 * 30),
+    "database_pool_min": (1, 100),
+    "database_pool_max": (1, 100),
+    "fleet_sync_interval": (0.2, 60),
+    "metrics_interval": (1, 3600),
 }
 _ENUMS: dict[str, tuple[str, ...]] = {
     "audit_failure": ("continue", "deny"),
     "log_level": ("debug", "info", "warning", "error"),
     "unknown_users": ("refuse", "ignore"),
 }
-_PATHS = ("pam_socket", "control_socket", "state_dir", "audit_log", "secret_key_file")
+_PATHS = ("pam_socket", "control_socket", "state_dir", "audit_log", "secret_key_file",
+          "metrics_textfile")
 
 
 def _check_type(key: str, value: Any, want: Any) -> Any:
@@ -212,6 +229,9 @@ _TYPES: dict[str, Any] = {
     "enrollment_reminder_days": int,
     "database": str, "secret_key_file": str, "host_name": str, "break_glass_group": str,
     "break_glass_max_age": int,
+    "database_pgbouncer": bool, "database_pool_min": int, "database_pool_max": int,
+    "fleet_sync_interval": float, "metrics_textfile": str, "metrics_interval": float,
+    "metrics_listen": str,
 }
 
 
@@ -447,6 +467,9 @@ def parse_collect(raw: Any, daemon: bool = True) -> tuple[Config, Problems]:
                 values.pop(key)
                 raise ConfigError(f"config key {key!r} must not contain ':' (authenticator "
                                   "apps read it as the issuer/account separator)")
+    if values.get("database_pool_min", 1) > values.get("database_pool_max", 8):
+        problems.add("database_pool_min", "config key 'database_pool_min' must not exceed "
+                     "database_pool_max")
     account = values.get("account_name", "{user}")
     try:  # formatted at every enrollment: a bad placeholder must fail here, not there
         account.format(user="u", host="h", email="e")
@@ -505,7 +528,31 @@ def _value(key: str, value: Any, daemon: bool, problems: Problems) -> Any:
         raise ConfigError(f"config key {key!r}: {value!r} must be an absolute path")
     if key == "database":
         return _database(checked)
+    if key == "metrics_listen":
+        return _loopback(checked)
     return checked
+
+
+def loopback_address(value: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 in brackets) -> (host, port); ValueError unless a loopback IP."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected 127.0.0.1:PORT")
+    if not ipaddress.ip_address(host).is_loopback:
+        raise ValueError("not a loopback address")
+    return host, int(port)
+
+
+def _loopback(value: str) -> str:
+    """metrics_listen: the root daemon's metrics are for this host's scraper only."""
+    try:
+        loopback_address(value)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'metrics_listen': {value!r}: {exc} (only a loopback "
+                          "address, e.g. 127.0.0.1:9877; node_exporter's textfile collector "
+                          "with metrics_textfile opens no port at all)") from None
+    return value
 
 
 def key_lines(text: str) -> dict[str, int]:

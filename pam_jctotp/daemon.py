@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, cast
 
-from . import __version__, config as configmod, logs
+from . import __version__, config as configmod, logs, metrics
 from .audit import AuditLog
 from .clock import Clock
 from .core import notices
@@ -118,10 +118,12 @@ def open_store(cfg: configmod.Config, create: bool = False, key: bytes | None = 
     except ImportError:
         raise StoreError("config key 'database' needs psycopg 3 and psycopg_pool "
                          "(apt install python3-psycopg python3-psycopg-pool)") from None
+    sizes: dict[str, Any] = {"min_size": cfg.database_pool_min, "max_size": cfg.database_pool_max,
+             "pgbouncer": cfg.database_pgbouncer, "sync_interval": cfg.fleet_sync_interval}
     if key is None:
-        return PostgresStore(cfg.database, create=create)
+        return PostgresStore(cfg.database, create=create, **sizes)
     return PostgresStore(cfg.database, create=create, key=(key_check(key), str(cfg.key_path)),
-                         serving=True)
+                         serving=True, **sizes)
 
 
 def open_fleet(cfg: configmod.Config, create: bool = False) -> "PostgresStore":
@@ -177,7 +179,9 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
         audit = FleetAudit(local, fleet)
         store, sync = fleet_copies(cfg, fleet, system, markers, clock, audit)
     directory = make_directory(cfg, store, system)
-    accounts = Accounts(cfg, store, directory, system, box,
+    metrics.watch(store)
+    accounts = Accounts(cfg, metrics.timed(store, "database_seconds"),
+                        metrics.timed(directory, "directory_seconds"), system, box,
                         clock, audit, markers)
     if cfg.smtp is not None:
         accounts.outbox = Mailer(cfg.smtp)  # every process mails what it audits (locks)
@@ -251,7 +255,11 @@ RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections", 
                 # the fleet: the store, the key, the audit name and the sync are made at start
                 "database", "secret_key_file", "host_name", "break_glass_group",
                 # the mail thread is made at start with its server (issue 23)
-                "smtp")
+                "smtp",
+                "database_pgbouncer", "database_pool_min", "database_pool_max",
+                "fleet_sync_interval",
+                # the metrics' files, writer thread and port are made at start
+                "metrics_textfile", "metrics_interval", "metrics_listen")
 LDAP_RESTART_KEYS = ("admin_groups", "exempt_groups", "mfa_groups")
 
 
@@ -355,7 +363,9 @@ def _state_where(cfg: configmod.Config) -> str:
 async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
                 text: str | None = None) -> None:
     raise_fd_limit()
+    metrics.enable(cfg, parent=True)   # before the PAM processes start: they inherit it
     accounts, audit, sync = build(cfg)
+    exporter = metrics.Exporter(cfg, accounts) if metrics.on() else None
     audit_file = audit.local if isinstance(audit, FleetAudit) else audit   # reopened on SIGHUP
     if sync is not None:
         sync.start()
@@ -391,6 +401,8 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
             extra.signal(signal.SIGHUP)  # each reloads the file itself
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
     accounts.audit("daemon_started", None, reason=f"jctotpd {__version__}")
+    if exporter is not None:
+        exporter.start()
     if cfg.clock_control:
         log.warning("TEST MODE: the clock can be moved over the control socket")
     _notify("READY=1")
@@ -407,6 +419,8 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
         sync.stop()
     if isinstance(accounts.outbox, Mailer):
         accounts.outbox.close()
+    if exporter is not None:
+        exporter.stop()
     accounts.store.close()
     audit.close()
 

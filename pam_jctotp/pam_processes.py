@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import config as configmod, logs
+from . import config as configmod, logs, metrics
 
 if TYPE_CHECKING:
     from .core.accounts import Accounts
@@ -173,6 +173,7 @@ def child_main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(cfg.log_level.upper())
         logs.setup_auth(syslog_too=cfg.audit_syslog)
         daemon._return_big_blocks()
+        metrics.enable(cfg, parent=False)   # jctotpd's directory: one set for the daemon
         accounts, audit, _sync = daemon.build(cfg)   # the fleet sync is jctotpd's
     except JctotpError as exc:
         for line in getattr(exc, "problems", None) or [str(exc)]:

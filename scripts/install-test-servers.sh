@@ -1,14 +1,15 @@
 #!/bin/bash
-# Install Debian's PostgreSQL and OpenLDAP for tests/fleet and tests/ldap WITHOUT
+# Install Debian's PostgreSQL, PgBouncer and OpenLDAP for tests/fleet and tests/ldap WITHOUT
 # letting their maintainer scripts start system servers: slapd's postinst would
 # start a slapd on :389 on every interface, postgresql's would create and start a
-# "main" cluster. The tests start private servers on 127.0.0.1 in temp dirs
+# "main" cluster, pgbouncer's would start one on :6432. The tests start private
+# servers on 127.0.0.1 in temp dirs
 # (scripts/pg-test-cluster.sh, tests/ldap/conftest.py); nothing else may run.
 #
 #   scripts/install-test-servers.sh      (root; idempotent; called by scripts/test.sh)
 set -euo pipefail
 
-pkgs=(postgresql libpq5 slapd ldap-utils openssl iproute2)
+pkgs=(postgresql libpq5 pgbouncer slapd ldap-utils openssl iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -50,17 +51,17 @@ apt_install "${missing[@]}"
 
 # Under systemd the units were enabled (enabling is not a start): keep them off at boot.
 if [ -d /run/systemd/system ]; then
-    systemctl disable --quiet slapd 2>/dev/null || true
+    systemctl disable --quiet slapd pgbouncer 2>/dev/null || true
 fi
 
 # Verify: no system slapd/postgres, and nothing of theirs on a non-loopback address.
-if ss -H -ltn | awk '{print $4}' | grep -qE ':(389|636|5432)$'; then
-    echo "install-test-servers.sh: a system LDAP/PostgreSQL server is listening:" >&2
+if ss -H -ltn | awk '{print $4}' | grep -qE ':(389|636|5432|6432)$'; then
+    echo "install-test-servers.sh: a system LDAP/PostgreSQL/PgBouncer server is listening:" >&2
     ss -ltnp >&2
     exit 1
 fi
-if ss -H -ltnp | grep -E '"(slapd|postgres)"' | awk '{print $4}' | grep -vqE '^(127\.|\[::1\]:)'; then
-    echo "install-test-servers.sh: slapd/postgres listening beyond loopback:" >&2
+if ss -H -ltnp | grep -E '"(slapd|postgres|pgbouncer)"' | awk '{print $4}' | grep -vqE '^(127\.|\[::1\]:)'; then
+    echo "install-test-servers.sh: slapd/postgres/pgbouncer listening beyond loopback:" >&2
     ss -ltnp >&2
     exit 1
 fi

@@ -10,6 +10,7 @@ import re
 import sys
 import time
 import urllib.parse
+import urllib.request
 import warnings
 from datetime import datetime, timezone
 from typing import Any
@@ -212,7 +213,11 @@ def _build_parser() -> argparse.ArgumentParser:
     au.add_argument("--since", help="age (30m, 2h, 7d) or ISO 8601 date/time as audit prints "
                     "it (2026-11-27T02:18:00Z); no zone means UTC")
     au.add_argument("--limit", type=int, default=10000)
-    json_flag(sub.add_parser("status", help="your MFA state, days left, recovery codes, lock"))
+    st = json_flag(sub.add_parser("status", help="your MFA state, days left, recovery codes, "
+                                  "lock"))
+    st.add_argument("--metrics", action="store_true",
+                    help="print the daemon's Prometheus metrics instead (metrics_listen "
+                    "or metrics_textfile)")
     json_flag(sub.add_parser("setup", help="enroll your authenticator now"))
     json_flag(sub.add_parser("reset", help="move to a new phone: prove the old one, "
                              "confirm the new"))
@@ -385,10 +390,36 @@ def main(argv: list[str] | None = None) -> int:
                      "JCTOTP_DEBUG=1 for details and report it", ExitCode.REFUSED)
 
 
+def _metrics(args: argparse.Namespace, cfg: configmod.Config) -> int:
+    """The daemon's metrics, as a scraper sees them: live from metrics_listen (loopback),
+    else the last textfile jctotpd wrote."""
+    if cfg.metrics_listen:
+        host, port = configmod.loopback_address(cfg.metrics_listen)
+        url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                text = answer.read().decode()
+        except OSError as exc:
+            return _fail(args, f"metrics endpoint {url}: {exc}", ExitCode.UNAVAILABLE)
+    elif cfg.metrics_textfile:
+        try:
+            with open(cfg.metrics_textfile, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            return _fail(args, f"metrics textfile: {exc}", ExitCode.UNAVAILABLE)
+    else:
+        return _fail(args, "metrics are off: set metrics_textfile or metrics_listen in "
+                     "the config", ExitCode.CONFIG)
+    sys.stdout.write(text)
+    return ExitCode.OK
+
+
 def _run(args: argparse.Namespace) -> int:
     cfg, problems = _config(args)
     if args.cmd == "doctor":
         return _doctor(args, cfg, problems)
+    if args.cmd == "status" and args.metrics:
+        return _metrics(args, cfg)
     verb, body = _request(args)
     result = request(cfg.control_socket, verb, body, Interaction(args.json), timeout=None)
     if result.exit != ExitCode.OK:

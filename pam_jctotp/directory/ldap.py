@@ -414,6 +414,11 @@ class LdapDirectory:
 
     # --- one log line per outage ----------------------------------------------------
 
+    @property
+    def up(self) -> bool:
+        """Not known to be down (for metrics: directory_up)."""
+        return self._up
+
     def _down(self, why: str) -> DirectoryUnavailable:
         with self._lock:
             first, self._up = self._up, False

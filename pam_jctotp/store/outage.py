@@ -123,6 +123,11 @@ class Breaker:
         self._closing = threading.Event()
         self._prober: threading.Thread | None = None
 
+    @property
+    def down(self) -> bool:
+        """Known to be down (for metrics: database_up, break-glass logins)."""
+        return self._down_since is not None
+
     def check(self) -> None:
         """Fail at once while the database is known to be down (except in the probe)."""
         if self._down_since is not None and threading.current_thread() is not self._prober:

@@ -13,6 +13,15 @@ pool exhausted) trips the breaker of outage.py: one log line, every call fails
 at once (StoreUnavailable) until the probe sees the database back, one line
 again. Every statement has a client-side deadline (STATEMENT_DEADLINE), so a
 frozen server never holds a login; a broken connection is discarded by the pool.
+
+At fleet scale (issue 24): through PgBouncer in transaction pooling mode
+(`pgbouncer=True`: no server-side prepared statements, no LISTEN: the sync
+thread polls a change counter instead, ChangePoller), and onto a promoted
+standby: a multi-host URI is tried host by host in order, read-write only
+(InOrderConnection: not left to the installed psycopg's multi-host handling;
+Debian 12's 3.1.7 predates the fixes of 3.1.13, psycopg #674).
+No statement is ever retried: a failure fails the login closed (see README,
+"Failover").
 """
 
 from __future__ import annotations
@@ -22,13 +31,14 @@ import logging
 import os
 import select
 import threading
+import time
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import psycopg
 from psycopg import errors as pgerrors
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -113,6 +123,21 @@ MIGRATIONS: list[str] = [
               OR OLD.password_hash IS DISTINCT FROM NEW.password_hash)
         EXECUTE FUNCTION jctotp_users_changed();
     """,
+    # 2 (issue 24): a change counter for hosts that cannot LISTEN (through PgBouncer in
+    # transaction mode). Bumped in the same transaction as the change, so a poller
+    # never sees it before the change itself. Every unit of work touches one user,
+    # so the lock order is always user row, then this row: no deadlock.
+    """
+    CREATE TABLE jctotp_changes (id INTEGER PRIMARY KEY CHECK (id = 1),
+                                 counter BIGINT NOT NULL);
+    INSERT INTO jctotp_changes VALUES (1, 0);
+    CREATE OR REPLACE FUNCTION jctotp_users_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('jctotp_users', '');
+        UPDATE jctotp_changes SET counter = counter + 1 WHERE id = 1;
+        RETURN NULL;
+    END $$;
+    """,
 ]
 CHANNEL = "jctotp_users"
 
@@ -138,7 +163,12 @@ ACCEPT_STEP_AND_RESET = ("UPDATE users SET last_step = %s, failed_count = 0, "
 RESET_FAILURES = ("UPDATE users SET failed_count = 0, fail_window_start = NULL WHERE name = %s "
                   "AND (failed_count <> 0 OR fail_window_start IS NOT NULL)")
 
-_OUTAGE = (psycopg.OperationalError, PoolTimeout, DeadlineExceeded)
+# A standby (25006, read-only) or a server going down (57P01-57P03): the connection is
+# closed, never reused, and the call counts as an outage (the breaker's probe finds
+# the new primary). 57P0x are OperationalErrors already; 25006 is not.
+_GONE = (pgerrors.ReadOnlySqlTransaction, pgerrors.AdminShutdown, pgerrors.CrashShutdown,
+         pgerrors.CannotConnectNow)
+_OUTAGE = (psycopg.OperationalError, PoolTimeout, DeadlineExceeded, *_GONE)
 T = TypeVar("T")
 
 
@@ -154,6 +184,42 @@ def describe(uri: str) -> str:
     return f"postgresql://{info.get('user', '')}@{host}{port}/{info.get('dbname', '')}"
 
 
+def hosts_in_order(uri: str) -> list[str]:
+    """A multi-host URI (host=a,b / port=p,q) as one conninfo per host, in order (each
+    then read-write only: PostgresStore's target_session_attrs). One host: the URI."""
+    params = conninfo_to_dict(uri)
+    hosts = str(params.get("host", "")).split(",")
+    if len(hosts) < 2:
+        return [uri]
+    ports = str(params.get("port", "")).split(",")
+    addrs = str(params.get("hostaddr", "")).split(",")
+    one: list[str] = []
+    for n, host in enumerate(hosts):
+        each = {**params, "host": host}
+        each["port"] = ports[n] if len(ports) == len(hosts) else ports[0]
+        if "hostaddr" in params:
+            each["hostaddr"] = addrs[n] if len(addrs) == len(hosts) else addrs[0]
+        one.append(make_conninfo("", **{k: v for k, v in each.items() if v != ""}))
+    return one
+
+
+class InOrderConnection(psycopg.Connection[Any]):
+    """Every connection of ours (the pool's, the probe's, the listener's): the first
+    host of the URI that takes a read-write one, else the last host's error, the same
+    with any psycopg (3.1.7's multi-host connect predates 3.1.13's fixes, #674)."""
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
+        last: psycopg.OperationalError | None = None
+        for one in hosts_in_order(conninfo):
+            try:
+                return super().connect(one, **kwargs)
+            except psycopg.OperationalError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+
 def _execute(sql: str, conn: psycopg.Connection[Any]) -> Any:
     """A script of many statements: no parameters, so one simple query."""
     return conn.execute(sql.encode())
@@ -162,9 +228,11 @@ def _execute(sql: str, conn: psycopg.Connection[Any]) -> Any:
 class Listener:
     """LISTEN on its own connection (not the pool's), for the fleet sync thread."""
 
-    def __init__(self, uri: str, connect_timeout: int) -> None:
+    def __init__(self, uri: str, connect_timeout: int,
+                 target_session_attrs: str = "read-write") -> None:
         self.uri = uri
         self.connect_timeout = connect_timeout
+        self.target_session_attrs = target_session_attrs
         self.conn: psycopg.Connection[Any] | None = None
         # interrupt() writes here so a stop never waits out a long `wait`.
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -181,8 +249,9 @@ class Listener:
         `timeout` quietly. StoreUnavailable when the connection is lost (reconnects next)."""
         try:
             if self.conn is None:
-                self.conn = psycopg.connect(self.uri, autocommit=True,
-                                            connect_timeout=self.connect_timeout)
+                self.conn = InOrderConnection.connect(
+                    self.uri, autocommit=True, connect_timeout=self.connect_timeout,
+                    target_session_attrs=self.target_session_attrs)
                 self.conn.execute(f"LISTEN {CHANNEL}")
                 return True
             ready = select.select([self.conn.fileno(), self._wake_r], [], [], timeout)[0]
@@ -210,6 +279,39 @@ class Listener:
             self.conn = None
 
 
+class ChangePoller:
+    """The Listener's stand-in through PgBouncer's transaction pooling, where a LISTEN
+    would hold a server connection per host (or be lost between transactions): every
+    `interval` seconds one read of the change counter (migration 2), through the pool."""
+
+    def __init__(self, store: "PostgresStore", interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self.seen: int | None = None
+        self._wake = threading.Event()
+
+    def interrupt(self) -> None:
+        self._wake.set()
+
+    def wait(self, timeout: float) -> bool:
+        """True when the counter moved since the last look (or at the first look);
+        False after `timeout` or when interrupted. StoreUnavailable during an outage."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._wake.wait(max(0.0, min(self.interval, deadline - time.monotonic()))):
+                self._wake.clear()
+                return False
+            counter = self.store.change_counter()
+            if counter != self.seen:
+                self.seen = counter
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    def close(self) -> None:
+        pass
+
+
 class _Unit:
     """One thread's open unit of work: its connection and depth."""
 
@@ -228,8 +330,11 @@ class PostgresStore:
 
     def __init__(self, uri: str, *, max_size: int = 24, min_size: int = 2,
                  wait_timeout: float = WAIT_TIMEOUT, create: bool = True,
-                 key: tuple[str, str] | None = None, serving: bool = False) -> None:
+                 key: tuple[str, str] | None = None, serving: bool = False,
+                 pgbouncer: bool = False, sync_interval: float = 2.0) -> None:
         self.uri = uri
+        self.pgbouncer = pgbouncer
+        self.sync_interval = sync_interval
         self.where = describe(uri)
         self.wait_timeout = wait_timeout
         try:
@@ -240,6 +345,15 @@ class PostgresStore:
         if "connect_timeout" not in params:
             kwargs["connect_timeout"] = CONNECT_TIMEOUT
         kwargs.update({k: v for k, v in KEEPALIVES.items() if k not in params})
+        # Never a connection to a read-only server (a standby behind a stale endpoint,
+        # or a host of a multi-host URI not promoted yet): libpq refuses it at connect,
+        # so neither the pool nor the probe keeps one (unless the URI says otherwise).
+        kwargs.setdefault("target_session_attrs", params.get("target_session_attrs",
+                                                             "read-write"))
+        if pgbouncer:
+            # transaction pooling: the next statement may run on another server
+            # connection, which never saw the PREPARE
+            kwargs["prepare_threshold"] = None
         self._kwargs = kwargs
         self._units: dict[int, _Unit] = {}
         self._deadlines = Deadlines()
@@ -251,9 +365,10 @@ class PostgresStore:
         # locks and failure windows run on the database's clock (dbclock.py)
         self.clock = DatabaseClock(self._clock_reading)
         self._refused: str | None = None   # why the returning database was refused
-        self.pool = ConnectionPool(uri, open=False, kwargs=kwargs, min_size=min_size,
-                                   max_size=max_size, timeout=wait_timeout, name="jctotp",
-                                   reconnect_timeout=RECONNECT_TIMEOUT)
+        self.pool: ConnectionPool[Any] = ConnectionPool(
+            uri, open=False, kwargs=kwargs, min_size=min_size, max_size=max_size,
+            timeout=wait_timeout, name="jctotp", connection_class=InOrderConnection,
+            reconnect_timeout=RECONNECT_TIMEOUT)
         if serving:
             self.pool.open(wait=False)
             try:
@@ -307,7 +422,9 @@ class PostgresStore:
     def _connect_error(self) -> str:
         """Why a fresh connection fails (the pool swallows the reason)."""
         try:
-            psycopg.connect(self.uri, connect_timeout=CONNECT_TIMEOUT).close()
+            InOrderConnection.connect(self.uri, connect_timeout=CONNECT_TIMEOUT,
+                                      target_session_attrs=self._kwargs[
+                                          "target_session_attrs"]).close()
         except psycopg.Error as exc:
             return first_line(exc)
         return "no connection free in the pool in time"
@@ -318,8 +435,14 @@ class PostgresStore:
         self._deadlines.close()
         self.pool.close()
 
-    def listener(self) -> Listener:
-        return Listener(self.uri, CONNECT_TIMEOUT)
+    def listener(self) -> Listener | ChangePoller:
+        if self.pgbouncer:
+            return ChangePoller(self, self.sync_interval)
+        return Listener(self.uri, CONNECT_TIMEOUT, self._kwargs["target_session_attrs"])
+
+    def change_counter(self) -> int:
+        row = self._one("SELECT counter FROM jctotp_changes WHERE id = 1")
+        return int(row[0]) if row else 0
 
     # --- the outage state: one log line per outage (outage.py) -------------------------
 
@@ -329,8 +452,8 @@ class PostgresStore:
 
     def _probe_database(self) -> None:
         """One connection and one statement, both bounded: raises unless the database answers."""
-        with psycopg.connect(self.uri, **{**self._kwargs, "connect_timeout":
-                                          PROBE_CONNECT_TIMEOUT}) as conn:
+        with InOrderConnection.connect(self.uri, **{**self._kwargs, "connect_timeout":
+                                           PROBE_CONNECT_TIMEOUT}) as conn:
             with self._deadlines.guard(conn.pgconn.socket, STATEMENT_DEADLINE):
                 conn.execute("SELECT 1")
 
@@ -379,8 +502,12 @@ class PostgresStore:
 
     def _timed(self, conn: psycopg.Connection[Any], work: Callable[[psycopg.Connection[Any]], T],
                deadline: float = STATEMENT_DEADLINE) -> T:
-        with self._deadlines.guard(conn.pgconn.socket, deadline):
-            return work(conn)
+        try:
+            with self._deadlines.guard(conn.pgconn.socket, deadline):
+                return work(conn)
+        except _GONE:
+            conn.close()   # a standby or a server shutting down: never reuse it
+            raise
 
     def _run(self, work: Callable[[psycopg.Connection[Any]], T],
              deadline: float = STATEMENT_DEADLINE) -> T:

@@ -69,6 +69,7 @@ from ..core.steps import (Conversation, Error, Info, Prompt, Result, SetPassword
 from ..errors import DirectoryUnavailable, ProtocolError, StoreError, StoreUnavailable
 from ..directory import Directory
 from ..model import LoginRequest, VerdictCode
+from .. import metrics
 from ..printable import printable
 from . import limits, pam_wire
 from .driver import SETTLE, Deadline, finish, reply_budget
@@ -420,6 +421,7 @@ class PamServer:
             log.error("after a verdict: Login.run took longer than %.1fs (its audit event "
                       "may be missing)", SETTLE)
             return
+        metrics.watchdog(why)
         if why == QUEUED:
             self._say_no_worker()
         else:
@@ -605,6 +607,9 @@ class PamServer:
         # IGNORE (an unknown user let through by config: root's su, cron) is
         # routine; at warning it would bury the refusals in `journalctl -p warning`.
         routine = verdict.code in (VerdictCode.SUCCESS, VerdictCode.IGNORE)
+        if conn.deadline is not None:
+            metrics.login(req.call, verdict.code, time.monotonic() - conn.deadline.at
+                          + conn.deadline.seconds)
         log.log(logging.INFO if routine else logging.WARNING,
                 "%s %s user=%s service=%s rhost=%s -> %s", req.call, req.factors,
                 printable(req.user), printable(req.service), printable(req.rhost or "-"),

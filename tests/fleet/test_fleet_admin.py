@@ -42,7 +42,7 @@ def test_doctor_reports_the_database_schema_and_key_check(make_host):
     found = {f["what"]: f["level"] for f in json.loads(out.stdout)}
     assert any(w.startswith("fleet database postgresql://jctotp@") and lvl == "ok"
                for w, lvl in found.items()), found
-    assert found.get("fleet schema version 1 (this jctotpd: 1)") == "ok", found
+    assert found.get("fleet schema version 2 (this jctotpd: 2)") == "ok", found
     assert found.get("key check: this host's key file is the fleet's key") == "ok", found
 
 

@@ -133,7 +133,8 @@ class PgCluster(ServerProcess):
                 return False   # typically a port clash: the caller picks a new port
             try:
                 lines = pidfile.read_text().splitlines()
-                if lines[0] == str(proc.pid) and lines[-1].strip() == "ready":
+                # "standby": a hot standby accepting (read-only) connections
+                if lines[0] == str(proc.pid) and lines[-1].strip() in ("ready", "standby"):
                     return True
             except (OSError, IndexError):
                 pass

@@ -68,6 +68,9 @@ WRONG_TYPES = {
     "mfa_groups": "mfa", "directory": "ldap", "portal": "yes", "password_reset_minutes": "30",
     "smtp": "localhost", "enrollment_reminder_days": "2",
     "break_glass_max_age": "4h",
+    "database_pgbouncer": "yes", "database_pool_min": 1.5, "database_pool_max": "8",
+    "fleet_sync_interval": "2", "metrics_textfile": 5, "metrics_interval": [15],
+    "metrics_listen": 9877,
 }
 
 
@@ -436,3 +439,12 @@ def test_smtp_round_trips():
     assert cfg.smtp is not None and cfg.smtp.from_address == "mfa@example.org"
     assert cfg.smtp.port == 587 and cfg.smtp.starttls and cfg.enrollment_reminder_days == 2
     assert config.parse({}).smtp is None
+
+
+def test_fleet_scale_keys_are_checked():
+    assert "'database_pool_min' must not exceed" in error({"database_pool_min": 9,
+                                                         "database_pool_max": 8})
+    assert "'database_pool_max'" in error({"database_pool_max": 0})
+    assert "'fleet_sync_interval'" in error({"fleet_sync_interval": 0.1})
+    assert "'metrics_textfile'" in error({"metrics_textfile": "jctotp.prom"})
+    assert "'metrics_listen'" in error({"metrics_listen": "0.0.0.0:9877"})

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from servers.pgbouncer import bouncer, bouncer_server  # noqa: F401 - PgBouncer fixtures
 from servers.postgres import pg, pg_cluster, pg_uri  # noqa: F401 - the postgres fixtures
 
 from pam_jctotp.errors import StoreError
@@ -35,8 +36,18 @@ def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     return PostgresStore(request.getfixturevalue("pg_uri"))
 
 
+def _pgbouncer(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """PostgreSQL through PgBouncer in transaction pooling mode (issue 24), with a
+    host's pool (database_pool_max 8) under the bouncer's low max_client_conn."""
+    if os.environ.get("JCTOTP_TEST_POSTGRES") != "1":
+        pytest.skip("PgBouncer: full tier only (JCTOTP_TEST_POSTGRES=1)")
+    from pam_jctotp.store.postgres import PostgresStore
+    uri = request.getfixturevalue("bouncer").through(request.getfixturevalue("pg_uri"))
+    return PostgresStore(uri, pgbouncer=True, min_size=1, max_size=8)
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Store]] = {
-    "sqlite": _sqlite, "postgres": _postgres}
+    "sqlite": _sqlite, "postgres": _postgres, "pgbouncer": _pgbouncer}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
