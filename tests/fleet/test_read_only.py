@@ -30,7 +30,7 @@ def test_a_server_turned_read_only_is_an_outage_with_one_line_each_way(pg, pg_ur
         with caplog.at_level("WARNING", logger="jctotpd.store"):
             for _ in range(3):
                 with pytest.raises(StoreUnavailable):
-                    store.lock("alice", 2.0, "test")
+                    store.update("alice", locked_at=2.0, lock_reason="test")
             time.sleep(2.5)   # probes meanwhile: still read-only, still down
             with pytest.raises(StoreUnavailable):
                 store.get("alice")
@@ -38,7 +38,7 @@ def test_a_server_turned_read_only_is_an_outage_with_one_line_each_way(pg, pg_ur
             deadline = time.monotonic() + 10
             while True:
                 try:
-                    assert store.lock("alice", 3.0, "test")
+                    assert store.update("alice", locked_at=3.0, lock_reason="test")
                     break
                 except StoreUnavailable:
                     assert time.monotonic() < deadline, caplog.text
