@@ -30,7 +30,11 @@ from .limits import Throttled
 
 log = logging.getLogger("jctotpd")
 
-QUEUED_LEAST = 16     # checks one requester may have queued (at least; 2 per worker if more)
+# Checks one requester may have queued. Others never wait behind them (they take
+# turns), so this only bounds what one source can make the daemon hold; as many
+# as one requester's conversations waiting at a prompt (limits.WAITING_PER_REQUESTER),
+# so a burst that may wait at the prompts may also be checked.
+PER_REQUESTER = 64
 
 _Item = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
@@ -45,7 +49,7 @@ class FairPool:
     def __init__(self, pool: Executor, workers: int, per_requester: int | None = None) -> None:
         self.pool = pool
         self.workers = workers
-        self.per_requester = per_requester or max(QUEUED_LEAST, 2 * workers)
+        self.per_requester = per_requester or PER_REQUESTER
         self.throttled = Throttled(log)
         self._lock = threading.Lock()
         self._queues: dict[str, deque[_Item]] = {}
