@@ -6,8 +6,8 @@ conversations make everyone else's check wait behind its 200: real logins
 then failed closed at the shim's timeout. Here each requester (limits.requester:
 the remote host, or the local uid) has a FIFO of its own, the workers take the
 requesters' heads in turn (round-robin), and a requester's queue is bounded:
-one more check is refused at once (TooManyChecks; the login fails closed, one
-throttled log line), never queued. So a login from anyone else waits for at
+one more check is refused at once (TooManyChecks: the PAM server fails that
+login closed after the fail_delay, with one throttled log line), never queued. So a login from anyone else waits for at
 most one check per busy requester, whatever one of them sends.
 
 The pool never holds more tasks than it has workers: the order is decided

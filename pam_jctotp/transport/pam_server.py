@@ -616,6 +616,14 @@ class PamServer:
             conn.error = f.exception()
             if conn.error is None:
                 conn.value = f.result()
+            elif isinstance(conn.error, TooManyChecks):
+                # Refused as a failed login is: after the fail_delay, so that one
+                # source's refused conversations come no faster than its failed ones.
+                assert conn.deadline is not None
+                wait = self._fail_delay(conn.deadline)
+                if wait > 0:
+                    self.loop.call_soon_threadsafe(self._later, conn, wait)
+                    return
             self._queue(conn, time.monotonic())
         future.add_done_callback(done)
 
