@@ -108,17 +108,19 @@ def logins(confdir: str, svc: str, totps: dict, rhost: str, offset: float = 0.0
 def test_300_prompts_left_by_one_requester_refuse_no_other_login(make_daemon, confdir,
                                                                  requester, processes):
     """With `pam_processes: 2` the budgets count per process (the kernel hands each
-    connection to one): the oldest still waits, the newest was refused."""
+    connection to one), and so did max_connections: 300 a process, the oldest
+    still waits, the newest was refused."""
     daemon = make_daemon(pam_processes=processes)
+    count = STALLED * processes
     totps = {f"user{i}": daemon.add_user(f"user{i}") for i in range(USERS)}
     svc = pd.service(confdir, daemon, timeout=10)
     before = logins(confdir, svc, totps, "192.0.2.")
     assert [r.rc for r in before] == [pd.PAM_SUCCESS] * USERS, before
     normal = max(r.elapsed for r in before)
     if requester == "rhost":   # sshd: PAM runs as root, the requester is the remote host
-        stalled = Stalled(confdir, svc, [f"198.51.100.66:{STALLED}"])
+        stalled = Stalled(confdir, svc, [f"198.51.100.66:{count}"])
     else:                      # su: the user's real uid, no PAM_RHOST
-        stalled = Stalled(confdir, svc, [f"none:{STALLED}"], ruid=4242)
+        stalled = Stalled(confdir, svc, [f"none:{count}"], ruid=4242)
     try:
         results = logins(confdir, svc, totps, "203.0.113.", offset=30)
         assert [r.name for r in results] == ["PAM_SUCCESS"] * USERS, results
@@ -126,7 +128,7 @@ def test_300_prompts_left_by_one_requester_refuse_no_other_login(make_daemon, co
         # Only that requester's newest are refused: its first ones still wait, the
         # first one over its budget (and those after it) failed closed.
         oldest = stalled.answer(0)
-        newest = stalled.answer(STALLED - 1)
+        newest = stalled.answer(count - 1)
         if processes == 1:
             last_kept = stalled.answer(per_requester - 1)
             first_refused = stalled.answer(per_requester)
@@ -135,7 +137,7 @@ def test_300_prompts_left_by_one_requester_refuse_no_other_login(make_daemon, co
     finally:
         stalled.close()
     assert max(r.elapsed for r in results) < normal + 1.5, (normal, results)
-    assert stalled.prompted == STALLED
+    assert stalled.prompted == count
     assert (oldest, last_kept) == ("PAM_AUTH_ERR", "PAM_AUTH_ERR")   # ghost: an unknown name
     assert (first_refused, newest) == ("PAM_AUTHINFO_UNAVAIL", "PAM_AUTHINFO_UNAVAIL")
     refusals = [x for x in daemon.log.read_text().splitlines() if "waiting for a person" in x
