@@ -7,8 +7,9 @@ then failed closed at the shim's timeout. Here each requester (limits.requester:
 the remote host, or the local uid) has a FIFO of its own, the workers take the
 requesters' heads in turn (round-robin), and a requester's queue is bounded:
 one more check is refused at once (TooManyChecks: the PAM server fails that
-login closed after the fail_delay, with one throttled log line), never queued. So a login from anyone else waits for at
-most one check per busy requester, whatever one of them sends.
+login closed after the fail_delay, with one throttled log line), never queued.
+So a login from anyone else waits for at most one check per busy requester,
+whatever one of them sends.
 
 The pool never holds more tasks than it has workers: the order is decided
 here, not in the executor's own queue. A check whose login was failed closed
@@ -26,15 +27,15 @@ from typing import Any, Callable
 from ..errors import JctotpError
 from ..model import ExitCode
 from ..printable import printable
-from .limits import Throttled
+from .limits import WAITING_PER_REQUESTER, Throttled
 
 log = logging.getLogger("jctotpd")
 
 # Checks one requester may have queued. Others never wait behind them (they take
-# turns), so this only bounds what one source can make the daemon hold; as many
-# as one requester's conversations waiting at a prompt (limits.WAITING_PER_REQUESTER),
-# so a burst that may wait at the prompts may also be checked.
-PER_REQUESTER = 64
+# turns), so this only bounds what one source can make the daemon hold: as many
+# as it may have conversations waiting at a prompt, so a burst that may wait
+# there may also be checked.
+PER_REQUESTER = WAITING_PER_REQUESTER
 
 _Item = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
