@@ -173,7 +173,9 @@ def test_a_full_waiting_budget_refuses_the_heaviest_requesters_newest(small_daem
         n += 1
     stalled = Stalled(confdir, svc, groups)
     try:
-        fresh = login(confdir, svc, "alice", totp, "203.0.113.9")
+        # A person types for a moment (an answer already there is never parked).
+        fresh = pd.run(confdir, svc, "alice", lambda m, _: time.sleep(0.3) or (
+            PASSWORD if "password" in m.text else code_at(totp)), rhost="203.0.113.9")
         heaviest_newest = stalled.answer(per - 1)
         heaviest_older = stalled.answer(per - 2)
         next_newest = stalled.answer(2 * per - 2)   # the second requester's newest
@@ -181,9 +183,11 @@ def test_a_full_waiting_budget_refuses_the_heaviest_requesters_newest(small_daem
         stalled.close()
     assert stalled.prompted == waiting
     assert fresh.rc == pd.PAM_SUCCESS, fresh
-    assert heaviest_newest == "PAM_AUTHINFO_UNAVAIL"
+    log = daemon.log.read_text()
+    assert heaviest_newest == "PAM_AUTHINFO_UNAVAIL", [x for x in log.splitlines()
+                                                      if "refused" in x or "alice" in x]
     assert (heaviest_older, next_newest) == ("PAM_AUTH_ERR", "PAM_AUTH_ERR")
-    assert "refused the newest of rhost 198.51.100.1" in daemon.log.read_text()
+    assert "refused the newest of rhost 198.51.100.1" in log
 
 
 def test_a_prompt_waits_answer_timeout_then_fails_closed(make_daemon, confdir):
