@@ -98,17 +98,22 @@ static int build_hello(pam_handle_t *pamh, char *p, size_t *len, const char *cal
                        const struct jc_cfg *cfg, const char *authtok)
 {
     static const char first[] = "HELLO JCTOTP/1\n";
-    char timeout[16];
+    char timeout[16], uid[24];
 
     /* The daemon keeps its delays (fail_delay) below our timeout: a verdict
      * that arrives after we gave up is a login refused for nothing. */
     snprintf(timeout, sizeof(timeout), "%d", cfg->timeout);
+    /* Who asks: the real uid of the process that runs PAM (the user behind
+     * su or sudo; 0 for sshd, whose requester is PAM_RHOST). The daemon
+     * budgets waiting conversations and password checks per requester. */
+    snprintf(uid, sizeof(uid), "%lu", (unsigned long)getuid());
     memcpy(p, first, sizeof(first) - 1);
     *len = sizeof(first) - 1;
     if (hello_add(pamh, p, len, "call", call) || hello_add(pamh, p, len, "service", get_str_item(pamh, PAM_SERVICE)) ||
         hello_add(pamh, p, len, "user", user) || hello_add(pamh, p, len, "rhost", get_str_item(pamh, PAM_RHOST)) ||
         hello_add(pamh, p, len, "tty", get_str_item(pamh, PAM_TTY)) || hello_add(pamh, p, len, "factors", cfg->factors) ||
-        hello_add(pamh, p, len, "timeout", timeout) || (authtok != NULL && hello_add(pamh, p, len, "authtok", authtok)) ||
+        hello_add(pamh, p, len, "timeout", timeout) || hello_add(pamh, p, len, "uid", uid) ||
+        (authtok != NULL && hello_add(pamh, p, len, "authtok", authtok)) ||
         (strcmp(call, "auth") == 0 && hello_add(pamh, p, len, "acct_hint", "1")))
         return -1;
     return 0;

@@ -104,7 +104,12 @@ class Config:
     enrollment_attempts: int = 3
     recovery_codes: int = 10
     create_system_accounts: bool = True
+    # PAM connections being served at once; those parked at a prompt for a
+    # person do not count (their own budget: transport/limits.py).
     max_connections: int = 256
+    # Seconds a prompt waits for a person's answer: no longer than the PAM
+    # application's own limit (sshd's LoginGraceTime is 120 s).
+    answer_timeout: int = 120
     # Processes serving the PAM socket (issue 15): one is ~3,800 TOTP checks/s on
     # one core; each more uses another core and ~38 MB.
     pam_processes: int = 1
@@ -171,6 +176,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "enrollment_attempts": (1, 10),
     "recovery_codes": (0, 50),
     "max_connections": (1, 65536),
+    "answer_timeout": (10, 3600),
     "pam_processes": (1, 16),
     "password_reset_minutes": (5, 1440),
     "enrollment_reminder_days": (0, 30),
@@ -225,7 +231,7 @@ _TYPES: dict[str, Any] = {
     "require_mfa_for_all": bool, "unknown_users": str, "default_enrollment_days": int,
     "enrollment_attempts": int,
     "recovery_codes": int, "create_system_accounts": bool, "max_connections": int,
-    "pam_processes": int, "password_reset_minutes": int,
+    "answer_timeout": int, "pam_processes": int, "password_reset_minutes": int,
     "enrollment_reminder_days": int,
     "database": str, "secret_key_file": str, "host_name": str, "break_glass_group": str,
     "break_glass_max_age": int,

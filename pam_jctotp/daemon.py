@@ -41,6 +41,7 @@ from .store import Store
 from .store.markers import LockMarkers
 from .store.sqlite import SqliteStore
 from .transport.driver import Driver
+from .transport.fairqueue import FairPool
 from .transport.server import Daemon
 
 if TYPE_CHECKING:
@@ -344,11 +345,13 @@ def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bo
     return True
 
 
-def argon2_pool(cfg: configmod.Config) -> ThreadPoolExecutor:
+def argon2_pool(cfg: configmod.Config) -> FairPool:
     """Password checks (jctotpd's and each PAM process's): argon2 is CPU (one worker
-    per core); an LDAP bind waits on the network, so as many as PAM steps."""
-    return ThreadPoolExecutor(max_workers=PAM_STEP_WORKERS if cfg.directory.is_ldap
-                              else max(2, os.cpu_count() or 2), thread_name_prefix="argon2")
+    per core); an LDAP bind waits on the network, so as many as PAM steps. Queued
+    fairly per requester in front of the workers (transport/fairqueue.py)."""
+    workers = PAM_STEP_WORKERS if cfg.directory.is_ldap else max(2, os.cpu_count() or 2)
+    return FairPool(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2"),
+                    workers)
 
 
 def _state_where(cfg: configmod.Config) -> str:

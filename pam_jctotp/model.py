@@ -107,6 +107,7 @@ class LoginRequest:
     authtok: Secret | None = None
     timeout: int | None = None   # the shim's timeout= (seconds), when it told us
     acct_hint: bool = False      # the shim skips its account call after a vouched success
+    uid: int | None = None       # the invoking process's real uid (getuid()); None: an older shim
 
     @property
     def password_factor(self) -> bool:

@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 from ..core.steps import (Conversation, Error, Info, Prompt, Result, SetPassword, Verdict,
                           VerifyPassword)
 from ..directory import Directory
+from .fairqueue import FairPool
 
 T = TypeVar("T")
 
@@ -59,7 +60,7 @@ class Deadline:
 
 
 class Driver:
-    def __init__(self, directory: Directory, argon2: Executor) -> None:
+    def __init__(self, directory: Directory, argon2: FairPool) -> None:
         self.directory = directory
         self.argon2 = argon2
 
@@ -95,15 +96,17 @@ class Driver:
     async def drive(self, conv: Conversation, show: Callable[[Any], Awaitable[None]],
                     ask: Callable[[Prompt], Awaitable[str]], pool: Executor,
                     deadline: Deadline,
-                    deliver: Callable[[Verdict | Result], Awaitable[bool]] | None = None
-                    ) -> Verdict | Result:
+                    deliver: Callable[[Verdict | Result], Awaitable[bool]] | None = None,
+                    requester: str = "control") -> Verdict | Result:
         """Run `conv` to its Verdict/Result, doing the I/O each step asks for.
 
         With `deliver`, the verdict is handed over by it and the conversation is
         then told whether that worked (`delivered = yield Verdict(...)`), so a
         grant is audited as such only once the peer has it. That epilogue has
         a deadline of its own (SETTLE) and, the peer having its answer, a
-        fault in it is logged, not reported to the peer."""
+        fault in it is logged, not reported to the peer. Password checks queue as
+        `requester` (fairqueue.py)."""
+        argon2 = self.argon2.lane(requester)
         value: Any = None
         late = closed = False
 
@@ -131,10 +134,10 @@ class Driver:
                 elif isinstance(step, (Info, Error)):
                     await show(step)
                 elif isinstance(step, VerifyPassword):
-                    value = await self.call(self.argon2, deadline, self.directory.verify_password,
+                    value = await self.call(argon2, deadline, self.directory.verify_password,
                                             step.user, step.password)
                 elif isinstance(step, SetPassword):
-                    await self.call(self.argon2, deadline, self.directory.set_password,
+                    await self.call(argon2, deadline, self.directory.set_password,
                                     step.user, step.password, step.old)
                 else:
                     raise TypeError(f"unknown conversation step {type(step).__name__}")

@@ -1,4 +1,7 @@
-"""The control socket's budget (issue 9): no local user can starve the PAM socket.
+"""The sockets' budgets: no local user can starve the PAM socket (issue 9), and
+nobody can crowd out other users' logins (issue 20).
+
+The control socket (issue 9):
 
 The control socket is world-writable, so everything a connection may cost is
 decided from its SO_PEERCRED uid at accept, before a byte is read:
@@ -8,8 +11,18 @@ decided from its SO_PEERCRED uid at accept, before a byte is read:
   today's maximum, for bulk verbs) and so how much a read may buffer;
 - how long a prompt waits for its answer (a user may not park connections).
 What is left of the descriptor limit is the PAM socket's: `plan()` sizes the
-control tables from RLIMIT_NOFILE so that the PAM socket's max_connections,
-asyncio's accept burst and the daemon's own files always fit.
+control tables from RLIMIT_NOFILE so that the PAM socket's connections
+(working and waiting), asyncio's accept burst and the daemon's own files always fit.
+
+The PAM socket (issue 20) has two budgets:
+- working connections (`max_connections`): a login being served, or between
+  steps (its HELLO, a password check, the fail_delay). A fresh login needs
+  one, and only working connections fill it.
+- waiting conversations: parked at a prompt for a person (`answer_timeout`,
+  120 s by default: sshd's LoginGraceTime). One costs a descriptor and a few
+  KB, so there may be many (`pam_plan`), but at most PER_REQUESTER per
+  requester (`requester()`), and a full budget refuses the newest waiting
+  conversation of the heaviest requester (`Waiting.park`), never a fresh login.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from . import control_wire
 
@@ -34,6 +48,105 @@ USER_FIRST_MESSAGE = 5.0                  # seconds until a user's request must 
 ROOT_FIRST_MESSAGE = 10.0
 USER_ANSWER = 120.0                       # seconds a user's prompt waits (scan, type a code)
 ROOT_ANSWER = 600.0                       # an admin typing
+
+
+WAITING_MOST = 4096                       # PAM conversations parked for a person (per process)
+WAITING_PER_REQUESTER = 64                # ... of one requester (sshd's MaxStartups is 100)
+WAITING_LEAST = 16                        # even on a tiny descriptor limit
+
+
+def requester(rhost: str, uid: int | None) -> str:
+    """Who is asking, for the per-requester budgets: the remote host and the uid
+    that runs PAM (the shim's HELLO `uid=`). sshd runs PAM as root, so its
+    requester is the remote host; su and sudo run as the user (the real uid),
+    so a local user is one requester even where the program sets PAM_RHOST
+    itself (sudo may set it to the local host name, for every user alike).
+    Without rhost, the uid alone; a shim older than `uid=` sends none ("?")."""
+    who = "?" if uid is None else str(uid)
+    if not rhost:
+        return f"uid {who}"
+    return f"rhost {rhost}" if uid == 0 else f"uid {who} rhost {rhost}"
+
+
+@dataclass(frozen=True)
+class PamPlan:
+    working: int        # max_connections: connections being served
+    waiting: int        # conversations parked for a person
+    per_requester: int  # ... of one requester
+
+
+def pam_plan(nofile: int, working: int) -> PamPlan:
+    """The PAM socket's budgets in `nofile` descriptors: the working ones as
+    configured, the waiting ones from what is left once the control socket's
+    full tables, asyncio's accept burst and the daemon's own files are set aside."""
+    free = nofile - FILES_RESERVE - ACCEPT_BURST - working - (USERS + ROOT)
+    waiting = max(WAITING_LEAST, min(WAITING_MOST, free))
+    return PamPlan(working, waiting, max(1, min(WAITING_PER_REQUESTER, waiting // 4)))
+
+
+T = TypeVar("T")
+
+
+class Waiting(Generic[T]):
+    """The conversations parked for a person, per requester (pam-io's alone: no lock).
+
+    `levels` files each requester under its number of waiting conversations,
+    so the heaviest is found in O(PER_REQUESTER), not by a scan of them all."""
+
+    def __init__(self, budget: PamPlan) -> None:
+        self.plan = budget
+        self.total = 0
+        self.by: dict[str, dict[T, None]] = {}          # requester -> its, oldest first
+        self.levels: dict[int, dict[str, None]] = {}    # count -> requesters, last moved last
+
+    def park(self, who: str, item: T) -> tuple[T | None, str]:
+        """Count `item` as waiting for `who`, unless a budget says no. Returns what to
+        refuse (None, `item` itself, or the newest waiting conversation of the
+        heaviest requester, which this call has already removed) and why."""
+        mine = len(self.by.get(who, ()))
+        if mine >= self.plan.per_requester:
+            return item, (f"{who} already has {mine} conversations waiting for a person "
+                          f"(at most {self.plan.per_requester})")
+        victim: T | None = None
+        why = ""
+        if self.total >= self.plan.waiting:
+            top = max(self.levels)
+            if mine + 1 > top:  # `who` would be the heaviest: its newest is this one
+                return item, (f"{self.total} conversations wait for a person (at most "
+                              f"{self.plan.waiting}); {who} has the most ({mine + 1})")
+            heaviest = next(reversed(self.levels[top]))
+            victim = next(reversed(self.by[heaviest]))
+            self.remove(heaviest, victim)
+            why = (f"{self.plan.waiting} conversations wait for a person (at most); "
+                   f"refused the newest of {heaviest}, who has the most ({top})")
+        self._move(who, mine, mine + 1)
+        self.by.setdefault(who, {})[item] = None
+        self.total += 1
+        return victim, why
+
+    def remove(self, who: str, item: T) -> bool:
+        """`item` no longer waits (answered, timed out, refused); False if it did not."""
+        parked = self.by.get(who)
+        if parked is None or item not in parked:
+            return False
+        del parked[item]
+        if not parked:
+            del self.by[who]
+        self._move(who, len(parked) + 1, len(parked))
+        self.total -= 1
+        return True
+
+    def count(self, who: str) -> int:
+        return len(self.by.get(who, ()))
+
+    def _move(self, who: str, old: int, new: int) -> None:
+        if old:
+            level = self.levels[old]
+            del level[who]
+            if not level:
+                del self.levels[old]
+        if new:
+            self.levels.setdefault(new, {})[who] = None
 
 
 @dataclass(frozen=True)

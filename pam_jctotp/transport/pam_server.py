@@ -9,18 +9,22 @@ non-blocking socket calls.
 
 Threads (none of them is the control socket's loop, so the PAM path never
 waits behind the control plane):
-- `pam-io`, an event loop of its own: accepts (max_connections, root only,
-  as before), holds every connection that is waiting for someone (a person
-  typing, a shim that has not sent its HELLO yet, argon2, the fail_delay),
-  and runs the watchdog.
+- `pam-io`, an event loop of its own: accepts (root only; `max_connections`
+  working connections), holds every connection that is waiting for someone (a
+  person typing, a shim that has not sent its HELLO yet, argon2, the
+  fail_delay). A conversation parked at a prompt for a person leaves the
+  working budget for the waiting one (limits.Waiting: per requester, the
+  heaviest requester's newest refused when full, a timer of its own for
+  `answer_timeout`), so unanswered prompts never refuse a fresh login.
 - `pam-N` (up to `workers`, started as logins need them): take ready
   connections from a queue. A worker waits
   for a frame at most INLINE_WAIT (a shim answering at once), then parks
   the connection back on pam-io; it never waits for a person, for argon2
-  (its own bounded pool) or for a fail_delay. So a stalled client holds no
-  worker, and N stalled clients hold N connection slots, as before.
-- The watchdog (pam-io, every WATCH_TICK while connections are open): each
-  connection carries one deadline for what it is waiting for. A step that
+  (its own bounded pool, queued fairly per requester: fairqueue.py) or for a
+  fail_delay. So a stalled client holds no worker, and a stalled prompt only
+  a descriptor and a place in the waiting budget.
+- The watchdog (pam-io, every WATCH_TICK while working connections are open):
+  each connection carries one deadline for what it is waiting for. A step that
   outlives the reply budget of the shim's HELLO timeout (issue 9) fails the
   call closed: VERDICT AUTHINFO_UNAVAIL is sent from pam-io, well before the
   shim's timeout, while the stuck worker finishes on its own and closes the
@@ -54,11 +58,12 @@ import asyncio
 import errno
 import logging
 import queue
+import resource
 import select
 import socket
 import threading
 import time
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from typing import Any, Callable
 
 from ..config import Config
@@ -73,12 +78,12 @@ from .. import metrics
 from ..printable import printable
 from . import limits, pam_wire
 from .driver import SETTLE, Deadline, finish, reply_budget
+from .fairqueue import FairPool, TooManyChecks
 from .framing import HEADER, listen_unix, socket_peer_uid
 
 log = logging.getLogger("jctotpd")
 
 HELLO_TIMEOUT = 10.0     # the shim sends HELLO right after connecting
-ANSWER_TIMEOUT = 600.0   # a person typing (sshd's LoginGraceTime is shorter)
 INLINE_WAIT = 0.02       # a worker waits this long for a frame, then parks the connection
 QUEUE_WAIT = 0.5         # no free worker for this long: every worker is stuck, fail closed
 WATCH_TICK = 0.05        # the watchdog's period while connections are open
@@ -114,7 +119,7 @@ class _Conn:
 
     __slots__ = ("sock", "fd", "buf", "lock", "due", "why", "dead", "req", "conv", "deadline",
                  "value", "error", "verdict", "ready_at", "conv_closed",
-                 "reading", "send_at")
+                 "reading", "send_at", "requester", "timer", "future")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -134,6 +139,9 @@ class _Conn:
         self.conv_closed = False
         self.reading = True             # waiting for a frame (HELLO or ANSWER)
         self.send_at = 0.0              # a failure's verdict goes out then (fail_delay)
+        self.requester = ""             # limits.requester(), from the HELLO
+        self.timer: asyncio.TimerHandle | None = None  # answer_timeout, while waiting
+        self.future: Future[Any] | None = None          # its password check
 
     def arm(self, why: str, due: float) -> None:
         with self.lock:
@@ -158,7 +166,7 @@ class _Conn:
 
 
 class PamServer:
-    def __init__(self, accounts: Accounts, directory: Directory, argon2: Executor,
+    def __init__(self, accounts: Accounts, directory: Directory, argon2: FairPool,
                  config: Callable[[], Config], throttled: limits.Throttled,
                  workers: int) -> None:
         self.acc = accounts
@@ -167,8 +175,12 @@ class PamServer:
         self.config = config            # read at each use: SIGHUP swaps it
         self.throttled = throttled
         self.workers = workers
-        self.max_connections = config().max_connections
-        self.open: set[_Conn] = set()
+        self.plan = limits.pam_plan(resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                                    config().max_connections)
+        self.max_connections = self.plan.working
+        self.open: set[_Conn] = set()       # every connection
+        self._watched: set[_Conn] = set()   # ... but those waiting for a person
+        self.waiting: limits.Waiting[_Conn] = limits.Waiting(self.plan)   # pam-io's
         self.ready: queue.SimpleQueue[_Conn | None] = queue.SimpleQueue()
         self.loop = asyncio.new_event_loop()
         self.listener: socket.socket | None = None
@@ -265,9 +277,10 @@ class PamServer:
                                    "new connections wait (raise LimitNOFILE?)")
                 self._pause_accept()
                 return
-            if len(self.open) >= self.max_connections:
+            if len(self.open) - self.waiting.total >= self.max_connections:
                 self.throttled.say("pam full", f"refusing PAM connections: max_connections "
-                                   f"({self.max_connections}) reached")
+                                   f"({self.max_connections}) reached (not counting "
+                                   f"{self.waiting.total} waiting for a person)")
                 sock.close()
                 continue
             try:
@@ -282,6 +295,7 @@ class PamServer:
                 continue
             conn = _Conn(sock)
             self.open.add(conn)
+            self._watched.add(conn)
             self._watch()  # before it is served: inline, its steps may run at once
             self._queue(conn, time.monotonic())
 
@@ -314,16 +328,57 @@ class PamServer:
             self._spawn()
 
     def _park_io(self, conn: _Conn) -> None:
-        """pam-io: wait until the peer's frame is readable (the deadline is armed)."""
+        """pam-io: wait until the peer's frame is readable (the deadline is armed). A
+        prompt waits for a person: in the waiting budget, on a timer of its own."""
         if conn.dead:  # the watchdog was first: the worker cleans up
             return
+        if conn.why == ANSWER:
+            refused, why = self.waiting.park(conn.requester, conn)
+            if refused is not None:
+                self._refuse_waiting(refused, why)
+                if refused is conn:
+                    return
+            self._watched.discard(conn)
+            assert conn.due is not None
+            conn.timer = self.loop.call_later(max(0.0, conn.due - time.monotonic()),
+                                              self._answer_late, conn)
         self.loop.add_reader(conn.fd, self._readable, conn)
         self._watch()
 
     def _readable(self, conn: _Conn) -> None:
         self.loop.remove_reader(conn.fd)
+        self._unwait(conn)
         if conn.claim():
             self._queue(conn, time.monotonic())
+
+    def _unwait(self, conn: _Conn) -> None:
+        """pam-io: the conversation no longer waits for a person (answered, or ended)."""
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        if self.waiting.remove(conn.requester, conn) and not conn.dead:
+            self._watched.add(conn)
+            self._watch()
+
+    def _answer_late(self, conn: _Conn) -> None:
+        """pam-io: nobody answered the prompt within answer_timeout."""
+        conn.timer = None
+        if conn.expire(float("inf")) is not None:
+            self.throttled.say("pam answer", f"PAM prompt not answered within "
+                               f"{self.config().answer_timeout} s: conversation closed",
+                               logging.INFO)
+            self._drop(conn)
+
+    def _refuse_waiting(self, conn: _Conn, why: str) -> None:
+        """pam-io: a waiting conversation over its budget fails closed (the shim sees
+        it once its person answers). Closed on pam-io's next turn: the caller may be
+        in the middle of serving a login."""
+        if conn.expire(float("inf")) is None:
+            return
+        self._last_word(conn)
+        self.throttled.say("pam waiting", f"PAM conversation waiting for a person refused "
+                           f"(it fails closed): {printable(why)}")
+        self.loop.call_soon(self._drop, conn)
 
     def _later(self, conn: _Conn, delay: float) -> None:
         """pam-io: a delayed verdict (fail_delay) goes back to a worker when due."""
@@ -333,6 +388,7 @@ class PamServer:
         """pam-io: a parked connection the watchdog failed: stop watching it, and let
         its owner-to-be close it (and its conversation)."""
         self.loop.remove_reader(conn.fd)
+        self._unwait(conn)
         if serves_inline(self.config()):
             self._inline(conn)
         else:
@@ -351,13 +407,13 @@ class PamServer:
                 return
             time.sleep(WATCH_TICK)
             self._tick(time.monotonic())
-            if not self.open and not self._closing:
+            if not self._watched and not self._closing:
                 self._watching.clear()
-                if self.open or self._closing:  # one opened, or close() began, meanwhile
+                if self._watched or self._closing:  # one came, or close() began, meanwhile
                     self._watching.set()
 
     def _tick(self, now: float) -> None:
-        for conn in list(self.open):
+        for conn in list(self._watched):  # (those waiting for a person have their timers)
             if conn.due is not None and conn.due <= now:
                 why = conn.expire(now)
                 if why is not None:
@@ -425,6 +481,8 @@ class PamServer:
         if why == QUEUED:
             self._say_no_worker()
         else:
+            if why == ARGON2 and conn.future is not None:
+                conn.future.cancel()  # still queued: never run it
             seconds = conn.deadline.seconds if conn.deadline else 0.0
             log.error("PAM call failed closed: a step stalled (%s took longer than %.1fs; "
                       "store or directory unresponsive?)",
@@ -521,6 +579,7 @@ class PamServer:
 
     def _hello(self, conn: _Conn, payload: bytes) -> None:
         req = conn.req = pam_wire.parse_hello(pam_wire.decode(payload))
+        conn.requester = limits.requester(req.rhost, req.uid)
         conn.deadline = Deadline(reply_budget(req.timeout))
         conn.deadline.at = conn.ready_at + conn.deadline.seconds
         conn.conv = Login(self.acc, req).run()
@@ -544,19 +603,29 @@ class PamServer:
         conn.arm(ARGON2, conn.deadline.at)
         future: Future[Any]
         if isinstance(step, VerifyPassword):
-            future = self.argon2.submit(self.directory.verify_password, step.user,
-                                        step.password)
+            future = self.argon2.submit(conn.requester, self.directory.verify_password,
+                                        step.user, step.password)
         else:
-            future = self.argon2.submit(self.directory.set_password, step.user,
-                                        step.password, step.old)
+            future = self.argon2.submit(conn.requester, self.directory.set_password,
+                                        step.user, step.password, step.old)
+        conn.future = future
 
         def done(f: Future[Any]) -> None:
+            conn.future = None
             if not conn.claim():
                 self.ready.put(conn)  # failed closed meanwhile: a worker cleans up
                 return
             conn.error = f.exception()
             if conn.error is None:
                 conn.value = f.result()
+            elif isinstance(conn.error, TooManyChecks):
+                # Refused as a failed login is: after the fail_delay, so that one
+                # source's refused conversations come no faster than its failed ones.
+                assert conn.deadline is not None
+                wait = self._fail_delay(conn.deadline)
+                if wait > 0:
+                    self.loop.call_soon_threadsafe(self._later, conn, wait)
+                    return
             self._queue(conn, time.monotonic())
         future.add_done_callback(done)
 
@@ -674,7 +743,7 @@ class PamServer:
         if conn.req is None:
             conn.arm(HELLO, conn.ready_at + HELLO_TIMEOUT)
         else:
-            conn.arm(ANSWER, time.monotonic() + ANSWER_TIMEOUT)
+            conn.arm(ANSWER, time.monotonic() + self.config().answer_timeout)
         if self._on_io():
             self._park_io(conn)
         else:
@@ -721,6 +790,8 @@ class PamServer:
         elif isinstance(exc, StoreError):
             if not isinstance(exc, StoreUnavailable):  # an outage is logged once, by the store
                 log.error("PAM call failed closed: %s", exc)
+        elif isinstance(exc, TooManyChecks):
+            pass  # the queue said so, once per interval
         elif isinstance(exc, DirectoryUnavailable):
             # Fail closed; the directory logged the outage once, each login only this.
             log.warning("PAM call failed closed: the directory is unavailable")
@@ -736,6 +807,7 @@ class PamServer:
             conn.sock.close()
         finally:
             self.open.discard(conn)
+            self._watched.discard(conn)
             if conn.conv is not None and not conn.conv_closed:
                 conn.conv_closed = True
                 try:

@@ -19,8 +19,10 @@ VERSION_LINE = "HELLO JCTOTP/1"
 HEADER = struct.Struct("!I")
 TIMEOUT_RANGE = range(1, 61)  # the shim's timeout= option, seconds
 _HELLO_KEYS = {"call", "service", "user", "rhost", "tty", "factors", "authtok", "timeout",
-               "acct_hint"}
-_REQUIRED = _HELLO_KEYS - {"authtok", "timeout", "acct_hint"}
+               "acct_hint", "uid"}
+# Optional: authtok (use_first_pass), and what shims older than these keys do not send.
+_REQUIRED = _HELLO_KEYS - {"authtok", "timeout", "acct_hint", "uid"}
+UID_MAX = 2**32 - 1
 ACCT_OK = "SUCCESS_ACCT_OK"  # SUCCESS, and the account stage passes now (docs/protocol.md)
 
 
@@ -57,6 +59,14 @@ def _timeout(value: str | None) -> int | None:
     return int(value)
 
 
+def _uid(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,10}", value) or int(value) > UID_MAX:
+        raise ProtocolError(f"bad uid {value[:12]!r}")
+    return int(value)
+
+
 def parse_hello(payload: str) -> LoginRequest:
     lines = payload.split("\n")
     if lines[0] != VERSION_LINE:
@@ -88,7 +98,7 @@ def parse_hello(payload: str) -> LoginRequest:
     return LoginRequest(call=fields["call"], service=fields["service"], user=fields["user"],
                         rhost=fields["rhost"], tty=fields["tty"], factors=fields["factors"],
                         authtok=Secret(authtok) if authtok is not None else None,
-                        timeout=_timeout(fields.get("timeout")),
+                        timeout=_timeout(fields.get("timeout")), uid=_uid(fields.get("uid")),
                         acct_hint=fields["call"] == "auth" and "acct_hint" in fields)
 
 

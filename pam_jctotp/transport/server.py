@@ -64,7 +64,8 @@ class Daemon:
         self.pam = PamServer(accounts, driver.directory, driver.argon2, lambda: self.config,
                              self.throttled, pam_workers)
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        self.limits = limits.ControlLimits(limits.plan(nofile, self.config.max_connections))
+        pam = self.pam.plan
+        self.limits = limits.ControlLimits(limits.plan(nofile, pam.working + pam.waiting))
         self._control_sock: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -74,10 +75,11 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self._loop_exception)
         plan = self.limits.plan
-        log.info("control connections: %d per user, %d for all users, %d for root "
-                 "(descriptor limit %d, %d kept for the PAM socket)", plan.per_user, plan.users,
-                 plan.root, resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-                 self.config.max_connections)
+        pam = self.pam.plan
+        log.info("control connections: %d per user, %d for all users, %d for root; PAM "
+                 "connections: %d working, %d waiting for a person (%d per requester) "
+                 "(descriptor limit %d)", plan.per_user, plan.users, plan.root, pam.working,
+                 pam.waiting, pam.per_requester, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         self._prepare(self.config.pam_socket)
         self.pam.start(self.config.pam_socket)
         log.info("listening on %s (mode %o)", self.config.pam_socket, 0o600)
@@ -267,7 +269,8 @@ class Daemon:
             deadline = Deadline(CONTROL_STEP)
             conv = await self.driver.call(self.control_pool, deadline, verbs.handle, self.acc,
                                           uid, request)
-            result = await self.driver.drive(conv, send, ask, self.control_pool, deadline)
+            result = await self.driver.drive(conv, send, ask, self.control_pool, deadline,
+                                             requester=limits.requester("", uid))
             if not isinstance(result, Result):
                 raise TypeError("a control verb ended with a PAM verdict")
             if result.delay:

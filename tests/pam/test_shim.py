@@ -80,6 +80,7 @@ def test_password_and_code(confdir: str) -> None:
         "tty": "ssh",
         "factors": "password,totp",
         "timeout": "10",
+        "uid": str(os.getuid()),
         "acct_hint": "1",
     }
     assert conn.received[1:] == ["ANSWER correct horse", "ANSWER 123456"]

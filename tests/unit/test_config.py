@@ -60,7 +60,8 @@ WRONG_TYPES = {
     "fail_interval": None, "unlock_after": "0", "fail_delay": "2", "admin_groups": "wheel",
     "exempt_groups": [1], "exempt_sources": [""], "require_mfa_for_all": 1,
     "default_enrollment_days": 7.5, "enrollment_attempts": False, "recovery_codes": {},
-    "create_system_accounts": "true", "max_connections": 1e3, "pam_processes": "2",
+    "create_system_accounts": "true", "max_connections": 1e3, "answer_timeout": "120",
+    "pam_processes": "2",
     "password_hash": [1],
     "testing": True, "log_level": 1, "audit_failure": False, "unknown_users": [],
     "account_name": 0, "control_socket": b"/x", "audit_log": 0.5,
@@ -92,6 +93,7 @@ OUT_OF_RANGE = [
     ("enrollment_attempts", 0), ("recovery_codes", 51), ("max_connections", 0),
     ("password_reset_minutes", 4),
     ("break_glass_max_age", 59), ("break_glass_max_age", 86400 * 30 + 1),
+    ("answer_timeout", 9), ("answer_timeout", 3601),
 ]
 
 

@@ -18,6 +18,7 @@ from pam_jctotp.model import VerdictCode
 from pam_jctotp.secret import Secret
 from pam_jctotp.transport import driver as driver_mod
 from pam_jctotp.transport.driver import Deadline, Driver, StepTimeout, reply_budget
+from pam_jctotp.transport.fairqueue import FairPool
 
 
 class Directory:
@@ -63,7 +64,7 @@ def test_a_stalled_step_fails_its_login_and_nothing_else():
 
     async def main():
         with ThreadPoolExecutor(4) as steps, ThreadPoolExecutor(1) as argon2:
-            driver = Driver(Directory(), argon2)
+            driver = Driver(Directory(), FairPool(argon2, 1))
             tick = asyncio.create_task(ticker())
             late = asyncio.create_task(driver.drive(stalled(), _show, _ask, steps,
                                                     Deadline(0.3)))
@@ -108,8 +109,9 @@ def test_the_conversation_learns_whether_its_verdict_was_delivered(delivered, mo
 
     async def main():
         with ThreadPoolExecutor(2) as steps, ThreadPoolExecutor(1) as argon2:
-            return await Driver(Directory(), argon2).drive(_granting(told), _show, slow_ask,
-                                                           steps, Deadline(5), deliver=deliver)
+            driver = Driver(Directory(), FairPool(argon2, 1))
+            return await driver.drive(_granting(told), _show, slow_ask, steps, Deadline(5),
+                                      deliver=deliver)
 
     assert asyncio.run(main()) == Verdict(VerdictCode.SUCCESS)
     assert handed == [Verdict(VerdictCode.SUCCESS)] and told == [delivered]
@@ -120,8 +122,8 @@ def test_without_deliver_a_finished_conversation_is_only_closed():
 
     async def main():
         with ThreadPoolExecutor(2) as steps, ThreadPoolExecutor(1) as argon2:
-            return await Driver(Directory(), argon2).drive(_granting(told), _show, _ask, steps,
-                                                           Deadline(5))
+            driver = Driver(Directory(), FairPool(argon2, 1))
+            return await driver.drive(_granting(told), _show, _ask, steps, Deadline(5))
 
     assert asyncio.run(main()) == Verdict(VerdictCode.SUCCESS)
     assert told == []  # closed at its verdict: nothing audited as delivered

@@ -62,6 +62,30 @@ def test_timeout_is_said_once():
         pam_wire.parse_hello(hello(timeout="5") + "timeout=6\n")
 
 
+# --- the shim's uid= (optional: older shims do not send it) -------------------------------
+
+def test_hello_without_uid():
+    assert pam_wire.parse_hello(hello()).uid is None
+
+
+@pytest.mark.parametrize("value, uid", [("0", 0), ("1000", 1000), ("4294967295", 2**32 - 1),
+                                        ("007", 7)])
+def test_hello_with_uid(value, uid):
+    assert pam_wire.parse_hello(hello(uid=value)).uid == uid
+
+
+@pytest.mark.parametrize("value", ["", "-1", "+5", " 5", "5 ", "4294967296", "12345678901",
+                                   "0x10", "1e3", "\u0665", "1_0", "root"])
+def test_a_malformed_uid_is_a_protocol_error(value):
+    with pytest.raises(ProtocolError, match="uid"):
+        pam_wire.parse_hello(hello(uid=value))
+
+
+def test_uid_is_said_once():
+    with pytest.raises(ProtocolError, match="repeated"):
+        pam_wire.parse_hello(hello(uid="0") + "uid=1000\n")
+
+
 @pytest.mark.parametrize("key", sorted(FIELDS))
 def test_missing_key(key):
     with pytest.raises(ProtocolError, match=f"lacks {key}"):
@@ -121,7 +145,7 @@ def test_parse_hello_raises_only_protocol_errors(text):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(sorted(FIELDS) + ["authtok", "x", ""]),
+@given(st.lists(st.tuples(st.sampled_from(sorted(FIELDS) + ["authtok", "uid", "x", ""]),
                           st.text(alphabet=st.characters(blacklist_characters="\n"))),
                 max_size=9))
 def test_parse_hello_on_near_valid_input(pairs):
@@ -132,6 +156,7 @@ def test_parse_hello_on_near_valid_input(pairs):
         return
     assert req.call in ("auth", "acct") and req.factors in ("password,totp", "totp")
     assert req.user
+    assert req.uid is None or 0 <= req.uid < 2**32
 
 
 # --- framing ------------------------------------------------------------------
