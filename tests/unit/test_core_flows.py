@@ -151,6 +151,33 @@ def test_unlock_of_an_expired_enrollment_renews_the_period(world):
     assert world.acc.days_left(world.store.get("eve")) == world.config.default_enrollment_days
 
 
+def test_unlock_of_a_locked_user_past_the_deadline_lifts_both(make_world):
+    """Issue 20 (a planted bug survived): locked by failures AND past the enrollment
+    deadline. One unlock lifts the lock and renews the period: the user then logs
+    in and enrolls (lifting only the lock left them refused)."""
+    world = make_world(max_attempts=2)
+    world.add("eve", mfa="expired")
+    req = LoginRequest(call="auth", service="sshd", user="eve", factors="password,totp")
+    for _ in range(2):
+        assert drive(cv.Login(world.acc, req).run(), ["wrong", "000000"], world.directory).code == \
+            VerdictCode.AUTH_ERR
+    assert world.store.get("eve").locked_at is not None
+    r = admin(world, "unlock", names=["eve"])
+    assert r.data["changed"] is True
+    assert "unlocked (password" in r.message and "enrollment period renewed" in r.message
+    assert world.store.get("eve").locked_at is None and state(world, "eve") is MfaState.PENDING
+
+    def phone(prompt, steps):
+        if prompt.text == cv.PASSWORD_PROMPT:
+            return PASSWORD
+        if prompt.text == cv.ENROLL_PROMPT:
+            return world.code(shown_key(steps))
+        return ""
+
+    run = drive(cv.Login(world.acc, req).run(), phone, world.directory)
+    assert run.code == VerdictCode.SUCCESS and state(world, "eve") is MfaState.ACTIVE
+
+
 def test_unlock_of_an_unlocked_user_says_so_and_audits_nothing(world):
     world.add("alice")
     before = audit(world)

@@ -136,6 +136,25 @@ def test_reset_failures_and_unlock(store):
     assert store.reserve_attempt("alice", NOW, 900, 1) == 1
 
 
+def test_unlock_lifts_only_the_named_users_lock(store):
+    """Issue 20 (a planted bug survived): an unlock without its `WHERE name = ?`
+    unlocked every locked account. Two locked, one unlocked; the other keeps its
+    lock and its counter, and a user never locked is not touched."""
+    store.add("bob", is_admin=False, password_hash="h", now=NOW)
+    store.add("carol", is_admin=False, password_hash="h", now=NOW)
+    for name in ("alice", "bob"):
+        for _ in range(2):
+            store.reserve_attempt(name, NOW, 900, 2)
+        assert store.lock_if_exhausted(name, NOW, 2, "too many")
+    store.reserve_attempt("carol", NOW, 900, 2)
+    assert store.unlock("alice")
+    assert store.get("alice").locked_at is None
+    bob, carol = store.get("bob"), store.get("carol")
+    assert (bob.locked_at, bob.lock_reason, bob.failed_count) == (NOW, "too many", 2)
+    assert (carol.locked_at, carol.failed_count, carol.fail_window_start) == (None, 1, NOW)
+    assert store.reserve_attempt("bob", NOW + 10_000, 900, 2) is None
+
+
 def test_expire_lock(store):
     store.lock("alice", NOW, "r")
     assert not store.expire_lock("alice", NOW + 899, 900)
