@@ -109,6 +109,17 @@ def test_a_password_reset_during_press_enter_withdraws_the_key(world):
     req = LoginRequest(call="auth", service="sshd", user="pete")
     r = drive(Login(world.acc, req).run(), person, world.directory)
     assert r.code == VerdictCode.AUTH_ERR and state(world, "pete") is MfaState.PENDING
+    assert world.store.get("pete").failed_count == 0  # the right password: not a guess
+
+
+def test_an_admins_own_password_change_keeps_their_totp(world):
+    """Another admin's reset also resets an admin's TOTP key; one's own does not."""
+    world.add("root", admin=True)
+    world.add("boss", admin=True)
+    assert admin(world, "passwd.admin", name="root", password="a new long password").exit == 0
+    assert state(world, "root") is MfaState.ACTIVE
+    assert admin(world, "passwd.admin", name="boss", password="a new long password").exit == 0
+    assert state(world, "boss") is MfaState.ENROLL_NOW
 
 
 # --- enroll now ---------------------------------------------------------------------------

@@ -183,6 +183,7 @@ def test_a_bucket_full_of_locks_shares_one_row_and_forgets_none(kind, tmp_path):
     assert sorted(names_held(table)) == ["a", "b"]
     assert fail(counters, "d", T0 + 601) is False  # a and b lifted: d gets a row of its own
     assert counters.record("d", T0 + 602, CFG).failed_count == 1
+    assert "d" in names_held(table)  # in place of an expired lock, not in the shared row
 
 
 def test_buckets_are_keyed_per_table_and_the_file_keeps_its_key(tmp_path):
