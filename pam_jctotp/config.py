@@ -23,6 +23,7 @@ import yaml
 
 from .directory_config import DirectoryConfig, parse_directory_collect
 from .errors import ConfigError
+from .printable import redact_dsn
 
 DEFAULT_PATH = "/etc/jctotp/config.yaml"
 TESTING_ENV = "JCTOTPD_TESTING"
@@ -245,7 +246,7 @@ def _database(uri: str) -> str:
     """A libpq URI without a password: that lives in a passfile or a client cert."""
     parsed = urlsplit(uri)
     if parsed.scheme not in ("postgresql", "postgres"):
-        raise ConfigError(f"config key 'database': {uri!r} is not a libpq URI "
+        raise ConfigError(f"config key 'database': {redact_dsn(uri)!r} is not a libpq URI "
                           "(postgresql://user@host/dbname?sslmode=verify-full)")
     if parsed.password is not None or "password" in parse_qs(parsed.query):
         raise ConfigError("config key 'database' must not contain a password: use libpq's "

@@ -4,6 +4,7 @@ Every message says what is wrong and, where it can, what to do next.
 """
 
 from .model import ExitCode
+from .printable import redact_dsn
 
 
 class JctotpError(Exception):
@@ -18,8 +19,11 @@ class ConfigError(JctotpError):
     exit_code = ExitCode.CONFIG
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        # A value is often quoted back: never a connection string's password
+        # (--check, the daemon log, doctor all print these).
+        message = redact_dsn(message)
         super().__init__(message)
-        self.problems = problems or [message]   # one line each (doctor lists them)
+        self.problems = [redact_dsn(p) for p in problems or [message]]  # one line each
 
 
 class ProtocolError(JctotpError):

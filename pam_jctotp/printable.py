@@ -36,6 +36,19 @@ def printable(text: str) -> str:
                    for c in text)
 
 
+# A connection string's password: libpq's key=value form (quoted or not), a
+# URI's query parameter, and a URI's user:password@ (issue 20 item 6).
+_DSN_PASSWORD = re.compile(r"""(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|[^\s&'"]+)""",
+                           re.IGNORECASE)
+_URI_PASSWORD = re.compile(r"(://[^/?#@\s:]*:)[^/?#\s]*@")  # to the authority's last @
+
+
+def redact_dsn(text: str) -> str:
+    """`text` with any connection-string password shown as ***: a database value
+    in a config error, a log line or doctor's output never echoes it."""
+    return _URI_PASSWORD.sub(r"\1***@", _DSN_PASSWORD.sub(r"\1***", text))
+
+
 def _json_escape(match: re.Match[str]) -> str:
     ch = match.group()
     if ch.isprintable():
@@ -58,6 +71,6 @@ class PrintableFormatter(logging.Formatter):
     character (tracebacks, added after the message, keep their lines)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
-        text = super().formatMessage(record)
+        text = redact_dsn(super().formatMessage(record))
         return _NONPRINTABLE.sub(lambda m: m.group() if m.group().isprintable()
                                  else _escape(m.group()), text)

@@ -17,21 +17,21 @@ write path, just before the reservation.
 
 Unknown names get the same rule from `VirtualCounters`, bounded, with the
 default limit, so five wrong passwords lock a name that does not exist exactly
-as they lock one that does. Its rows live in a `NameTable`: this process's
-memory by default, or one SQLite file all the daemon's processes share
-(store/unknown_names.py), so N processes still lock a name at the limit.
+as they lock one that does. Its rows live in a `NameTable` (core/name_table.py,
+which never forgets a live lock): this process's memory by default, or one
+SQLite file all the daemon's processes share (store/unknown_names.py), so N
+processes still lock a name at the limit.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, NamedTuple, Protocol
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..model import UserRecord
+from .name_table import (COUNTING, FRESH, LOCKED, CounterRow, MemoryNames, NameRows, NameTable,
+                         Weigh)
 
 if TYPE_CHECKING:  # accounts.py holds a VirtualCounters: no import cycle at run time
     from .accounts import Accounts
@@ -107,58 +107,6 @@ def _lock_if_exhausted(acc: Accounts, attempt: Attempt) -> bool:
     return True
 
 
-class CounterRow(NamedTuple):
-    """One unknown name's counter: the store's columns of the lockout rule."""
-
-    failed_count: int = 0
-    fail_window_start: float | None = None
-    locked_at: float | None = None
-
-
-class NameRows(Protocol):
-    """The rows of one transaction of a `NameTable`."""
-
-    def get(self, name: str) -> CounterRow | None: ...
-
-    def put(self, name: str, row: CounterRow) -> None:
-        """Store the row and make `name` the most recently seen (the table may then
-        drop its least recently seen names to stay within its size)."""
-
-
-class NameTable(Protocol):
-    """Where the counters of unknown names live: this process's memory (MemoryNames)
-    or a table every process of the host shares (store/unknown_names.py)."""
-
-    def transaction(self) -> AbstractContextManager[NameRows]:
-        """Gets and puts that no other thread or process interleaves with."""
-
-
-class MemoryNames:
-    """In memory, one process: at most `size` names, the least recently seen dropped first."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._rows: OrderedDict[str, CounterRow] = OrderedDict()
-        self._guard = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    @contextmanager
-    def transaction(self) -> Iterator[NameRows]:
-        with self._guard:
-            yield self
-
-    def get(self, name: str) -> CounterRow | None:
-        return self._rows.get(name)
-
-    def put(self, name: str, row: CounterRow) -> None:
-        self._rows.pop(name, None)
-        self._rows[name] = row  # most recently seen last
-        while len(self._rows) > self.size:
-            self._rows.popitem(last=False)
-
-
 class VirtualCounters:
     """Failure counters of names the directory does not know (issue 9 item 8).
 
@@ -174,7 +122,7 @@ class VirtualCounters:
 
     def record(self, name: str, now: float, config: Config) -> UserRecord:
         """A record to ask policy.is_locked / locked_until about (an expired lock lifted)."""
-        with self.table.transaction() as rows:
+        with self.table.transaction(_weigh(now, config)) as rows:
             row = _current(rows, name, now, config)
             rows.put(name, row)
         return UserRecord(name=name, is_admin=False, password_hash=None, mfa_required=False,
@@ -186,7 +134,7 @@ class VirtualCounters:
 
     def reserve(self, name: str, now: float, config: Config) -> bool:
         """reserve_attempt: False when locked or the window's limit is used up."""
-        with self.table.transaction() as rows:
+        with self.table.transaction(_weigh(now, config)) as rows:
             row = _current(rows, name, now, config)
             count, start, locked = row
             reserved = True
@@ -203,7 +151,7 @@ class VirtualCounters:
 
     def failed(self, name: str, now: float, config: Config) -> bool:
         """lock_if_exhausted: True when this failure locked the name."""
-        with self.table.transaction() as rows:
+        with self.table.transaction(_weigh(now, config)) as rows:
             row = _current(rows, name, now, config)
             locks = row.locked_at is None and row.failed_count >= config.max_attempts
             if locks:
@@ -215,7 +163,22 @@ class VirtualCounters:
 def _current(rows: NameRows, name: str, now: float, config: Config) -> CounterRow:
     """The name's row, a lock past unlock_after lifted (expire_lock)."""
     row = rows.get(name) or CounterRow()
-    locked = row.locked_at
-    if locked is not None and 0 < config.unlock_after and locked <= now - config.unlock_after:
+    if row.locked_at is not None and _lock_expired(row.locked_at, now, config):
         return CounterRow()
     return row
+
+
+def _lock_expired(locked_at: float, now: float, config: Config) -> bool:
+    return 0 < config.unlock_after and locked_at <= now - config.unlock_after
+
+
+def _weigh(now: float, config: Config) -> Weigh:
+    """What dropping a row would forget, now (core/name_table.py)."""
+    def weigh(row: CounterRow) -> int:
+        if row.locked_at is not None:
+            return FRESH if _lock_expired(row.locked_at, now, config) else LOCKED
+        start = row.fail_window_start
+        if row.failed_count and start is not None and start > now - config.fail_interval:
+            return COUNTING
+        return FRESH
+    return weigh

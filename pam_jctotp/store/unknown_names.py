@@ -10,9 +10,10 @@ own file, so the hot path of real logins never waits on it.
 Each `transaction()` is BEGIN IMMEDIATE … COMMIT on this thread's connection
 (WAL, synchronous=NORMAL): the rule's read and write are one step for every
 thread and process. A database locked for longer than BUSY_TIMEOUT raises
-StoreError, so that login fails closed. Bounded like the in-memory table: a
-new name beyond `size` drops the least recently seen ones (`seen` is a
-sequence, not a clock, so ties cannot happen).
+StoreError, so that login fails closed. Bounded by the in-memory table's
+rule (core/name_table.py): keyed buckets, the key in the file (every process
+the same), a live lock never dropped, a bucket full of them sharing one row.
+`seen` is a sequence, not a clock, so ties cannot happen.
 """
 
 from __future__ import annotations
@@ -25,32 +26,50 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..core.lockout import CounterRow, NameRows
+from ..core.name_table import (FRESH, SIZE, CounterRow, NameRows, Weigh, bucket_of, geometry,
+                               lightest, new_key)
 from ..errors import StoreError
 from .wal import open_wal
 
 BUSY_TIMEOUT = 1.0  # seconds, as the state database's (sqlite.py)
 
+# Version 2 (issue 20): buckets. The table of version 1 (no buckets) is dropped:
+# counters of names nobody has, lost as the in-memory ones are at a restart.
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS unknown_names (
+DROP TABLE IF EXISTS unknown_names;
+CREATE TABLE IF NOT EXISTS names (
     name              TEXT PRIMARY KEY,
+    bucket            INTEGER NOT NULL,
     failed_count      INTEGER NOT NULL DEFAULT 0,
     fail_window_start REAL,
     locked_at         REAL,
     seen              INTEGER NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS unknown_names_seen ON unknown_names(seen)
+CREATE UNIQUE INDEX IF NOT EXISTS names_seen ON names(seen);
+CREATE INDEX IF NOT EXISTS names_bucket ON names(bucket);
+CREATE TABLE IF NOT EXISTS shared (
+    bucket            INTEGER PRIMARY KEY,
+    failed_count      INTEGER NOT NULL DEFAULT 0,
+    fail_window_start REAL,
+    locked_at         REAL
+);
+CREATE TABLE IF NOT EXISTS bucket_key (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    key BLOB NOT NULL
+);
 """
-_NEXT_SEEN = "(SELECT coalesce(max(seen), 0) + 1 FROM unknown_names)"
+_NEXT_SEEN = "(SELECT coalesce(max(seen), 0) + 1 FROM names)"
+_ROW = "failed_count, fail_window_start, locked_at"
 
 
 class SharedUnknownNames:
     """A `NameTable` in a SQLite file: safe across threads and processes."""
 
-    def __init__(self, path: str | os.PathLike[str], size: int = 4096,
+    def __init__(self, path: str | os.PathLike[str], size: int = SIZE,
                  busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.path = Path(path)
         self.size = size
+        self.buckets, self.slots = geometry(size)
         self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []  # every thread's, for close()
@@ -68,7 +87,12 @@ class SharedUnknownNames:
         except OSError as exc:
             raise StoreError(f"cannot create {self.path}: {exc}") from None
         try:
-            self._conn().executescript(SCHEMA)
+            db = self._conn()
+            db.executescript(SCHEMA)
+            # The first process to open the file draws the key; the others read it.
+            db.execute("INSERT OR IGNORE INTO bucket_key (one, key) VALUES (1, ?)",
+                       (new_key(),))
+            self.key = bytes(db.execute("SELECT key FROM bucket_key").fetchone()[0])
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from None
 
@@ -96,7 +120,7 @@ class SharedUnknownNames:
         self._all = []
 
     @contextmanager
-    def transaction(self) -> Iterator[NameRows]:
+    def transaction(self, weigh: Weigh) -> Iterator[NameRows]:
         if not self._writer.acquire(timeout=self.busy_timeout):
             raise StoreError(f"{self.path}: database is locked (by another thread)")
         try:
@@ -106,7 +130,7 @@ class SharedUnknownNames:
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: {exc}") from None
             try:
-                yield _Rows(db, self.size)
+                yield _Rows(self, db, weigh)
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
                 _rollback(db)
@@ -118,12 +142,11 @@ class SharedUnknownNames:
             self._writer.release()
 
     def __len__(self) -> int:
-        return int(self._conn().execute("SELECT count(*) FROM unknown_names").fetchone()[0])
+        return int(self._conn().execute("SELECT count(*) FROM names").fetchone()[0])
 
     def names(self) -> list[str]:
         """The names held, least recently seen first (tests, doctor)."""
-        return [r[0] for r in
-                self._conn().execute("SELECT name FROM unknown_names ORDER BY seen")]
+        return [r[0] for r in self._conn().execute("SELECT name FROM names ORDER BY seen")]
 
     def close(self) -> None:
         with self._guard:
@@ -148,28 +171,43 @@ def _rollback(db: sqlite3.Connection) -> None:
 
 
 class _Rows:
-    """The rows of one open transaction (core/lockout.py's NameRows)."""
+    """The rows of one open transaction (core/name_table.py's NameRows, its rule)."""
 
-    def __init__(self, db: sqlite3.Connection, size: int) -> None:
+    def __init__(self, table: SharedUnknownNames, db: sqlite3.Connection, weigh: Weigh) -> None:
+        self.t = table
         self.db = db
-        self.size = size
+        self.weigh = weigh
+
+    def _bucket(self, name: str) -> int:
+        b = bucket_of(self.t.key, name, self.t.buckets)
+        shared = self.db.execute(f"SELECT {_ROW} FROM shared WHERE bucket = ?", (b,)).fetchone()
+        if shared is not None and self.weigh(CounterRow(*shared)) == FRESH:
+            self.db.execute("DELETE FROM shared WHERE bucket = ?", (b,))
+        return b
 
     def get(self, name: str) -> CounterRow | None:
-        found = self.db.execute(
-            "SELECT failed_count, fail_window_start, locked_at FROM unknown_names "
-            "WHERE name = ?", (name,)).fetchone()
+        b = self._bucket(name)
+        found = self.db.execute(f"SELECT {_ROW} FROM names WHERE name = ?", (name,)).fetchone()
+        if found is None:  # a name not held starts from the shared row, if any
+            found = self.db.execute(f"SELECT {_ROW} FROM shared WHERE bucket = ?",
+                                    (b,)).fetchone()
         return CounterRow(*found) if found is not None else None
 
     def put(self, name: str, row: CounterRow) -> None:
-        values = (row.failed_count, row.fail_window_start, row.locked_at, name)
-        if self.db.execute(
-                "UPDATE unknown_names SET failed_count = ?, fail_window_start = ?, "
-                f"locked_at = ?, seen = {_NEXT_SEEN} WHERE name = ?", values).rowcount:
+        b = self._bucket(name)
+        values = (*row, name)
+        if self.db.execute(f"UPDATE names SET failed_count = ?, fail_window_start = ?, "
+                           f"locked_at = ?, seen = {_NEXT_SEEN} WHERE name = ?",
+                           values).rowcount:
             return
-        self.db.execute("INSERT INTO unknown_names (failed_count, fail_window_start, "
-                        f"locked_at, name, seen) VALUES (?, ?, ?, ?, {_NEXT_SEEN})", values)
-        # Only a new name can take the table past its size: the count is paid then.
-        over = self.db.execute("SELECT count(*) FROM unknown_names").fetchone()[0] - self.size
-        if over > 0:
-            self.db.execute("DELETE FROM unknown_names WHERE seen IN "
-                            "(SELECT seen FROM unknown_names ORDER BY seen LIMIT ?)", (over,))
+        held = self.db.execute(f"SELECT {_ROW}, seen, name FROM names WHERE bucket = ?",
+                               (b,)).fetchall()
+        if len(held) >= self.t.slots:
+            victim = lightest([(self.weigh(CounterRow(*r[:3])), r[3], r[4]) for r in held])
+            if victim is None:  # every one a live lock: none is forgotten
+                self.db.execute(f"INSERT OR REPLACE INTO shared (bucket, {_ROW}) "
+                                "VALUES (?, ?, ?, ?)", (b, *row))
+                return
+            self.db.execute("DELETE FROM names WHERE name = ?", (victim,))
+        self.db.execute(f"INSERT INTO names ({_ROW}, name, bucket, seen) "
+                        f"VALUES (?, ?, ?, ?, ?, {_NEXT_SEEN})", (*values, b))

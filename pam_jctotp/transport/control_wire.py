@@ -8,6 +8,7 @@ Daemon → client: {"t": "prompt", "echo": bool, "text": …} | {"t": "info", "t
 from __future__ import annotations
 
 import json
+import re
 import struct
 from typing import Any
 
@@ -17,6 +18,11 @@ from ..errors import ProtocolError
 VERSION = 1
 MAX_MESSAGE = 4 * 1024 * 1024
 HEADER = struct.Struct("!I")
+# Real requests nest 3 or 4 deep. Python's JSON decoder recurses once per level:
+# 4,000 bytes of `[` raised RecursionError (a traceback per request, issue 20).
+MAX_DEPTH = 16
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)  # a JSON string: its brackets are text
+_BRACKET = re.compile(r"[][{}]")
 
 
 def encode(obj: dict[str, Any]) -> bytes:
@@ -28,12 +34,32 @@ def encode(obj: dict[str, Any]) -> bytes:
 
 def decode(data: bytes) -> dict[str, Any]:
     try:
-        obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
         raise ProtocolError("control message is not UTF-8 JSON") from None
+    if too_deep(text):
+        raise ProtocolError(f"control message nests deeper than {MAX_DEPTH} levels")
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise ProtocolError("control message is not UTF-8 JSON") from None
+    except RecursionError:  # not reached (too_deep); never a traceback if it were
+        raise ProtocolError(f"control message nests deeper than {MAX_DEPTH} levels") from None
     if not isinstance(obj, dict):
         raise ProtocolError("control message is not a JSON object")
     return obj
+
+
+def too_deep(text: str) -> bool:
+    """More than MAX_DEPTH arrays or objects inside each other (outside strings)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:  # every real request: no scan
+        return False
+    depth = 0
+    for match in _BRACKET.finditer(_STRING.sub("", text)):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > MAX_DEPTH:
+            return True
+    return False
 
 
 def check_length(length: int) -> int:

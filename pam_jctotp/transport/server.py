@@ -281,6 +281,12 @@ class Daemon:
             self.throttled.say(("too large", uid), f"control {exc}: refused")
             await self._send_quietly(writer, control_wire.encode(control_wire.step_message(
                 Result(ExitCode.USAGE, "request too large"))))
+        except ProtocolError as exc:
+            # Any local user can send garbage: one line per uid and interval, never a traceback.
+            self.throttled.say(("malformed", uid), f"control request from uid {uid} refused: "
+                               f"{exc}")
+            await self._send_quietly(writer, control_wire.encode(control_wire.step_message(
+                Result(exc.exit_code, str(exc)))))
         except JctotpError as exc:
             await self._send_quietly(writer, control_wire.encode(
                 control_wire.step_message(Result(exc.exit_code, str(exc)))))

@@ -33,6 +33,7 @@ SYSTEMD_NOFILE = 1024
 
 # Runs as the attacker (root until the setuid): `held N` holds N connections
 # until killed; `flood SECONDS THREADS` sends maximal messages in a loop;
+# `nested SECONDS THREADS` sends 4,000 bytes of `[` in a loop;
 # `stall N BYTES` opens N connections, each a maximal header then BYTES of payload.
 ATTACK = r"""
 import os, resource, socket, struct, sys, threading, time
@@ -73,6 +74,25 @@ elif mode == "flood":
     for t in threads: t.start()
     for t in threads: t.join()
     print("sent", sent[0], flush=True)
+elif mode == "nested":
+    # Under a user's size limit, nested past any decoder's recursion limit.
+    body = b"[" * 4000; stop = time.monotonic() + float(sys.argv[4]); sent = [0]
+    def run():
+        while time.monotonic() < stop:
+            s = socket.socket(socket.AF_UNIX); s.settimeout(2)
+            try:
+                s.connect(path); s.sendall(struct.pack("!I", len(body)) + body)
+                if s.recv(4096):
+                    sent[0] += 1
+            except OSError:
+                pass
+            finally:
+                s.close()
+    threads = [threading.Thread(target=run) for _ in range(int(sys.argv[5]))]
+    print("ready", flush=True)
+    for t in threads: t.start()
+    for t in threads: t.join()
+    print("answered", sent[0], flush=True)
 elif mode == "stall":
     chunk = b"A" * int(sys.argv[5]); held = []
     for _ in range(int(sys.argv[4])):
@@ -181,3 +201,20 @@ def test_daemon_memory_stays_bounded_under_900_stalled_connections(daemon, attac
         proc.wait()
     grown = after - before
     assert grown < 64 * 1024 * 1024, f"RSS grew by {grown / 2**20:.0f} MiB"
+
+
+def test_deeply_nested_requests_get_one_throttled_line_not_a_traceback(daemon, attacker):
+    """Issue 20 item 5: 4,000 bytes of `[` (under a user's size limit) raised
+    RecursionError in the JSON decoder: a traceback per request, 11.5 MB of
+    log in 10 s. Each is refused, and the log says so once, with the uid."""
+    before = len(daemon.log.read_text().splitlines())
+    proc = attack(attacker, daemon, "nested", 3, 4)
+    out, _ = proc.communicate(timeout=60)
+    answered = int(out.split()[-1])
+    assert answered > 50, out  # refused with an answer, as fast as it was sent
+    lines = daemon.log.read_text().splitlines()[before:]
+    assert not any("Traceback" in x or "RecursionError" in x for x in lines), lines[:20]
+    refusals = [x for x in lines if "nests deeper" in x]
+    assert 1 <= len(refusals) <= 3 and all(f"uid {attacker}" in x for x in refusals), lines
+    assert len(lines) < 10, lines
+    assert daemon.request("user.list").exit == 0

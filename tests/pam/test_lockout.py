@@ -256,3 +256,40 @@ def test_failmode_open_still_refuses_a_locked_user(make_daemon, confdir):
     daemon.start()
     daemon.ok("unlock", names=["alice"])
     assert list(markers.iterdir()) == []
+
+
+SPRAY = 4200
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["memory", "shared"])
+def test_a_spray_of_fresh_names_does_not_reveal_a_locked_unknown_name(make_daemon, confdir,
+                                                                     processes):
+    """Issue 20 item 4: the counters of unknown names held 4,096 names, the least
+    recently seen dropped first; 4,200 fresh names made a locked unknown name
+    answer AUTH_ERR again while a locked real user stayed MAXTRIES. Both, through
+    the real libpam, before and after the spray: the same answers. With
+    pam_processes: 2 the table is the shared SQLite file."""
+    from test_pam_processes import raw_login, wait_serving
+
+    daemon = make_daemon(max_attempts=3, unlock_after=0, fail_delay=0,
+                         pam_processes=processes)
+    if processes > 1:
+        wait_serving(daemon)
+    daemon.add_user("paula", mfa=False)  # an unknown name looks like MFA off
+    svc = service(confdir, daemon)
+
+    def answers(name: str) -> list[tuple[int, list]]:
+        runs = [pd.run(confdir, svc, name, ["bad password"]) for _ in range(2)]
+        return [(r.rc, [(m.style, m.text) for m in r.transcript]) for r in runs]
+
+    for name in ("paula", "ghost"):
+        assert [pd.run(confdir, svc, name, ["bad password"]).rc for _ in range(3)] == \
+            [pd.PAM_AUTH_ERR] * 3
+    locked = answers("paula")
+    assert locked[0][0] == pd.PAM_MAXTRIES and answers("ghost") == locked
+    with ThreadPoolExecutor(16) as pool:
+        verdicts = list(pool.map(lambda n: raw_login(daemon.pam_socket, f"spray{n}", "000000"),
+                                 range(SPRAY)))
+    assert verdicts == ["AUTH_ERR"] * SPRAY  # each one counted a failure
+    assert answers("paula") == locked
+    assert answers("ghost") == locked

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
 from dataclasses import fields
 
 import pytest
+import yaml
 from harness import World
+from testlib import REPO
 
 from pam_jctotp import config
 from pam_jctotp.config import Config, ConfigError, PasswordHashParams
 from pam_jctotp.core.steps import Info
 from pam_jctotp.core.totp import Totp
+from pam_jctotp.printable import PrintableFormatter
 from pam_jctotp.transport import pam_wire as protocol
 
 
@@ -450,3 +456,43 @@ def test_fleet_scale_keys_are_checked():
     assert "'fleet_sync_interval'" in error({"fleet_sync_interval": 0.1})
     assert "'metrics_textfile'" in error({"metrics_textfile": "jctotp.prom"})
     assert "'metrics_listen'" in error({"metrics_listen": "0.0.0.0:9877"})
+
+
+DSN_WITH_PASSWORD = [
+    "host=db.example.org user=jctotp password=hunter2 dbname=jctotp",       # libpq key=value
+    "host=db.example.org password='hunter2 x' dbname=jctotp",               # quoted
+    "postgresql://jctotp:hunter2@db.example.org/jctotp",                     # URI
+    "postgres://jctotp@db.example.org/jctotp?sslmode=require&password=hunter2",
+    "mysql://jctotp:hunter2@db.example.org/jctotp",                          # not libpq: echoed
+]
+
+
+@pytest.mark.parametrize("dsn", DSN_WITH_PASSWORD)
+def test_a_database_password_is_never_echoed(dsn, tmp_path):
+    """Issue 20 item 6: a `database:` value in libpq's key=value form was refused
+    with the whole string, password included, by `jctotpd --check`, in the
+    daemon's log and by doctor. Each still names the key; none shows the password."""
+    assert "hunter2" not in error({"database": dsn}) and "'database'" in error({"database": dsn})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"database": dsn, "state_dir": str(tmp_path / "state")}))
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    for argv in (["-m", "pam_jctotp.daemon", "--check"], ["-m", "pam_jctotp.daemon"],
+                 ["-m", "pam_jctotp.cli", "doctor"]):
+        run = subprocess.run([sys.executable, *argv[:2], "--config", str(path), *argv[2:]],
+                             capture_output=True, text=True, env=env, timeout=60)
+        out = run.stdout + run.stderr
+        assert run.returncode != 0 and "'database'" in out, (argv, out)
+        assert "hunter2" not in out, (argv, out)
+
+
+@pytest.mark.parametrize("line, shown", [
+    ("could not connect to host=db password=hunter2 port=5432", "password=***"),
+    ("host=db password = 'hunter2 x' dbname=j", "password = ***"),
+    ("uri postgresql://u:hun@ter2@db/j failed", "postgresql://u:***@db/j"),
+    ("postgresql://u@db/j?password=hunter2&sslmode=require", "?password=***&sslmode"),
+])
+def test_log_lines_redact_connection_string_passwords(line, shown):
+    """The log formatter's backstop: an exception text quoting a connection string."""
+    record = logging.LogRecord("jctotpd", logging.ERROR, __file__, 1, "%s", (line,), None)
+    text = PrintableFormatter("%(message)s").format(record)
+    assert "hunter2" not in text and "ter2" not in text and shown in text, text

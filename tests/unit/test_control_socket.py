@@ -20,7 +20,10 @@ import sys
 import time
 from types import SimpleNamespace
 
-from pam_jctotp.transport import limits, pam_wire
+import pytest
+
+from pam_jctotp.errors import ProtocolError
+from pam_jctotp.transport import control_wire, limits, pam_wire
 from pam_jctotp.transport.limits import Throttled
 from pam_jctotp.transport.server import Daemon
 from testlib import REPO
@@ -162,3 +165,20 @@ def test_running_out_of_descriptors_is_one_line_not_a_traceback_per_accept(caplo
     assert lines[0] == ("jctotpd", "out of descriptors: Too many open files; new connections "
                         "wait (raise LimitNOFILE?)", False)
     assert len(lines) == 2 and lines[1][0] == "asyncio"  # the rest: asyncio's own report
+
+
+@pytest.mark.parametrize("text, deep", [
+    ('{"v": 1, "verb": "user.list", "args": {"names": ["a", "b"]}}', False),
+    ("[" * 16 + "]" * 16, False),
+    ("[" * 17 + "]" * 17, True),
+    ("[{" * 9 + "}]" * 9, True),
+    ('{"a": "' + "[" * 4000 + '"}', False),            # brackets inside a string are text
+    ('{"a": "\\"' + "[" * 40 + '", "b": ' + "[" * 20 + "]" * 20 + "}", True),
+])
+def test_nesting_depth_is_bounded_outside_strings(text, deep):
+    """Issue 20 item 5: JSON nested deeper than MAX_DEPTH is refused before the
+    decoder recurses (4,000 `[` raised RecursionError)."""
+    assert control_wire.too_deep(text) is deep
+    if deep:
+        with pytest.raises(ProtocolError, match="nests deeper"):
+            control_wire.decode(text.encode())

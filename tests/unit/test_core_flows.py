@@ -109,6 +109,17 @@ def test_a_password_reset_during_press_enter_withdraws_the_key(world):
     req = LoginRequest(call="auth", service="sshd", user="pete")
     r = drive(Login(world.acc, req).run(), person, world.directory)
     assert r.code == VerdictCode.AUTH_ERR and state(world, "pete") is MfaState.PENDING
+    assert world.store.get("pete").failed_count == 0  # the right password: not a guess
+
+
+def test_an_admins_own_password_change_keeps_their_totp(world):
+    """Another admin's reset also resets an admin's TOTP key; one's own does not."""
+    world.add("root", admin=True)
+    world.add("boss", admin=True)
+    assert admin(world, "passwd.admin", name="root", password="a new long password").exit == 0
+    assert state(world, "root") is MfaState.ACTIVE
+    assert admin(world, "passwd.admin", name="boss", password="a new long password").exit == 0
+    assert state(world, "boss") is MfaState.ENROLL_NOW
 
 
 # --- enroll now ---------------------------------------------------------------------------
@@ -149,6 +160,33 @@ def test_unlock_of_an_expired_enrollment_renews_the_period(world):
     assert "unlocked (password" not in r.message  # says only what it did
     assert state(world, "eve") is MfaState.PENDING
     assert world.acc.days_left(world.store.get("eve")) == world.config.default_enrollment_days
+
+
+def test_unlock_of_a_locked_user_past_the_deadline_lifts_both(make_world):
+    """Issue 20 (a planted bug survived): locked by failures AND past the enrollment
+    deadline. One unlock lifts the lock and renews the period: the user then logs
+    in and enrolls (lifting only the lock left them refused)."""
+    world = make_world(max_attempts=2)
+    world.add("eve", mfa="expired")
+    req = LoginRequest(call="auth", service="sshd", user="eve", factors="password,totp")
+    for _ in range(2):
+        assert drive(cv.Login(world.acc, req).run(), ["wrong", "000000"], world.directory).code == \
+            VerdictCode.AUTH_ERR
+    assert world.store.get("eve").locked_at is not None
+    r = admin(world, "unlock", names=["eve"])
+    assert r.data["changed"] is True
+    assert "unlocked (password" in r.message and "enrollment period renewed" in r.message
+    assert world.store.get("eve").locked_at is None and state(world, "eve") is MfaState.PENDING
+
+    def phone(prompt, steps):
+        if prompt.text == cv.PASSWORD_PROMPT:
+            return PASSWORD
+        if prompt.text == cv.ENROLL_PROMPT:
+            return world.code(shown_key(steps))
+        return ""
+
+    run = drive(cv.Login(world.acc, req).run(), phone, world.directory)
+    assert run.code == VerdictCode.SUCCESS and state(world, "eve") is MfaState.ACTIVE
 
 
 def test_unlock_of_an_unlocked_user_says_so_and_audits_nothing(world):

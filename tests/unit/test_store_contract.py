@@ -17,7 +17,10 @@ import pytest
 from servers.pgbouncer import bouncer, bouncer_server  # noqa: F401 - PgBouncer fixtures
 from servers.postgres import pg, pg_cluster, pg_uri  # noqa: F401 - the postgres fixtures
 
+from pam_jctotp.config import Config
+from pam_jctotp.core import policy
 from pam_jctotp.errors import StoreError
+from pam_jctotp.model import MfaState
 from pam_jctotp.store import Store
 from pam_jctotp.store.sqlite import SqliteStore
 
@@ -145,6 +148,25 @@ def test_reset_failures_and_unlock(store):
     rec = store.get("alice")
     assert (rec.locked_at, rec.failed_count, rec.fail_window_start) == (None, 0, None)
     assert store.reserve_attempt("alice", NOW, 900, 1) == 1
+
+
+def test_unlock_lifts_only_the_named_users_lock(store):
+    """Issue 20 (a planted bug survived): an unlock without its `WHERE name = ?`
+    unlocked every locked account. Two locked, one unlocked; the other keeps its
+    lock and its counter, and a user never locked is not touched."""
+    store.add("bob", is_admin=False, password_hash="h", now=NOW)
+    store.add("carol", is_admin=False, password_hash="h", now=NOW)
+    for name in ("alice", "bob"):
+        for _ in range(2):
+            store.reserve_attempt(name, NOW, 900, 2)
+        assert store.lock_if_exhausted(name, NOW, 2, "too many")
+    store.reserve_attempt("carol", NOW, 900, 2)
+    assert store.unlock("alice")
+    assert store.get("alice").locked_at is None
+    bob, carol = store.get("bob"), store.get("carol")
+    assert (bob.locked_at, bob.lock_reason, bob.failed_count) == (NOW, "too many", 2)
+    assert (carol.locked_at, carol.failed_count, carol.fail_window_start) == (None, 1, NOW)
+    assert store.reserve_attempt("bob", NOW + 10_000, 900, 2) is None
 
 
 def test_expire_lock(store):
@@ -313,3 +335,49 @@ def test_flags_are_booleans_and_new_columns_round_trip(store):
     assert all(type(v) is bool for v in (rec.is_admin, rec.mfa_required, rec.enroll_now))
     assert rec.email == "boss@example.org"
     assert store.get("alice").enroll_now is False and store.get("alice").email is None
+
+
+# --- the read rules (core/policy.py) and the store's statements agree at each boundary ----
+
+def test_policy_and_store_agree_when_a_lock_runs_out(store):
+    """The lock is lifted at locked_at + unlock_after by both: the write path
+    (expire_lock) and every read (policy.is_locked) — not a second apart."""
+    cfg = Config(unlock_after=900)
+    store.lock("alice", NOW, "r")
+    rec = store.get("alice")
+    assert policy.is_locked(rec, NOW + 899.5, cfg)
+    assert not store.expire_lock("alice", NOW + 899.5, 900)
+    assert not policy.is_locked(rec, NOW + 900, cfg) and policy.lock_expired(rec, NOW + 900, cfg)
+    assert store.expire_lock("alice", NOW + 900, 900)
+
+
+def test_policy_and_store_agree_when_a_window_closes(store):
+    cfg = Config(fail_interval=900)
+    store.reserve_attempt("alice", NOW, 900, 5)
+    assert policy.failures(store.get("alice"), NOW + 899.5, cfg) == 1
+    assert policy.failures(store.get("alice"), NOW + 900, cfg) == 0
+    assert store.reserve_attempt("alice", NOW + 900, 900, 5) == 1  # a new window, as read
+
+
+def test_an_enrollment_period_ends_at_its_deadline(store):
+    store.update("alice", mfa_required=1, enroll_deadline=NOW + 86400)
+    rec = store.get("alice")
+    assert policy.mfa_state(rec, NOW + 86399.5) is MfaState.PENDING
+    assert policy.mfa_state(rec, NOW + 86400) is MfaState.EXPIRED
+
+
+def test_release_attempt_leaves_a_locked_users_counter(store):
+    for _ in range(2):
+        store.reserve_attempt("alice", NOW, 900, 2)
+    assert store.lock_if_exhausted("alice", NOW, 2, "too many")
+    store.release_attempt("alice")  # a conversation abandoned while another locked
+    assert store.get("alice").failed_count == 2
+
+
+def test_a_second_lock_keeps_the_first(store):
+    """A lock of a locked user changes nothing (a later lock would move
+    locked_at, and with it when unlock_after lifts it)."""
+    assert store.lock("alice", NOW, "first")
+    assert not store.lock("alice", NOW + 500, "second")
+    rec = store.get("alice")
+    assert (rec.locked_at, rec.lock_reason) == (NOW, "first")

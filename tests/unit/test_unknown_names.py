@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from pam_jctotp.config import Config
-from pam_jctotp.core.lockout import MemoryNames, NameTable, VirtualCounters
+from pam_jctotp.core.lockout import VirtualCounters
+from pam_jctotp.core.name_table import SLOTS, MemoryNames, NameTable, bucket_of
 from pam_jctotp.errors import StoreError
 from pam_jctotp.store.unknown_names import SharedUnknownNames
 
@@ -104,13 +105,12 @@ def test_names_are_kept_as_they_are(counters, name):
 # --- the bound ---------------------------------------------------------------------
 
 def names_held(table: NameTable) -> list[str]:
-    if isinstance(table, MemoryNames):
-        return list(table._rows)
-    assert isinstance(table, SharedUnknownNames)
+    assert isinstance(table, (MemoryNames, SharedUnknownNames))
     return table.names()
 
 
 def test_at_most_size_names_the_least_recently_seen_go_first(kind, tmp_path):
+    """Below SLOTS names, one bucket: among rows alike, the least recently seen goes."""
     table = make_table(kind, tmp_path / "unknown-names.db", size=4)
     counters = VirtualCounters(table)
     for n in range(4):
@@ -122,12 +122,93 @@ def test_at_most_size_names_the_least_recently_seen_go_first(kind, tmp_path):
     assert len(table) == 4  # type: ignore[arg-type]
 
 
-def test_the_shared_table_stays_bounded_over_many_names(tmp_path):
-    table = SharedUnknownNames(tmp_path / "unknown-names.db", size=50)
+def test_the_table_stays_bounded_over_many_names(kind, tmp_path):
+    table = make_table(kind, tmp_path / "unknown-names.db", size=50)
     counters = VirtualCounters(table)
-    for n in range(130):
+    for n in range(400):
         fail(counters, f"ghost{n}", T0)
-    assert table.names() == [f"ghost{n}" for n in range(80, 130)]
+    held = names_held(table)
+    assert len(held) == 3 * SLOTS  # 3 buckets of 16: at most 50
+    assert held[-1] == "ghost399" and "ghost0" not in held
+
+
+# --- what the bound never forgets (issue 20 item 4) ---------------------------------
+
+def lock(counters: VirtualCounters, name: str, now: float, cfg: Config = CFG) -> None:
+    assert [fail(counters, name, now, cfg) for _ in range(cfg.max_attempts)][-1] is True
+
+
+@pytest.mark.parametrize("unlock_after", [600, 0])
+def test_a_spray_of_fresh_names_never_drops_a_live_lock(kind, tmp_path, unlock_after):
+    """4,096 names, least recently seen dropped first: 4,200 fresh names made a
+    locked unknown name answer "wrong password" again, where a real one stays locked."""
+    cfg = Config(max_attempts=5, fail_interval=900, unlock_after=unlock_after)
+    table = make_table(kind, tmp_path / "unknown-names.db", size=64)
+    counters = VirtualCounters(table)
+    lock(counters, "ghost", T0, cfg)
+    for n in range(1000):
+        fail(counters, f"spray{n}", T0 + 1, cfg)
+    assert counters.record("ghost", T0 + 2, cfg).locked_at == T0
+    assert fail(counters, "ghost", T0 + 3, cfg) is None
+    assert len(names_held(table)) <= 64
+    if unlock_after:  # and it lifts when its lock would have
+        assert counters.record("ghost", T0 + 600, cfg).locked_at is None
+
+
+def test_a_row_a_fresh_one_would_equal_goes_before_one_still_counting(kind, tmp_path):
+    table = make_table(kind, tmp_path / "unknown-names.db", size=4)
+    counters = VirtualCounters(table)
+    fail(counters, "old", T0)                      # its window ends at T0 + 900
+    for n in range(3):
+        fail(counters, f"recent{n}", T0 + 500)
+    counters.record("old", T0 + 600, CFG)          # seen last, still counting
+    fail(counters, "new", T0 + 950)                # "old"'s window is over: it says nothing
+    assert sorted(names_held(table)) == ["new", "recent0", "recent1", "recent2"]
+    fail(counters, "newer", T0 + 951)              # all counting: least recently seen
+    assert sorted(names_held(table)) == ["new", "newer", "recent1", "recent2"]
+
+
+def test_a_bucket_full_of_locks_shares_one_row_and_forgets_none(kind, tmp_path):
+    """No slot to give: the names that find none count together (lock sooner,
+    never later); the locks held stay; all of it lifts at unlock_after."""
+    table = make_table(kind, tmp_path / "unknown-names.db", size=2)  # one bucket, 2 slots
+    counters = VirtualCounters(table)
+    lock(counters, "a", T0)
+    lock(counters, "b", T0)
+    assert [fail(counters, "c", T0 + 1) for _ in range(6)] == \
+        [False, False, False, False, True, None]
+    assert counters.record("d", T0 + 2, CFG).locked_at == T0 + 1  # shares c's row
+    assert fail(counters, "d", T0 + 2) is None
+    assert {n: counters.record(n, T0 + 3, CFG).locked_at for n in "ab"} == {"a": T0, "b": T0}
+    assert sorted(names_held(table)) == ["a", "b"]
+    assert fail(counters, "d", T0 + 601) is False  # a and b lifted: d gets a row of its own
+    assert counters.record("d", T0 + 602, CFG).failed_count == 1
+    assert "d" in names_held(table)  # in place of an expired lock, not in the shared row
+
+
+def test_buckets_are_keyed_per_table_and_the_file_keeps_its_key(tmp_path):
+    names = [f"user{n}" for n in range(64)]
+    one, two = MemoryNames(), MemoryNames()
+    assert one.key != two.key
+    assert [bucket_of(one.key, n, one.buckets) for n in names] != \
+        [bucket_of(two.key, n, two.buckets) for n in names]
+    path = tmp_path / "unknown-names.db"
+    first = SharedUnknownNames(path)
+    lock(VirtualCounters(first), "ghost", T0)
+    again = SharedUnknownNames(path)  # another process, or after a restart
+    assert again.key == first.key and len(again.key) == 32
+    assert VirtualCounters(again).record("ghost", T0 + 1, CFG).locked_at == T0
+
+
+def test_a_version_1_file_is_replaced(tmp_path):
+    path = tmp_path / "unknown-names.db"
+    old = sqlite3.connect(path)
+    old.executescript("CREATE TABLE unknown_names (name TEXT PRIMARY KEY, failed_count INTEGER,"
+                      " fail_window_start REAL, locked_at REAL, seen INTEGER NOT NULL);"
+                      "INSERT INTO unknown_names VALUES ('ghost', 5, 1, 1, 1);")
+    old.close()
+    counters = VirtualCounters(SharedUnknownNames(path))
+    assert fail(counters, "ghost", T0) is False
 
 
 # --- shared by processes -----------------------------------------------------------
