@@ -343,7 +343,7 @@ def test_policy_and_store_agree_when_a_lock_runs_out(store):
     """The lock is lifted at locked_at + unlock_after by both: the write path
     (expire_lock) and every read (policy.is_locked) — not a second apart."""
     cfg = Config(unlock_after=900)
-    store.lock("alice", NOW, "r")
+    store.update("alice", locked_at=NOW, lock_reason="r")
     rec = store.get("alice")
     assert policy.is_locked(rec, NOW + 899.5, cfg)
     assert not store.expire_lock("alice", NOW + 899.5, 900)
@@ -377,7 +377,9 @@ def test_release_attempt_leaves_a_locked_users_counter(store):
 def test_a_second_lock_keeps_the_first(store):
     """A lock of a locked user changes nothing (a later lock would move
     locked_at, and with it when unlock_after lifts it)."""
-    assert store.lock("alice", NOW, "first")
-    assert not store.lock("alice", NOW + 500, "second")
+    for _ in range(2):
+        store.reserve_attempt("alice", NOW, 900, 2)
+    assert store.lock_if_exhausted("alice", NOW, 2, "first")
+    assert not store.lock_if_exhausted("alice", NOW + 500, 2, "second")
     rec = store.get("alice")
     assert (rec.locked_at, rec.lock_reason) == (NOW, "first")
