@@ -36,6 +36,7 @@ from ..errors import StoreError, StoreUnavailable
 from ..model import UserRecord
 from . import SELECT_USERS as _SELECT
 from . import USER_COLUMNS
+from . import pg_audit
 from . import record as _record
 from .dbclock import DatabaseClock
 from .outage import Breaker, DeadlineExceeded, Deadlines, first_line
@@ -113,6 +114,7 @@ MIGRATIONS: list[str] = [
               OR OLD.password_hash IS DISTINCT FROM NEW.password_hash)
         EXECUTE FUNCTION jctotp_users_changed();
     """,
+    pg_audit.MIGRATION,   # 2: hash-chained, append-only audit (issue 22)
 ]
 CHANNEL = "jctotp_users"
 
@@ -551,6 +553,15 @@ class PostgresStore:
             "ORDER BY id DESC LIMIT %(limit)s) newest ORDER BY ts, host_name",
             {"user": user, "since": since, "host": host, "limit": limit})
         return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def audit_verify(self) -> dict[str, Any]:
+        """Recompute every host's hash chain (pg_audit.verify): what was edited or deleted."""
+        return pg_audit.verify(lambda sql: self._run(lambda c: c.execute(sql).fetchall(),
+                                                     LONG_DEADLINE))
+
+    def audit_hosts(self) -> list[str]:
+        """The hosts that have written to the audit (each has a chain)."""
+        return [r[0] for r in self._all(pg_audit.HOSTS)]
 
     # --- users -----------------------------------------------------------------------
 
