@@ -90,6 +90,24 @@ MIGRATION = f"""
     {pin_search_path("jctotp_audit_link(TEXT, DOUBLE PRECISION, TEXT, TEXT, JSONB)")}
 """
 
+# Migration 3 (pg_hosts.py) replaces the trigger's function: with host roles, a row's
+# host is the one of the role that logged in (session_user), whatever the row says.
+CHAIN_FUNCTION = """
+    CREATE OR REPLACE FUNCTION jctotp_audit_chain() RETURNS trigger LANGUAGE plpgsql
+        SECURITY DEFINER AS $$
+    DECLARE link RECORD; mine TEXT;
+    BEGIN
+        SELECT name INTO mine FROM fleet_hosts WHERE role_name = session_user;
+        IF FOUND THEN
+            NEW.host_name := mine;
+        END IF;
+        link := jctotp_audit_link(NEW.host_name, NEW.ts, NEW.event, NEW."user", NEW.fields);
+        NEW.seq := link.seq;
+        NEW.row_hash := link.hash;
+        RETURN NEW;
+    END $$;
+"""
+
 # Every row that breaks its host's chain: a hash that does not match (edited), or a
 # seq that does not follow the previous one (rows deleted before it).
 BROKEN_ROWS = """
@@ -117,7 +135,8 @@ HEADS = """
 ORPHANS = ("SELECT DISTINCT host_name FROM audit_events e WHERE NOT EXISTS "
            "(SELECT 1 FROM audit_heads h WHERE h.host_name = e.host_name) ORDER BY 1")
 
-HOSTS = "SELECT host_name FROM audit_heads ORDER BY host_name"
+# every host with a chain, and every host role ever added (pg_hosts.py)
+HOSTS = "SELECT host_name FROM audit_heads UNION SELECT name FROM jctotp_fleet_hosts() ORDER BY 1"
 
 Query = Callable[[str], list[tuple[Any, ...]]]
 

@@ -36,7 +36,7 @@ from ..errors import StoreError, StoreUnavailable
 from ..model import UserRecord
 from . import SELECT_USERS as _SELECT
 from . import USER_COLUMNS
-from . import pg_audit
+from . import pg_audit, pg_hosts
 from . import record as _record
 from .dbclock import DatabaseClock
 from .outage import Breaker, DeadlineExceeded, Deadlines, first_line
@@ -115,6 +115,7 @@ MIGRATIONS: list[str] = [
         EXECUTE FUNCTION jctotp_users_changed();
     """,
     pg_audit.MIGRATION,   # 2: hash-chained, append-only audit (issue 22)
+    pg_hosts.MIGRATION,   # 3: a role per host (issue 22)
 ]
 CHANNEL = "jctotp_users"
 
@@ -562,6 +563,11 @@ class PostgresStore:
     def audit_hosts(self) -> list[str]:
         """The hosts that have written to the audit (each has a chain)."""
         return [r[0] for r in self._all(pg_audit.HOSTS)]
+
+    def administer(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`jctotp fleet host ...` (pg_hosts.py), as the schema's owner: one transaction."""
+        with self.unit_of_work():
+            return self._run(work, LONG_DEADLINE)
 
     # --- users -----------------------------------------------------------------------
 
