@@ -21,16 +21,19 @@ from ..crypto import SecretBox, key_check
 from ..daemon import open_fleet, open_key
 from ..errors import JctotpError, StoreError, UsageError
 from ..model import ExitCode, UserRecord
-from ..store import USER_COLUMNS
+from ..store import USER_COLUMNS, pg_hosts
 from . import hosts
 
 
-def init(cfg: configmod.Config) -> str:
+def init(cfg: configmod.Config, admin: bool = False) -> str:
     """Create the schema and (if absent) the key; store the key check. Idempotent with
-    the same key; refuses a database already bound to another key."""
+    the same key; refuses a database already bound to another key. `admin` (connected
+    with --admin-database): the host roles' grants are renewed too (after an upgrade)."""
     store = open_fleet(cfg, create=True)
     try:
         open_key(cfg, store, create=True)
+        if admin:
+            store.administer(pg_hosts.renew_grants)
         version, where = store.schema_version(), store.where
     finally:
         store.close()
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "init":
             if args.admin_database:
                 cfg = hosts.admin_config(cfg, args.admin_database)
-            print(init(cfg), end="")
+            print(init(cfg, admin=bool(args.admin_database)), end="")
         elif args.verb == "host":
             print(host_verb(cfg, args), end="")
         else:

@@ -91,6 +91,14 @@ def grant(conn: psycopg.Connection[Any]) -> str:
     return group
 
 
+def renew_grants(conn: psycopg.Connection[Any]) -> None:
+    """`fleet init --admin-database`: GRANTS again when there are host roles (a new
+    schema version may have brought a table they need)."""
+    if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                    (group_role(conn),)).fetchone():
+        grant(conn)
+
+
 def add(conn: psycopg.Connection[Any], name: str, password: str, now: float) -> str:
     """A LOGIN role for host `name` with `password` (sent only as a SCRAM verifier,
     never in clear text: no server log can show it). Returns the role's name."""

@@ -488,7 +488,13 @@ class PostgresStore:
                                  f"({len(MIGRATIONS)}); upgrade jctotpd")
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 # no parameters: one simple query, many statements
-                self._run(partial(_execute, script), LONG_DEADLINE)
+                try:
+                    self._run(partial(_execute, script), LONG_DEADLINE)
+                except StoreError as exc:   # e.g. a host role (issue 22): not the owner
+                    raise StoreError(f"cannot upgrade the fleet schema of {self.where} to "
+                                     f"version {number}: {exc}; run `jctotp fleet init "
+                                     "--admin-database URI` (as the schema's owner) once"
+                                     ) from None
                 self._rowcount("UPDATE jctotp_meta SET value = %s WHERE key = "
                                "'schema_version'", (str(number),))
         return len(MIGRATIONS)

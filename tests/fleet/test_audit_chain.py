@@ -111,3 +111,24 @@ def test_audit_host_names_an_unknown_host(make_host):
     out = a.cli("audit", "--host", "host-zz")
     assert out.returncode != 0
     assert "unknown host 'host-zz'" in out.stderr and "host-a" in out.stderr, out.stderr
+
+
+def test_an_older_fleets_audit_rows_are_chained_by_the_upgrade(make_host, pg_uri):
+    """A database of schema version 1 (before issue 22) with audit rows: the upgrade
+    chains them per host in the order they were written, and --verify finds it intact."""
+    from pam_jctotp.store.postgres import MIGRATIONS
+    with owner(pg_uri) as db:
+        db.execute("CREATE TABLE jctotp_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO jctotp_meta VALUES ('schema_version', '1')")
+        db.execute(MIGRATIONS[0].encode())
+        for i in range(6):
+            db.execute('INSERT INTO audit_events (ts, host_name, event, "user", fields) '
+                       "VALUES (%s, %s, 'login_ok', %s, %s)",
+                       (1e9 + i, f"old-{i % 2}", f"u{i}", Jsonb({"n": i})))
+    a = make_host("a")    # `fleet init` upgrades the schema (and makes the key)
+    with owner(pg_uri) as db:
+        chained = db.execute('SELECT host_name, seq, "user" FROM audit_events '
+                             "WHERE host_name LIKE 'old-%' ORDER BY id").fetchall()
+    assert chained == [(f"old-{i % 2}", i // 2 + 1, f"u{i}") for i in range(6)]
+    ok = a.cli("audit", "--verify")
+    assert ok.returncode == 0 and "intact" in ok.stdout, ok.stderr

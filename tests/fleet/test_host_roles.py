@@ -64,11 +64,20 @@ def test_host_add_writes_a_private_passfile_and_a_config_fragment(make_host, pg_
     assert not (out / "web2").exists()
 
 
-def test_fleet_init_with_admin_database(make_host, pg_uri, tmp_path):
+def test_fleet_init_with_admin_database_renews_the_host_roles_grants(make_host, pg_uri):
     a = make_host("a", role=False, start=False)   # (already initialised by the owner)
+    b = make_host("b", start=False)
+    with psycopg.connect(pg_uri, autocommit=True) as db:   # a table they lack (an upgrade)
+        group = "jctotp_hosts_" + db.execute(
+            "SELECT value FROM jctotp_meta WHERE key = 'fleet_id'").fetchone()[0]
+        db.execute(f"REVOKE SELECT ON jctotp_meta FROM {group}")
+    with as_host(b) as db, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.execute("SELECT value FROM jctotp_meta")
     out = a.cli("fleet", "init", "--admin-database", pg_uri)
     assert out.returncode == 0, out.stderr
     assert "is ready (schema version" in out.stdout
+    with as_host(b) as db:
+        assert db.execute("SELECT count(*) FROM jctotp_meta").fetchone()[0] >= 3
 
 
 def test_audit_rows_carry_the_host_of_the_role_not_of_the_config(make_host, confdir):
@@ -158,3 +167,17 @@ def test_host_list_and_remove_b_fails_closed_while_a_keeps_working(make_host, co
     assert re.search(r"^host-b\s+removed\s", listed, re.M), listed
     with pytest.raises(psycopg.OperationalError):
         as_host(b).close()
+
+
+def test_a_host_role_cannot_upgrade_the_schema_and_says_who_can(make_host, pg_uri):
+    a = make_host("a", start=False)
+    with psycopg.connect(pg_uri, autocommit=True) as db:   # as if jctotpd were newer
+        db.execute("UPDATE jctotp_meta SET value = '2' WHERE key = 'schema_version'")
+    with pytest.raises(RuntimeError) as failed:
+        a.start()
+    said = str(failed.value)
+    assert "cannot upgrade the fleet schema" in said and "version 3" in said, said
+    assert "fleet init --admin-database" in said and "permission denied" in said, said
+    with psycopg.connect(pg_uri, autocommit=True) as db:
+        assert db.execute("SELECT value FROM jctotp_meta WHERE key = 'schema_version'"
+                          ).fetchone()[0] == "2"   # nothing half-done
