@@ -72,6 +72,11 @@ def add(cfg: configmod.Config, name: str, admin_uri: str, out: Path,
     admin = admin_config(cfg, admin_uri)
     params = conninfo_to_dict(admin_uri)
     password = secrets.token_urlsafe(32)
+    try:   # before the role exists: a dir we cannot write would strand its password
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(out, 0o700)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: {exc.strerror}") from None
     store = open_fleet(admin)
     try:
         try:
@@ -84,8 +89,6 @@ def add(cfg: configmod.Config, name: str, admin_uri: str, out: Path,
     host = str(params.get("host") or "localhost")
     port = str(params.get("port") or "5432")
     dbname = str(params.get("dbname") or params.get("user") or "")
-    out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(out, 0o700)
     _write_private(out / "pgpass", _passfile_line(host, port, dbname, role, password))
     # the owner's URI without its user, password file or service: the host's own
     keep = {k: str(v) for k, v in params.items()
