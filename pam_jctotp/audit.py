@@ -22,6 +22,7 @@ import time
 from typing import Any, Iterator
 
 from . import metrics
+from .errors import UsageError
 from .printable import json_line, printable
 
 log = logging.getLogger("jctotpd.audit")
@@ -109,6 +110,13 @@ class AuditLog:
         if host not in (None, self.host):
             return iter(())
         return read(self.path, user, since)
+
+    def hosts(self) -> list[str]:
+        return [self.host]
+
+    def verify(self) -> dict[str, Any]:
+        raise UsageError("audit --verify checks the fleet database's hash chains; this "
+                         "host has no fleet database (its audit is its file and syslog)")
 
     def reopen(self, path: str | None = None) -> None:
         """SIGHUP (logrotate's postrotate): the next event opens the file anew,

@@ -7,7 +7,8 @@
 #   scripts/pg-test-cluster.sh stop DIR         fast shutdown (drops connections); no-op if down
 #   scripts/pg-test-cluster.sh status DIR       exit 0 if running
 #
-# init makes role and database "jctotp" and the role's random password
+# init makes role and database "jctotp" (the schema owner: CREATEROLE and
+# pg_signal_backend, for `jctotp fleet host add|remove`) and the role's random password
 # (scram-sha-256) in DIR/pgpass (0600, libpq passfile format): no password in any
 # config file the product reads. Superuser access is "trust" over DIR/run, a
 # socket dir only postgres and root can enter. TLS is on when DIR/server.pem and
@@ -51,7 +52,8 @@ EOF
     # Single-user mode: no server to start yet; the password goes over stdin, never on
     # a command line (ps) or into a config file.
     as_pg "$bindir/postgres" --single -D "$data" postgres >/dev/null 2>>"$dir/initdb.log" <<EOF
-CREATE ROLE jctotp LOGIN PASSWORD '$password';
+CREATE ROLE jctotp LOGIN CREATEROLE PASSWORD '$password';
+GRANT pg_signal_backend TO jctotp;
 CREATE DATABASE jctotp OWNER jctotp;
 EOF
     (umask 077

@@ -213,6 +213,8 @@ def _build_parser() -> argparse.ArgumentParser:
     au.add_argument("--since", help="age (30m, 2h, 7d) or ISO 8601 date/time as audit prints "
                     "it (2026-11-27T02:18:00Z); no zone means UTC")
     au.add_argument("--limit", type=int, default=10000)
+    au.add_argument("--verify", action="store_true", help="recompute the fleet audit's "
+                    "hash chains: name every edited or deleted row")
     st = json_flag(sub.add_parser("status", help="your MFA state, days left, recovery codes, "
                                   "lock"))
     st.add_argument("--metrics", action="store_true",
@@ -227,7 +229,8 @@ def _build_parser() -> argparse.ArgumentParser:
                             "sockets, clock, config, directory)")
     doctor.add_argument("--user", help="also check that the directory finds this user")
     json_flag(doctor)
-    sub.add_parser("fleet", help="the fleet database: init, import (as root; jctotp fleet -h)")
+    sub.add_parser("fleet", help="the fleet database: init, import, host (as root; "
+                   "jctotp fleet -h)")
     return p
 
 
@@ -290,7 +293,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             return "passwd.admin", {"name": args.name, "password": _read_password(args)}
         return "passwd", {}
     if cmd == "audit":
-        body = {"user": args.user, "host": args.host, "limit": args.limit}
+        body = {"user": args.user, "host": args.host, "limit": args.limit,
+                "verify": args.verify}
         if args.since:
             body["since"] = _since(args.since)
         return "audit", body
@@ -315,7 +319,7 @@ def _print(args: argparse.Namespace, verb: str, data: Any, message: str) -> None
         print(_table(data, USER_COLUMNS) if data else "No users.")
     elif verb in ("user.show", "status"):
         print(_describe(data))
-    elif verb == "audit":
+    elif verb == "audit" and isinstance(data, list):   # (--verify: a report)
         for e in data:
             extra = " ".join(f"{k}={printable(str(v))}" for k, v in e.items()
                              if k not in ("time", "ts", "event", "user", "host"))

@@ -277,12 +277,34 @@ def admin_passwd(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversatio
 
 
 def audit_read(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
+    if arg(args, "verify", bool, False):
+        yield from _audit_verify(acc)
+        return
+    host = arg(args, "host", str, None)
+    if host is not None:
+        known = acc.audit_log.hosts()
+        if host not in known:
+            raise UsageError(f"unknown host {host!r}: no audit event of the fleet comes "
+                             f"from it (hosts: {', '.join(known) or 'none'})")
     name = arg(args, "user", str, None)
     since = args.get("since")
     if since is not None and (isinstance(since, bool) or not isinstance(since, (int, float))):
         raise UsageError("since must be a timestamp")
-    events = list(acc.audit_log.events(name, since, arg(args, "host", str, None)))
+    events = list(acc.audit_log.events(name, since, host))
     yield Result(data=events[-int(arg(args, "limit", int, 10000)):])
+
+
+def _audit_verify(acc: Accounts) -> Conversation:
+    """`jctotp audit --verify`: the database recomputes every host's hash chain."""
+    found = acc.audit_log.verify()
+    problems = found["problems"]
+    if problems:
+        yield Result(ExitCode.REFUSED, "\n".join(
+            [f"audit chains BROKEN ({len(problems)} problem(s), {found['hosts']} host(s), "
+             f"{found['rows']} row(s)):"] + [f"  {p}" for p in problems]), data=found)
+        return
+    yield Result(message=f"audit chains intact: {found['hosts']} host(s), {found['rows']} "
+                 "row(s), no row edited or deleted", data=found)
 
 
 def user_resend_email(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:

@@ -1,4 +1,4 @@
-"""`jctotp fleet init` and `jctotp fleet import`: one-off admin steps on one host, as root.
+"""`jctotp fleet init`, `import` and `host` (hosts.py): one-off admin steps, as root.
 
 Not control verbs: `init` runs before any daemon of the fleet can start (there
 is no schema and no key yet), and `import` reads this host's SQLite file. Both
@@ -13,6 +13,7 @@ import sqlite3
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .. import config as configmod
 from ..core.accounts import PENDING_PURPOSE, TOTP_PURPOSE
@@ -20,15 +21,19 @@ from ..crypto import SecretBox, key_check
 from ..daemon import open_fleet, open_key
 from ..errors import JctotpError, StoreError, UsageError
 from ..model import ExitCode, UserRecord
-from ..store import USER_COLUMNS
+from ..store import USER_COLUMNS, pg_hosts
+from . import hosts
 
 
-def init(cfg: configmod.Config) -> str:
+def init(cfg: configmod.Config, admin: bool = False) -> str:
     """Create the schema and (if absent) the key; store the key check. Idempotent with
-    the same key; refuses a database already bound to another key."""
+    the same key; refuses a database already bound to another key. `admin` (connected
+    with --admin-database): the host roles' grants are renewed too (after an upgrade)."""
     store = open_fleet(cfg, create=True)
     try:
         open_key(cfg, store, create=True)
+        if admin:
+            store.administer(pg_hosts.renew_grants)
         version, where = store.schema_version(), store.where
     finally:
         store.close()
@@ -129,11 +134,39 @@ def import_host(cfg: configmod.Config, source: Path, old_key: Path, on_clash: st
     return "\n".join(lines) + "\n"
 
 
+def hosts_parser(sub: Any) -> None:
+    host = sub.add_parser("host", help="a database role per host: add, list, remove")
+    verbs = host.add_subparsers(dest="host_verb", required=True, metavar="ACTION")
+    add = verbs.add_parser("add", help="make a host's role; write its pgpass and config")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--admin-database", metavar="URI", required=True)
+    add.add_argument("--out", metavar="DIR", required=True, help="where to write pgpass "
+                     "and config.yaml for the host")
+    add.add_argument("--passfile", default=hosts.DEFAULT_PASSFILE, metavar="PATH",
+                     help="where the host will keep its pgpass (default %(default)s)")
+    lst = verbs.add_parser("list", help="each host, and when it was last seen")
+    lst.add_argument("--admin-database", metavar="URI")
+    rm = verbs.add_parser("remove", help="revoke a host at once (its sessions end)")
+    rm.add_argument("name", metavar="NAME")
+    rm.add_argument("--admin-database", metavar="URI", required=True)
+
+
+def host_verb(cfg: configmod.Config, args: argparse.Namespace) -> str:
+    if args.host_verb == "add":
+        return hosts.add(cfg, args.name, args.admin_database, Path(args.out), args.passfile)
+    if args.host_verb == "remove":
+        return hosts.remove(cfg, args.name, args.admin_database)
+    return hosts.listing(cfg, args.admin_database)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jctotp fleet")
     parser.add_argument("--config", default=configmod.DEFAULT_PATH)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="ACTION")
-    sub.add_parser("init", help="create the fleet schema and key (first host)")
+    ini = sub.add_parser("init", help="create the fleet schema and key (first host)")
+    ini.add_argument("--admin-database", metavar="URI", help="connect as the schema's "
+                     "owner (CREATEROLE; password from libpq's passfile), not `database:`")
+    hosts_parser(sub)
     imp = sub.add_parser("import", help="move this host's SQLite users into the fleet")
     imp.add_argument("--from", dest="source", help="SQLite file (default state_dir/jctotp.db)")
     imp.add_argument("--key", help="its key file (default state_dir/secret.key)")
@@ -143,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = configmod.load(args.config, daemon=False)
         if args.verb == "init":
-            print(init(cfg), end="")
+            if args.admin_database:
+                cfg = hosts.admin_config(cfg, args.admin_database)
+            print(init(cfg, admin=bool(args.admin_database)), end="")
+        elif args.verb == "host":
+            print(host_verb(cfg, args), end="")
         else:
             local = Path(cfg.state_dir)
             print(import_host(cfg, Path(args.source or local / "jctotp.db"),

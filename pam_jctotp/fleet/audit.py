@@ -34,6 +34,10 @@ class AuditTable(Protocol):
     def audit_events(self, user: str | None = None, since: float | None = None,
                      host: str | None = None, limit: int = 10000) -> list[Row]: ...
 
+    def audit_verify(self) -> dict[str, Any]: ...
+
+    def audit_hosts(self) -> list[str]: ...
+
 
 class FleetAudit:
     def __init__(self, local: AuditLog, table: AuditTable) -> None:
@@ -98,6 +102,15 @@ class FleetAudit:
             yield {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)),
                    "ts": round(ts, 3), "event": event, "user": name, "host": host_name,
                    **fields}
+
+    def verify(self) -> dict[str, Any]:
+        """Every host's hash chain recomputed by the database (store/pg_audit.py)."""
+        self.flush()
+        return self.table.audit_verify()
+
+    def hosts(self) -> list[str]:
+        self.flush()   # this host's first event makes it known
+        return self.table.audit_hosts()
 
     def close(self) -> None:
         self._queue.put(None)

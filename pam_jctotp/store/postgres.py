@@ -46,6 +46,7 @@ from ..errors import StoreError, StoreUnavailable
 from ..model import UserRecord
 from . import SELECT_USERS as _SELECT
 from . import USER_COLUMNS
+from . import pg_audit, pg_hosts
 from . import record as _record
 from .dbclock import DatabaseClock
 from .outage import Breaker, DeadlineExceeded, Deadlines, first_line
@@ -138,6 +139,8 @@ MIGRATIONS: list[str] = [
         RETURN NULL;
     END $$;
     """,
+    pg_audit.MIGRATION,   # 3: hash-chained, append-only audit (issue 22)
+    pg_hosts.MIGRATION,   # 4: a role per host (issue 22)
 ]
 CHANNEL = "jctotp_users"
 
@@ -612,7 +615,13 @@ class PostgresStore:
                                  f"({len(MIGRATIONS)}); upgrade jctotpd")
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 # no parameters: one simple query, many statements
-                self._run(partial(_execute, script), LONG_DEADLINE)
+                try:
+                    self._run(partial(_execute, script), LONG_DEADLINE)
+                except StoreError as exc:   # e.g. a host role (issue 22): not the owner
+                    raise StoreError(f"cannot upgrade the fleet schema of {self.where} to "
+                                     f"version {number}: {exc}; run `jctotp fleet init "
+                                     "--admin-database URI` (as the schema's owner) once"
+                                     ) from None
                 self._rowcount("UPDATE jctotp_meta SET value = %s WHERE key = "
                                "'schema_version'", (str(number),))
         return len(MIGRATIONS)
@@ -678,6 +687,20 @@ class PostgresStore:
             "ORDER BY id DESC LIMIT %(limit)s) newest ORDER BY ts, host_name",
             {"user": user, "since": since, "host": host, "limit": limit})
         return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def audit_verify(self) -> dict[str, Any]:
+        """Recompute every host's hash chain (pg_audit.verify): what was edited or deleted."""
+        return pg_audit.verify(lambda sql: self._run(lambda c: c.execute(sql).fetchall(),
+                                                     LONG_DEADLINE))
+
+    def audit_hosts(self) -> list[str]:
+        """The hosts that have written to the audit (each has a chain)."""
+        return [r[0] for r in self._all(pg_audit.HOSTS)]
+
+    def administer(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`jctotp fleet host ...` (pg_hosts.py), as the schema's owner: one transaction."""
+        with self.unit_of_work():
+            return self._run(work, LONG_DEADLINE)
 
     # --- users -----------------------------------------------------------------------
 

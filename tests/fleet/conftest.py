@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pam"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,14 +35,36 @@ def shim() -> str:
 
 
 @pytest.fixture
-def make_host(pg_uri: str, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
-              ) -> Iterator[Callable[..., Daemon]]:
+def host_roles() -> bool:
+    """Whether make_host's hosts log in with roles of their own (issue 22: `jctotp fleet
+    host add`) rather than as the schema's owner; a module overrides it."""
+    return False
+
+
+def add_host_role(host: Daemon, name: str, admin_uri: str) -> Path:
+    """`jctotp fleet host add NAME` and the host's config switched to its output, as
+    its sysadmin would; returns the --out dir (pgpass, config.yaml)."""
+    out = Path(host.dir) / "fleet-credentials"
+    host.write_config()
+    done = host.cli("fleet", "host", "add", name, "--admin-database", admin_uri,
+                    "--out", str(out), "--passfile", str(out / "pgpass"))
+    assert done.returncode == 0, done.stderr
+    host.config.update(yaml.safe_load((out / "config.yaml").read_text()))
+    host.write_config()
+    return out
+
+
+@pytest.fixture
+def make_host(pg_uri: str, tmp_path_factory: pytest.TempPathFactory,  # noqa: F811
+              host_roles: bool) -> Iterator[Callable[..., Daemon]]:
     """make_host("a", **config): a daemon of the fleet; the first one runs
-    `jctotp fleet init` (schema + key), the others get a copy of its key file."""
+    `jctotp fleet init` (schema + key), the others get a copy of its key file.
+    role=True (default: the host_roles fixture): it logs in as its own role."""
     started: list[Daemon] = []
     fleet_key = tmp_path_factory.mktemp("fleet") / "secret.key"
 
-    def make(name: str, *, start: bool = True, **overrides: Any) -> Daemon:
+    def make(name: str, *, start: bool = True, role: bool | None = None,
+             **overrides: Any) -> Daemon:
         tmp = tmp_path_factory.mktemp(f"host-{name}")
         os.chmod(tmp, 0o755)
         config = daemon_config(tmp, database=pg_uri, host_name=f"host-{name}",
@@ -54,6 +77,8 @@ def make_host(pg_uri: str, tmp_path_factory: pytest.TempPathFactory  # noqa: F81
         if not key.exists():   # "scp -p" from the first host
             key.write_bytes(fleet_key.read_bytes())
             key.chmod(0o600)
+        if host_roles if role is None else role:
+            add_host_role(host, f"host-{name}", pg_uri)
         if start:
             host.start()
             started.append(host)

@@ -1,4 +1,5 @@
-"""Two jctotpd "hosts" on one PostgreSQL, each driven through the real libpam (issue 13).
+"""Two jctotpd "hosts" on one PostgreSQL, each driven through the real libpam (issue 13),
+sharing one database role or each with its own (issue 22).
 
 Host A and host B have their own sockets, state_dir and audit log; they share
 only the database and the key file. Whatever one host decides, the other sees
@@ -22,6 +23,13 @@ from testlib import code_at
 pytestmark = pytest.mark.fleet
 
 PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(params=[False, True], ids=["shared-role", "host-roles"])
+def host_roles(request) -> bool:
+    """Every test twice: all hosts as the schema's owner, and each host as its own
+    role (issue 22), which must change nothing a login or an admin sees."""
+    return request.param
 
 
 def wrong(totp: pyotp.TOTP) -> str:

@@ -1,0 +1,183 @@
+"""A database role per host (issue 22): `jctotp fleet host add | list | remove`, what a
+host role may do (only what a login needs), and revoking a host at once."""
+
+from __future__ import annotations
+
+import re
+import stat
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pamdriver as pd
+import psycopg
+import pytest
+import yaml
+from fleetlib import service
+from psycopg.types.json import Jsonb
+
+from testlib import code_at
+
+pytestmark = pytest.mark.fleet
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def host_roles() -> bool:
+    return True
+
+
+def as_host(host) -> psycopg.Connection:
+    """Connect with exactly what `fleet host add` gave the host (root on it, stolen)."""
+    return psycopg.connect(host.config["database"], autocommit=True)
+
+
+def test_host_add_writes_a_private_passfile_and_a_config_fragment(make_host, pg_uri):
+    a = make_host("a", role=False, start=False)
+    out = Path(a.dir) / "web1"
+    done = a.cli("fleet", "host", "add", "web1", "--admin-database", pg_uri, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    for name in ("pgpass", "config.yaml"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o600
+    host, port, db, role, password = re.split(r"(?<!\\):", (out / "pgpass").read_text().strip())
+    assert role.endswith("_web1") and len(password) >= 40
+    assert password not in done.stdout + done.stderr
+    fragment = yaml.safe_load((out / "config.yaml").read_text())
+    uri = urlsplit(fragment["database"])
+    assert fragment["host_name"] == "web1"
+    assert uri.username == role and f"{uri.hostname}" == host and str(uri.port) == port
+    assert parse_qs(uri.query)["passfile"] == ["/etc/jctotp/pgpass"]
+    assert "install -m 0600" in done.stdout and "/etc/jctotp/pgpass" in done.stdout
+    # the host's credentials log in (with the passfile where it said)
+    with psycopg.connect(fragment["database"].split("?")[0], passfile=str(out / "pgpass"),
+                         autocommit=True) as db_conn:
+        assert db_conn.execute("SELECT session_user").fetchone()[0] == role
+    # the same name twice, and a password on the command line, are refused
+    again = a.cli("fleet", "host", "add", "web1", "--admin-database", pg_uri, "--out",
+                  str(out / "again"))
+    assert again.returncode != 0 and "already in the fleet" in again.stderr
+    leaky = pg_uri.replace("jctotp@", "jctotp:hunter2@")
+    refused = a.cli("fleet", "host", "add", "web2", "--admin-database", leaky, "--out",
+                    str(out / "web2"))
+    assert refused.returncode != 0 and "passfile" in refused.stderr
+    assert not (out / "web2").exists()
+
+
+def test_fleet_init_with_admin_database_renews_the_host_roles_grants(make_host, pg_uri):
+    a = make_host("a", role=False, start=False)   # (already initialised by the owner)
+    b = make_host("b", start=False)
+    with psycopg.connect(pg_uri, autocommit=True) as db:   # a table they lack (an upgrade)
+        group = "jctotp_hosts_" + db.execute(
+            "SELECT value FROM jctotp_meta WHERE key = 'fleet_id'").fetchone()[0]
+        db.execute(f"REVOKE SELECT ON jctotp_meta FROM {group}")
+    with as_host(b) as db, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.execute("SELECT value FROM jctotp_meta")
+    out = a.cli("fleet", "init", "--admin-database", pg_uri)
+    assert out.returncode == 0, out.stderr
+    assert "is ready (schema version" in out.stdout
+    with as_host(b) as db:
+        assert db.execute("SELECT count(*) FROM jctotp_meta").fetchone()[0] >= 3
+
+
+def test_audit_rows_carry_the_host_of_the_role_not_of_the_config(make_host, confdir):
+    a = make_host("a")
+    b = make_host("b", start=False)
+    b.config["host_name"] = "host-a"     # a lying (or stolen and edited) config
+    b.start()
+    totp = a.add_user("alice")
+    b.set_clock(30)
+    assert pd.run(confdir, service(confdir, b), "alice",
+                  [PASSWORD, code_at(totp, 30)]).rc == pd.PAM_SUCCESS
+    b.ok("audit")
+    logins = [e["host"] for e in a.ok("audit", user="alice") if e["event"] == "login_ok"]
+    assert logins == ["host-b"]
+    # B's forged insert is written under its own name too
+    with as_host(b) as db:
+        db.execute('INSERT INTO audit_events (ts, host_name, event, "user", fields) '
+                   "VALUES (1, 'host-a', 'login_ok', 'mallory', %s)", (Jsonb({}),))
+    mallory = [e["host"] for e in a.ok("audit", user="mallory")]
+    assert mallory == ["host-b"]
+    assert a.cli("audit", "--verify").returncode == 0
+
+
+def test_a_host_role_has_only_what_a_login_needs(make_host):
+    a, b = make_host("a"), make_host("b")
+    a.add_user("alice")
+    b.ok("audit")
+    refused = [
+        "DELETE FROM audit_events", "UPDATE audit_events SET event = 'x'",
+        "TRUNCATE audit_events", "DROP TABLE users", "ALTER TABLE users ADD COLUMN x INT",
+        "ALTER TABLE audit_events DISABLE TRIGGER audit_append_only",
+        "DROP TRIGGER audit_chain ON audit_events", "SELECT * FROM fleet_hosts",
+        "UPDATE audit_heads SET seq = 0", "DELETE FROM audit_heads",
+        "UPDATE jctotp_meta SET value = 'x'", "CREATE TABLE mine (x INT)",
+        "SELECT jctotp_audit_link('host-a', 1, 'login_ok', NULL, '{}')",
+        "CREATE ROLE evil LOGIN",
+    ]
+    with as_host(b) as db:
+        for sql in refused:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                db.execute(sql)
+        # another host's row of the hosts table: only names and times, by the function
+        names = [r[0] for r in db.execute("SELECT name FROM jctotp_fleet_hosts()")]
+        assert names == ["host-a", "host-b"]
+        assert "role_name" not in [c.name for c in db.execute(
+            "SELECT * FROM jctotp_fleet_hosts()").description]
+
+
+def test_recovery_codes_and_enrollment_through_host_roles(make_host, confdir):
+    a, b = make_host("a"), make_host("b")
+    added = a.ok("user.add", name="alice", password=PASSWORD, mfa=True, admin=False,
+                 system_account=False)
+    code = added["recovery_codes"][0]
+    assert pd.run(confdir, service(confdir, b), "alice", [PASSWORD, code]).rc == pd.PAM_SUCCESS
+    assert pd.run(confdir, service(confdir, a), "alice", [PASSWORD, code]).rc == pd.PAM_AUTH_ERR
+    assert a.user("alice")["recovery_codes_left"] == 9
+
+
+def test_host_list_and_remove_b_fails_closed_while_a_keeps_working(make_host, confdir, pg_uri):
+    a = make_host("a", max_attempts=100)
+    b = make_host("b", max_attempts=100)
+    totp = a.add_user("alice")
+    assert pd.run(confdir, service(confdir, b), "alice",
+                  [PASSWORD, code_at(totp)]).rc == pd.PAM_SUCCESS
+    b.ok("audit")
+    listed = a.cli("fleet", "host", "list")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()[1:]}
+    assert set(rows) == {"host-a", "host-b"} and rows["host-b"][1] == "active"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rows["host-b"][3])  # last seen
+
+    gone = a.cli("fleet", "host", "remove", "host-b", "--admin-database", pg_uri)
+    assert gone.returncode == 0, gone.stderr
+    assert "open session(s) ended" in gone.stdout
+    svc_b = service(confdir, b, timeout=10)
+    for offset in (30, 60):
+        b.set_clock(offset)
+        started = time.monotonic()
+        r = pd.run(confdir, svc_b, "alice", [PASSWORD, code_at(totp, offset)])
+        assert r.rc == pd.PAM_AUTHINFO_UNAVAIL, r
+        assert time.monotonic() - started < 10
+    assert b.log.read_text().count("unavailable:") == 1, b.log.read_text()
+    a.set_clock(90)
+    assert pd.run(confdir, service(confdir, a), "alice",
+                  [PASSWORD, code_at(totp, 90)]).rc == pd.PAM_SUCCESS
+    listed = a.cli("fleet", "host", "list").stdout
+    assert re.search(r"^host-b\s+removed\s", listed, re.M), listed
+    with pytest.raises(psycopg.OperationalError):
+        as_host(b).close()
+
+
+def test_a_host_role_cannot_upgrade_the_schema_and_says_who_can(make_host, pg_uri):
+    a = make_host("a", start=False)
+    with psycopg.connect(pg_uri, autocommit=True) as db:   # as if jctotpd were newer
+        db.execute("UPDATE jctotp_meta SET value = '2' WHERE key = 'schema_version'")
+    with pytest.raises(RuntimeError) as failed:
+        a.start()
+    said = str(failed.value)
+    assert "cannot upgrade the fleet schema" in said and "version 3" in said, said
+    assert "fleet init --admin-database" in said and "permission denied" in said, said
+    with psycopg.connect(pg_uri, autocommit=True) as db:
+        assert db.execute("SELECT value FROM jctotp_meta WHERE key = 'schema_version'"
+                          ).fetchone()[0] == "2"   # nothing half-done
