@@ -3,8 +3,14 @@ LDAP-as-a-Service, OpenLDAP, FreeIPA, Active Directory).
 
 A password check is a search with the service account (the filter escaped:
 the name `*)(uid=*` finds nobody) and a bind as the DN found. Rules:
-- an empty password is refused before any bind: LDAP reads a simple bind
-  with an empty password as an "unauthenticated bind", which succeeds;
+- an empty password never reaches a bind as the user: LDAP reads a simple
+  bind with an empty password as an "unauthenticated bind", which succeeds;
+- a password the library will not send (empty, not UTF-8, refused by ldap3's
+  SASLprep: control characters such as sshd's fake password for unknown names,
+  BS LF CR DEL "INCORRECT", a TAB, a NUL; or longer than MAX_PASSWORD) is a wrong
+  password: the same lookup and a bind as nobody with a random password, so
+  it costs the same and is counted. Only the network, a timeout or the server
+  saying so is an outage;
 - the entry's naming attribute must equal the name exactly: LDAP matching
   ignores case, and "ALICE" must not become a second MFA record of alice;
 - unknown users cost the same: the same search, then a bind to a DN that
@@ -27,6 +33,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import ssl
 import stat
 import threading
@@ -36,7 +43,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import ldap3
-from ldap3.core.exceptions import LDAPException, LDAPInvalidDnError
+from ldap3.core.exceptions import (LDAPException, LDAPInvalidDnError,
+                                   LDAPPasswordIsMandatoryError, LDAPSASLPrepError)
+from ldap3.protocol.sasl.sasl import validate_simple_password
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
@@ -49,6 +58,7 @@ log = logging.getLogger("jctotpd")
 
 CACHE_TTL = 10.0        # seconds a user's DN and groups are reused (a login looks twice)
 POOL_SIZE = 8           # idle connections kept per kind
+MAX_PASSWORD = 1024     # bytes; PAM answers are at most 512 (PAM_MAX_RESP_SIZE)
 _WRONG_CREDENTIALS = {19, 32, 34, 48, 49, 50, 53}  # constraint, noSuchObject, invalidDN,
 # inappropriateAuth, invalidCredentials, insufficientAccess, unwillingToPerform
 _NOT_ALLOWED = {50, 53, 2, 12}   # insufficientAccess, unwilling, protocolError, unavailableCrit.
@@ -178,13 +188,11 @@ class LdapDirectory:
 
     def verify_password(self, name: str | None, password: Secret) -> bool:
         secret = password.reveal()
-        if not secret:
-            return False    # an empty simple bind is an "unauthenticated bind": it succeeds
-        try:
-            secret.encode("utf-8")
-        except UnicodeEncodeError:
-            return False    # not UTF-8 (RFC 4511 passwords are octets we send as UTF-8)
         entry = self.lookup(name) if name is not None else None
+        if not sendable(secret):
+            # A wrong password, at the same cost: a bind nobody can pass.
+            self._bind_as(self._nobody_dn, secrets.token_urlsafe(24))
+            return False
         ok = self._bind_as(entry.dn if entry else self._nobody_dn, secret)
         return ok and entry is not None
 
@@ -322,11 +330,17 @@ class LdapDirectory:
             if not bound:
                 raise PasswordChangeRefused("That password is not right; nothing was changed.")
             self._password_modify(conn, name, None, old, new)
-        if not old:
+        if not sendable(old):
             raise PasswordChangeRefused("That password is not right; nothing was changed.")
+        if not sendable(new):
+            raise PasswordChangeRefused("The directory cannot take that password (control "
+                                        "characters or too long). Nothing was changed.")
         self._with(self._auth, change)
 
     def _modify_as_service(self, name: str, dn: str, new: str) -> None:
+        if not sendable(new):
+            raise PasswordChangeRefused("The directory cannot take that password (control "
+                                        "characters or too long). Nothing was changed.")
         self._with_service(lambda conn: self._password_modify(conn, name, dn, None, new))
 
     def _password_modify(self, conn: ldap3.Connection, name: str, dn: str | None,
@@ -428,6 +442,17 @@ class LdapDirectory:
             back, self._up = not self._up, True
         if back:
             log.warning("directory reachable again at %s", uri)
+
+
+def sendable(password: str) -> bool:
+    """True if ldap3 will send this password in a simple bind. False for an empty one
+    (an "unauthenticated bind" succeeds), one that is not UTF-8, longer than
+    MAX_PASSWORD, or refused by SASLprep (RFC 4013: control characters, a TAB, a NUL)."""
+    try:
+        return 0 < len(password.encode("utf-8")) <= MAX_PASSWORD and \
+            bool(validate_simple_password(password))
+    except (UnicodeEncodeError, LDAPSASLPrepError, LDAPPasswordIsMandatoryError):
+        return False
 
 
 def _values(entry: dict[str, Any], attr: str) -> list[str]:
