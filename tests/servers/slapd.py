@@ -346,6 +346,11 @@ userPassword: {ssha(password)}
         self.ldapmodify(f"dn: {self.group_dn(cn)}\nchangetype: modify\nadd: member\n"
                         f"member: {self.user_dn(name)}\n")
 
+    def remove_user(self, name: str) -> None:
+        """Delete uid=NAME (refint drops it from its groups)."""
+        self.ldapmodify(f"dn: {self.user_dn(name)}\nchangetype: delete\n")
+        self.passwords.pop(name, None)
+
     def set_password(self, name: str, password: str) -> None:
         self.ldapmodify(f"dn: {self.user_dn(name)}\nchangetype: modify\nreplace: userPassword\n"
                         f"userPassword: {ssha(password)}\n")
