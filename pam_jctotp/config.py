@@ -508,6 +508,27 @@ def _value(key: str, value: Any, daemon: bool, problems: Problems) -> Any:
     return checked
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping: PyYAML keeps the last
+    one silently, so `max_attempts: 5` high in the file and `max_attempts: 6` lower
+    down would quietly mean 6."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for knode, _ in node.value:
+            key = self.construct_object(knode, deep=True)   # type: ignore[no-untyped-call]
+            try:
+                first = seen.get(key)
+                seen.setdefault(key, knode.start_mark.line + 1)
+            except TypeError:
+                continue   # an unhashable key: construct_mapping says so below
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {first})",
+                    knode.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def key_lines(text: str) -> dict[str, int]:
     """Line (1-based) of each top-level key and of each sub-key (`password_hash.x`,
     `directory.uri`)."""
@@ -566,7 +587,7 @@ def _load(path: str | os.PathLike[str], daemon: bool
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except FileNotFoundError:
         problems.add("", "config file not found (pass --config FILE)")
         return Config(), problems, {}, text

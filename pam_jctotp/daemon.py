@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, cast
 
-from . import __version__, config as configmod, logs
+from . import __version__, config as configmod, logs, preflight
 from .audit import AuditLog
 from .clock import Clock
 from .core import notices
@@ -35,7 +35,7 @@ from .fleet.accounts import SystemAccountSync
 from .fleet.audit import FleetAudit
 from .fleet.sync import FleetSync
 from .mail import Mailer
-from .model import UserRecord
+from .model import ExitCode, UserRecord
 from .pam_processes import PamProcesses, use_shared_unknown_names
 from .store import Store
 from .store.markers import LockMarkers
@@ -52,6 +52,7 @@ CONTROL_STEP_WORKERS = 4   # control requests: their own pool, so useradd never 
 
 M_MMAP_THRESHOLD = -3           # glibc <malloc.h>
 MMAP_THRESHOLD = 128 * 1024      # glibc's initial value, made fixed
+EX_SOFTWARE = 70                 # sysexits.h: an internal error (logged as one line)
 
 log = logging.getLogger("jctotpd")
 
@@ -416,15 +417,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=configmod.DEFAULT_PATH,
                         help=f"config file (default {configmod.DEFAULT_PATH})")
     parser.add_argument("--check", action="store_true",
-                        help="validate the config and exit")
+                        help="check that the config would start (modules, key file, "
+                        "database, directory) and exit")
+    parser.add_argument("--strict", action="store_true",
+                        help="with --check: a database or directory that does not answer "
+                        "is an error, not a warning")
     parser.add_argument("--version", action="version", version=f"jctotpd {__version__}")
     args = parser.parse_args(argv)
     logs.setup()  # journal priorities, printable lines (logs.py)
     try:
         if args.check:
-            configmod.load(args.config)
-            print(f"{args.config}: OK")
-            return 0
+            return check(args.config, args.strict)
         cfg, text = load_at_start(args.config)
         logging.getLogger().setLevel(cfg.log_level.upper())
         logs.setup_auth(syslog_too=cfg.audit_syslog)
@@ -435,6 +438,32 @@ def main(argv: list[str] | None = None) -> int:
         for line in getattr(exc, "problems", None) or [str(exc)]:
             log.error("%s", line)
         return exc.exit_code
+    except ImportError as exc:
+        log.error("%s", preflight.missing_module_error(exc) or f"cannot start: {exc}")
+        return ExitCode.CONFIG
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - one line for the sysadmin, never a traceback
+        log.error("internal error, jctotpd stops: %s: %s (JCTOTPD_DEBUG=1 logs the "
+                  "traceback)", type(exc).__name__, " ".join(str(exc).split()))
+        if os.environ.get("JCTOTPD_DEBUG"):
+            log.exception("traceback")
+        return EX_SOFTWARE
+    return 0
+
+
+def check(path: str, strict: bool) -> int:
+    """`jctotpd --check [--strict]`: the config file, then what would stop the start
+    (preflight.py). Problems go to stderr, one line each; 0 only if it would start."""
+    cfg = configmod.load(path)
+    found = preflight.check(cfg)
+    for line in found.errors:
+        print(f"{path}: error: {line}", file=sys.stderr)
+    for line in found.warnings:
+        print(f"{path}: {'error' if strict else 'warning'}: {line}", file=sys.stderr)
+    if found.errors or (strict and found.warnings):
+        return ExitCode.CONFIG
+    print(f"{path}: OK" + (f" ({len(found.warnings)} warning(s))" if found.warnings else ""))
     return 0
 
 
