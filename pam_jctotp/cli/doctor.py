@@ -485,6 +485,8 @@ def run(cfg: Config, config_path: str = "", config_problems: list[str] | None = 
                  Finding("warn", "pam_jctotp.so is not in a system security dir"))
     found.extend(pam_findings(cfg, host))
     found.extend(sshd_check(host))
+    from . import doctor_root   # root's way in during an outage (issue 21)
+    found.extend(doctor_root.findings(host, cfg.unknown_users))
     found.extend(clock_findings(host))
     from . import doctor_portal   # the portal and mail (issue 23)
     found.extend(doctor_portal.findings(cfg, host))
