@@ -11,11 +11,10 @@ files read as sshd reads them: the first value of a keyword wins, a matching
 from __future__ import annotations
 
 import fnmatch
-import glob
 import os
 import subprocess
 
-from .doctor import Finding, Host
+from .doctor import Finding, Host, sshd_lines
 
 DEFAULTS = {"authenticationmethods": "any", "permitrootlogin": "prohibit-password",
             "pubkeyauthentication": "yes", "authorizedkeysfile":
@@ -63,34 +62,15 @@ def from_files(host: Host, user: str) -> dict[str, str]:
     """The settings for `user` from sshd_config and its Include'd files."""
     globals_: dict[str, str] = {}
     matched: dict[str, str] = {}
-
-    def read(path: str, depth: int) -> None:
-        if depth > 16:
-            return
-        try:
-            fh = open(path, encoding="utf-8", errors="replace")
-        except OSError:
-            return
-        in_match: bool | None = None   # None: global; True/False: inside a Match block
-        with fh:
-            for raw in fh:
-                words = raw.split("#", 1)[0].split()
-                if not words:
-                    continue
-                key = words[0].lower()
-                if key == "match":
-                    in_match = _user_matches(words[1:], user)
-                elif key == "include":
-                    for pattern in words[1:]:
-                        full = pattern if pattern.startswith("/") else f"/etc/ssh/{pattern}"
-                        for found in sorted(glob.glob(host.path(full))):
-                            read(found, depth + 1)
-                elif len(words) > 1:
-                    target = globals_ if in_match is None else matched if in_match else None
-                    if target is not None:
-                        target.setdefault(key, " ".join(words[1:]))
-
-    read(host.path("/etc/ssh/sshd_config"), 0)
+    in_match: dict[str, bool] = {}   # per file: inside a Match block, and does it match
+    for path, _, words in sshd_lines(host):
+        key = words[0].lower()
+        if key == "match":
+            in_match[path] = _user_matches(words[1:], user)
+        elif len(words) > 1:
+            target = globals_ if path not in in_match else matched if in_match[path] else None
+            if target is not None:
+                target.setdefault(key, " ".join(words[1:]))
     return {**DEFAULTS, **globals_, **matched}
 
 
