@@ -17,7 +17,7 @@ import urllib.parse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
@@ -81,7 +81,10 @@ class Config:
     # (log the error to the daemon log, complete the login) or "deny".
     audit_failure: str = "continue"
     log_level: str = "info"
+    # The authenticator app's entry: "jctotp <fleet_name>" in a fleet (one entry for
+    # every host), else "jctotp <hostname>".
     issuer: str = field(default_factory=lambda: f"jctotp {socket.gethostname()}")
+    fleet_name: str | None = None   # default: the fleet database's name
     account_name: str = "{user}@{host}"
     totp_digits: int = 6
     totp_period: int = 30
@@ -211,7 +214,7 @@ _TYPES: dict[str, Any] = {
     "pam_processes": int, "password_reset_minutes": int,
     "enrollment_reminder_days": int,
     "database": str, "secret_key_file": str, "host_name": str, "break_glass_group": str,
-    "break_glass_max_age": int,
+    "break_glass_max_age": int, "fleet_name": str,
 }
 
 
@@ -225,6 +228,14 @@ def _database(uri: str) -> str:
         raise ConfigError("config key 'database' must not contain a password: use libpq's "
                           "passfile (~/.pgpass, or ?passfile=PATH) or a client certificate")
     return uri
+
+
+def database_name(uri: str) -> str:
+    """The database a libpq URI names (its path; else the dbname parameter; else the
+    user's name, as libpq defaults it)."""
+    parsed = urlsplit(uri)
+    name = unquote(parsed.path.lstrip("/")) or parse_qs(parsed.query).get("dbname", [""])[0]
+    return name or unquote(parsed.username or "") or "jctotp"
 
 
 _HASH_KEYS = ("memory_kib", "time_cost", "parallelism")
@@ -438,6 +449,20 @@ def parse_collect(raw: Any, daemon: bool = True) -> tuple[Config, Problems]:
                 values.pop("exempt_sources")
                 raise ConfigError(f"config key 'exempt_sources': {cidr!r} is not a CIDR "
                                   "(e.g. 192.0.2.0/24)") from None
+    if "fleet_name" in values and "database" not in values:
+        problems.add("fleet_name", "config key 'fleet_name' names a fleet: it needs "
+                     "'database' (the fleet's PostgreSQL)")
+        values.pop("fleet_name")
+    elif "database" in values and "fleet_name" not in values:
+        values["fleet_name"] = database_name(values["database"])
+    with problems.collect("fleet_name"):
+        fleet = values.get("fleet_name")
+        if fleet is not None and (not fleet or len(fleet) > 93 or ":" in fleet):
+            values.pop("fleet_name")
+            raise ConfigError("config key 'fleet_name': 1 to 93 characters without ':' (the "
+                              "issuer \"jctotp <fleet_name>\" is at most 100)")
+    if values.get("fleet_name") and "issuer" not in values:
+        values["issuer"] = f"jctotp {values['fleet_name']}"
     for key in ("issuer", "account_name"):
         with problems.collect(key):
             if len(values.get(key, "")) > 100:
