@@ -26,7 +26,7 @@ from .core import notices
 from .core.accounts import Accounts
 from .core.totp import Totp
 from .crypto import SecretBox, key_check, load_or_create_key, read_key
-from .directory import Directory
+from .directory import Directory, Identity
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
 from .errors import ConfigError, JctotpError, StoreError
@@ -173,11 +173,14 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
     markers.resync()   # before the sockets listen: a lock made while we were down counts
     sync = None
     audit: AuditLog | FleetAudit = local
+    late: list[Directory] = []   # the fleet's account sync asks it for UIDs, made below
     if cfg.database:
         fleet = cast("PostgresStore", store)
         audit = FleetAudit(local, fleet)
-        store, sync = fleet_copies(cfg, fleet, system, markers, clock, audit)
+        store, sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
+                                   lambda name: late[0].identity(name) if late else None)
     directory = make_directory(cfg, store, system)
+    late.append(directory)
     accounts = Accounts(cfg, store, directory, system, box,
                         clock, audit, markers)
     if cfg.smtp is not None:
@@ -208,14 +211,16 @@ def housekeeping(accounts: Accounts) -> Callable[[], None] | None:
 
 
 def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccounts,
-                 markers: LockMarkers, clock: Clock, audit: FleetAudit
+                 markers: LockMarkers, clock: Clock, audit: FleetAudit,
+                 identity_of: Callable[[str], Identity | None] = lambda name: None
                  ) -> tuple[Store, FleetSync]:
     """The host-local copies a fleet host keeps current (fleet/sync.py), and the store
     the daemon uses: the fleet's, with the break-glass fallback when configured."""
     steps: list[Callable[[list[UserRecord]], Any]] = [
         lambda rows: markers.sync(r.name for r in rows if r.locked_at is not None)]
     if cfg.create_system_accounts:
-        steps.append(SystemAccountSync(system, Path(cfg.state_dir) / "system-accounts"))
+        steps.append(SystemAccountSync(system, Path(cfg.state_dir) / "system-accounts",
+                                       identity_of))
     store: Store = fleet
     if cfg.break_glass_group:
         group = cfg.break_glass_group

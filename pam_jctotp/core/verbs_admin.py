@@ -75,7 +75,7 @@ def user_add(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
                          "add them there first, nothing was changed")
     created = False
     if arg(args, "system_account", bool, acc.config.create_system_accounts):
-        created = acc.system.create_account(name)
+        created = acc.system.create_account(name, acc.directory.identity(name))
     secret = Totp.new_secret() if mfa else None
     with acc.store.unit_of_work():
         acc.store.add(name, is_admin=is_admin, password_hash=None, now=acc.now())

@@ -52,7 +52,7 @@ from ldap3.utils.dn import parse_dn
 from ..directory_config import DirectoryConfig
 from ..errors import ConfigError, DirectoryUnavailable, NotFound, PasswordChangeRefused
 from ..secret import Secret
-from . import SystemAccounts
+from . import Identity, SystemAccounts
 
 log = logging.getLogger("jctotpd")
 
@@ -70,6 +70,7 @@ T = TypeVar("T")
 class Entry:
     dn: str
     groups: frozenset[str]   # each group's DN and cn, and the configured spelling of its DN
+    identity: Identity | None = None   # uidNumber, gidNumber, home, shell (if it has them)
 
 
 def normalise_dn(dn: str) -> str:
@@ -210,6 +211,10 @@ class LdapDirectory:
     def exists(self, name: str) -> bool:
         return self.lookup(name) is not None
 
+    def identity(self, name: str) -> Identity | None:
+        entry = self.lookup(name)
+        return entry.identity if entry else None
+
     def groups_of(self, name: str) -> frozenset[str]:
         entry = self.lookup(name)
         return self.system.groups_of(name) | (entry.groups if entry else frozenset())
@@ -256,7 +261,10 @@ class LdapDirectory:
         return entry
 
     def _search_user(self, conn: ldap3.Connection, name: str) -> Entry | None:
-        attrs = [self._name_attr]
+        cfg = self.cfg
+        posix = [cfg.uid_number_attribute, cfg.gid_number_attribute,
+                 cfg.home_directory_attribute, cfg.login_shell_attribute]
+        attrs = [self._name_attr, *posix]
         if self.cfg.group_base_dn is None:
             attrs.append(self.cfg.group_attribute)
         filt = self.cfg.user_filter.format(user=escape_filter_chars(name))
@@ -279,7 +287,7 @@ class LdapDirectory:
             groups = self._search(conn, self.cfg.group_base_dn, gfilt, ["cn"])
             group_dns = [g["dn"] for g in groups]
             cns = [cn for g in groups for cn in _values(g, "cn")]
-        return Entry(dn, self._group_names(group_dns, cns))
+        return Entry(dn, self._group_names(group_dns, cns), _identity(found[0], posix))
 
     def _group_names(self, dns: list[str], cns: list[str]) -> frozenset[str]:
         names = set(cns)
@@ -442,6 +450,19 @@ class LdapDirectory:
             back, self._up = not self._up, True
         if back:
             log.warning("directory reachable again at %s", uri)
+
+
+def _identity(entry: dict[str, Any], attrs: list[str]) -> Identity | None:
+    """The POSIX identity from uidNumber, gidNumber, homeDirectory, loginShell (by
+    their configured names); None without a usable uidNumber and gidNumber."""
+    uid, gid, home, shell = (next(iter(_values(entry, a)), "") for a in attrs)
+    try:
+        numbers = int(uid or ""), int(gid or "")
+    except ValueError:
+        return None
+    if not all(0 < n < 2**32 - 1 for n in numbers):
+        return None
+    return Identity(numbers[0], numbers[1], home or None, shell or None)
 
 
 def sendable(password: str) -> bool:

@@ -311,11 +311,13 @@ ou: Groups
         if done.returncode != 0:
             raise RuntimeError(f"{tool} failed: {done.stderr.strip()}")
 
-    def add_user(self, name: str, password: str | None = None, groups: tuple[str, ...] = ()
-                 ) -> str:
-        """Add uid=NAME under ou=Users (and to existing `groups` by cn); returns its password."""
+    def add_user(self, name: str, password: str | None = None, groups: tuple[str, ...] = (),
+                 uid: int | None = None, shell: str = "/bin/bash") -> str:
+        """Add uid=NAME under ou=Users (and to existing `groups` by cn), with uidNumber
+        `uid` (default: the next from 10001) = gidNumber; returns its password."""
         password = password if password is not None else secrets.token_urlsafe(16)
-        uid, self._next_uid = self._next_uid, self._next_uid + 1
+        if uid is None:
+            uid, self._next_uid = self._next_uid, self._next_uid + 1
         self.ldapadd(f"""\
 dn: {self.user_dn(name)}
 objectClass: inetOrgPerson
@@ -326,7 +328,7 @@ sn: {name}
 uidNumber: {uid}
 gidNumber: {uid}
 homeDirectory: /home/{name}
-loginShell: /bin/bash
+loginShell: {shell}
 userPassword: {ssha(password)}
 """)
         self.passwords[name] = password
