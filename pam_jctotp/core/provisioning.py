@@ -20,7 +20,7 @@ password already counts toward the lock.
 
 from __future__ import annotations
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
 from ..model import MfaState, UserRecord
 from . import policy
 from .accounts import Accounts
@@ -60,13 +60,18 @@ def apply_groups(acc: Accounts, rec: UserRecord, actor: str) -> UserRecord:
     state = acc.state(rec)
     if state is MfaState.OFF and groups & set(cfg.mfa_groups):
         # Admins get no enrollment period (as `mfa enable` gives them): they enroll now.
-        days = None if admin else cfg.default_enrollment_days
-        changed = acc.store.update(rec.name, mfa_required=1, **acc.period(days))
+        change = {"mfa_required": 1, **acc.period(None if admin else
+                                                  cfg.default_enrollment_days)}
         why = "member of mfa_groups"
     elif state is MfaState.PENDING and admin:
-        changed = acc.store.update(rec.name, **acc.period(None))
-        why = "admin: no enrollment period"
+        change, why = acc.period(None), "admin: no enrollment period"
     else:
+        return rec
+    try:
+        changed = acc.store.update(rec.name, **change)
+    except StoreUnavailable:
+        # e.g. the break-glass copy during a database outage: it is read-only, and
+        # its members must still get in; the policy is applied once the store writes.
         return rec
     if changed:
         days = None if admin else cfg.default_enrollment_days
