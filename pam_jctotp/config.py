@@ -534,9 +534,13 @@ def _value(key: str, value: Any, daemon: bool, problems: Problems) -> Any:
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping: PyYAML keeps the last
-    one silently, so `max_attempts: 5` high in the file and `max_attempts: 6` lower
-    down would quietly mean 6."""
+    """safe_load that finds a key given twice in one mapping: PyYAML keeps the last one
+    silently, so `max_attempts: 5` high in the file and `max_attempts: 6` lower down
+    would quietly mean 6. Each is a problem of its own (the others are still listed)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[str] = []
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -548,10 +552,18 @@ class UniqueKeyLoader(yaml.SafeLoader):
             except TypeError:
                 continue   # an unhashable key: construct_mapping says so below
             if first is not None:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first on line {first})",
-                    knode.start_mark)
+                self.duplicates.append(f"line {knode.start_mark.line + 1}: duplicate key "
+                                       f"{key!r} (first on line {first}): remove one")
         return super().construct_mapping(node, deep=deep)
+
+
+def _parse_yaml(text: str) -> tuple[Any, list[str]]:
+    """The document, and its duplicate keys."""
+    loader = UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data(), loader.duplicates
+    finally:
+        loader.dispose()   # type: ignore[no-untyped-call]
 
 
 def key_lines(text: str) -> dict[str, int]:
@@ -612,7 +624,7 @@ def _load(path: str | os.PathLike[str], daemon: bool
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
-        raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        raw, duplicates = _parse_yaml(text)
     except FileNotFoundError:
         problems.add("", "config file not found (pass --config FILE)")
         return Config(), problems, {}, text
@@ -623,4 +635,6 @@ def _load(path: str | os.PathLike[str], daemon: bool
         problems.add("", f"not valid YAML: {_yaml_error_line(exc)}")
         return Config(), problems, {}, text
     cfg, problems = parse_collect(raw, daemon)
+    for duplicate in duplicates:
+        problems.add("", duplicate)
     return cfg, problems, key_lines(text), text
