@@ -17,7 +17,7 @@ import urllib.parse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
@@ -82,7 +82,10 @@ class Config:
     # (log the error to the daemon log, complete the login) or "deny".
     audit_failure: str = "continue"
     log_level: str = "info"
+    # The authenticator app's entry: "jctotp <fleet_name>" in a fleet (one entry for
+    # every host), else "jctotp <hostname>".
     issuer: str = field(default_factory=lambda: f"jctotp {socket.gethostname()}")
+    fleet_name: str | None = None   # default: the fleet database's name
     account_name: str = "{user}@{host}"
     totp_digits: int = 6
     totp_period: int = 30
@@ -235,7 +238,7 @@ _TYPES: dict[str, Any] = {
     "answer_timeout": int, "pam_processes": int, "password_reset_minutes": int,
     "enrollment_reminder_days": int,
     "database": str, "secret_key_file": str, "host_name": str, "break_glass_group": str,
-    "break_glass_max_age": int,
+    "break_glass_max_age": int, "fleet_name": str,
     "database_pgbouncer": bool, "database_pool_min": int, "database_pool_max": int,
     "fleet_sync_interval": float, "metrics_textfile": str, "metrics_interval": float,
     "metrics_listen": str,
@@ -252,6 +255,14 @@ def _database(uri: str) -> str:
         raise ConfigError("config key 'database' must not contain a password: use libpq's "
                           "passfile (~/.pgpass, or ?passfile=PATH) or a client certificate")
     return uri
+
+
+def database_name(uri: str) -> str:
+    """The database a libpq URI names (its path; else the dbname parameter; else the
+    user's name, as libpq defaults it)."""
+    parsed = urlsplit(uri)
+    name = unquote(parsed.path.lstrip("/")) or parse_qs(parsed.query).get("dbname", [""])[0]
+    return name or unquote(parsed.username or "") or "jctotp"
 
 
 _HASH_KEYS = ("memory_kib", "time_cost", "parallelism")
@@ -465,6 +476,20 @@ def parse_collect(raw: Any, daemon: bool = True) -> tuple[Config, Problems]:
                 values.pop("exempt_sources")
                 raise ConfigError(f"config key 'exempt_sources': {cidr!r} is not a CIDR "
                                   "(e.g. 192.0.2.0/24)") from None
+    if "fleet_name" in values and "database" not in values:
+        problems.add("fleet_name", "config key 'fleet_name' names a fleet: it needs "
+                     "'database' (the fleet's PostgreSQL)")
+        values.pop("fleet_name")
+    elif "database" in values and "fleet_name" not in values:
+        values["fleet_name"] = database_name(values["database"])
+    with problems.collect("fleet_name"):
+        fleet = values.get("fleet_name")
+        if fleet is not None and (not fleet or len(fleet) > 93 or ":" in fleet):
+            values.pop("fleet_name")
+            raise ConfigError("config key 'fleet_name': 1 to 93 characters without ':' (the "
+                              "issuer \"jctotp <fleet_name>\" is at most 100)")
+    if values.get("fleet_name") and "issuer" not in values:
+        values["issuer"] = f"jctotp {values['fleet_name']}"
     for key in ("issuer", "account_name"):
         with problems.collect(key):
             if len(values.get(key, "")) > 100:
@@ -562,6 +587,39 @@ def _loopback(value: str) -> str:
     return value
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that finds a key given twice in one mapping: PyYAML keeps the last one
+    silently, so `max_attempts: 5` high in the file and `max_attempts: 6` lower down
+    would quietly mean 6. Each is a problem of its own (the others are still listed)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for knode, _ in node.value:
+            key = self.construct_object(knode, deep=True)   # type: ignore[no-untyped-call]
+            try:
+                first = seen.get(key)
+                seen.setdefault(key, knode.start_mark.line + 1)
+            except TypeError:
+                continue   # an unhashable key: construct_mapping says so below
+            if first is not None:
+                self.duplicates.append(f"line {knode.start_mark.line + 1}: duplicate key "
+                                       f"{key!r} (first on line {first}): remove one")
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse_yaml(text: str) -> tuple[Any, list[str]]:
+    """The document, and its duplicate keys."""
+    loader = UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data(), loader.duplicates
+    finally:
+        loader.dispose()   # type: ignore[no-untyped-call]
+
+
 def key_lines(text: str) -> dict[str, int]:
     """Line (1-based) of each top-level key and of each sub-key (`password_hash.x`,
     `directory.uri`)."""
@@ -620,7 +678,7 @@ def _load(path: str | os.PathLike[str], daemon: bool
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
-        raw = yaml.safe_load(text)
+        raw, duplicates = _parse_yaml(text)
     except FileNotFoundError:
         problems.add("", "config file not found (pass --config FILE)")
         return Config(), problems, {}, text
@@ -631,4 +689,6 @@ def _load(path: str | os.PathLike[str], daemon: bool
         problems.add("", f"not valid YAML: {_yaml_error_line(exc)}")
         return Config(), problems, {}, text
     cfg, problems = parse_collect(raw, daemon)
+    for duplicate in duplicates:
+        problems.add("", duplicate)
     return cfg, problems, key_lines(text), text

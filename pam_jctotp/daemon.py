@@ -19,14 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, cast
 
-from . import __version__, config as configmod, logs, metrics
+from . import __version__, config as configmod, logs, metrics, preflight
 from .audit import AuditLog
 from .clock import Clock
 from .core import notices
 from .core.accounts import Accounts
 from .core.totp import Totp
 from .crypto import SecretBox, key_check, load_or_create_key, read_key
-from .directory import Directory
+from .directory import Directory, Identity
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
 from .errors import ConfigError, JctotpError, StoreError
@@ -35,7 +35,7 @@ from .fleet.accounts import SystemAccountSync
 from .fleet.audit import FleetAudit
 from .fleet.sync import FleetSync
 from .mail import Mailer
-from .model import UserRecord
+from .model import ExitCode, UserRecord
 from .pam_processes import PamProcesses, use_shared_unknown_names
 from .store import Store
 from .store.markers import LockMarkers
@@ -53,6 +53,7 @@ CONTROL_STEP_WORKERS = 4   # control requests: their own pool, so useradd never 
 
 M_MMAP_THRESHOLD = -3           # glibc <malloc.h>
 MMAP_THRESHOLD = 128 * 1024      # glibc's initial value, made fixed
+EX_SOFTWARE = 70                 # sysexits.h: an internal error (logged as one line)
 
 log = logging.getLogger("jctotpd")
 
@@ -175,11 +176,14 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
     markers.resync()   # before the sockets listen: a lock made while we were down counts
     sync = None
     audit: AuditLog | FleetAudit = local
+    late: list[Directory] = []   # the fleet's account sync asks it for UIDs, made below
     if cfg.database:
         fleet = cast("PostgresStore", store)
         audit = FleetAudit(local, fleet)
-        store, sync = fleet_copies(cfg, fleet, system, markers, clock, audit)
+        store, sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
+                                   lambda name: late[0].identity(name) if late else None)
     directory = make_directory(cfg, store, system)
+    late.append(directory)
     metrics.watch(store)
     accounts = Accounts(cfg, metrics.timed(store, "database_seconds"),
                         metrics.timed(directory, "directory_seconds"), system, box,
@@ -212,14 +216,16 @@ def housekeeping(accounts: Accounts) -> Callable[[], None] | None:
 
 
 def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccounts,
-                 markers: LockMarkers, clock: Clock, audit: FleetAudit
+                 markers: LockMarkers, clock: Clock, audit: FleetAudit,
+                 identity_of: Callable[[str], Identity | None] = lambda name: None
                  ) -> tuple[Store, FleetSync]:
     """The host-local copies a fleet host keeps current (fleet/sync.py), and the store
     the daemon uses: the fleet's, with the break-glass fallback when configured."""
     steps: list[Callable[[list[UserRecord]], Any]] = [
         lambda rows: markers.sync(r.name for r in rows if r.locked_at is not None)]
     if cfg.create_system_accounts:
-        steps.append(SystemAccountSync(system, Path(cfg.state_dir) / "system-accounts"))
+        steps.append(SystemAccountSync(system, Path(cfg.state_dir) / "system-accounts",
+                                       identity_of))
     store: Store = fleet
     if cfg.break_glass_group:
         group = cfg.break_glass_group
@@ -433,15 +439,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=configmod.DEFAULT_PATH,
                         help=f"config file (default {configmod.DEFAULT_PATH})")
     parser.add_argument("--check", action="store_true",
-                        help="validate the config and exit")
+                        help="check that the config would start (modules, key file, "
+                        "database, directory) and exit")
+    parser.add_argument("--strict", action="store_true",
+                        help="with --check: a database or directory that does not answer "
+                        "is an error, not a warning")
     parser.add_argument("--version", action="version", version=f"jctotpd {__version__}")
     args = parser.parse_args(argv)
     logs.setup()  # journal priorities, printable lines (logs.py)
     try:
         if args.check:
-            configmod.load(args.config)
-            print(f"{args.config}: OK")
-            return 0
+            return check(args.config, args.strict)
         cfg, text = load_at_start(args.config)
         logging.getLogger().setLevel(cfg.log_level.upper())
         logs.setup_auth(syslog_too=cfg.audit_syslog)
@@ -452,6 +460,32 @@ def main(argv: list[str] | None = None) -> int:
         for line in getattr(exc, "problems", None) or [str(exc)]:
             log.error("%s", line)
         return exc.exit_code
+    except ImportError as exc:
+        log.error("%s", preflight.missing_module_error(exc) or f"cannot start: {exc}")
+        return ExitCode.CONFIG
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - one line for the sysadmin, never a traceback
+        log.error("internal error, jctotpd stops: %s: %s (JCTOTPD_DEBUG=1 logs the "
+                  "traceback)", type(exc).__name__, " ".join(str(exc).split()))
+        if os.environ.get("JCTOTPD_DEBUG"):
+            log.exception("traceback")
+        return EX_SOFTWARE
+    return 0
+
+
+def check(path: str, strict: bool) -> int:
+    """`jctotpd --check [--strict]`: the config file, then what would stop the start
+    (preflight.py). Problems go to stderr, one line each; 0 only if it would start."""
+    cfg = configmod.load(path)
+    found = preflight.check(cfg)
+    for line in found.errors:
+        print(f"{path}: error: {line}", file=sys.stderr)
+    for line in found.warnings:
+        print(f"{path}: {'error' if strict else 'warning'}: {line}", file=sys.stderr)
+    if found.errors or (strict and found.warnings):
+        return ExitCode.CONFIG
+    print(f"{path}: OK" + (f" ({len(found.warnings)} warning(s))" if found.warnings else ""))
     return 0
 
 

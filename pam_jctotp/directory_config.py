@@ -45,6 +45,12 @@ class DirectoryConfig:
     group_base_dn: str | None = None      # set: groups come from a search, not the attribute
     group_filter: str = DEFAULT_GROUP_FILTER
     timeout: float = 5.0
+    # The POSIX identity of accounts the daemon makes (create_system_accounts): the
+    # attributes that hold it (JumpCloud's and RFC 2307's names).
+    uid_number_attribute: str = "uidNumber"
+    gid_number_attribute: str = "gidNumber"
+    home_directory_attribute: str = "homeDirectory"
+    login_shell_attribute: str = "loginShell"
     start_tls: bool = False
     allow_insecure: bool = False
     # Where users change a password the directory will not let us change.
@@ -57,7 +63,9 @@ class DirectoryConfig:
 
 
 _STR = ("ca_file", "base_dn", "user_filter", "bind_dn", "bind_password_file",
-        "group_attribute", "group_base_dn", "group_filter", "password_change_hint")
+        "group_attribute", "group_base_dn", "group_filter", "password_change_hint",
+        "uid_number_attribute", "gid_number_attribute", "home_directory_attribute",
+        "login_shell_attribute")
 _BOOL = ("start_tls", "allow_insecure")
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
 

@@ -59,6 +59,10 @@ fi
 export PATH="$venv/bin:$PATH"
 export PYTHON="$venv/bin/python"
 
+# sshd unpacked under build/sshd (never installed): tests/unit/test_sshd_dropins.py
+# parses the shipped drop-ins with it, without docker.
+scripts/fetch-sshd.sh
+
 # --- build and lint ---------------------------------------------------------------
 step "building the shim (native/)"
 make -s -C native

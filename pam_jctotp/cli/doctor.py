@@ -17,7 +17,7 @@ import socket
 import stat
 import subprocess
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..config import Config
 from ..errors import JctotpError
@@ -303,12 +303,11 @@ _SSHD_DEFAULTS = {"usepam": "no", "kbdinteractiveauthentication": "yes",
                   "passwordauthentication": "yes", "authenticationmethods": "any"}
 
 
-def sshd_settings(host: Host) -> dict[str, tuple[str, str]]:
-    """keyword -> (value, file:line) from sshd_config and its Include'd drop-ins,
-    read as sshd reads them: in order, the first value of a keyword wins."""
-    out: dict[str, tuple[str, str]] = {}
+def sshd_lines(host: Host) -> Iterator[tuple[str, int, list[str]]]:
+    """(file, line number, words) of every setting in sshd_config and its Include'd
+    files, in the order sshd reads them (comments and blank lines left out)."""
 
-    def read(path: str, depth: int) -> None:
+    def read(path: str, depth: int) -> Iterator[tuple[str, int, list[str]]]:
         if depth > 16:
             return
         try:
@@ -318,22 +317,31 @@ def sshd_settings(host: Host) -> dict[str, tuple[str, str]]:
         with fh:
             for n, raw in enumerate(fh, 1):
                 words = raw.split("#", 1)[0].split()
-                if not words:
-                    continue
-                key = words[0].lower()
-                key = _ALIASES.get(key, key)
-                if key == "match":
-                    return  # what follows is conditional: not the global setting
-                if key == "include":
+                if words and words[0].lower() == "include":
                     for pattern in words[1:]:
                         full = pattern if pattern.startswith("/") else f"/etc/ssh/{pattern}"
                         for found in sorted(glob.glob(host.path(full))):
-                            read(found, depth + 1)
-                    continue
-                if key not in out and len(words) > 1:
-                    out[key] = (" ".join(words[1:]).lower(), f"{host.shown(path)}:{n}")
+                            yield from read(found, depth + 1)
+                elif words:
+                    yield path, n, words
 
-    read(host.path("/etc/ssh/sshd_config"), 0)
+    yield from read(host.path("/etc/ssh/sshd_config"), 0)
+
+
+def sshd_settings(host: Host) -> dict[str, tuple[str, str]]:
+    """keyword -> (value, file:line) from sshd_config and its Include'd drop-ins,
+    read as sshd reads them: in order, the first value of a keyword wins."""
+    out: dict[str, tuple[str, str]] = {}
+    conditional = None   # the file whose rest is inside a Match block
+    for path, n, words in sshd_lines(host):
+        key = words[0].lower()
+        key = _ALIASES.get(key, key)
+        if key == "match":
+            conditional = path  # what follows is conditional: not the global setting
+        if path == conditional:
+            continue
+        if key not in out and len(words) > 1:
+            out[key] = (" ".join(words[1:]).lower(), f"{host.shown(path)}:{n}")
     return out
 
 
@@ -485,6 +493,8 @@ def run(cfg: Config, config_path: str = "", config_problems: list[str] | None = 
                  Finding("warn", "pam_jctotp.so is not in a system security dir"))
     found.extend(pam_findings(cfg, host))
     found.extend(sshd_check(host))
+    from . import doctor_root   # root's way in during an outage (issue 21)
+    found.extend(doctor_root.findings(host, cfg.unknown_users))
     found.extend(clock_findings(host))
     from . import doctor_portal   # the portal and mail (issue 23)
     found.extend(doctor_portal.findings(cfg, host))

@@ -2,46 +2,82 @@
 does not yet gets an MFA record the first time they log in (or ask a
 self-service verb), so an admin never adds directory users one by one.
 
-Policy from config: members of `mfa_groups` (directory groups by cn or DN,
-NSS groups by name) must use MFA and start inside `default_enrollment_days`
-(admins, as everywhere, with no period: their first login enrolls);
-everyone else starts with MFA off (password only, or refused with
-`require_mfa_for_all`). The record exists before any factor is checked, so
-the very first wrong password already counts toward the lock.
+Group policy (`apply_groups`), the one place it is decided, however the record
+was made (first login, `jctotp user add`, `jctotp fleet import`, another host)
+and whenever membership changes later: it runs on every record a login or
+self-service verb looks at, and after `user add`.
+- members of `mfa_groups` (directory groups by cn or DN, NSS groups by name)
+  must use MFA: a record with MFA off starts an enrollment period of
+  `default_enrollment_days`;
+- admins (`admin_groups`, or the admin flag) get no period: their next login
+  enrolls, and a period already running ends;
+- everyone else keeps MFA off (password only, or refused with
+  `require_mfa_for_all`); `exempt_groups` are read at each login
+  (policy.exemption), so joining or leaving them needs nothing stored.
+The record exists before any factor is checked, so the very first wrong
+password already counts toward the lock.
 """
 
 from __future__ import annotations
 
-from ..errors import StoreError
-from ..model import UserRecord
+from ..errors import StoreError, StoreUnavailable
+from ..model import MfaState, UserRecord
+from . import policy
 from .accounts import Accounts
 
 LEFT_TEXT = "Your account is no longer in the directory. Contact your administrator."
 
 
 def record(acc: Accounts, name: str) -> UserRecord | None:
-    """The user's record; made now for a directory user seen for the first time."""
+    """The user's record, with group policy applied; made now for a directory user
+    seen for the first time."""
     rec = acc.get(name)
-    if rec is not None or not acc.directory.provisions or not acc.directory.exists(name):
-        return rec
-    groups = acc.groups_of(name)
-    mfa = bool(groups & set(acc.config.mfa_groups))
-    # Admins get no enrollment period (as `mfa enable` gives them): they enroll now.
-    admin = bool(groups & set(acc.config.admin_groups))
-    days = None if admin else acc.config.default_enrollment_days
+    if rec is not None:
+        return apply_groups(acc, rec, actor="login")
+    if not acc.directory.provisions or not acc.directory.exists(name):
+        return None
     try:
-        with acc.store.unit_of_work():
-            acc.store.add(name, is_admin=False, password_hash=None, now=acc.now())
-            if mfa:
-                acc.store.update(name, mfa_required=1, **acc.period(days))
+        acc.store.add(name, is_admin=False, password_hash=None, now=acc.now())
     except StoreError:
         rec = acc.get(name)   # a parallel first login made it first
         if rec is None:
             raise
+        return apply_groups(acc, rec, actor="login")
+    acc.audit("user_provisioned", name, reason="first seen in the directory")
+    rec = acc.get(name)
+    return apply_groups(acc, rec, actor="login") if rec is not None else None
+
+
+def apply_groups(acc: Accounts, rec: UserRecord, actor: str) -> UserRecord:
+    """Bring the record in line with `mfa_groups` and `admin_groups` (see the module's
+    docstring); the record as it is now. Never relaxes: leaving a group changes nothing
+    stored (an admin turns MFA off with `jctotp mfa disable`)."""
+    cfg = acc.config
+    if not cfg.mfa_groups and not cfg.admin_groups and not rec.is_admin:
         return rec
-    acc.audit("user_provisioned", name, reason="first seen in the directory",
-              enrollment_days=days if mfa else None, enroll_now=(mfa and admin) or None)
-    return acc.get(name)
+    groups = acc.groups_of(rec.name)
+    admin = policy.is_admin(rec, groups, cfg)
+    state = acc.state(rec)
+    if state is MfaState.OFF and groups & set(cfg.mfa_groups):
+        # Admins get no enrollment period (as `mfa enable` gives them): they enroll now.
+        change = {"mfa_required": 1, **acc.period(None if admin else
+                                                  cfg.default_enrollment_days)}
+        why = "member of mfa_groups"
+    elif state is MfaState.PENDING and admin:
+        change, why = acc.period(None), "admin: no enrollment period"
+    else:
+        return rec
+    try:
+        changed = acc.store.update(rec.name, **change)
+    except StoreUnavailable:
+        # e.g. the break-glass copy during a database outage: it is read-only, and
+        # its members must still get in; the policy is applied once the store writes.
+        return rec
+    if changed:
+        days = None if admin else cfg.default_enrollment_days
+        acc.audit("mfa_enabled", rec.name, actor=actor, reason=why,
+                  enrollment_days=days, enroll_now=admin or None)
+    return acc.get(rec.name) or rec
 
 
 def left_directory(acc: Accounts, rec: UserRecord) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import PermissionDenied, UsageError
 from ..model import ExitCode, MfaState, UserRecord
-from . import lockout, notices, policy
+from . import lockout, notices, policy, provisioning
 from .accounts import Accounts
 from .report import ReportGroups, summary
 from .steps import Conversation, Info, Result, SetPassword, VerifyPassword
@@ -69,9 +69,13 @@ def user_add(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
                              "nothing differs)")
         yield from _user_exists(acc, existing, is_admin, mfa, password)
         return
+    if acc.directory.provisions and not acc.directory.exists(name):
+        # Else every host would get a record (and a Linux account) nobody can log in to.
+        raise UsageError(f"user {name!r} is not in the directory ({acc.directory.describe()}); "
+                         "add them there first, nothing was changed")
     created = False
     if arg(args, "system_account", bool, acc.config.create_system_accounts):
-        created = acc.system.create_account(name)
+        created = acc.system.create_account(name, acc.directory.identity(name))
     secret = Totp.new_secret() if mfa else None
     with acc.store.unit_of_work():
         acc.store.add(name, is_admin=is_admin, password_hash=None, now=acc.now())
@@ -81,9 +85,17 @@ def user_add(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     if password is not None:
         yield SetPassword(name, password)
     acc.audit("user_added", name, actor=actor, admin=is_admin or None)
+    rec = acc.store.get(name)
+    if rec is not None and not secret:
+        rec = provisioning.apply_groups(acc, rec, actor=actor)   # mfa_groups, admin_groups
     data: dict[str, Any] = {"name": name, "admin": is_admin, "system_account_created": created,
                             "changed": True}
     message = f"Added user {name}" + (" (admin)" if is_admin else "") + "."
+    if rec is not None and not secret and acc.state(rec) is not MfaState.OFF:
+        data["mfa"] = acc.state(rec).value
+        message += (" Group policy requires MFA: enrollment at the next login"
+                    + (f" (within {acc.days_left(rec)} day(s))."
+                       if acc.state(rec) is MfaState.PENDING else ", no period."))
     if secret:
         acc.audit("mfa_enabled", name, actor=actor, reason="enrolled by admin")
         data.update(otpauth_uri=acc.otpauth_uri(name, secret), recovery_codes=codes)

@@ -8,9 +8,21 @@ directory uses for groups. The core sees only these protocols.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..secret import Secret
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A user's POSIX identity in the directory (LDAP uidNumber, gidNumber, ...): what
+    the Linux account the daemon makes must carry, so it is the same on every host."""
+
+    uid: int
+    gid: int
+    home: str | None = None
+    shell: str | None = None
 
 
 class Directory(Protocol):
@@ -28,6 +40,10 @@ class Directory(Protocol):
         ...
 
     def exists(self, name: str) -> bool: ...
+
+    def identity(self, name: str) -> Identity | None:
+        """The user's directory UID, GID, home and shell (None: the directory has none)."""
+        ...
 
     def groups_of(self, name: str) -> frozenset[str]:
         """Names of the user's groups, as NSS initgroups sees them (empty if unknown)."""
@@ -48,4 +64,4 @@ class SystemAccounts(Protocol):
     def groups_of(self, name: str) -> frozenset[str]: ...
     def uid_to_name(self, uid: int) -> str | None: ...
     def exists(self, name: str) -> bool: ...
-    def create_account(self, name: str) -> bool: ...
+    def create_account(self, name: str, identity: Identity | None = None) -> bool: ...

@@ -3,8 +3,14 @@ LDAP-as-a-Service, OpenLDAP, FreeIPA, Active Directory).
 
 A password check is a search with the service account (the filter escaped:
 the name `*)(uid=*` finds nobody) and a bind as the DN found. Rules:
-- an empty password is refused before any bind: LDAP reads a simple bind
-  with an empty password as an "unauthenticated bind", which succeeds;
+- an empty password never reaches a bind as the user: LDAP reads a simple
+  bind with an empty password as an "unauthenticated bind", which succeeds;
+- a password the library will not send (empty, not UTF-8, refused by ldap3's
+  SASLprep: control characters such as sshd's fake password for unknown names,
+  BS LF CR DEL "INCORRECT", a TAB, a NUL; or longer than MAX_PASSWORD) is a wrong
+  password: the same lookup and a bind as nobody with a random password, so
+  it costs the same and is counted. Only the network, a timeout or the server
+  saying so is an outage;
 - the entry's naming attribute must equal the name exactly: LDAP matching
   ignores case, and "ALICE" must not become a second MFA record of alice;
 - unknown users cost the same: the same search, then a bind to a DN that
@@ -27,6 +33,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import ssl
 import stat
 import threading
@@ -36,19 +43,22 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import ldap3
-from ldap3.core.exceptions import LDAPException, LDAPInvalidDnError
+from ldap3.core.exceptions import (LDAPException, LDAPInvalidDnError,
+                                   LDAPPasswordIsMandatoryError, LDAPSASLPrepError)
+from ldap3.protocol.sasl.sasl import validate_simple_password
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
 from ..directory_config import DirectoryConfig
 from ..errors import ConfigError, DirectoryUnavailable, NotFound, PasswordChangeRefused
 from ..secret import Secret
-from . import SystemAccounts
+from . import Identity, SystemAccounts
 
 log = logging.getLogger("jctotpd")
 
 CACHE_TTL = 10.0        # seconds a user's DN and groups are reused (a login looks twice)
 POOL_SIZE = 8           # idle connections kept per kind
+MAX_PASSWORD = 1024     # bytes; PAM answers are at most 512 (PAM_MAX_RESP_SIZE)
 _WRONG_CREDENTIALS = {19, 32, 34, 48, 49, 50, 53}  # constraint, noSuchObject, invalidDN,
 # inappropriateAuth, invalidCredentials, insufficientAccess, unwillingToPerform
 _NOT_ALLOWED = {50, 53, 2, 12}   # insufficientAccess, unwilling, protocolError, unavailableCrit.
@@ -60,6 +70,7 @@ T = TypeVar("T")
 class Entry:
     dn: str
     groups: frozenset[str]   # each group's DN and cn, and the configured spelling of its DN
+    identity: Identity | None = None   # uidNumber, gidNumber, home, shell (if it has them)
 
 
 def normalise_dn(dn: str) -> str:
@@ -178,13 +189,11 @@ class LdapDirectory:
 
     def verify_password(self, name: str | None, password: Secret) -> bool:
         secret = password.reveal()
-        if not secret:
-            return False    # an empty simple bind is an "unauthenticated bind": it succeeds
-        try:
-            secret.encode("utf-8")
-        except UnicodeEncodeError:
-            return False    # not UTF-8 (RFC 4511 passwords are octets we send as UTF-8)
         entry = self.lookup(name) if name is not None else None
+        if not sendable(secret):
+            # A wrong password, at the same cost: a bind nobody can pass.
+            self._bind_as(self._nobody_dn, secrets.token_urlsafe(24))
+            return False
         ok = self._bind_as(entry.dn if entry else self._nobody_dn, secret)
         return ok and entry is not None
 
@@ -201,6 +210,10 @@ class LdapDirectory:
 
     def exists(self, name: str) -> bool:
         return self.lookup(name) is not None
+
+    def identity(self, name: str) -> Identity | None:
+        entry = self.lookup(name)
+        return entry.identity if entry else None
 
     def groups_of(self, name: str) -> frozenset[str]:
         entry = self.lookup(name)
@@ -248,7 +261,10 @@ class LdapDirectory:
         return entry
 
     def _search_user(self, conn: ldap3.Connection, name: str) -> Entry | None:
-        attrs = [self._name_attr]
+        cfg = self.cfg
+        posix = [cfg.uid_number_attribute, cfg.gid_number_attribute,
+                 cfg.home_directory_attribute, cfg.login_shell_attribute]
+        attrs = [self._name_attr, *posix]
         if self.cfg.group_base_dn is None:
             attrs.append(self.cfg.group_attribute)
         filt = self.cfg.user_filter.format(user=escape_filter_chars(name))
@@ -271,7 +287,7 @@ class LdapDirectory:
             groups = self._search(conn, self.cfg.group_base_dn, gfilt, ["cn"])
             group_dns = [g["dn"] for g in groups]
             cns = [cn for g in groups for cn in _values(g, "cn")]
-        return Entry(dn, self._group_names(group_dns, cns))
+        return Entry(dn, self._group_names(group_dns, cns), _identity(found[0], posix))
 
     def _group_names(self, dns: list[str], cns: list[str]) -> frozenset[str]:
         names = set(cns)
@@ -322,11 +338,17 @@ class LdapDirectory:
             if not bound:
                 raise PasswordChangeRefused("That password is not right; nothing was changed.")
             self._password_modify(conn, name, None, old, new)
-        if not old:
+        if not sendable(old):
             raise PasswordChangeRefused("That password is not right; nothing was changed.")
+        if not sendable(new):
+            raise PasswordChangeRefused("The directory cannot take that password (control "
+                                        "characters or too long). Nothing was changed.")
         self._with(self._auth, change)
 
     def _modify_as_service(self, name: str, dn: str, new: str) -> None:
+        if not sendable(new):
+            raise PasswordChangeRefused("The directory cannot take that password (control "
+                                        "characters or too long). Nothing was changed.")
         self._with_service(lambda conn: self._password_modify(conn, name, dn, None, new))
 
     def _password_modify(self, conn: ldap3.Connection, name: str, dn: str | None,
@@ -433,6 +455,30 @@ class LdapDirectory:
             back, self._up = not self._up, True
         if back:
             log.warning("directory reachable again at %s", uri)
+
+
+def _identity(entry: dict[str, Any], attrs: list[str]) -> Identity | None:
+    """The POSIX identity from uidNumber, gidNumber, homeDirectory, loginShell (by
+    their configured names); None without a usable uidNumber and gidNumber."""
+    uid, gid, home, shell = (next(iter(_values(entry, a)), "") for a in attrs)
+    try:
+        numbers = int(uid or ""), int(gid or "")
+    except ValueError:
+        return None
+    if not all(0 < n < 2**32 - 1 for n in numbers):
+        return None
+    return Identity(numbers[0], numbers[1], home or None, shell or None)
+
+
+def sendable(password: str) -> bool:
+    """True if ldap3 will send this password in a simple bind. False for an empty one
+    (an "unauthenticated bind" succeeds), one that is not UTF-8, longer than
+    MAX_PASSWORD, or refused by SASLprep (RFC 4013: control characters, a TAB, a NUL)."""
+    try:
+        return 0 < len(password.encode("utf-8")) <= MAX_PASSWORD and \
+            bool(validate_simple_password(password))
+    except (UnicodeEncodeError, LDAPSASLPrepError, LDAPPasswordIsMandatoryError):
+        return False
 
 
 def _values(entry: dict[str, Any], attr: str) -> list[str]:

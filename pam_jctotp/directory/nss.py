@@ -22,6 +22,7 @@ import time
 from typing import Callable
 
 from ..errors import UsageError
+from . import Identity
 
 GROUP_TTL = 10.0  # seconds
 
@@ -61,11 +62,25 @@ class NssAccounts:
             return False
         return True
 
-    def create_account(self, name: str) -> bool:
-        """useradd -m NAME (shell /bin/bash, password locked: PAM is the gate). False if present."""
+    def create_account(self, name: str, identity: Identity | None = None) -> bool:
+        """useradd -m NAME (password locked: PAM is the gate). False if present. With the
+        directory's `identity` the account takes its UID, GID, home and shell, so it is
+        the same on every host; a UID another account has is refused, never renumbered."""
         if self.exists(name):
             return False
-        proc = subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name],
+        args = ["--shell", "/bin/bash"]
+        if identity is not None:
+            taken = self.uid_to_name(identity.uid)
+            if taken is not None:
+                raise UsageError(f"UID {identity.uid} of directory user {name} is already "
+                                 f"the local account {taken}'s; {name}'s account was not "
+                                 "created (fix the clash, the UID is never changed)")
+            self._group(name, identity.gid)
+            args = ["--uid", str(identity.uid), "--gid", str(identity.gid),
+                    "--shell", identity.shell or "/bin/bash"]
+            if identity.home:
+                args += ["--home-dir", identity.home]
+        proc = subprocess.run(["useradd", "--create-home", *args, name],
                               capture_output=True, text=True, timeout=30)
         if proc.returncode != 0:
             if self.exists(name):  # half-made (e.g. the home dir failed): leave nothing behind
@@ -76,6 +91,20 @@ class NssAccounts:
         subprocess.run(["usermod", "-p", "*", name], capture_output=True, timeout=30,
                        check=False)
         return True
+
+    @staticmethod
+    def _group(name: str, gid: int) -> None:
+        """The directory's primary group: made (named after the user) when this host
+        has no group with that GID, as JumpCloud's agent does."""
+        try:
+            grp.getgrgid(gid)
+            return
+        except KeyError:
+            pass
+        proc = subprocess.run(["groupadd", "--gid", str(gid), name], capture_output=True,
+                              text=True, timeout=30)
+        if proc.returncode != 0:
+            raise UsageError(f"groupadd --gid {gid} {name} failed: {proc.stderr.strip()}")
 
 
 def lookup_groups(name: str) -> frozenset[str]:

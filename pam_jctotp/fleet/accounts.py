@@ -15,8 +15,9 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
+from ..directory import Identity
 from ..directory.nss import NssAccounts
 from ..errors import JctotpError
 from ..model import UserRecord
@@ -25,9 +26,12 @@ log = logging.getLogger("jctotpd.accounts")
 
 
 class SystemAccountSync:
-    def __init__(self, system: NssAccounts, registry: Path) -> None:
+    def __init__(self, system: NssAccounts, registry: Path,
+                 identity_of: Callable[[str], Identity | None] = lambda name: None) -> None:
         self.system = system
         self.registry = registry
+        self.identity_of = identity_of   # the directory's UID, GID, home, shell
+        self._refused: dict[str, str] = {}   # name -> why: logged once, not every resync
 
     def ours(self) -> dict[str, bool]:
         """name -> locked, for the accounts this host's daemon made."""
@@ -57,10 +61,13 @@ class SystemAccountSync:
                     log.info("system account %s unlocked: back in the directory", name)
             elif not self.system.exists(name):
                 try:
-                    self.system.create_account(name)
+                    self.system.create_account(name, self.identity_of(name))
                 except JctotpError as exc:
-                    log.error("cannot create the system account of %s: %s", name, exc)
+                    if self._refused.get(name) != str(exc):
+                        log.error("cannot create the system account of %s: %s", name, exc)
+                        self._refused[name] = str(exc)
                     continue
+                self._refused.pop(name, None)
                 ours[name] = False
                 log.info("system account %s created (a directory user)", name)
         for name, locked in ours.items():

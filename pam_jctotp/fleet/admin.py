@@ -9,6 +9,7 @@ open_key), so the key check they write is the one every daemon verifies.
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
 from dataclasses import replace
@@ -188,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     except JctotpError as exc:
         print(f"jctotp fleet: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("\njctotp fleet: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except Exception as exc:  # the promise: a message, never a traceback
+        if os.environ.get("JCTOTP_DEBUG"):
+            raise
+        print(f"jctotp fleet: internal error ({type(exc).__name__}: {exc}); run with "
+              "JCTOTP_DEBUG=1 for details and report it", file=sys.stderr)
+        return ExitCode.REFUSED
     return ExitCode.OK
 
 

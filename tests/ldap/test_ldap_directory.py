@@ -76,3 +76,15 @@ def test_a_readable_bind_password_file_is_refused(slapd: Slapd, tmp_path):
 def test_a_missing_ca_file_is_refused(slapd: Slapd, tmp_path):
     with pytest.raises(ConfigError, match="'directory.ca_file'"):
         directory(slapd, ca_file=str(tmp_path / "nope.pem"))
+
+
+@pytest.mark.parametrize("password", ["\x00", "a\x00b", "x" * 1025, "\ud800", "\u00ad", "\ue000",
+                                      "\b\n\r\x7fINCORRECT", "a\tb", ""])
+def test_a_password_ldap3_will_not_send_is_wrong_and_binds_as_nobody(slapd: Slapd, password):
+    d = directory(slapd)
+    mark = slapd.log_mark()
+    assert d.verify_password("bob", Secret(password)) is False   # no DirectoryUnavailable
+    time.sleep(0.2)
+    binds = slapd.binds_since(mark)
+    assert slapd.user_dn("bob") not in binds and any("jctotp-no-such-user" in b for b in binds)
+    assert d.verify_password("bob", Secret(slapd.passwords["bob"])) is True

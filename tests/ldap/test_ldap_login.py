@@ -267,8 +267,13 @@ def test_user_add_with_a_password_is_refused_for_an_ldap_directory(ldap_daemon):
 def test_a_record_whose_user_left_the_directory_is_refused_in_account(ldap_daemon, slapd,
                                                                       confdir):
     daemon = ldap_daemon()
-    daemon.ok("user.add", name="gone", system_account=False)   # not (or no longer) in LDAP
-    r = pd.run(confdir, service(confdir, daemon), "gone", [], call="acct")
+    gone = f"gone{int(time.time() * 1000) % 100000}"
+    slapd.add_user(gone)
+    daemon.ok("user.add", name=gone, system_account=False)
+    slapd.remove_user(gone)   # no longer in LDAP
+    daemon.stop()
+    daemon.start()            # nothing cached
+    r = pd.run(confdir, service(confdir, daemon), gone, [], call="acct")
     assert r.rc == pd.PAM_PERM_DENIED
     assert any("no longer in the directory" in m.text for m in r.transcript)
     r = pd.run(confdir, service(confdir, daemon), "bob", [], call="acct")

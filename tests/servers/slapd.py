@@ -311,11 +311,13 @@ ou: Groups
         if done.returncode != 0:
             raise RuntimeError(f"{tool} failed: {done.stderr.strip()}")
 
-    def add_user(self, name: str, password: str | None = None, groups: tuple[str, ...] = ()
-                 ) -> str:
-        """Add uid=NAME under ou=Users (and to existing `groups` by cn); returns its password."""
+    def add_user(self, name: str, password: str | None = None, groups: tuple[str, ...] = (),
+                 uid: int | None = None, shell: str = "/bin/bash") -> str:
+        """Add uid=NAME under ou=Users (and to existing `groups` by cn), with uidNumber
+        `uid` (default: the next from 10001) = gidNumber; returns its password."""
         password = password if password is not None else secrets.token_urlsafe(16)
-        uid, self._next_uid = self._next_uid, self._next_uid + 1
+        if uid is None:
+            uid, self._next_uid = self._next_uid, self._next_uid + 1
         self.ldapadd(f"""\
 dn: {self.user_dn(name)}
 objectClass: inetOrgPerson
@@ -326,7 +328,7 @@ sn: {name}
 uidNumber: {uid}
 gidNumber: {uid}
 homeDirectory: /home/{name}
-loginShell: /bin/bash
+loginShell: {shell}
 userPassword: {ssha(password)}
 """)
         self.passwords[name] = password
@@ -345,6 +347,11 @@ userPassword: {ssha(password)}
     def add_to_group(self, cn: str, name: str) -> None:
         self.ldapmodify(f"dn: {self.group_dn(cn)}\nchangetype: modify\nadd: member\n"
                         f"member: {self.user_dn(name)}\n")
+
+    def remove_user(self, name: str) -> None:
+        """Delete uid=NAME (refint drops it from its groups)."""
+        self.ldapmodify(f"dn: {self.user_dn(name)}\nchangetype: delete\n")
+        self.passwords.pop(name, None)
 
     def set_password(self, name: str, password: str) -> None:
         self.ldapmodify(f"dn: {self.user_dn(name)}\nchangetype: modify\nreplace: userPassword\n"

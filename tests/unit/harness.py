@@ -135,7 +135,7 @@ class FakeSystem(NssAccounts):
     def exists(self, name: str) -> bool:
         return name in self.created
 
-    def create_account(self, name: str) -> bool:
+    def create_account(self, name: str, identity=None) -> bool:
         self.created.append(name)
         return True
 
