@@ -320,14 +320,29 @@ PAM_EXTERN int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const c
 /* passwd through PAM (docs/protocol.md, "call=passwd"). Linux-PAM runs the
  * password stack twice and the second pass acts on the first pass's return
  * codes, so the preliminary check asks the daemon too: SUCCESS for a user it
- * manages, PAM_IGNORE for anyone else (pam_unix's line then changes theirs).
+ * manages, PAM_IGNORE for anyone else (pam_unix's line then changes theirs,
+ * with the new password this module asked for in the update pass).
  * It asks the user nothing and uses nothing up; the update pass asks the
  * current password, the code, and the new password twice. */
 PAM_EXTERN int pam_sm_chauthtok(pam_handle_t *pamh, int flags, int argc, const char **argv)
 {
+    int retval;
+    const char *newtok = NULL;
+
     if (flags & PAM_PRELIM_CHECK)
         return jc_call(pamh, argc, argv, "passwd_prelim");
-    if (flags & PAM_UPDATE_AUTHTOK)
-        return jc_call(pamh, argc, argv, "passwd");
-    return PAM_SERVICE_ERR;
+    if (!(flags & PAM_UPDATE_AUTHTOK))
+        return PAM_SERVICE_ERR;
+    retval = jc_call(pamh, argc, argv, "passwd");
+    /* A user jctotpd does not manage: the password module after this one
+     * (pam_unix, which pam-auth-update gives use_authtok once a Primary module
+     * comes first) takes the new password from PAM_AUTHTOK, so it is asked for
+     * here, as pam_pwquality does: Linux-PAM asks twice and compares, and
+     * returns at once what an earlier module already set. */
+    if (retval == PAM_IGNORE) {
+        int rc = pam_get_authtok(pamh, PAM_AUTHTOK, &newtok, NULL);
+        if (rc != PAM_SUCCESS)
+            retval = rc == PAM_CONV_AGAIN ? PAM_INCOMPLETE : rc;
+    }
+    return retval;
 }

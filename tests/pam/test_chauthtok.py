@@ -14,16 +14,16 @@ PASSWORD = "correct horse battery"
 NEW = "a new long passphrase"
 
 
-def passwd_service(confdir, daemon) -> str:
+def passwd_service(confdir, daemon, after: str = "password required pam_permit.so") -> str:
     """packaging/pam.d/passwd, the module at the built shim on the daemon's socket;
-    pam_permit stands in for common-password's pam_unix."""
+    `after` (pam_permit) stands in for common-password's pam_unix."""
     lines = []
     for line in (REPO / "packaging" / "pam.d" / "passwd").read_text().splitlines():
         if line.startswith("password") and "pam_jctotp.so" in line:
             lines.append(line.replace("pam_jctotp.so", f"{pd.SHIM} socket={daemon.pam_socket} "
                                       "timeout=5"))
         elif line.startswith("@include common-password"):
-            lines.append("password required pam_permit.so")
+            lines.append(after)
     assert len(lines) == 2, lines
     pd.write_service(confdir, "jctotp-passwd", lines)
     pd.service(confdir, daemon)  # jctotp-test: auth + account, to log in afterwards
@@ -98,12 +98,19 @@ def test_the_code_is_used_up(alice, confdir):
 
 
 def test_users_the_daemon_does_not_manage_are_ignored(daemon, confdir):
+    """PAM_IGNORE, after asking the new password twice (Linux-PAM's own prompts)
+    and leaving it in PAM_AUTHTOK, as pam_pwquality does: pam_unix with
+    pam-auth-update's use_authtok takes it from there (the .deb test changes
+    root's password with chpasswd through that stack)."""
     daemon.ok("user.add", name="keyonly", password=None, system_account=False)
     svc = passwd_service(confdir, daemon)
     for user in ("nosuchuser", "keyonly"):
-        r = pd.run(confdir, svc, user, [], call="passwd")
-        # PAM_IGNORE: no prompt from pam_jctotp, pam_permit (pam_unix's place) decides
-        assert r.rc == pd.PAM_SUCCESS and prompts(r) == [], (user, r)
+        r = pd.run(confdir, svc, user, [NEW, NEW], call="passwd")
+        assert r.rc == pd.PAM_SUCCESS, (user, r)
+        assert len(prompts(r)) == 2 and all("new" in p.lower() for p in prompts(r)), r
+        # two different answers: refused before any module changes anything
+        r = pd.run(confdir, svc, user, [NEW, NEW + "x"], call="passwd")
+        assert r.rc != pd.PAM_SUCCESS and "do not match" in r.transcript[-1].text, (user, r)
     assert not [e for e in daemon.audit_events() if e["event"] in ("login_fail", "abandoned")]
 
 
