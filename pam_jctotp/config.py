@@ -200,6 +200,11 @@ _PATHS = ("pam_socket", "control_socket", "state_dir", "audit_log", "secret_key_
           "metrics_textfile")
 
 
+def _check_range(key: str, value: Any, checked: float, lo: float, hi: float) -> None:
+    if not lo <= checked <= hi:
+        raise ConfigError(f"config key {key!r}: {value} is out of range ({lo}..{hi})")
+
+
 def _check_type(key: str, value: Any, want: Any) -> Any:
     if want is bool:
         if not isinstance(value, bool):
@@ -303,9 +308,7 @@ def _portal(raw: Any, problems: Problems) -> PortalConfig:
                 raise ConfigError(f"unknown config key {name!r}{_did_you_mean(key, known)}")
             if key in _PORTAL_RANGES:
                 number = _check_type(name, value, int)
-                lo, hi = _PORTAL_RANGES[key]
-                if not lo <= number <= hi:
-                    raise ConfigError(f"config key {name!r}: {value} is out of range ({lo}..{hi})")
+                _check_range(name, value, number, *_PORTAL_RANGES[key])
                 values[key] = number
                 continue
             text = _check_type(name, value, str)
@@ -346,8 +349,8 @@ def _smtp(raw: Any, problems: Problems) -> SmtpConfig:
             if key not in _SMTP_TYPES:
                 raise ConfigError(f"unknown config key {name!r}{_did_you_mean(key, _SMTP_TYPES)}")
             checked = _check_type(name, value, _SMTP_TYPES[key])
-            if key == "port" and not 0 < checked < 65536:
-                raise ConfigError(f"config key {name!r}: {value} is out of range (1..65535)")
+            if key == "port":
+                _check_range(name, value, checked, 1, 65535)
             if key in ("password_file", "templates") and not os.path.isabs(checked):
                 raise ConfigError(f"config key {name!r}: {value!r} must be an absolute path")
             if key == "from" and ("@" not in checked or any(c in checked for c in "\r\n<>")):
@@ -550,9 +553,7 @@ def _value(key: str, value: Any, daemon: bool, problems: Problems) -> Any:
         return DirectoryConfig() if found else directory
     checked = _check_type(key, value, _TYPES[key])
     if key in _RANGES:
-        lo, hi = _RANGES[key]
-        if not lo <= checked <= hi:
-            raise ConfigError(f"config key {key!r}: {value} is out of range ({lo}..{hi})")
+        _check_range(key, value, checked, *_RANGES[key])
     if key in _ENUMS and checked not in _ENUMS[key]:
         raise ConfigError(f"config key {key!r}: {value!r} is not one of "
                           f"{', '.join(_ENUMS[key])}")

@@ -55,7 +55,9 @@ def apply_groups(acc: Accounts, rec: UserRecord, actor: str) -> UserRecord:
     cfg = acc.config
     if not cfg.mfa_groups and not cfg.admin_groups and not rec.is_admin:
         return rec
-    groups = acc.groups_of(rec.name)
+    # the lookup only when a group is configured (groups_if): a stored admin flag alone
+    # needs none, and this runs at every login
+    groups = acc.groups_if(cfg.mfa_groups + cfg.admin_groups, rec.name)
     admin = policy.is_admin(rec, groups, cfg)
     state = acc.state(rec)
     if state is MfaState.OFF and groups & set(cfg.mfa_groups):
