@@ -46,7 +46,9 @@ def test_primary_killed_standby_promoted_logins_resume_and_codes_stay_used(
     b = make_host("b", max_attempts=100)     # one login just before the kill
     alice, bob = a.add_user("alice"), a.add_user("bob")
     svc_a, svc_b = service(confdir, a, timeout=TIMEOUT), service(confdir, b, timeout=TIMEOUT)
-    results: list[tuple[float, str, int]] = []    # (time, "right"/"wrong", rc)
+    # (began, ended, "right"/"wrong", rc): a login begun before the kill may commit
+    # before it and return just after, so both ends are kept
+    results: list[tuple[float, float, str, int]] = []
     stop = threading.Event()
 
     def stream() -> None:
@@ -57,17 +59,17 @@ def test_primary_killed_standby_promoted_logins_resume_and_codes_stay_used(
                 a.set_clock(offset)
             except Exception:
                 pass   # the control socket answers even during the outage
-            r = pd.run(confdir, svc_a, "alice", [PASSWORD, code_at(alice, offset)])
-            results.append((time.monotonic(), "right", r.rc))
-            r = pd.run(confdir, svc_a, "alice", [PASSWORD, wrong(alice)])
-            results.append((time.monotonic(), "wrong", r.rc))
+            for kind, code in (("right", code_at(alice, offset)), ("wrong", wrong(alice))):
+                began = time.monotonic()
+                r = pd.run(confdir, svc_a, "alice", [PASSWORD, code])
+                results.append((began, time.monotonic(), kind, r.rc))
             time.sleep(0.05)
 
     streamer = threading.Thread(target=stream)
     streamer.start()
     try:
         deadline = time.monotonic() + 30
-        while sum(k == "right" and rc == pd.PAM_SUCCESS for _, k, rc in results) < 3:
+        while sum(k == "right" and rc == pd.PAM_SUCCESS for _, _, k, rc in results) < 3:
             assert time.monotonic() < deadline, results
             time.sleep(0.1)
         b.set_clock(600)
@@ -80,13 +82,13 @@ def test_primary_killed_standby_promoted_logins_resume_and_codes_stay_used(
         promoting = time.monotonic()
         pair.promote()
         deadline = time.monotonic() + 30
-        while not any(t > promoting and k == "right" and rc == pd.PAM_SUCCESS
-                      for t, k, rc in results):
+        while not any(began > killed and k == "right" and rc == pd.PAM_SUCCESS
+                      for began, _, k, rc in results):
             assert time.monotonic() < deadline, (a.log.read_text(), results[-6:])
             time.sleep(0.05)
         # the first login after the kill that got in (none could before the promotion)
-        resumed = min(t for t, k, rc in results
-                      if t > killed and k == "right" and rc == pd.PAM_SUCCESS)
+        resumed = min(ended for began, ended, k, rc in results
+                      if began > killed and k == "right" and rc == pd.PAM_SUCCESS)
         time.sleep(1)
     finally:
         stop.set()
@@ -95,10 +97,10 @@ def test_primary_killed_standby_promoted_logins_resume_and_codes_stay_used(
           f"first login got in {resumed - promoting:.2f} s after that")
     assert resumed > promoting
     # no wrong code ever got in; right codes either got in or failed closed
-    assert all(rc != pd.PAM_SUCCESS for _, k, rc in results if k == "wrong"), results
-    assert {rc for _, k, rc in results if k == "right"} <= {pd.PAM_SUCCESS,
+    assert all(rc != pd.PAM_SUCCESS for _, _, k, rc in results if k == "wrong"), results
+    assert {rc for _, _, k, rc in results if k == "right"} <= {pd.PAM_SUCCESS,
                                                             pd.PAM_AUTHINFO_UNAVAIL}
-    assert any(rc == pd.PAM_AUTHINFO_UNAVAIL for _, _, rc in results)   # it did go down
+    assert any(rc == pd.PAM_AUTHINFO_UNAVAIL for _, _, _, rc in results)   # it did go down
     assert resumed - promoting < 10
     # the code bob used just before the kill is used on the promoted standby too
     assert pd.run(confdir, svc_b, "bob", [PASSWORD, code]).rc == pd.PAM_AUTH_ERR
