@@ -252,26 +252,8 @@ def raise_fd_limit() -> int:
     return soft
 
 
-# Read once at start (sockets, the store, pools, the test clock): a reload
-# that changes them keeps the running value and says a restart is needed.
-# The directory too: an LDAP directory holds connections, its password file and
-# CA; with LDAP, the group keys as well (their DN spellings are read once,
-# directory/ldap.py), so a reload keeps them until a restart.
-RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections", "pam_processes",
-                "password_hash", "testing", "directory",
-                # the fleet: the store, the key, the audit name and the sync are made at start
-                "database", "secret_key_file", "host_name", "break_glass_group",
-                # the mail thread is made at start with its server (issue 23)
-                "smtp",
-                "database_pgbouncer", "database_pool_min", "database_pool_max",
-                "fleet_sync_interval",
-                # the metrics' files, writer thread and port are made at start
-                "metrics_textfile", "metrics_interval", "metrics_listen")
-LDAP_RESTART_KEYS = ("admin_groups", "exempt_groups", "mfa_groups")
-
-
-def restart_keys(cfg: configmod.Config) -> tuple[str, ...]:
-    return RESTART_KEYS + (LDAP_RESTART_KEYS if cfg.directory.is_ldap else ())
+# Keys a reload cannot apply: declared in the schema (restart=True, restart_ldap=True).
+restart_keys = configmod.restart_keys
 
 
 LAST_GOOD = "config.last-good.yaml"

@@ -49,7 +49,7 @@ from ldap3.protocol.sasl.sasl import validate_simple_password
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from ..directory_config import DirectoryConfig
+from ..config.directory import DirectoryConfig
 from ..errors import ConfigError, DirectoryUnavailable, NotFound, PasswordChangeRefused
 from ..secret import Secret
 from . import Identity, SystemAccounts

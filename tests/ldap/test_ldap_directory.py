@@ -9,7 +9,7 @@ import pytest
 from servers.slapd import ADMINS, MFA, Slapd
 
 from pam_jctotp.directory.ldap import LdapDirectory
-from pam_jctotp.directory_config import parse_directory
+from pam_jctotp.config.directory import parse_directory
 from pam_jctotp.errors import ConfigError
 from pam_jctotp.secret import Secret
 from testlib import ldap_directory

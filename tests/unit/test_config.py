@@ -1,4 +1,4 @@
-"""Config validation: pam_jctotp/config.py."""
+"""Config validation: pam_jctotp/config/."""
 
 from __future__ import annotations
 

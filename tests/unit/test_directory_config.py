@@ -1,4 +1,4 @@
-"""The `directory:` block of config.yaml (pam_jctotp/directory_config.py)."""
+"""The `directory:` block of config.yaml (pam_jctotp/config/directory.py)."""
 
 from __future__ import annotations
 

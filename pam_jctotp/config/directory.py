@@ -18,14 +18,13 @@ only with `allow_insecure: true` AND a loopback host.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import os
 import urllib.parse
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .checks import Problems, by_yaml_name, check_value, did_you_mean, key, uris
 
 DEFAULT_USER_FILTER = "(&(objectClass=inetOrgPerson)(uid={user}))"
 DEFAULT_GROUP_FILTER = "(&(objectClass=groupOfNames)(member={dn}))"
@@ -34,39 +33,34 @@ DEFAULT_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 
 @dataclass(frozen=True)
 class DirectoryConfig:
-    type: str = "local"
-    uri: tuple[str, ...] = ()
-    ca_file: str = DEFAULT_CA_FILE
-    base_dn: str = ""
-    user_filter: str = DEFAULT_USER_FILTER
-    bind_dn: str | None = None
-    bind_password_file: str | None = None
-    group_attribute: str = "memberOf"
-    group_base_dn: str | None = None      # set: groups come from a search, not the attribute
-    group_filter: str = DEFAULT_GROUP_FILTER
-    timeout: float = 5.0
+    type: str = key("local", choices=("local", "ldap"))
+    uri: tuple[str, ...] = key((), parse=uris, doc="tried in order")
+    ca_file: str = key(DEFAULT_CA_FILE, path=True)
+    base_dn: str = key("")
+    user_filter: str = key(DEFAULT_USER_FILTER)
+    bind_dn: str | None = key(None)
+    bind_password_file: str | None = key(None, path=True, doc="0600 root; never in config.yaml")
+    group_attribute: str = key("memberOf")
+    group_base_dn: str | None = key(None, doc="set: groups come from a search, not the attribute")
+    group_filter: str = key(DEFAULT_GROUP_FILTER)
+    timeout: float = key(5.0, range=(0.5, 60), doc="seconds per LDAP operation")
     # The POSIX identity of accounts the daemon makes (create_system_accounts): the
     # attributes that hold it (JumpCloud's and RFC 2307's names).
-    uid_number_attribute: str = "uidNumber"
-    gid_number_attribute: str = "gidNumber"
-    home_directory_attribute: str = "homeDirectory"
-    login_shell_attribute: str = "loginShell"
-    start_tls: bool = False
-    allow_insecure: bool = False
-    # Where users change a password the directory will not let us change.
-    password_change_hint: str = "where your directory account is managed " \
-                                "(for JumpCloud: the User Portal)"
+    uid_number_attribute: str = key("uidNumber")
+    gid_number_attribute: str = key("gidNumber")
+    home_directory_attribute: str = key("homeDirectory")
+    login_shell_attribute: str = key("loginShell")
+    start_tls: bool = key(False)
+    allow_insecure: bool = key(False, doc="plain ldap:// to a loopback host only")
+    password_change_hint: str = key("where your directory account is managed "
+                                    "(for JumpCloud: the User Portal)",
+                                    doc="where users change a password we cannot change")
 
     @property
     def is_ldap(self) -> bool:
         return self.type == "ldap"
 
 
-_STR = ("ca_file", "base_dn", "user_filter", "bind_dn", "bind_password_file",
-        "group_attribute", "group_base_dn", "group_filter", "password_change_hint",
-        "uid_number_attribute", "gid_number_attribute", "home_directory_attribute",
-        "login_shell_attribute")
-_BOOL = ("start_tls", "allow_insecure")
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
 
 
@@ -92,60 +86,30 @@ def parse_directory(raw: Any) -> DirectoryConfig:
 
 
 def parse_directory_collect(raw: Any) -> tuple[DirectoryConfig, list[tuple[str, str]]]:
-    """The block and its problems, each as (key, message): config.py's Problems
+    """The block and its problems, each as (key, message): the config's Problems
     collector gives each its line in config.yaml (`directory.uri` -> line 4)."""
     if not isinstance(raw, dict):
         return DirectoryConfig(), [("directory", "config key 'directory': expected a "
                                     "mapping (type: local|ldap, ...)")]
-    problems: list[tuple[str, str]] = []
-    known = [f.name for f in fields(DirectoryConfig)]
+    problems = Problems()
+    known = by_yaml_name(DirectoryConfig)
     values: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = f"directory.{key}"
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-            problems.append((name, f"unknown config key {name!r}"
-                             + (f" (did you mean 'directory.{close[0]}'?)" if close else "")))
-        elif key == "type":
-            if value not in ("local", "ldap"):
-                problems.append((name, f"config key {name!r}: {value!r} is not one of "
-                                 "local, ldap"))
-            else:
-                values[key] = value
-        elif key == "uri":
-            uris = [value] if isinstance(value, str) else value
-            if not isinstance(uris, list) or not uris or not all(
-                    isinstance(u, str) and u for u in uris):
-                problems.append((name, f"config key {name!r}: expected a URI or a list of "
-                                 "URIs (ldaps://host:636)"))
-            else:
-                values[key] = tuple(uris)
-        elif key == "timeout":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0.5 <= value <= 60:
-                problems.append((name, f"config key {name!r}: expected seconds between 0.5 "
-                                 f"and 60, got {value!r}"))
-            else:
-                values[key] = float(value)
-        elif key in _BOOL:
-            if not isinstance(value, bool):
-                problems.append((name, f"config key {name!r}: expected true or false, "
-                                 f"got {value!r}"))
-            else:
-                values[key] = value
-        elif not isinstance(value, str) or not value.strip():
-            problems.append((name, f"config key {name!r}: expected a non-empty string, "
-                             f"got {value!r}"))
-        else:
-            values[key] = value
+    for name, value in raw.items():
+        dotted = f"directory.{name}"
+        with problems.collect(dotted):
+            if name not in known:
+                raise ConfigError(f"unknown config key {dotted!r}"
+                                  + did_you_mean(name, known, "directory."))
+            values[name] = check_value(DirectoryConfig, known[name], dotted, value)
+    found = problems.items
     cfg = DirectoryConfig(**values)
     if cfg.is_ldap:
-        problems += _ldap_problems(cfg, values)
+        found += _ldap_problems(cfg, values)
     elif set(values) - {"type"}:
         extra = sorted(k for k in values if k != "type")
-        problems.append((f"directory.{extra[0]}", "config keys " + ", ".join(
+        found.append((f"directory.{extra[0]}", "config keys " + ", ".join(
             f"'directory.{k}'" for k in extra) + " apply only with 'directory.type: ldap'"))
-    return cfg, problems
+    return cfg, found
 
 
 def _ldap_problems(cfg: DirectoryConfig, given: dict[str, Any]) -> list[tuple[str, str]]:
@@ -174,15 +138,15 @@ def _ldap_problems(cfg: DirectoryConfig, given: dict[str, Any]) -> list[tuple[st
     if not cfg.base_dn:
         out.append(("directory", "config key 'directory.base_dn' is required with type: "
                     "ldap (e.g. ou=Users,o=ORG_ID,dc=jumpcloud,dc=com)"))
-    for key, placeholder in (("user_filter", "{user}"), ("group_filter", "{dn}")):
-        text = getattr(cfg, key)
+    for name, placeholder in (("user_filter", "{user}"), ("group_filter", "{dn}")):
+        text = getattr(cfg, name)
         try:
             text.format(user="u", dn="d")
             ok = placeholder in text and text.startswith("(") and text.endswith(")")
         except (KeyError, IndexError, ValueError):
             ok = False
         if not ok:
-            out.append((f"directory.{key}", f"config key 'directory.{key}': {text!r} must "
+            out.append((f"directory.{name}", f"config key 'directory.{name}': {text!r} must "
                         f"be a parenthesised LDAP filter with {placeholder} (and no other "
                         "{placeholder})"))
     if (cfg.bind_dn is None) != (cfg.bind_password_file is None):
@@ -190,11 +154,6 @@ def _ldap_problems(cfg: DirectoryConfig, given: dict[str, Any]) -> list[tuple[st
         out.append((f"directory.{given_one}", "config keys 'directory.bind_dn' and "
                     "'directory.bind_password_file' go together (the password lives in the "
                     "file, never in config.yaml)"))
-    for key in ("ca_file", "bind_password_file"):
-        path = getattr(cfg, key)
-        if path is not None and not os.path.isabs(path):
-            out.append((f"directory.{key}", f"config key 'directory.{key}': {path!r} must "
-                        "be an absolute path"))
     if "group_filter" in given and cfg.group_base_dn is None:
         out.append(("directory.group_filter", "config key 'directory.group_filter' needs "
                     "'directory.group_base_dn' (where the group search starts)"))
