@@ -6,9 +6,10 @@ Rules, in one place:
    was checked by an earlier module or by sshd (publickey).
 2. Unknown names behave like a user of the default state: MFA off (what
    `jctotp user add` makes), or enrolled with `require_mfa_for_all: true`.
-   The same prompts, a dummy argon2 verify for equal work, and a virtual
-   failure counter (lockout.VirtualCounters) that locks them after
-   max_attempts like a real name; every failure is held back to
+   The same prompts, a dummy argon2 verify for equal work, and the same
+   lockout.begin/failed against a failure counter of names nobody has
+   (store/unknown_names.py) that locks them after max_attempts like a real
+   name; every failure is held back to
    the same `fail_delay` by the server. (With factors=totp the first factor
    already named a real account: they get the code prompt and fail.)
 3. Every login of a known user reserves one attempt BEFORE any factor is
@@ -229,27 +230,25 @@ class Login:
 
     def _unknown(self) -> Conversation:
         """A name the directory does not know, shown as a user of the default state
-        would be: same prompts, same work, a counter that locks the same (rule 2)."""
+        would be: same prompts, same work, the same lockout calls against the
+        counters of names nobody has (rule 2)."""
         req, acc, cfg = self.req, self.acc, self.acc.config
-        name, counters = req.user, acc.unknown
-
-        def locked_text() -> str:
-            return self._locked_text(counters.record(name, acc.lock_now(), cfg))
-
+        name = req.user
         password = req.authtok
         if req.password_factor and password is None:
             password = Secret((yield Prompt(PASSWORD_PROMPT)))
         if not req.password_factor or cfg.require_mfa_for_all:
             yield Prompt(CODE_PROMPT)  # where every real user has MFA, look enrolled
-        if not counters.reserve(name, acc.lock_now(), cfg):
-            yield Error(locked_text())
+        attempt = self.attempt = lockout.begin(acc, acc.unknown.get(name), unknown=True)
+        if attempt is None:
+            yield Error(self._locked_text(acc.unknown.get(name)))
             self._refused_unknown()
             yield from self._fail("unknown_user", V.MAXTRIES)
             return
         if password is not None:
             yield VerifyPassword(None, password)  # same work as a real check
-        if counters.failed(name, acc.lock_now(), cfg):
-            yield Error(locked_text())
+        if lockout.failed(acc, attempt):
+            yield Error(self._locked_text(acc.unknown.get(name)))
         self._refused_unknown()
         yield from self._fail("unknown_user")
 

@@ -27,8 +27,9 @@ from typing import Any, Callable
 from ..errors import JctotpError
 from ..model import ExitCode, MfaState, UserRecord
 from ..secret import Secret
-from . import lockout, notices, policy, provisioning, qr
-from .accounts import Accounts, StaleKey
+from . import lockout, mfa_lifecycle, notices, policy, provisioning, qr
+from .accounts import Accounts
+from .mfa_lifecycle import StaleKey
 from .login import MFA_FOR_ALL_TEXT
 from .lockout import Attempt
 from .portal_state import Session
@@ -140,11 +141,12 @@ def signin(acc: Accounts, args: dict[str, Any]) -> Conversation:
     rec = provisioning.record(acc, name) if name else None
     if rec is None:
         # Same work and the same counter as a real name (core/login.py rule 2).
-        if not acc.unknown.reserve(name, acc.now(), cfg):
+        unknown = lockout.begin(acc, acc.unknown.get(name), unknown=True)
+        if unknown is None:
             yield Result(ExitCode.LOCKED, LOCKED_TEXT, delay=True)
             return
         yield VerifyPassword(None, password)
-        acc.unknown.failed(name, acc.now(), cfg)
+        lockout.failed(acc, unknown)
         _audit(acc, "login_fail", name or None, args, reason="unknown_user")
         yield Result(ExitCode.REFUSED, WRONG, delay=True)
         return
@@ -298,7 +300,7 @@ def confirm(acc: Accounts, args: dict[str, Any]) -> Conversation:
         yield _refused(WRONG_CODE + " Check the time on your phone and try the current code.")
         return
     try:
-        codes = acc.activate(rec.name, secret, step, pending=pending)
+        codes = mfa_lifecycle.activate(acc, rec.name, secret, step, pending=pending)
     except StaleKey:
         yield _refused("This key was withdrawn meanwhile (a password reset); start again.")
         return
