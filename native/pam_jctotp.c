@@ -146,6 +146,20 @@ done:
     return why;
 }
 
+/* A vouch (vouch.h) is void once the user has a lock marker: the daemon writes
+ * it (core/lockout.py) before it answers the failure that locked, so a lock
+ * made within JC_VOUCH_SECONDS of the auth verdict still refuses the account
+ * stage: the account call then asks the daemon. One lstat(), no connection.
+ * No lockdir means this host keeps no markers: the daemon's vouch stands. */
+static int vouch_void(const struct jc_cfg *cfg, const char *user)
+{
+    struct stat st;
+
+    if (stat(cfg->lockdir, &st) != 0 && errno == ENOENT)
+        return 0; /* this host keeps no markers */
+    return lock_reason(cfg->lockdir, user) != NULL;
+}
+
 /* connect() found nobody listening (ENOENT, ECONNREFUSED; errno still says
  * which): the one case failmode=open applies to, and never for a locked user.
  * Logs one line. */
@@ -198,11 +212,15 @@ static int jc_call(pam_handle_t *pamh, int argc, const char **argv, const char *
         jc_vouch_clear(pamh);
     if (strcmp(call, "acct") == 0 && jc_vouch_take(pamh, user)) {
         /* This handle's auth succeeded moments ago and the daemon vouched
-         * that the account stage passes too (see vouch.h). */
-        if (cfg.debug)
-            pam_syslog(pamh, LOG_DEBUG, "account of %s vouched for by the auth call", user);
-        retval = PAM_SUCCESS;
-        goto done;
+         * that the account stage passes too (see vouch.h), unless the user
+         * was locked since (vouch_void): then the daemon decides. */
+        if (!vouch_void(&cfg, user)) {
+            if (cfg.debug)
+                pam_syslog(pamh, LOG_DEBUG, "account of %s vouched for by the auth call", user);
+            retval = PAM_SUCCESS;
+            goto done;
+        }
+        pam_syslog(pamh, LOG_NOTICE, "vouch for %s void: locked since the auth call; asking jctotpd", user);
     }
     if (strcmp(call, "auth") == 0 && (cfg.use_first_pass || cfg.try_first_pass)) {
         authtok = get_str_item(pamh, PAM_AUTHTOK);

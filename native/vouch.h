@@ -4,8 +4,10 @@
 #include <security/pam_modules.h>
 
 /* How long after a vouched auth success the account call may skip the
- * daemon (seconds, CLOCK_MONOTONIC). Short on purpose: a lock made in this
- * window is not seen by this handle's account call (docs/protocol.md). */
+ * daemon (seconds, CLOCK_MONOTONIC). Only the daemon vouches (VERDICT
+ * SUCCESS_ACCT_OK, its Verdict.account_ok); a lock made in this window voids
+ * the vouch through the lock marker the daemon writes (pam_jctotp.c
+ * vouch_void), so the account call then asks (docs/protocol.md). */
 #define JC_VOUCH_SECONDS 5
 
 /* The daemon answered this handle's auth with VERDICT SUCCESS_ACCT_OK:

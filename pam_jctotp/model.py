@@ -69,6 +69,21 @@ class CodeOutcome(StrEnum):
     NO_CODE = "no_code"          # nothing typed
 
 
+class Refusal(StrEnum):
+    """Why a login or an account check was refused (the audit's `reason` of
+    login_fail and acct_refused; a code's own failure is a CodeOutcome)."""
+
+    WRONG_PASSWORD = "wrong_password"
+    LOCKED = "locked"
+    UNKNOWN_USER = "unknown_user"
+    NOT_IN_DIRECTORY = "not_in_directory"
+    ENROLLMENT_EXPIRED = "enrollment_expired"
+    ENROLLMENT_REQUIRED = "enrollment_required"
+    MFA_REQUIRED_FOR_ALL = "mfa_required_for_all"
+    WRONG_ENROLLMENT_CODE = "wrong_enrollment_code"
+    ENROLLMENT_KEY_WITHDRAWN = "enrollment_key_withdrawn"
+
+
 class LoginHow(StrEnum):
     """How a successful login got through (the audit's `how`)."""
 

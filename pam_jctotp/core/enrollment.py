@@ -17,7 +17,9 @@ from enum import Enum
 from typing import Any, Generator
 
 from ..secret import Secret
-from .accounts import Accounts, StaleKey
+from . import mfa_lifecycle
+from .accounts import Accounts
+from .mfa_lifecycle import StaleKey
 from .steps import Error, Info, Prompt, Step
 
 SKIP_PROMPT = "Enter the 6-digit code from your app to finish (Enter to skip): "
@@ -52,7 +54,7 @@ def confirm(acc: Accounts, name: str, secret: Secret, *, intro: str = "",
                 yield Info("That code is right.\n" + acc.recovery_text(codes))
                 yield Prompt(ACK_PROMPT, echo=True)
             try:
-                acc.activate(name, secret, step, codes, pending=pending)
+                mfa_lifecycle.activate(acc, name, secret, step, codes, pending=pending)
             except StaleKey:
                 yield Error(STALE_TEXT)
                 return Outcome.STALE

@@ -6,9 +6,10 @@ Rules, in one place:
    was checked by an earlier module or by sshd (publickey).
 2. Unknown names behave like a user of the default state: MFA off (what
    `jctotp user add` makes), or enrolled with `require_mfa_for_all: true`.
-   The same prompts, a dummy argon2 verify for equal work, and a virtual
-   failure counter (lockout.VirtualCounters) that locks them after
-   max_attempts like a real name; every failure is held back to
+   The same prompts, a dummy argon2 verify for equal work, and the same
+   lockout.begin/failed against a failure counter of names nobody has
+   (store/unknown_names.py) that locks them after max_attempts like a real
+   name; every failure is held back to
    the same `fail_delay` by the server. (With factors=totp the first factor
    already named a real account: they get the code prompt and fail.)
 3. Every login of a known user reserves one attempt BEFORE any factor is
@@ -38,7 +39,8 @@ from __future__ import annotations
 import logging
 
 from ..errors import JctotpError
-from ..model import CodeOutcome, LoginHow, LoginRequest, MfaState, UserRecord, VerdictCode
+from ..model import (CodeOutcome, LoginHow, LoginRequest, MfaState, Refusal, UserRecord,
+                     VerdictCode)
 from ..secret import Secret
 from . import chauthtok, enrollment, lockout, policy, provisioning
 from .accounts import Accounts
@@ -82,7 +84,8 @@ class Login:
         return self.acc.audit(event, self.req.user, service=self.req.service,
                               rhost=self.req.rhost, tty=self.req.tty, **fields)
 
-    def _fail(self, reason: str, code: VerdictCode = V.AUTH_ERR) -> Conversation:
+    def _fail(self, reason: Refusal | CodeOutcome,
+              code: VerdictCode = V.AUTH_ERR) -> Conversation:
         self._audit("login_fail", reason=reason)
         yield Verdict(code, delay=True)
 
@@ -139,28 +142,28 @@ class Login:
             yield Verdict(V.IGNORE if acc.config.unknown_users == "ignore" else V.USER_UNKNOWN)
             return
         if provisioning.left_directory(acc, rec):  # e.g. a key login of a removed user
-            self._audit("acct_refused", reason="not_in_directory")
+            self._audit("acct_refused", reason=Refusal.NOT_IN_DIRECTORY)
             yield Error(provisioning.LEFT_TEXT)
             yield Verdict(V.PERM_DENIED)
             return
         if acc.is_locked(rec):
-            self._audit("acct_refused", reason="locked")
+            self._audit("acct_refused", reason=Refusal.LOCKED)
             yield Error(self._locked_text(rec))
             yield Verdict(V.PERM_DENIED)
             return
         state = acc.state(rec)
         if state is MfaState.EXPIRED:
-            self._audit("acct_refused", reason="enrollment_expired")
+            self._audit("acct_refused", reason=Refusal.ENROLLMENT_EXPIRED)
             yield Error(EXPIRED_TEXT)
             yield Verdict(V.ACCT_EXPIRED)
             return
         if state is MfaState.ENROLL_NOW:  # e.g. publickey alone: no grace, no way around
-            self._audit("acct_refused", reason="enrollment_required")
+            self._audit("acct_refused", reason=Refusal.ENROLLMENT_REQUIRED)
             yield Error(ENROLL_NOW_TEXT)
             yield Verdict(V.PERM_DENIED)
             return
         if state is MfaState.OFF and acc.config.require_mfa_for_all:
-            self._audit("acct_refused", reason="mfa_required_for_all")
+            self._audit("acct_refused", reason=Refusal.MFA_REQUIRED_FOR_ALL)
             yield Error(MFA_FOR_ALL_TEXT)
             yield Verdict(V.PERM_DENIED)
             return
@@ -193,7 +196,7 @@ class Login:
         attempt = self.attempt = lockout.begin(acc, rec)
         if attempt is None:
             yield Error(self._locked_text(acc.get(rec.name) or rec))
-            yield from self._fail("locked", V.MAXTRIES)
+            yield from self._fail(Refusal.LOCKED, V.MAXTRIES)
             return
         password_ok = True
         if password is not None:
@@ -208,19 +211,19 @@ class Login:
             locked = lockout.failed(acc, attempt)
             if state is not MfaState.OFF:
                 yield Prompt(CODE_PROMPT)  # look like an enrolled user's failure
-            yield from self._refuse(rec, locked, "wrong_password")
+            yield from self._refuse(rec, locked, Refusal.WRONG_PASSWORD)
         elif exempt:
             yield from self._exempted(attempt, exempt)
         elif state in (MfaState.PENDING, MfaState.ENROLL_NOW):
             yield from self._enroll(rec, attempt, may_skip=state is MfaState.PENDING)
         elif state is MfaState.EXPIRED:
             lockout.succeeded(acc, attempt)  # the password was right: not a guess
-            self._audit("login_fail", reason="enrollment_expired")
+            self._audit("login_fail", reason=Refusal.ENROLLMENT_EXPIRED)
             yield Error(EXPIRED_TEXT)
             yield Verdict(V.ACCT_EXPIRED, delay=True)
         elif acc.config.require_mfa_for_all:
             lockout.succeeded(acc, attempt)
-            self._audit("login_fail", reason="mfa_required_for_all")
+            self._audit("login_fail", reason=Refusal.MFA_REQUIRED_FOR_ALL)
             yield Error(MFA_FOR_ALL_TEXT)
             yield Verdict(V.PERM_DENIED, delay=True)
         else:
@@ -229,29 +232,27 @@ class Login:
 
     def _unknown(self) -> Conversation:
         """A name the directory does not know, shown as a user of the default state
-        would be: same prompts, same work, a counter that locks the same (rule 2)."""
+        would be: same prompts, same work, the same lockout calls against the
+        counters of names nobody has (rule 2)."""
         req, acc, cfg = self.req, self.acc, self.acc.config
-        name, counters = req.user, acc.unknown
-
-        def locked_text() -> str:
-            return self._locked_text(counters.record(name, acc.lock_now(), cfg))
-
+        name = req.user
         password = req.authtok
         if req.password_factor and password is None:
             password = Secret((yield Prompt(PASSWORD_PROMPT)))
         if not req.password_factor or cfg.require_mfa_for_all:
             yield Prompt(CODE_PROMPT)  # where every real user has MFA, look enrolled
-        if not counters.reserve(name, acc.lock_now(), cfg):
-            yield Error(locked_text())
+        attempt = self.attempt = lockout.begin(acc, acc.unknown.get(name), unknown=True)
+        if attempt is None:
+            yield Error(self._locked_text(acc.unknown.get(name)))
             self._refused_unknown()
-            yield from self._fail("unknown_user", V.MAXTRIES)
+            yield from self._fail(Refusal.UNKNOWN_USER, V.MAXTRIES)
             return
         if password is not None:
             yield VerifyPassword(None, password)  # same work as a real check
-        if counters.failed(name, acc.lock_now(), cfg):
-            yield Error(locked_text())
+        if lockout.failed(acc, attempt):
+            yield Error(self._locked_text(acc.unknown.get(name)))
         self._refused_unknown()
-        yield from self._fail("unknown_user")
+        yield from self._fail(Refusal.UNKNOWN_USER)
 
     def _grant(self, code: VerdictCode | Verdict, event: str, **fields: object) -> Conversation:
         """A grant is audited once the shim has the verdict (the driver sends
@@ -296,12 +297,14 @@ class Login:
         if self.acc.state(rec) is MfaState.ACTIVE:
             yield Prompt(CODE_PROMPT)
         yield Error(self._locked_text(rec))
-        yield from self._fail("locked", V.MAXTRIES)
+        yield from self._fail(Refusal.LOCKED, V.MAXTRIES)
 
-    def _failed_attempt(self, rec: UserRecord, attempt: Attempt, reason: str) -> Conversation:
+    def _failed_attempt(self, rec: UserRecord, attempt: Attempt,
+                        reason: Refusal | CodeOutcome) -> Conversation:
         yield from self._refuse(rec, lockout.failed(self.acc, attempt), reason)
 
-    def _refuse(self, rec: UserRecord, locked: bool, reason: str) -> Conversation:
+    def _refuse(self, rec: UserRecord, locked: bool,
+                reason: Refusal | CodeOutcome) -> Conversation:
         if locked:
             yield Error(self._locked_text(self.acc.get(rec.name) or rec))
         yield from self._fail(reason)
@@ -323,7 +326,7 @@ class Login:
             return
         if check.reason is CodeOutcome.REPLAY:
             self._audit("replay_refused")
-        reason = "wrong_password" if not password_ok else check.reason
+        reason = Refusal.WRONG_PASSWORD if not password_ok else check.reason
         yield from self._failed_attempt(rec, attempt, reason)
 
     def _enroll(self, rec: UserRecord, attempt: Attempt, may_skip: bool) -> Conversation:
@@ -347,6 +350,6 @@ class Login:
             yield from self._success(attempt, how=LoginHow.ENROLLED)
         elif outcome is Outcome.STALE:
             lockout.succeeded(acc, attempt)  # the password was right: not a guess
-            yield from self._fail("enrollment_key_withdrawn")
+            yield from self._fail(Refusal.ENROLLMENT_KEY_WITHDRAWN)
         else:
-            yield from self._failed_attempt(rec, attempt, "wrong_enrollment_code")
+            yield from self._failed_attempt(rec, attempt, Refusal.WRONG_ENROLLMENT_CODE)

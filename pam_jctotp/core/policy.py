@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ..model import MfaState, UserRecord
 
 ADMIN_ATTEMPT_CAP = 5  # admin accounts never get more guesses than this
+LOCK_REASON = "too many attempts"  # the lock core/lockout.py makes
 DAY = 86400.0
 # POSIX-portable user names, as useradd accepts by default (used with fullmatch:
 # `$` would let a trailing newline through).

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from ..errors import StoreError, StoreUnavailable
 from ..model import MfaState, UserRecord
-from . import policy
+from . import mfa_lifecycle, policy
 from .accounts import Accounts
 
 LEFT_TEXT = "Your account is no longer in the directory. Contact your administrator."
@@ -60,23 +60,19 @@ def apply_groups(acc: Accounts, rec: UserRecord, actor: str) -> UserRecord:
     groups = acc.groups_if(cfg.mfa_groups + cfg.admin_groups, rec.name)
     admin = policy.is_admin(rec, groups, cfg)
     state = acc.state(rec)
-    if state is MfaState.OFF and groups & set(cfg.mfa_groups):
-        # Admins get no enrollment period (as `mfa enable` gives them): they enroll now.
-        change = {"mfa_required": 1, **acc.period(None if admin else
-                                                  cfg.default_enrollment_days)}
-        why = "member of mfa_groups"
-    elif state is MfaState.PENDING and admin:
-        change, why = acc.period(None), "admin: no enrollment period"
-    else:
-        return rec
+    days = mfa_lifecycle.grace(admin, cfg.default_enrollment_days)
     try:
-        changed = acc.store.update(rec.name, **change)
+        if state is MfaState.OFF and groups & set(cfg.mfa_groups):
+            changed, why = mfa_lifecycle.require(acc, rec.name, days), "member of mfa_groups"
+        elif state is MfaState.PENDING and admin:
+            changed, why = mfa_lifecycle.renew(acc, rec.name, None), "admin: no enrollment period"
+        else:
+            return rec
     except StoreUnavailable:
         # e.g. the break-glass copy during a database outage: it is read-only, and
         # its members must still get in; the policy is applied once the store writes.
         return rec
     if changed:
-        days = None if admin else cfg.default_enrollment_days
         acc.audit("mfa_enabled", rec.name, actor=actor, reason=why,
                   enrollment_days=days, enroll_now=admin or None)
     return acc.get(rec.name) or rec

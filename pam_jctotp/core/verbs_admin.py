@@ -7,7 +7,8 @@ worker thread, so `useradd` or a slow audit scan never holds up a login.
 Every changing verb is safe to re-run (configuration management): its result
 carries `changed`, and a run that changes nothing audits nothing and says so.
 Admins get no enrollment period (JumpCloud: resetting an admin's password
-resets their TOTP key too): their next login must enroll.
+resets their TOTP key too): their next login must enroll. What each change
+writes is core/mfa_lifecycle.py's.
 """
 
 from __future__ import annotations
@@ -16,16 +17,12 @@ from typing import Any
 
 from ..errors import PermissionDenied, UsageError
 from ..model import ExitCode, MfaState, UserRecord
-from . import lockout, notices, policy, provisioning
+from . import lockout, mfa_lifecycle, notices, policy, provisioning
 from .accounts import Accounts
 from .report import ReportGroups, summary
 from .steps import Conversation, Info, Result, SetPassword, VerifyPassword
 from .totp import Totp
 from .verbargs import arg, new_password, period, user, users
-
-ADMIN_NO_GRACE = ("{names}: admins get no enrollment period (their next login must "
-                  "enroll); leave out --enrollment-days, or use --enroll-now")
-
 
 def _shown(acc: Accounts, name: str, changed: bool) -> dict[str, Any]:
     rec = acc.get(name)
@@ -42,16 +39,6 @@ def _bulk(acc: Accounts, outcomes: list[tuple[UserRecord, bool, str]]) -> Result
 def _period_text(days: int | None) -> str:
     return ("must enroll at the next login (no enrollment period)" if days is None
             else f"{days} day(s) to enroll")
-
-
-def _period_for(acc: Accounts, records: list[UserRecord], days: int | None,
-                explicit: bool) -> dict[str, int | None]:
-    """Each user's period: admins none, whatever the default; an explicit
-    --enrollment-days for an admin is refused before anything changes."""
-    admins = [r.name for r in records if acc.is_admin(r)]
-    if admins and explicit and days is not None:
-        raise UsageError(ADMIN_NO_GRACE.format(names=", ".join(admins)))
-    return {r.name: None if r.name in admins else days for r in records}
 
 
 def user_add(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
@@ -79,9 +66,9 @@ def user_add(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     secret = Totp.new_secret() if mfa else None
     with acc.store.unit_of_work():
         acc.store.add(name, is_admin=is_admin, password_hash=None, now=acc.now())
-        codes = acc.activate(name, secret, None) if secret else []
+        codes = mfa_lifecycle.activate(acc, name, secret, None) if secret else []
         if secret:
-            acc.store.update(name, mfa_required=1)
+            mfa_lifecycle.require_flag(acc, name)
     if password is not None:
         yield SetPassword(name, password)
     acc.audit("user_added", name, actor=actor, admin=is_admin or None)
@@ -181,26 +168,25 @@ def mfa_enable(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     or --enroll-now says otherwise; an enrolled user keeps their key."""
     days, explicit = period(args, acc.config.default_enrollment_days)
     records = users(acc, args)
-    periods = _period_for(acc, records, days, explicit)
+    periods = mfa_lifecycle.periods(acc, records, days, explicit)
     outcomes = []
     for rec in records:
         state, want = acc.state(rec), periods[rec.name]
         if state is MfaState.ACTIVE:
-            changes: dict[str, Any] = {} if rec.mfa_required else {"mfa_required": 1}
-            line = "enrolled already" + ("; MFA now required" if changes else "")
+            changed = not rec.mfa_required and mfa_lifecycle.require_flag(acc, rec.name)
+            line = "enrolled already" + ("; MFA now required" if changed else "")
         elif (state is MfaState.PENDING and want is not None and not explicit) or \
                 (state is MfaState.ENROLL_NOW and want is None):
-            changes = {}
+            changed = False
             line = ("already pending, " + _period_text(acc.days_left(rec) or None)
                     + "; nothing changed")
         else:
-            changes = {"mfa_required": 1, **acc.period(want)}
+            changed = mfa_lifecycle.require(acc, rec.name, want)
             line = "MFA required; " + _period_text(want)
-        if changes:
-            acc.store.update(rec.name, **changes)
+        if changed:
             acc.audit("mfa_enabled", rec.name, actor=actor, enrollment_days=want,
                       enroll_now=want is None or None)
-        outcomes.append((rec, bool(changes), line))
+        outcomes.append((rec, changed, line))
     yield _bulk(acc, outcomes)
 
 
@@ -214,18 +200,17 @@ def mfa_reset(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     days, explicit = (None, True) if compromised else period(
         args, acc.config.default_enrollment_days)
     records = users(acc, args)
-    periods = _period_for(acc, records, days, explicit)
+    periods = mfa_lifecycle.periods(acc, records, days, explicit)
     outcomes = []
     for rec in records:
         want = periods[rec.name]
-        acc.start_enrollment(rec.name, want)
+        mfa_lifecycle.reset(acc, rec.name, want)
         acc.audit("mfa_reset", rec.name, actor=actor, enrollment_days=want,
                   enroll_now=want is None or None, compromised=compromised or None,
                   reason="compromised" if compromised else None)
         line = "MFA reset; " + _period_text(want)
         if acc.is_locked(rec):  # the lost-phone case: they locked themselves out guessing
-            lockout.unlock(acc, rec.name)
-            acc.audit("unlocked", rec.name, actor=actor, reason="mfa reset")
+            lockout.unlock(acc, rec.name, actor, reason="mfa reset")
             line += "; the lock was lifted"
         outcomes.append((rec, True, line))
     yield _bulk(acc, outcomes)
@@ -238,10 +223,7 @@ def mfa_disable(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation
         if acc.state(rec) is MfaState.OFF and rec.pending_secret is None:
             outcomes.append((rec, False, "MFA was off already; nothing changed"))
             continue
-        with acc.store.unit_of_work():
-            acc.store.update(rec.name, mfa_required=0, totp_secret=None, pending_secret=None,
-                             enroll_deadline=None, enrolled_at=None, enroll_now=0)
-            acc.store.clear_recovery_codes(rec.name)
+        mfa_lifecycle.disable(acc, rec.name)
         acc.audit("mfa_disabled", rec.name, actor=actor)
         outcomes.append((rec, True, "MFA disabled"))
     yield _bulk(acc, outcomes)
@@ -254,17 +236,16 @@ def unlock(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     days, explicit = period(args, acc.config.default_enrollment_days)
     records = users(acc, args)
     expired = [r for r in records if acc.state(r) is MfaState.EXPIRED]
-    periods = _period_for(acc, expired, days, explicit)
+    periods = mfa_lifecycle.periods(acc, expired, days, explicit)
     outcomes = []
     for rec in records:
         done = []
         if acc.is_locked(rec):
-            lockout.unlock(acc, rec.name)
-            acc.audit("unlocked", rec.name, actor=actor)
+            lockout.unlock(acc, rec.name, actor)
             done.append("unlocked (password and authenticator unchanged)")
         if rec.name in periods:
             want = periods[rec.name]
-            acc.store.update(rec.name, **acc.period(want))
+            mfa_lifecycle.renew(acc, rec.name, want)
             acc.audit("unlocked", rec.name, actor=actor, reason=policy.ENROLLMENT_EXPIRED,
                       enrollment_days=want, enroll_now=want is None or None)
             done.append("enrollment period renewed: " + _period_text(want))
@@ -280,7 +261,7 @@ def admin_passwd(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversatio
     if acc.is_admin(rec) and rec.name != actor:
         # As JumpCloud does: another admin resetting an admin's password also
         # resets their TOTP key, with no grace: a stolen password alone never logs in.
-        acc.start_enrollment(rec.name, None)
+        mfa_lifecycle.reset(acc, rec.name, None)
         acc.audit("mfa_reset", rec.name, actor=actor, reason="admin password reset",
                   enroll_now=True)
         message += (f" {rec.name} is an admin: their TOTP key was reset too; they must "

@@ -25,10 +25,11 @@ import logging
 from typing import Any, Callable
 
 from ..errors import JctotpError
-from ..model import ExitCode, MfaState, UserRecord
+from ..model import CodeOutcome, ExitCode, MfaState, Refusal, UserRecord
 from ..secret import Secret
-from . import lockout, notices, policy, provisioning, qr
-from .accounts import Accounts, StaleKey
+from . import lockout, mfa_lifecycle, notices, policy, provisioning, qr
+from .accounts import Accounts
+from .mfa_lifecycle import StaleKey
 from .login import MFA_FOR_ALL_TEXT
 from .lockout import Attempt
 from .portal_state import Session
@@ -104,17 +105,17 @@ def _begin(acc: Accounts, rec: UserRecord) -> Attempt | None:
 
 
 def _settle_code(acc: Accounts, rec: UserRecord, attempt: Attempt, answer: str,
-                 args: dict[str, Any]) -> str | None:
+                 args: dict[str, Any]) -> CodeOutcome | None:
     """One code (or recovery code) on a reserved attempt: a right one is used up and
-    settles it ("totp" | "recovery"), a wrong one counts (None)."""
+    settles it (TOTP | RECOVERY), a wrong one counts (None)."""
     check = acc.check_code(rec, acc.active_secret(rec), answer, consume=True,
                            reset_failures=True)
     if check.ok:
-        lockout.succeeded(acc, attempt, counter_reset=check.reason == "totp")
-        if check.reason == "recovery":
+        lockout.succeeded(acc, attempt, counter_reset=check.reason is CodeOutcome.TOTP)
+        if check.reason is CodeOutcome.RECOVERY:
             _audit(acc, "recovery_code_used", rec.name, args)
         return check.reason
-    if check.reason == "replay":
+    if check.reason is CodeOutcome.REPLAY:
         _audit(acc, "replay_refused", rec.name, args)
     lockout.failed(acc, attempt)
     _audit(acc, "login_fail", rec.name, args, reason=check.reason)
@@ -140,22 +141,23 @@ def signin(acc: Accounts, args: dict[str, Any]) -> Conversation:
     rec = provisioning.record(acc, name) if name else None
     if rec is None:
         # Same work and the same counter as a real name (core/login.py rule 2).
-        if not acc.unknown.reserve(name, acc.now(), cfg):
+        unknown = lockout.begin(acc, acc.unknown.get(name), unknown=True)
+        if unknown is None:
             yield Result(ExitCode.LOCKED, LOCKED_TEXT, delay=True)
             return
         yield VerifyPassword(None, password)
-        acc.unknown.failed(name, acc.now(), cfg)
-        _audit(acc, "login_fail", name or None, args, reason="unknown_user")
+        lockout.failed(acc, unknown)
+        _audit(acc, "login_fail", name or None, args, reason=Refusal.UNKNOWN_USER)
         yield Result(ExitCode.REFUSED, WRONG, delay=True)
         return
     attempt = _begin(acc, rec)
     if attempt is None:
-        _audit(acc, "login_fail", rec.name, args, reason="locked")
+        _audit(acc, "login_fail", rec.name, args, reason=Refusal.LOCKED)
         yield Result(ExitCode.LOCKED, LOCKED_TEXT, delay=True)
         return
     if not (yield VerifyPassword(rec.name, password)):
         lockout.failed(acc, attempt)
-        _audit(acc, "login_fail", rec.name, args, reason="wrong_password")
+        _audit(acc, "login_fail", rec.name, args, reason=Refusal.WRONG_PASSWORD)
         yield Result(ExitCode.REFUSED, WRONG, delay=True)
         return
     state = acc.state(rec)
@@ -168,11 +170,11 @@ def signin(acc: Accounts, args: dict[str, Any]) -> Conversation:
         return
     lockout.succeeded(acc, attempt)
     if state is MfaState.EXPIRED:
-        _audit(acc, "login_fail", rec.name, args, reason="enrollment_expired")
+        _audit(acc, "login_fail", rec.name, args, reason=Refusal.ENROLLMENT_EXPIRED)
         yield _refused(EXPIRED_TEXT)
         return
     if state is MfaState.OFF and cfg.require_mfa_for_all:  # as an SSH login is refused
-        _audit(acc, "login_fail", rec.name, args, reason="mfa_required_for_all")
+        _audit(acc, "login_fail", rec.name, args, reason=Refusal.MFA_REQUIRED_FOR_ALL)
         yield _refused(MFA_FOR_ALL_TEXT)
         return
     token = acc.portal.open(session)
@@ -298,7 +300,7 @@ def confirm(acc: Accounts, args: dict[str, Any]) -> Conversation:
         yield _refused(WRONG_CODE + " Check the time on your phone and try the current code.")
         return
     try:
-        codes = acc.activate(rec.name, secret, step, pending=pending)
+        codes = mfa_lifecycle.activate(acc, rec.name, secret, step, pending=pending)
     except StaleKey:
         yield _refused("This key was withdrawn meanwhile (a password reset); start again.")
         return
@@ -343,7 +345,7 @@ def passwd(acc: Accounts, args: dict[str, Any]) -> Conversation:
         return
     if not (yield VerifyPassword(rec.name, current)):
         lockout.failed(acc, attempt)
-        _audit(acc, "login_fail", rec.name, args, reason="wrong_password")
+        _audit(acc, "login_fail", rec.name, args, reason=Refusal.WRONG_PASSWORD)
         yield Result(ExitCode.REFUSED, "That password is not right; nothing was changed.",
                      delay=True)
         return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import CodeOutcome, ExitCode, MfaState, UserRecord
+from ..model import CodeOutcome, ExitCode, MfaState, Refusal, UserRecord
 from ..secret import Secret
 from . import enrollment, lockout
 from .accounts import Accounts
@@ -124,7 +124,7 @@ def self_passwd(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Convers
         return
     if not (yield VerifyPassword(rec.name, current)):
         lockout.failed(acc, attempt)
-        acc.audit("login_fail", rec.name, service="jctotp", reason="wrong_password")
+        acc.audit("login_fail", rec.name, service="jctotp", reason=Refusal.WRONG_PASSWORD)
         yield Result(ExitCode.REFUSED, "That password is not right; nothing was changed.",
                      delay=True)
         return

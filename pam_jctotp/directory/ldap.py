@@ -51,6 +51,7 @@ from ldap3.utils.dn import parse_dn
 
 from ..config.directory import DirectoryConfig
 from ..errors import ConfigError, DirectoryUnavailable, NotFound, PasswordChangeRefused
+from ..offline import Offline
 from ..secret import Secret
 from . import Identity, SystemAccounts
 
@@ -183,7 +184,10 @@ class LdapDirectory:
         self._auth = _Pool(lambda: self._open(None, None))
         self._cache: dict[str, tuple[float, Entry | None]] = {}
         self._lock = threading.Lock()
-        self._up = True
+        self.offline = Offline(log, "directory", "directory unavailable: {why}; logins fail "
+                               "closed until it answers",
+                               "directory reachable again at {where} (back after "
+                               "{seconds:.0f} s)")
 
     # --- the Directory protocol ------------------------------------------------------
 
@@ -439,22 +443,14 @@ class LdapDirectory:
     @property
     def up(self) -> bool:
         """Not known to be down (for metrics: directory_up)."""
-        return self._up
+        return not self.offline.down
 
     def _down(self, why: str) -> DirectoryUnavailable:
-        with self._lock:
-            first, self._up = self._up, False
-        if first:
-            log.error("directory unavailable: %s; logins fail closed until it answers", why)
+        self.offline.went_down(why)
         return DirectoryUnavailable(f"the directory is unavailable ({why})")
 
     def _reached(self, uri: str) -> None:
-        if self._up:
-            return
-        with self._lock:
-            back, self._up = not self._up, True
-        if back:
-            log.warning("directory reachable again at %s", uri)
+        self.offline.back(uri)
 
 
 def _identity(entry: dict[str, Any], attrs: list[str]) -> Identity | None:

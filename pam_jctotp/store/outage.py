@@ -9,7 +9,8 @@ Two small parts, used by postgres.py:
   watches the statements in flight and shuts down the socket of one that
   outlives its deadline; the statement then fails at once (and the pool
   discards the broken connection).
-- `Breaker`: the outage state. The first failure trips it and logs ONE line;
+- `Breaker`: the outage state (pam_jctotp/offline.py's, which the LDAP directory
+  shares). The first failure trips it and logs ONE line;
   while it is open every call fails at once (StoreUnavailable: the login fails
   closed, break-glass falls back to its copy) instead of waiting on the
   database again; a probe thread tries the database every PROBE_INTERVAL and,
@@ -28,6 +29,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from ..errors import StoreUnavailable
+from ..offline import Offline
 
 log = logging.getLogger("jctotpd.store")
 
@@ -118,7 +120,11 @@ class Breaker:
         self.what = what
         self.probe = probe
         self.interval = interval
-        self._down_since: float | None = None
+        self.offline = Offline(log, what,
+                               "fleet database {what} unavailable: {why}; logins fail closed "
+                               "until it returns",
+                               "fleet database {what} back after {seconds:.0f} s; logins are "
+                               "served again")
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._prober: threading.Thread | None = None
@@ -126,28 +132,25 @@ class Breaker:
     @property
     def down(self) -> bool:
         """Known to be down (for metrics: database_up, break-glass logins)."""
-        return self._down_since is not None
+        return self.offline.down
 
     def check(self) -> None:
         """Fail at once while the database is known to be down (except in the probe)."""
-        if self._down_since is not None and threading.current_thread() is not self._prober:
+        if self.offline.down and threading.current_thread() is not self._prober:
             raise StoreUnavailable(f"fleet database {self.what} unavailable")
 
     def trip(self, reason: str | None) -> StoreUnavailable:
         """A call failed for want of the database: the first one of an outage logs it
         (`reason` None: the probe's first attempt says why) and starts the probe."""
         with self._lock:
-            first = self._down_since is None and not self._closing.is_set()
-            if first:
-                self._down_since = time.monotonic()
+            if not self._closing.is_set() and self.offline.begin():
                 self._prober = threading.Thread(target=self._probe_until_back, args=(reason,),
                                                 name="db-probe", daemon=True)
                 self._prober.start()
         return StoreUnavailable(f"fleet database {self.what} unavailable")
 
     def _say_down(self, reason: str) -> None:
-        log.error("fleet database %s unavailable: %s; logins fail closed until it returns",
-                  self.what, reason)
+        self.offline.say_down(reason)
 
     def _probe_until_back(self, reason: str | None) -> None:
         if reason is not None:
@@ -165,10 +168,7 @@ class Breaker:
             return
         if reason is None:   # the pool gave no connection, yet the probe got one at once
             self._say_down("no connection in time")
-        with self._lock:
-            since, self._down_since = self._down_since, None
-        log.warning("fleet database %s back after %.0f s; logins are served again",
-                    self.what, time.monotonic() - (since or time.monotonic()))
+        self.offline.back()
 
     def close(self) -> None:
         self._closing.set()

@@ -1,213 +1,131 @@
-"""The failure counters of unknown names, shared by all the daemon's processes on a host.
+"""The failure counters of names nobody has: the store's lockout subset, in Python.
 
-With `pam_processes: N` several processes accept logins; counters kept in
-each one's memory would let an unknown name be tried up to N x max_attempts
-times before it shows "locked", where a real user locks at max_attempts: a
-remote user-enumeration oracle. This table (core/lockout.py's `NameTable`)
-keeps them in one SQLite file instead, <state_dir>/unknown-names.db: its
-own file, so the hot path of real logins never waits on it.
+An unknown name must lock exactly as a real one (issue 9 item 8): after
+max_attempts wrong passwords both say "locked", at the same attempt, and lift
+the same. So it goes through the same core/lockout.py `begin`/`failed` as a
+real user's row, against `UnknownNames` instead of the store: the same
+`Lockout` methods (store/__init__.py) with the same meaning as the SQL of
+sqlite.py and postgres.py, and tests/unit/test_store_contract.py runs the
+lockout contract on all three.
 
-Each `transaction()` is BEGIN IMMEDIATE … COMMIT on this thread's connection
-(WAL, synchronous=NORMAL): the rule's read and write are one step for every
-thread and process. A database locked for longer than BUSY_TIMEOUT raises
-StoreError, so that login fails closed. Bounded by the in-memory table's
-rule (core/name_table.py): keyed buckets, the key in the file (every process
-the same), a live lock never dropped, a bucket full of them sharing one row.
-`seen` is a sequence, not a clock, so ties cannot happen.
+Its rows live in a `NameTable` (core/name_table.py), bounded, never forgetting
+a live lock: this process's memory by default, or with `pam_processes: N` one
+SQLite file every process of the host shares (sqlite_names.py), so N processes
+still lock a name at the limit. Each method is one transaction of the table.
+
+What the table may forget depends on the rule's fail_interval and unlock_after;
+the calls that carry them (reserve_attempt, expire_lock) keep the last values.
+Until expire_lock has said otherwise, no lock counts as expired (unlock_after 0):
+a lock is kept too long, never forgotten too early.
 """
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import threading
-import weakref
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable
 
-from ..core.name_table import (FRESH, SIZE, CounterRow, NameRows, Weigh, bucket_of, geometry,
-                               lightest, new_key)
-from ..errors import StoreError
-from .wal import open_wal
+from ..core.name_table import COUNTING, FRESH, LOCKED, CounterRow, MemoryNames, NameTable, Weigh
+from ..core.policy import LOCK_REASON
+from ..model import UserRecord
 
-BUSY_TIMEOUT = 1.0  # seconds, as the state database's (sqlite.py)
-
-# Version 2 (issue 20): buckets. The table of version 1 (no buckets) is dropped:
-# counters of names nobody has, lost as the in-memory ones are at a restart.
-SCHEMA = """
-DROP TABLE IF EXISTS unknown_names;
-CREATE TABLE IF NOT EXISTS names (
-    name              TEXT PRIMARY KEY,
-    bucket            INTEGER NOT NULL,
-    failed_count      INTEGER NOT NULL DEFAULT 0,
-    fail_window_start REAL,
-    locked_at         REAL,
-    seen              INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS names_seen ON names(seen);
-CREATE INDEX IF NOT EXISTS names_bucket ON names(bucket);
-CREATE TABLE IF NOT EXISTS shared (
-    bucket            INTEGER PRIMARY KEY,
-    failed_count      INTEGER NOT NULL DEFAULT 0,
-    fail_window_start REAL,
-    locked_at         REAL
-);
-CREATE TABLE IF NOT EXISTS bucket_key (
-    one INTEGER PRIMARY KEY CHECK (one = 1),
-    key BLOB NOT NULL
-);
-"""
-_NEXT_SEEN = "(SELECT coalesce(max(seen), 0) + 1 FROM names)"
-_ROW = "failed_count, fail_window_start, locked_at"
+DEFAULT_INTERVAL = 900   # config.py's fail_interval, until reserve_attempt says
 
 
-class SharedUnknownNames:
-    """A `NameTable` in a SQLite file: safe across threads and processes."""
+class UnknownNames:
+    """The `Lockout` subset of the store for names the directory does not know."""
 
-    def __init__(self, path: str | os.PathLike[str], size: int = SIZE,
-                 busy_timeout: float = BUSY_TIMEOUT) -> None:
-        self.path = Path(path)
-        self.size = size
-        self.buckets, self.slots = geometry(size)
-        self.busy_timeout = busy_timeout
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []  # every thread's, for close()
-        self._inherited: list[sqlite3.Connection] = []  # across a fork: left alone
-        self._guard = threading.Lock()
-        # This process's threads take turns here, not in SQLite's busy handler
-        # (it sleeps 1, 2, 5, 10… ms between retries; see sqlite.py).
-        self._writer = threading.Lock()
-        me = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _in_forked_child(me))
-        try:
-            # -wal and -shm get the database file's mode: 0600 before the first connect.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            os.chmod(self.path, 0o600)
-        except OSError as exc:
-            raise StoreError(f"cannot create {self.path}: {exc}") from None
-        try:
-            db = self._conn()
-            db.executescript(SCHEMA)
-            # The first process to open the file draws the key; the others read it.
-            db.execute("INSERT OR IGNORE INTO bucket_key (one, key) VALUES (1, ?)",
-                       (new_key(),))
-            self.key = bytes(db.execute("SELECT key FROM bucket_key").fetchone()[0])
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from None
+    def __init__(self, table: NameTable | None = None) -> None:
+        self.table: NameTable = table if table is not None else MemoryNames()
+        self.interval = DEFAULT_INTERVAL
+        self.unlock_after = 0
 
-    def _conn(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            try:
-                db = open_wal(self.path, self.busy_timeout)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open {self.path}: {exc}") from None
-            self._local.db = db
-            with self._guard:
-                self._all.append(db)
-        return db
+    def get(self, name: str) -> UserRecord:
+        """The name's counter as a record of the default state (never None: every
+        name has one, at zero). A read: a lock past unlock_after is still shown
+        (policy.is_locked decides what it means), as the store's reads do."""
+        with self.table.transaction(self._weigh()) as rows:
+            row = rows.get(name) or CounterRow()
+        return UserRecord(name=name, is_admin=False, password_hash=None, mfa_required=False,
+                          enroll_deadline=None, totp_secret=None, pending_secret=None,
+                          last_step=-1, failed_count=row.failed_count,
+                          fail_window_start=row.fail_window_start, locked_at=row.locked_at,
+                          lock_reason=LOCK_REASON if row.locked_at is not None else None,
+                          max_attempts=None, created_at=0.0, enrolled_at=None)
 
-    def _forked(self) -> None:
-        """In a forked child: new connections (SQLite's rule: none crosses a fork)
-        and a new lock (a thread gone with the fork may have held it). The
-        inherited connection is kept, never closed: that would touch the
-        parent's file locks."""
-        self._local = threading.local()
-        self._writer = threading.Lock()
-        self._guard = threading.Lock()
-        self._inherited.extend(self._all)
-        self._all = []
+    def expire_lock(self, name: str, now: float, unlock_after: int) -> bool:
+        """Lift a lock older than unlock_after (0: never by time); the name is seen now."""
+        self.unlock_after = unlock_after
+        with self.table.transaction(self._weigh(now)) as rows:
+            row = rows.get(name) or CounterRow()
+            expired = row.locked_at is not None and self._expired(row.locked_at, now)
+            rows.put(name, CounterRow() if expired else row)
+            return expired
 
-    @contextmanager
-    def transaction(self, weigh: Weigh) -> Iterator[NameRows]:
-        if not self._writer.acquire(timeout=self.busy_timeout):
-            raise StoreError(f"{self.path}: database is locked (by another thread)")
-        try:
-            db = self._conn()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: {exc}") from None
-            try:
-                yield _Rows(self, db, weigh)
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                _rollback(db)
-                raise StoreError(f"{self.path}: {exc}") from None
-            except BaseException:
-                _rollback(db)
-                raise
-        finally:
-            self._writer.release()
+    def reserve_attempt(self, name: str, now: float, interval: int, limit: int) -> int | None:
+        """The attempt's number in its window; None when locked or the limit is used up."""
+        self.interval = interval
+        with self.table.transaction(self._weigh(now)) as rows:
+            count, start, locked = rows.get(name) or CounterRow()
+            if locked is not None:
+                rows.put(name, CounterRow(count, start, locked))  # seen now
+                return None
+            if start is None or start <= now - interval:
+                count, start = 1, now
+            elif count >= limit:
+                rows.put(name, CounterRow(count, start, None))  # seen now
+                return None
+            else:
+                count += 1
+            rows.put(name, CounterRow(count, start, None))
+            return count
 
-    def __len__(self) -> int:
-        return int(self._conn().execute("SELECT count(*) FROM names").fetchone()[0])
+    def release_attempt(self, name: str) -> None:
+        self._change(name, lambda r: r._replace(failed_count=r.failed_count - 1)
+                     if r.failed_count > 0 and r.locked_at is None else r)
 
-    def names(self) -> list[str]:
-        """The names held, least recently seen first (tests, doctor)."""
-        return [r[0] for r in self._conn().execute("SELECT name FROM names ORDER BY seen")]
+    def lock_if_exhausted(self, name: str, now: float, limit: int, reason: str) -> bool:
+        # `reason` is always LOCK_REASON here: a row has no column for it.
+        return self._change(name, lambda r: r._replace(locked_at=now)
+                            if r.locked_at is None and r.failed_count >= limit else r, now)
 
-    def close(self) -> None:
-        with self._guard:
-            for db in self._all:
-                db.close()
-            self._all.clear()
-        self._local = threading.local()
+    def reset_failures(self, name: str) -> None:
+        self._change(name, lambda r: r._replace(failed_count=0, fail_window_start=None))
+
+    def unlock(self, name: str) -> bool:
+        return self._change(name, lambda r: CounterRow())
+
+    def _change(self, name: str, new: Callable[[CounterRow], CounterRow],
+                now: float | None = None) -> bool:
+        """One transaction: the row through `new`; True when it changed."""
+        with self.table.transaction(self._weigh(now)) as rows:
+            row = rows.get(name)
+            if row is None:
+                return False
+            changed = new(row)
+            rows.put(name, changed)
+            return bool(changed != row)
+
+    def _expired(self, locked_at: float, now: float) -> bool:
+        return 0 < self.unlock_after and locked_at <= now - self.unlock_after
+
+    def _weigh(self, now: float | None = None) -> Weigh:
+        """What dropping a row would forget, now (core/name_table.py); without a
+        time (release, reset, unlock), every lock weighs as live."""
+        def weigh(row: CounterRow) -> int:
+            if row.locked_at is not None:
+                live = now is None or not self._expired(row.locked_at, now)
+                return LOCKED if live else FRESH
+            start = row.fail_window_start
+            if row.failed_count and start is not None and (
+                    now is None or start > now - self.interval):
+                return COUNTING
+            return FRESH
+        return weigh
 
 
-def _in_forked_child(ref: weakref.ref[SharedUnknownNames]) -> None:
-    table = ref()
-    if table is not None:
-        table._forked()
-
-
-def _rollback(db: sqlite3.Connection) -> None:
-    if db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL, IOERR)
-        try:
-            db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
-
-
-class _Rows:
-    """The rows of one open transaction (core/name_table.py's NameRows, its rule)."""
-
-    def __init__(self, table: SharedUnknownNames, db: sqlite3.Connection, weigh: Weigh) -> None:
-        self.t = table
-        self.db = db
-        self.weigh = weigh
-
-    def _bucket(self, name: str) -> int:
-        b = bucket_of(self.t.key, name, self.t.buckets)
-        shared = self.db.execute(f"SELECT {_ROW} FROM shared WHERE bucket = ?", (b,)).fetchone()
-        if shared is not None and self.weigh(CounterRow(*shared)) == FRESH:
-            self.db.execute("DELETE FROM shared WHERE bucket = ?", (b,))
-        return b
-
-    def get(self, name: str) -> CounterRow | None:
-        b = self._bucket(name)
-        found = self.db.execute(f"SELECT {_ROW} FROM names WHERE name = ?", (name,)).fetchone()
-        if found is None:  # a name not held starts from the shared row, if any
-            found = self.db.execute(f"SELECT {_ROW} FROM shared WHERE bucket = ?",
-                                    (b,)).fetchone()
-        return CounterRow(*found) if found is not None else None
-
-    def put(self, name: str, row: CounterRow) -> None:
-        b = self._bucket(name)
-        values = (*row, name)
-        if self.db.execute(f"UPDATE names SET failed_count = ?, fail_window_start = ?, "
-                           f"locked_at = ?, seen = {_NEXT_SEEN} WHERE name = ?",
-                           values).rowcount:
-            return
-        held = self.db.execute(f"SELECT {_ROW}, seen, name FROM names WHERE bucket = ?",
-                               (b,)).fetchall()
-        if len(held) >= self.t.slots:
-            victim = lightest([(self.weigh(CounterRow(*r[:3])), r[3], r[4]) for r in held])
-            if victim is None:  # every one a live lock: none is forgotten
-                self.db.execute(f"INSERT OR REPLACE INTO shared (bucket, {_ROW}) "
-                                "VALUES (?, ?, ?, ?)", (b, *row))
-                return
-            self.db.execute("DELETE FROM names WHERE name = ?", (victim,))
-        self.db.execute(f"INSERT INTO names ({_ROW}, name, bucket, seen) "
-                        f"VALUES (?, ?, ?, ?, ?, {_NEXT_SEEN})", (*values, b))
+def __getattr__(name: str) -> Any:
+    """`SharedUnknownNames` from its old home (pam_processes.py imports it from here);
+    loaded on demand, so that core/ may import this module without sqlite3."""
+    if name == "SharedUnknownNames":
+        from .sqlite_names import SharedUnknownNames
+        return SharedUnknownNames
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

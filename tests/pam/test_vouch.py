@@ -146,3 +146,43 @@ def test_an_exempt_user_past_enrollment_is_still_refused_by_account(make_daemon,
             rhost="192.0.2.7")
     assert r.name == "PAM_ACCT_EXPIRED", r
     assert account_calls(daemon, "eve") == 1
+
+
+LOCKER = """\
+import sys, time
+sys.path.insert(0, {here!r})
+from pamdriver import run
+started = time.monotonic()
+run({confdir!r}, "jcvouchlock", "alice", ["wrong", "000000"], call="auth")
+open({took!r}, "w").write(str(time.monotonic() - started))
+"""
+
+
+def test_a_lock_made_within_the_vouch_still_refuses_the_account(make_daemon, confdir: str,
+                                                                tmp_path) -> None:
+    """Issue 19: the daemon vouched (SUCCESS_ACCT_OK), then, between this handle's auth
+    and its account call and well inside JC_VOUCH_SECONDS, another login's wrong
+    password locks the account (max_attempts 1): the account stack refuses, because
+    the lock's marker voids the vouch and the account call asks the daemon."""
+    import sys
+    from pathlib import Path
+
+    from testlib import code_at
+    daemon = make_daemon(max_attempts=1)
+    totp = daemon.add_user("alice")
+    lockdir = Path(daemon.config["state_dir"]) / "locked"
+    mod = f"{SHIM} socket={daemon.pam_socket} lockdir={lockdir}"
+    write_service(confdir, "jcvouchlock", [f"auth required {mod}"])
+    took = tmp_path / "took"
+    locker = tmp_path / "locker.py"
+    locker.write_text(LOCKER.format(here=str(Path(__file__).parent), confdir=confdir,
+                                    took=str(took)))
+    write_service(confdir, SERVICE, [
+        f"auth required {mod}",
+        f"account required pam_exec.so quiet {sys.executable} {locker}",
+        f"account required {mod}"])
+    r = run(confdir, SERVICE, "alice", ["correct horse battery", code_at(totp)], call="both")
+    assert float(took.read_text()) < 4, "the lock came after the vouch ran out"
+    assert (lockdir / "alice").exists()
+    assert r.name == "PAM_PERM_DENIED", r          # the account check of a locked account
+    assert account_calls(daemon, "alice") == 1     # asked: the vouch was void

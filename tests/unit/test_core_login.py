@@ -8,12 +8,13 @@ from harness import PASSWORD, Run, drive
 
 from pam_jctotp.core import login as cv
 from pam_jctotp.core import policy, verbs
-from pam_jctotp.core.lockout import MemoryNames, VirtualCounters
+from pam_jctotp.core.name_table import MemoryNames
 from pam_jctotp.core.login import Login
 from pam_jctotp.core.steps import Info, Prompt
 from pam_jctotp.model import ExitCode, LoginRequest, MfaState, VerdictCode
 from pam_jctotp.secret import Secret
-from pam_jctotp.store.unknown_names import SharedUnknownNames
+from pam_jctotp.store.sqlite_names import SharedUnknownNames
+from pam_jctotp.store.unknown_names import UnknownNames
 
 SUCCESS, AUTH_ERR, IGNORE, MAXTRIES = (VerdictCode.SUCCESS, VerdictCode.AUTH_ERR,
                                        VerdictCode.IGNORE, VerdictCode.MAXTRIES)
@@ -173,7 +174,7 @@ def test_unknown_name_locks_like_a_real_one(make_world, limit, shared, tmp_path)
     The same with the counters every process of the host shares (pam_processes)."""
     world = make_world(max_attempts=limit, unlock_after=600)
     if shared:
-        world.acc.unknown = VirtualCounters(SharedUnknownNames(tmp_path / "unknown.db"))
+        world.acc.unknown = UnknownNames(SharedUnknownNames(tmp_path / "unknown.db"))
     world.add("paula", mfa="off")
     runs = {name: [login(world, name, ["wrong"]) for _ in range(limit + 2)]
             for name in ("paula", "mallory")}
@@ -190,7 +191,7 @@ def test_unknown_name_locks_like_a_real_one(make_world, limit, shared, tmp_path)
 
 
 def test_unknown_name_counters_are_bounded(world):
-    world.acc.unknown = VirtualCounters(MemoryNames(size=3))
+    world.acc.unknown = UnknownNames(MemoryNames(size=3))
     for n in range(10):
         login(world, f"ghost{n}", ["wrong"])
     assert len(world.acc.unknown.table) == 3

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pam_jctotp import config
-from pam_jctotp.cli import doctor_portal
+from pam_jctotp.cli.doctor import portal as doctor_portal
 from pam_jctotp.cli.doctor import Host
 
 

@@ -5,7 +5,7 @@ root and the `automation` group may use a key alone, directory users never.
 sshd -T needs its privilege-separation user and /run/sshd: the test gives them in a
 private mount namespace (unshare -m: a copy of /etc/passwd and /etc/group bind-mounted,
 a tmpfs on /run), so the host's files are never changed. The same parse drives
-`jctotp doctor`'s root check (cli/doctor_root.py), with sshd and from the files alone.
+`jctotp doctor`'s root check (cli/doctor/root.py), with sshd and from the files alone.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_jctotp.cli import doctor_root
+from pam_jctotp.cli.doctor import root as doctor_root
 from pam_jctotp.cli.doctor import Host
 
 REPO = Path(__file__).resolve().parents[2]

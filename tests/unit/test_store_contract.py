@@ -4,6 +4,10 @@ Each backend is a factory in BACKENDS. PostgreSQL runs in the full tier only
 (JCTOTP_TEST_POSTGRES=1, set by scripts/test.sh): a private cluster
 (tests/servers/postgres.py) and a fresh database per test. SQLite-only matters
 (files, WAL, migrations) are in test_store_sqlite.py.
+
+The lockout subset (`Lockout`) runs against the counters of names nobody has
+too (store/unknown_names.py, over memory and over the shared SQLite file), so
+an unknown name locks by the very rules of a real one.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from pam_jctotp.config import Config
 from pam_jctotp.core import policy
 from pam_jctotp.errors import StoreError
 from pam_jctotp.model import MfaState
-from pam_jctotp.store import Store
+from pam_jctotp.store import Lockout, Store
 from pam_jctotp.store.sqlite import SqliteStore
+from pam_jctotp.store.sqlite_names import SharedUnknownNames
+from pam_jctotp.store.unknown_names import UnknownNames
 
 NOW = 1_700_000_000.0
 THREADS = 24
@@ -56,6 +62,28 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Store]] = {
 @pytest.fixture(params=sorted(BACKENDS))
 def store(request, tmp_path) -> Iterator[Store]:
     s = BACKENDS[request.param](request, tmp_path)
+    s.add("alice", is_admin=False, password_hash="h", now=NOW)
+    yield s
+    s.close()
+
+
+LOCKOUTS: dict[str, Callable[[pytest.FixtureRequest, Path], Lockout]] = {
+    **BACKENDS,
+    "unknown-memory": lambda request, tmp_path: UnknownNames(),
+    "unknown-shared": lambda request, tmp_path: UnknownNames(
+        SharedUnknownNames(tmp_path / "unknown-names.db")),
+}
+
+
+@pytest.fixture(params=sorted(LOCKOUTS))
+def lockout(request, tmp_path) -> Iterator[Lockout]:
+    """The lockout subset: every store with its user alice, and the names nobody has."""
+    s = LOCKOUTS[request.param](request, tmp_path)
+    if isinstance(s, UnknownNames):
+        yield s
+        if isinstance(s.table, SharedUnknownNames):
+            s.table.close()
+        return
     s.add("alice", is_admin=False, password_hash="h", now=NOW)
     yield s
     s.close()
@@ -109,45 +137,45 @@ def test_record_repr_hides_hashes_and_ciphertexts(store):
     assert "CIPHERTEXT" not in repr(store.get("alice"))
 
 
-def test_reserve_attempt_counts_up_to_the_limit_then_refuses(store):
-    assert [store.reserve_attempt("alice", NOW + i, 900, 3) for i in range(5)] == \
+def test_reserve_attempt_counts_up_to_the_limit_then_refuses(lockout):
+    assert [lockout.reserve_attempt("alice", NOW + i, 900, 3) for i in range(5)] == \
         [1, 2, 3, None, None]
-    assert store.get("alice").failed_count == 3
+    assert lockout.get("alice").failed_count == 3
 
 
 def test_reserve_attempt_on_an_unknown_user_is_none(store):
     assert store.reserve_attempt("ghost", NOW, 900, 3) is None
 
 
-def test_the_window_expires_after_fail_interval(store):
+def test_the_window_expires_after_fail_interval(lockout):
     for i in range(3):
-        store.reserve_attempt("alice", NOW + i, 900, 3)
-    assert store.reserve_attempt("alice", NOW + 899, 900, 3) is None  # window opened at NOW
-    assert store.reserve_attempt("alice", NOW + 900, 900, 3) == 1     # a new window
-    assert store.get("alice").fail_window_start == NOW + 900
+        lockout.reserve_attempt("alice", NOW + i, 900, 3)
+    assert lockout.reserve_attempt("alice", NOW + 899, 900, 3) is None  # window opened at NOW
+    assert lockout.reserve_attempt("alice", NOW + 900, 900, 3) == 1     # a new window
+    assert lockout.get("alice").fail_window_start == NOW + 900
 
 
-def test_lock_if_exhausted_locks_only_at_the_limit(store):
-    store.reserve_attempt("alice", NOW, 900, 2)
-    assert not store.lock_if_exhausted("alice", NOW, 2, "too many")
-    store.reserve_attempt("alice", NOW, 900, 2)
-    assert store.lock_if_exhausted("alice", NOW, 2, "too many")
-    assert not store.lock_if_exhausted("alice", NOW, 2, "too many")  # already locked
-    rec = store.get("alice")
-    assert (rec.locked_at, rec.lock_reason) == (NOW, "too many")
+def test_lock_if_exhausted_locks_only_at_the_limit(lockout):
+    lockout.reserve_attempt("alice", NOW, 900, 2)
+    assert not lockout.lock_if_exhausted("alice", NOW, 2, policy.LOCK_REASON)
+    lockout.reserve_attempt("alice", NOW, 900, 2)
+    assert lockout.lock_if_exhausted("alice", NOW, 2, policy.LOCK_REASON)
+    assert not lockout.lock_if_exhausted("alice", NOW, 2, policy.LOCK_REASON)  # already locked
+    rec = lockout.get("alice")
+    assert (rec.locked_at, rec.lock_reason) == (NOW, policy.LOCK_REASON)
     # a locked account gets no attempt at all, even in a fresh window
-    assert store.reserve_attempt("alice", NOW + 10_000, 900, 2) is None
+    assert lockout.reserve_attempt("alice", NOW + 10_000, 900, 2) is None
 
 
-def test_reset_failures_and_unlock(store):
-    store.reserve_attempt("alice", NOW, 900, 1)
-    store.lock_if_exhausted("alice", NOW, 1, "r")
-    store.reset_failures("alice")
-    assert store.get("alice").locked_at == NOW  # a reset does not unlock
-    assert store.unlock("alice")
-    rec = store.get("alice")
+def test_reset_failures_and_unlock(lockout):
+    lockout.reserve_attempt("alice", NOW, 900, 1)
+    lockout.lock_if_exhausted("alice", NOW, 1, "r")
+    lockout.reset_failures("alice")
+    assert lockout.get("alice").locked_at == NOW  # a reset does not unlock
+    assert lockout.unlock("alice")
+    rec = lockout.get("alice")
     assert (rec.locked_at, rec.failed_count, rec.fail_window_start) == (None, 0, None)
-    assert store.reserve_attempt("alice", NOW, 900, 1) == 1
+    assert lockout.reserve_attempt("alice", NOW, 900, 1) == 1
 
 
 def test_unlock_lifts_only_the_named_users_lock(store):
@@ -175,6 +203,20 @@ def test_expire_lock(store):
     assert not store.expire_lock("alice", NOW + 10**9, 0)  # 0 = only an admin unlocks
     assert store.expire_lock("alice", NOW + 900, 900)
     assert store.get("alice").locked_at is None
+
+
+def test_expire_lock_lifts_a_lock_of_failures(lockout):
+    """As test_expire_lock, for a lock the failures made (names nobody has no row
+    to update)."""
+    for _ in range(2):
+        lockout.reserve_attempt("alice", NOW, 900, 2)
+    assert lockout.lock_if_exhausted("alice", NOW, 2, policy.LOCK_REASON)
+    assert not lockout.expire_lock("alice", NOW + 599, 600)
+    assert not lockout.expire_lock("alice", NOW + 10**9, 0)  # 0 = only an admin unlocks
+    assert lockout.expire_lock("alice", NOW + 600, 600)
+    rec = lockout.get("alice")
+    assert (rec.locked_at, rec.failed_count) == (None, 0)
+    assert lockout.reserve_attempt("alice", NOW + 600, 900, 2) == 1
 
 
 def test_accept_step_resets_the_counter_with_the_step_only(store):
@@ -254,14 +296,14 @@ def test_one_code_is_accepted_exactly_once(store):
     assert store.get("alice").last_step == 1000
 
 
-def test_parallel_wrong_guesses_reserve_at_most_the_limit(store):
+def test_parallel_wrong_guesses_reserve_at_most_the_limit(lockout):
     limit = 5
-    results = race(THREADS, lambda i: store.reserve_attempt("alice", NOW, 900, limit))
+    results = race(THREADS, lambda i: lockout.reserve_attempt("alice", NOW, 900, limit))
     assert sorted(r for r in results if r is not None) == list(range(1, limit + 1))
     assert results.count(None) == THREADS - limit
-    locks = race(THREADS, lambda i: store.lock_if_exhausted("alice", NOW, limit, "r"))
+    locks = race(THREADS, lambda i: lockout.lock_if_exhausted("alice", NOW, limit, "r"))
     assert locks.count(True) == 1  # one lock event, however many failures end at once
-    assert store.get("alice").failed_count == limit
+    assert lockout.get("alice").failed_count == limit
 
 
 def test_a_recovery_code_is_used_exactly_once(store):
@@ -315,15 +357,15 @@ def test_a_unit_of_work_cannot_span_a_conversation_step(store):
     assert len(failure) == 1 and isinstance(failure[0], StoreError)
 
 
-def test_release_attempt_gives_one_reservation_back(store):
+def test_release_attempt_gives_one_reservation_back(lockout):
     """An abandoned login counts nothing (issue 12 bug 8)."""
-    assert store.reserve_attempt("alice", NOW, 900, 5) == 1
-    assert store.reserve_attempt("alice", NOW, 900, 5) == 2
-    store.release_attempt("alice")
-    assert store.get("alice").failed_count == 1
-    store.release_attempt("alice")
-    store.release_attempt("alice")  # never below zero
-    assert store.get("alice").failed_count == 0
+    assert lockout.reserve_attempt("alice", NOW, 900, 5) == 1
+    assert lockout.reserve_attempt("alice", NOW, 900, 5) == 2
+    lockout.release_attempt("alice")
+    assert lockout.get("alice").failed_count == 1
+    lockout.release_attempt("alice")
+    lockout.release_attempt("alice")  # never below zero
+    assert lockout.get("alice").failed_count == 0
 
 
 def test_flags_are_booleans_and_new_columns_round_trip(store):
@@ -351,12 +393,12 @@ def test_policy_and_store_agree_when_a_lock_runs_out(store):
     assert store.expire_lock("alice", NOW + 900, 900)
 
 
-def test_policy_and_store_agree_when_a_window_closes(store):
+def test_policy_and_store_agree_when_a_window_closes(lockout):
     cfg = Config(fail_interval=900)
-    store.reserve_attempt("alice", NOW, 900, 5)
-    assert policy.failures(store.get("alice"), NOW + 899.5, cfg) == 1
-    assert policy.failures(store.get("alice"), NOW + 900, cfg) == 0
-    assert store.reserve_attempt("alice", NOW + 900, 900, 5) == 1  # a new window, as read
+    lockout.reserve_attempt("alice", NOW, 900, 5)
+    assert policy.failures(lockout.get("alice"), NOW + 899.5, cfg) == 1
+    assert policy.failures(lockout.get("alice"), NOW + 900, cfg) == 0
+    assert lockout.reserve_attempt("alice", NOW + 900, 900, 5) == 1  # a new window, as read
 
 
 def test_an_enrollment_period_ends_at_its_deadline(store):
@@ -366,12 +408,12 @@ def test_an_enrollment_period_ends_at_its_deadline(store):
     assert policy.mfa_state(rec, NOW + 86400) is MfaState.EXPIRED
 
 
-def test_release_attempt_leaves_a_locked_users_counter(store):
+def test_release_attempt_leaves_a_locked_users_counter(lockout):
     for _ in range(2):
-        store.reserve_attempt("alice", NOW, 900, 2)
-    assert store.lock_if_exhausted("alice", NOW, 2, "too many")
-    store.release_attempt("alice")  # a conversation abandoned while another locked
-    assert store.get("alice").failed_count == 2
+        lockout.reserve_attempt("alice", NOW, 900, 2)
+    assert lockout.lock_if_exhausted("alice", NOW, 2, "too many")
+    lockout.release_attempt("alice")  # a conversation abandoned while another locked
+    assert lockout.get("alice").failed_count == 2
 
 
 def test_a_second_lock_keeps_the_first(store):

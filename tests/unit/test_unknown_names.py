@@ -1,6 +1,8 @@
-"""The counters of unknown names (core/lockout.py VirtualCounters) over both tables:
-this process's memory (MemoryNames) and the SQLite file every process of the
-host shares (store/unknown_names.py SharedUnknownNames, for pam_processes)."""
+"""The counters of unknown names (store/unknown_names.py UnknownNames) over both
+tables: this process's memory (MemoryNames) and the SQLite file every process of
+the host shares (store/sqlite_names.py SharedUnknownNames, for pam_processes).
+Driven as core/lockout.py drives them (`fail` below); the lockout subset itself
+is in test_store_contract.py."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ from typing import Any
 import pytest
 
 from pam_jctotp.config import Config
-from pam_jctotp.core.lockout import VirtualCounters
 from pam_jctotp.core.name_table import SLOTS, MemoryNames, NameTable, bucket_of
+from pam_jctotp.core.policy import LOCK_REASON
 from pam_jctotp.errors import StoreError
-from pam_jctotp.store.unknown_names import SharedUnknownNames
+from pam_jctotp.model import UserRecord
+from pam_jctotp.store.sqlite_names import SharedUnknownNames
+from pam_jctotp.store.unknown_names import UnknownNames
 
 T0 = 1_800_000_000.0
 CFG = Config(max_attempts=5, fail_interval=900, unlock_after=600)
@@ -34,15 +38,31 @@ def kind(request) -> str:
 
 
 @pytest.fixture
-def counters(kind, tmp_path) -> VirtualCounters:
-    return VirtualCounters(make_table(kind, tmp_path / "unknown-names.db"))
+def counters(kind, tmp_path) -> UnknownNames:
+    return UnknownNames(make_table(kind, tmp_path / "unknown-names.db"))
 
 
-def fail(counters: VirtualCounters, name: str, now: float, cfg: Config = CFG) -> bool | None:
-    """One wrong login of `name`: None when refused, else whether it locked."""
-    if not counters.reserve(name, now, cfg):
+def record(counters: UnknownNames, name: str, now: float, cfg: Config = CFG) -> UserRecord:
+    """The name's record, an expired lock lifted (as lockout.begin does first)."""
+    counters.expire_lock(name, now, cfg.unlock_after)
+    return counters.get(name)
+
+
+def reserve(counters: UnknownNames, name: str, now: float, cfg: Config = CFG) -> int | None:
+    """lockout.begin's calls: an expired lock lifted, then one attempt reserved."""
+    if counters.get(name).locked_at is not None:
+        counters.expire_lock(name, now, cfg.unlock_after)
+    return counters.reserve_attempt(name, now, cfg.fail_interval, cfg.max_attempts)
+
+
+def fail(counters: UnknownNames, name: str, now: float, cfg: Config = CFG) -> bool | None:
+    """One wrong login of `name` (lockout.begin, then lockout.failed): None when
+    refused, else whether it locked."""
+    count = reserve(counters, name, now, cfg)
+    if count is None:
         return None
-    return counters.failed(name, now, cfg)
+    return count >= cfg.max_attempts and \
+        counters.lock_if_exhausted(name, now, cfg.max_attempts, LOCK_REASON)
 
 
 # --- the rule, the same over both tables ------------------------------------------
@@ -50,7 +70,7 @@ def fail(counters: VirtualCounters, name: str, now: float, cfg: Config = CFG) ->
 def test_the_limit_th_failure_locks_and_the_next_is_refused(counters):
     assert [fail(counters, "ghost", T0 + i) for i in range(7)] == \
         [False, False, False, False, True, None, None]
-    rec = counters.record("ghost", T0 + 10, CFG)
+    rec = record(counters, "ghost", T0 + 10)
     assert rec.locked_at == T0 + 4 and rec.failed_count == 5 and rec.lock_reason
 
 
@@ -64,8 +84,8 @@ def test_names_count_apart(counters):
 def test_a_lock_lifts_after_unlock_after(counters):
     for _ in range(5):
         fail(counters, "ghost", T0)
-    assert counters.record("ghost", T0 + 599, CFG).locked_at == T0
-    rec = counters.record("ghost", T0 + 600, CFG)
+    assert record(counters, "ghost", T0 + 599).locked_at == T0
+    rec = record(counters, "ghost", T0 + 600)
     assert rec.locked_at is None and rec.failed_count == 0
     assert fail(counters, "ghost", T0 + 601) is False
 
@@ -80,7 +100,7 @@ def test_the_window_starts_over_after_fail_interval(counters):
     for _ in range(4):
         fail(counters, "ghost", T0)
     assert fail(counters, "ghost", T0 + 900) is False  # a new window: count 1
-    assert counters.record("ghost", T0 + 900, CFG).failed_count == 1
+    assert record(counters, "ghost", T0 + 900).failed_count == 1
 
 
 def test_a_reservation_given_no_failure_does_not_lock(counters):
@@ -88,9 +108,9 @@ def test_a_reservation_given_no_failure_does_not_lock(counters):
     and the window's limit still refuses more checks."""
     for _ in range(4):
         fail(counters, "ghost", T0)
-    assert counters.reserve("ghost", T0, CFG)
-    assert not counters.reserve("ghost", T0, CFG)
-    assert counters.record("ghost", T0, CFG).locked_at is None
+    assert reserve(counters, "ghost", T0)
+    assert not reserve(counters, "ghost", T0)
+    assert record(counters, "ghost", T0).locked_at is None
 
 
 @pytest.mark.parametrize("name", ["o'brien", 'x"; DROP TABLE unknown_names; --', "zoë",
@@ -98,8 +118,8 @@ def test_a_reservation_given_no_failure_does_not_lock(counters):
 def test_names_are_kept_as_they_are(counters, name):
     for _ in range(5):
         fail(counters, name, T0)
-    assert counters.record(name, T0, CFG).locked_at == T0
-    assert counters.record(name + "x", T0, CFG).locked_at is None
+    assert record(counters, name, T0).locked_at == T0
+    assert record(counters, name + "x", T0).locked_at is None
 
 
 # --- the bound ---------------------------------------------------------------------
@@ -112,7 +132,7 @@ def names_held(table: NameTable) -> list[str]:
 def test_at_most_size_names_the_least_recently_seen_go_first(kind, tmp_path):
     """Below SLOTS names, one bucket: among rows alike, the least recently seen goes."""
     table = make_table(kind, tmp_path / "unknown-names.db", size=4)
-    counters = VirtualCounters(table)
+    counters = UnknownNames(table)
     for n in range(4):
         fail(counters, f"ghost{n}", T0)
     fail(counters, "ghost0", T0)  # seen again: now the most recent
@@ -124,7 +144,7 @@ def test_at_most_size_names_the_least_recently_seen_go_first(kind, tmp_path):
 
 def test_the_table_stays_bounded_over_many_names(kind, tmp_path):
     table = make_table(kind, tmp_path / "unknown-names.db", size=50)
-    counters = VirtualCounters(table)
+    counters = UnknownNames(table)
     for n in range(400):
         fail(counters, f"ghost{n}", T0)
     held = names_held(table)
@@ -134,7 +154,7 @@ def test_the_table_stays_bounded_over_many_names(kind, tmp_path):
 
 # --- what the bound never forgets (issue 20 item 4) ---------------------------------
 
-def lock(counters: VirtualCounters, name: str, now: float, cfg: Config = CFG) -> None:
+def lock(counters: UnknownNames, name: str, now: float, cfg: Config = CFG) -> None:
     assert [fail(counters, name, now, cfg) for _ in range(cfg.max_attempts)][-1] is True
 
 
@@ -144,24 +164,24 @@ def test_a_spray_of_fresh_names_never_drops_a_live_lock(kind, tmp_path, unlock_a
     locked unknown name answer "wrong password" again, where a real one stays locked."""
     cfg = Config(max_attempts=5, fail_interval=900, unlock_after=unlock_after)
     table = make_table(kind, tmp_path / "unknown-names.db", size=64)
-    counters = VirtualCounters(table)
+    counters = UnknownNames(table)
     lock(counters, "ghost", T0, cfg)
     for n in range(1000):
         fail(counters, f"spray{n}", T0 + 1, cfg)
-    assert counters.record("ghost", T0 + 2, cfg).locked_at == T0
+    assert record(counters, "ghost", T0 + 2, cfg).locked_at == T0
     assert fail(counters, "ghost", T0 + 3, cfg) is None
     assert len(names_held(table)) <= 64
     if unlock_after:  # and it lifts when its lock would have
-        assert counters.record("ghost", T0 + 600, cfg).locked_at is None
+        assert record(counters, "ghost", T0 + 600, cfg).locked_at is None
 
 
 def test_a_row_a_fresh_one_would_equal_goes_before_one_still_counting(kind, tmp_path):
     table = make_table(kind, tmp_path / "unknown-names.db", size=4)
-    counters = VirtualCounters(table)
+    counters = UnknownNames(table)
     fail(counters, "old", T0)                      # its window ends at T0 + 900
     for n in range(3):
         fail(counters, f"recent{n}", T0 + 500)
-    counters.record("old", T0 + 600, CFG)          # seen last, still counting
+    record(counters, "old", T0 + 600)          # seen last, still counting
     fail(counters, "new", T0 + 950)                # "old"'s window is over: it says nothing
     assert sorted(names_held(table)) == ["new", "recent0", "recent1", "recent2"]
     fail(counters, "newer", T0 + 951)              # all counting: least recently seen
@@ -172,17 +192,17 @@ def test_a_bucket_full_of_locks_shares_one_row_and_forgets_none(kind, tmp_path):
     """No slot to give: the names that find none count together (lock sooner,
     never later); the locks held stay; all of it lifts at unlock_after."""
     table = make_table(kind, tmp_path / "unknown-names.db", size=2)  # one bucket, 2 slots
-    counters = VirtualCounters(table)
+    counters = UnknownNames(table)
     lock(counters, "a", T0)
     lock(counters, "b", T0)
     assert [fail(counters, "c", T0 + 1) for _ in range(6)] == \
         [False, False, False, False, True, None]
-    assert counters.record("d", T0 + 2, CFG).locked_at == T0 + 1  # shares c's row
+    assert record(counters, "d", T0 + 2).locked_at == T0 + 1  # shares c's row
     assert fail(counters, "d", T0 + 2) is None
-    assert {n: counters.record(n, T0 + 3, CFG).locked_at for n in "ab"} == {"a": T0, "b": T0}
+    assert {n: record(counters, n, T0 + 3).locked_at for n in "ab"} == {"a": T0, "b": T0}
     assert sorted(names_held(table)) == ["a", "b"]
     assert fail(counters, "d", T0 + 601) is False  # a and b lifted: d gets a row of its own
-    assert counters.record("d", T0 + 602, CFG).failed_count == 1
+    assert record(counters, "d", T0 + 602).failed_count == 1
     assert "d" in names_held(table)  # in place of an expired lock, not in the shared row
 
 
@@ -194,10 +214,10 @@ def test_buckets_are_keyed_per_table_and_the_file_keeps_its_key(tmp_path):
         [bucket_of(two.key, n, two.buckets) for n in names]
     path = tmp_path / "unknown-names.db"
     first = SharedUnknownNames(path)
-    lock(VirtualCounters(first), "ghost", T0)
+    lock(UnknownNames(first), "ghost", T0)
     again = SharedUnknownNames(path)  # another process, or after a restart
     assert again.key == first.key and len(again.key) == 32
-    assert VirtualCounters(again).record("ghost", T0 + 1, CFG).locked_at == T0
+    assert record(UnknownNames(again), "ghost", T0 + 1).locked_at == T0
 
 
 def test_a_version_1_file_is_replaced(tmp_path):
@@ -207,7 +227,7 @@ def test_a_version_1_file_is_replaced(tmp_path):
                       " fail_window_start REAL, locked_at REAL, seen INTEGER NOT NULL);"
                       "INSERT INTO unknown_names VALUES ('ghost', 5, 1, 1, 1);")
     old.close()
-    counters = VirtualCounters(SharedUnknownNames(path))
+    counters = UnknownNames(SharedUnknownNames(path))
     assert fail(counters, "ghost", T0) is False
 
 
@@ -215,22 +235,24 @@ def test_a_version_1_file_is_replaced(tmp_path):
 
 def _hammer(kind: str, path: str, tries: int, go: Any, out: Any) -> None:
     """One daemon process: two threads try the same unknown name `tries` times each."""
-    counters = VirtualCounters(make_table(kind, Path(path)))
+    counters = UnknownNames(make_table(kind, Path(path)))
     reserved, locks = [], []
 
     def worker() -> None:
         go.wait(10)
         for _ in range(tries):
-            if counters.reserve("ghost", T0, CFG):
+            count = reserve(counters, "ghost", T0)
+            if count is not None:
                 reserved.append(1)
-                locks.append(counters.failed("ghost", T0, CFG))
+                locks.append(count >= CFG.max_attempts and counters.lock_if_exhausted(
+                    "ghost", T0, CFG.max_attempts, LOCK_REASON))
 
     threads = [threading.Thread(target=worker) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    out.put((len(reserved), sum(locks), counters.record("ghost", T0, CFG).locked_at))
+    out.put((len(reserved), sum(locks), record(counters, "ghost", T0).locked_at))
 
 
 def hammer_from_two_processes(kind: str, path: Path, tries: int = 10) -> list[tuple]:
@@ -269,7 +291,7 @@ def test_a_table_made_before_a_fork_reconnects_in_the_child(tmp_path):
     """The daemon may open it before it forks its extra processes: the child must not
     use the parent's connection (SQLite's rule), and the counts still add up."""
     table = SharedUnknownNames(tmp_path / "unknown-names.db")
-    counters = VirtualCounters(table)
+    counters = UnknownNames(table)
     for _ in range(3):
         fail(counters, "ghost", T0)
     ctx = multiprocessing.get_context("fork")
@@ -290,25 +312,25 @@ def test_a_table_made_before_a_fork_reconnects_in_the_child(tmp_path):
 
 def test_the_file_is_0600(tmp_path):
     path = tmp_path / "unknown-names.db"
-    fail(VirtualCounters(SharedUnknownNames(path)), "ghost", T0)
+    fail(UnknownNames(SharedUnknownNames(path)), "ghost", T0)
     for f in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
 
 
 def test_a_locked_file_fails_the_reservation_closed_within_seconds(tmp_path):
     path = tmp_path / "unknown-names.db"
-    counters = VirtualCounters(SharedUnknownNames(path))
+    counters = UnknownNames(SharedUnknownNames(path))
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     try:
         started = time.monotonic()
         with pytest.raises(StoreError, match="locked"):
-            counters.reserve("ghost", T0, CFG)
+            reserve(counters, "ghost", T0)
         assert time.monotonic() - started < 5  # busy timeout 1 s: never a hang
     finally:
         other.execute("ROLLBACK")
         other.close()
-    assert counters.reserve("ghost", T0, CFG)  # and works again once released
+    assert reserve(counters, "ghost", T0)  # and works again once released
 
 
 def test_an_unusable_path_is_a_store_error(tmp_path):
@@ -318,7 +340,7 @@ def test_an_unusable_path_is_a_store_error(tmp_path):
 
 def test_close_closes_every_threads_connection_and_a_later_call_reopens(tmp_path):
     table = SharedUnknownNames(tmp_path / "unknown-names.db")
-    counters = VirtualCounters(table)
+    counters = UnknownNames(table)
     thread = threading.Thread(target=fail, args=(counters, "ghost", T0))
     thread.start()
     thread.join()
@@ -328,7 +350,7 @@ def test_close_closes_every_threads_connection_and_a_later_call_reopens(tmp_path
     for db in opened:
         with pytest.raises(sqlite3.ProgrammingError):
             db.execute("SELECT 1")
-    assert counters.record("ghost", T0, CFG).failed_count == 2
+    assert record(counters, "ghost", T0).failed_count == 2
 
 
 def _open_at(path: str, start: float, out) -> None:

@@ -14,7 +14,8 @@ import fnmatch
 import os
 import subprocess
 
-from .doctor import Finding, Host, sshd_lines
+from .host import Finding, Host
+from .sshd import sshd_lines
 
 DEFAULTS = {"authenticationmethods": "any", "permitrootlogin": "prohibit-password",
             "pubkeyauthentication": "yes", "authorizedkeysfile":

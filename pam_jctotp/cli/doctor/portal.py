@@ -10,12 +10,10 @@ import smtplib
 import socket
 import ssl
 import subprocess
-from typing import TYPE_CHECKING
 
-from ..config import Config, PortalConfig
+from ...config import Config, PortalConfig
+from .host import Finding, Host
 
-if TYPE_CHECKING:
-    from .doctor import Finding, Host
 
 UNIT = "jctotp-portal.service"
 CERT_WARN_DAYS = 14
@@ -23,7 +21,6 @@ PROBE_TIMEOUT = 5.0
 
 
 def findings(cfg: Config, host: Host) -> list[Finding]:
-    from .doctor import Finding
     found: list[Finding] = []
     unit = next((p for p in (host.path(f"/lib/systemd/system/{UNIT}"),
                              host.path(f"/etc/systemd/system/{UNIT}")) if os.path.exists(p)),
@@ -45,7 +42,6 @@ def findings(cfg: Config, host: Host) -> list[Finding]:
 
 
 def _unit(host: Host, unit: str | None) -> list[Finding]:
-    from .doctor import Finding
     if unit is None:
         return [Finding("warn", f"portal: portal: is configured but {UNIT} is not installed")]
     if host.root not in ("", "/") or not shutil.which("systemctl"):
@@ -58,7 +54,6 @@ def _unit(host: Host, unit: str | None) -> list[Finding]:
 
 
 def _listening(listen: str) -> Finding:
-    from .doctor import Finding
     host, _, port = listen.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), PROBE_TIMEOUT):
@@ -71,7 +66,6 @@ def _listening(listen: str) -> Finding:
 def certificate(path: str, shown: str) -> list[Finding]:
     from cryptography import x509
 
-    from .doctor import Finding
     try:
         with open(path, "rb") as fh:
             cert = x509.load_pem_x509_certificate(fh.read())
@@ -91,7 +85,6 @@ def certificate(path: str, shown: str) -> list[Finding]:
 
 def smtp_probe(cfg: Config) -> Finding:
     """Connect, EHLO, STARTTLS and log in as jctotpd would; no mail."""
-    from .doctor import Finding
     assert cfg.smtp is not None
     s = cfg.smtp
     where = f"{s.host}:{s.port}"
