@@ -33,6 +33,8 @@ from .errors import ConfigError, JctotpError, StoreError
 from .fleet import breakglass
 from .fleet.accounts import SystemAccountSync
 from .fleet.audit import FleetAudit
+from .fleet.spool import NAME as SPOOL
+from .fleet.spool import Spool
 from .fleet.sync import FleetSync
 from .mail import Mailer
 from .model import ExitCode, UserRecord
@@ -179,7 +181,8 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
     late: list[Directory] = []   # the fleet's account sync asks it for UIDs, made below
     if cfg.database:
         fleet = cast("PostgresStore", store)
-        audit = FleetAudit(local, fleet)
+        audit = FleetAudit(local, fleet, Spool(Path(cfg.state_dir) / SPOOL),
+                           down=lambda: fleet.breaker.down)
         store, sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
                                    lambda name: late[0].identity(name) if late else None)
     directory = make_directory(cfg, store, system)
@@ -233,6 +236,8 @@ def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccou
         glass = breakglass.BreakGlassStore(
             fleet, copy, Path(cfg.state_dir) / breakglass.MATCHED,
             max_age=cfg.break_glass_max_age, wall=clock.now, audit=audit.write)
+        audit.break_glass = glass.serving   # its audit events say so
+        fleet.on_role_refused = glass.drop  # removed from the fleet: no copy outlives it
         steps.append(lambda rows: glass.refresh(
             rows, lambda name: group in system.groups_of(name)))
         store = cast(Store, glass)

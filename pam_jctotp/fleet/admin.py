@@ -136,15 +136,17 @@ def import_host(cfg: configmod.Config, source: Path, old_key: Path, on_clash: st
 
 
 def hosts_parser(sub: Any) -> None:
-    host = sub.add_parser("host", help="a database role per host: add, list, remove")
+    host = sub.add_parser("host", help="a database role per host: add, list, rotate, remove")
     verbs = host.add_subparsers(dest="host_verb", required=True, metavar="ACTION")
-    add = verbs.add_parser("add", help="make a host's role; write its pgpass and config")
-    add.add_argument("name", metavar="NAME")
-    add.add_argument("--admin-database", metavar="URI", required=True)
-    add.add_argument("--out", metavar="DIR", required=True, help="where to write pgpass "
-                     "and config.yaml for the host")
-    add.add_argument("--passfile", default=hosts.DEFAULT_PASSFILE, metavar="PATH",
-                     help="where the host will keep its pgpass (default %(default)s)")
+    for verb, text in (("add", "make a host's role; write its pgpass and config"),
+                       ("rotate", "a new database password for one host")):
+        made = verbs.add_parser(verb, help=text)
+        made.add_argument("name", metavar="NAME")
+        made.add_argument("--admin-database", metavar="URI", required=True)
+        made.add_argument("--out", metavar="DIR", required=True, help="where to write "
+                          "pgpass and config.yaml for the host")
+        made.add_argument("--passfile", default=hosts.DEFAULT_PASSFILE, metavar="PATH",
+                          help="where the host keeps its pgpass (default %(default)s)")
     lst = verbs.add_parser("list", help="each host, and when it was last seen")
     lst.add_argument("--admin-database", metavar="URI")
     rm = verbs.add_parser("remove", help="revoke a host at once (its sessions end)")
@@ -155,6 +157,8 @@ def hosts_parser(sub: Any) -> None:
 def host_verb(cfg: configmod.Config, args: argparse.Namespace) -> str:
     if args.host_verb == "add":
         return hosts.add(cfg, args.name, args.admin_database, Path(args.out), args.passfile)
+    if args.host_verb == "rotate":
+        return hosts.rotate(cfg, args.name, args.admin_database, Path(args.out), args.passfile)
     if args.host_verb == "remove":
         return hosts.remove(cfg, args.name, args.admin_database)
     return hosts.listing(cfg, args.admin_database)

@@ -6,6 +6,7 @@ comes from libpq's passfile (PGPASSFILE, ~/.pgpass or passfile= in the URI), nev
 from the command line, so a URI holding one is refused. `host add` writes what the
 new host needs into --out DIR: `pgpass` (0600, its generated password) and
 `config.yaml` (its `database:` and `host_name:` lines), and says how to install them.
+`host rotate` gives one host's role a new password and writes the same two files.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from .. import config as configmod
@@ -65,27 +67,31 @@ def _write_private(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def add(cfg: configmod.Config, name: str, admin_uri: str, out: Path,
-        passfile: str = DEFAULT_PASSFILE) -> str:
-    from psycopg.conninfo import conninfo_to_dict
-    _name(name)
-    admin = admin_config(cfg, admin_uri)
-    params = conninfo_to_dict(admin_uri)
-    password = secrets.token_urlsafe(32)
-    try:   # before the role exists: a dir we cannot write would strand its password
+def _out_dir(out: Path) -> None:
+    """Before the role changes: a dir we cannot write would strand its password."""
+    try:
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(out, 0o700)
     except OSError as exc:
         raise UsageError(f"--out {out}: {exc.strerror}") from None
-    store = open_fleet(admin)
+
+
+def _as_owner(cfg: configmod.Config, admin_uri: str, work: Any) -> str:
+    store = open_fleet(admin_config(cfg, admin_uri))
     try:
         try:
-            role = store.administer(partial(pg_hosts.add, name=name, password=password,
-                                            now=time.time()))
+            return str(store.administer(work))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     finally:
         store.close()
+
+
+def _write_credentials(name: str, admin_uri: str, role: str, password: str, out: Path,
+                       passfile: str) -> None:
+    """DIR/pgpass (the password, 0600) and DIR/config.yaml (the host's `database:`)."""
+    from psycopg.conninfo import conninfo_to_dict
+    params = conninfo_to_dict(admin_uri)
     host = str(params.get("host") or "localhost")
     port = str(params.get("port") or "5432")
     dbname = str(params.get("dbname") or params.get("user") or "")
@@ -98,6 +104,17 @@ def add(cfg: configmod.Config, name: str, admin_uri: str, out: Path,
     _write_private(out / "config.yaml",
                    f"# jctotp fleet host {name} (role {role})\n"
                    f"database: {uri}\nhost_name: {name}\n")
+
+
+def add(cfg: configmod.Config, name: str, admin_uri: str, out: Path,
+        passfile: str = DEFAULT_PASSFILE) -> str:
+    _name(name)
+    admin_config(cfg, admin_uri)   # refuses a URI holding a password, before anything
+    password = secrets.token_urlsafe(32)
+    _out_dir(out)
+    role = _as_owner(cfg, admin_uri, partial(pg_hosts.add, name=name, password=password,
+                                             now=time.time()))
+    _write_credentials(name, admin_uri, role, password, out, passfile)
     return (f"Host {name} added to the fleet: database role {role}.\n"
             f"In {out}: pgpass (its password, mode 0600) and config.yaml.\n"
             f"On {name}, as root:\n"
@@ -110,21 +127,34 @@ def add(cfg: configmod.Config, name: str, admin_uri: str, out: Path,
             f"Then delete {out}: it holds the host's password.\n")
 
 
+def rotate(cfg: configmod.Config, name: str, admin_uri: str, out: Path,
+           passfile: str = DEFAULT_PASSFILE) -> str:
+    """A new password for one host's role (a leaked pgpass, a routine change); no other
+    host changes. Sessions open with the old one go on until they end."""
+    _name(name)
+    admin_config(cfg, admin_uri)
+    password = secrets.token_urlsafe(32)
+    _out_dir(out)
+    role = _as_owner(cfg, admin_uri, partial(pg_hosts.new_password, name=name,
+                                             password=password))
+    _write_credentials(name, admin_uri, role, password, out, passfile)
+    return (f"Host {name}: database role {role} has a new password; the old one is "
+            "refused from now on (sessions already open go on until they end).\n"
+            f"In {out}: pgpass (mode 0600) and config.yaml (unchanged `database:`).\n"
+            f"On {name}, as root: install -m 0600 -o root -g root pgpass {passfile}, then "
+            "systemctl restart jctotpd and `jctotp doctor`.\n"
+            f"Then delete {out}: it holds the host's password.\n")
+
+
 def remove(cfg: configmod.Config, name: str, admin_uri: str) -> str:
     """Revoke at once: the role may not log in nor use any privilege (committed
     first), its open sessions are ended, the role is dropped. Its audit rows stay."""
     _name(name)
-    store = open_fleet(admin_config(cfg, admin_uri))
-    try:
-        try:
-            role = store.administer(partial(pg_hosts.revoke, name=name, now=time.time()))
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        ended = store.administer(partial(pg_hosts.end_sessions, role=role))
-    finally:
-        store.close()
+    role = _as_owner(cfg, admin_uri, partial(pg_hosts.revoke, name=name, now=time.time()))
+    ended = _as_owner(cfg, admin_uri, partial(pg_hosts.end_sessions, role=role))
     return (f"Host {name} removed from the fleet: role {role} dropped, {ended} open "
-            "session(s) ended; its audit rows stay. On the host (if you still can): "
+            "session(s) ended; its audit rows stay. Its jctotpd deletes its break-glass "
+            "copy when the database refuses it. On the host (if you still can): "
             "apt-get purge jctotp, or delete its pgpass and key file.\n")
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
 import select
 import threading
 import time
@@ -174,6 +175,17 @@ _GONE = (pgerrors.ReadOnlySqlTransaction, pgerrors.AdminShutdown, pgerrors.Crash
 _OUTAGE = (psycopg.OperationalError, PoolTimeout, DeadlineExceeded, *_GONE)
 T = TypeVar("T")
 
+
+
+# What a server says when it is up but will not let our role in: removed (dropped,
+# NOLOGIN), a password replaced, a pg_hba.conf entry or certificate revoked.
+_ROLE_REFUSED = re.compile(r"password authentication failed|is not permitted to log in|"
+                           r"role \S+ does not exist|no pg_hba\.conf entry|"
+                           r"certificate authentication failed|pg_hba\.conf rejects")
+
+
+def role_refused(exc: BaseException) -> bool:
+    return bool(_ROLE_REFUSED.search(str(exc)))
 
 
 def describe(uri: str) -> str:
@@ -368,6 +380,9 @@ class PostgresStore:
         # locks and failure windows run on the database's clock (dbclock.py)
         self.clock = DatabaseClock(self._clock_reading)
         self._refused: str | None = None   # why the returning database was refused
+        # called (from the probe) when the server answers but refuses our role: the
+        # host was removed from the fleet, or its password replaced (issue 22)
+        self.on_role_refused: Callable[[str], object] | None = None
         self.pool: ConnectionPool[Any] = ConnectionPool(
             uri, open=False, kwargs=kwargs, min_size=min_size, max_size=max_size,
             timeout=wait_timeout, name="jctotp", connection_class=InOrderConnection,
@@ -450,8 +465,13 @@ class PostgresStore:
     # --- the outage state: one log line per outage (outage.py) -------------------------
 
     def _failed(self, exc: BaseException) -> StoreError:
+        self._role_check(exc)   # before the caller falls back to a break-glass copy
         # PoolTimeout hides the cause: the probe's first connect says it instead.
         return self.breaker.trip(None if isinstance(exc, PoolTimeout) else first_line(exc))
+
+    def _role_check(self, exc: BaseException) -> None:
+        if self.on_role_refused is not None and role_refused(exc):
+            self.on_role_refused(first_line(exc))
 
     def _probe_database(self) -> None:
         """One connection and one statement, both bounded: raises unless the database answers."""
@@ -464,7 +484,11 @@ class PostgresStore:
         """The breaker's probe (its thread may use the store while it is down). A daemon
         that started during the outage checks the schema and the key first: a database
         that answers with a wrong key stays refused (said once; a restart re-reads)."""
-        self._probe_database()
+        try:
+            self._probe_database()
+        except psycopg.OperationalError as exc:
+            self._role_check(exc)
+            raise
         if self._ready:
             return
         try:
