@@ -23,7 +23,7 @@ from ..daemon import open_fleet, open_key
 from ..errors import JctotpError, StoreError, UsageError
 from ..model import ExitCode, UserRecord
 from ..store import USER_COLUMNS, pg_hosts
-from . import hosts
+from . import hosts, rotate
 
 
 def init(cfg: configmod.Config, admin: bool = False) -> str:
@@ -172,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     ini.add_argument("--admin-database", metavar="URI", help="connect as the schema's "
                      "owner (CREATEROLE; password from libpq's passfile), not `database:`")
     hosts_parser(sub)
+    rot = sub.add_parser("rotate-key", help="re-seal every secret under a new fleet key")
+    rot.add_argument("--admin-database", metavar="URI", help="connect as the schema's "
+                     "owner (password from libpq's passfile), not `database:`")
+    rot.add_argument("--finish", action="store_true", help="every host has the new key: "
+                     "drop the old one")
     imp = sub.add_parser("import", help="move this host's SQLite users into the fleet")
     imp.add_argument("--from", dest="source", help="SQLite file (default state_dir/jctotp.db)")
     imp.add_argument("--key", help="its key file (default state_dir/secret.key)")
@@ -186,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             print(init(cfg, admin=bool(args.admin_database)), end="")
         elif args.verb == "host":
             print(host_verb(cfg, args), end="")
+        elif args.verb == "rotate-key":
+            if args.admin_database:
+                cfg = hosts.admin_config(cfg, args.admin_database)
+            print(rotate.rotate_key(cfg, args.finish), end="")
         else:
             local = Path(cfg.state_dir)
             print(import_host(cfg, Path(args.source or local / "jctotp.db"),

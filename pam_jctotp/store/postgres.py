@@ -663,6 +663,26 @@ class PostgresStore:
         assert row is not None
         return str(row[0])
 
+    def set_meta(self, key: str, value: str | None) -> None:
+        """As the schema's owner (`jctotp fleet rotate-key`): set, or delete with None."""
+        if value is None:
+            self._rowcount("DELETE FROM jctotp_meta WHERE key = %s", (key,))
+        else:
+            self._rowcount("INSERT INTO jctotp_meta VALUES (%s, %s) ON CONFLICT (key) "
+                           "DO UPDATE SET value = EXCLUDED.value", (key, value))
+
+    def meta_like(self, prefix: str) -> list[str]:
+        return [r[0] for r in self._all("SELECT key FROM jctotp_meta WHERE starts_with(key, %s)",
+                                        (prefix,))]
+
+    def reseal(self, name: str, column: str, old: bytes, new: bytes) -> bool:
+        """Replace one sealed secret only if it is still `old` (an enrollment or reset
+        in between wins; the caller reads it again): one statement, no lock held."""
+        if column not in ("totp_secret", "pending_secret"):
+            raise ValueError(column)
+        return self._rowcount(f"UPDATE users SET {column} = %s WHERE name = %s "
+                              f"AND {column} = %s", (new, name, old)) == 1
+
     def health(self) -> list[tuple[str, str]]:
         """For `jctotp doctor`: the database, its schema version, the key check."""
         try:
