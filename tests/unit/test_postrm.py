@@ -41,6 +41,9 @@ def test_purge_removes_every_credential_file_the_config_named(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")
     (tmp_path / "etc/jctotp/config.yaml").write_text(CONFIG)
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root/.pgpass").write_text(   # libpq's default: the role's line goes too
+        "db.example.org:5432:jctotp:jctotp_ab12cd34_web1:pw\nother:5432:bi:reporting:keep\n")
     postrm(tmp_path, "remove")
     assert all((tmp_path / name).exists() for name in CREDENTIALS)   # remove keeps them
     (tmp_path / "etc/jctotp/config.yaml").unlink()   # dpkg: conffiles go before purge
@@ -48,6 +51,7 @@ def test_purge_removes_every_credential_file_the_config_named(tmp_path):
     assert [n for n in CREDENTIALS if (tmp_path / n).exists()] == []
     assert not (tmp_path / "etc/jctotp").exists() and not (tmp_path / "var/lib/jctotp").exists()
     # nothing the config did not name
+    assert (tmp_path / "root/.pgpass").read_text() == "other:5432:bi:reporting:keep\n"
     assert (tmp_path / "etc/ssl/private/other.key").exists()
     assert (tmp_path / "srv/keys/README").exists()
 
