@@ -147,6 +147,8 @@ def hosts_parser(sub: Any) -> None:
                           "pgpass and config.yaml for the host")
         made.add_argument("--passfile", default=hosts.DEFAULT_PASSFILE, metavar="PATH",
                           help="where the host keeps its pgpass (default %(default)s)")
+        made.add_argument("--client-cert", action="store_true", help="also a client "
+                          "certificate signed by the fleet CA (state_dir/fleet-ca.*)")
     lst = verbs.add_parser("list", help="each host, and when it was last seen")
     lst.add_argument("--admin-database", metavar="URI")
     rm = verbs.add_parser("remove", help="revoke a host at once (its sessions end)")
@@ -156,9 +158,11 @@ def hosts_parser(sub: Any) -> None:
 
 def host_verb(cfg: configmod.Config, args: argparse.Namespace) -> str:
     if args.host_verb == "add":
-        return hosts.add(cfg, args.name, args.admin_database, Path(args.out), args.passfile)
+        return hosts.add(cfg, args.name, args.admin_database, Path(args.out), args.passfile,
+                         args.client_cert)
     if args.host_verb == "rotate":
-        return hosts.rotate(cfg, args.name, args.admin_database, Path(args.out), args.passfile)
+        return hosts.rotate(cfg, args.name, args.admin_database, Path(args.out), args.passfile,
+                            args.client_cert)
     if args.host_verb == "remove":
         return hosts.remove(cfg, args.name, args.admin_database)
     return hosts.listing(cfg, args.admin_database)

@@ -24,6 +24,7 @@ from .. import config as configmod
 from ..daemon import open_fleet
 from ..errors import UsageError
 from ..store import pg_hosts
+from . import certs
 
 DEFAULT_PASSFILE = "/etc/jctotp/pgpass"
 
@@ -88,8 +89,9 @@ def _as_owner(cfg: configmod.Config, admin_uri: str, work: Any) -> str:
 
 
 def _write_credentials(name: str, admin_uri: str, role: str, password: str, out: Path,
-                       passfile: str) -> None:
-    """DIR/pgpass (the password, 0600) and DIR/config.yaml (the host's `database:`)."""
+                       passfile: str, cert: Path | None = None) -> None:
+    """DIR/pgpass (the password, 0600) and DIR/config.yaml (the host's `database:`);
+    `cert` (the fleet CA's dir): a client certificate too, which the URI names."""
     from psycopg.conninfo import conninfo_to_dict
     params = conninfo_to_dict(admin_uri)
     host = str(params.get("host") or "localhost")
@@ -99,23 +101,43 @@ def _write_credentials(name: str, admin_uri: str, role: str, password: str, out:
     # the owner's URI without its user, password file or service: the host's own
     keep = {k: str(v) for k, v in params.items()
             if k not in ("host", "port", "dbname", "user", "passfile", "password", "service")}
-    query = urlencode({**keep, "passfile": passfile}, safe="/")
+    extra = {}
+    if cert is not None:   # installed beside the passfile
+        certs.client_cert(cert, role.split("_")[1], role, out)
+        home = Path(passfile).parent
+        extra = {"sslcert": str(home / "client.crt"), "sslkey": str(home / "client.key")}
+        if keep.get("sslmode") in (None, "disable", "allow", "prefer"):
+            keep["sslmode"] = "require"   # a certificate goes only over TLS
+    query = urlencode({**keep, "passfile": passfile, **extra}, safe="/")
     uri = f"postgresql://{quote(role)}@{host}:{port}/{quote(dbname)}?{query}"
     _write_private(out / "config.yaml",
                    f"# jctotp fleet host {name} (role {role})\n"
                    f"database: {uri}\nhost_name: {name}\n")
 
 
+def _cert_text(cfg: configmod.Config, cert: Path | None, role: str, passfile: str) -> str:
+    if cert is None:
+        return ""
+    home = Path(passfile).parent
+    return (f"Client certificate: client.crt and client.key (CN {role}, signed by the fleet "
+            f"CA {cert / certs.CA_CERT}): install them as {home}/client.crt and "
+            f"{home}/client.key (0600). The server must trust the fleet CA "
+            f"(ssl_ca_file = '{certs.CA_CERT}') and let the role in by it: in pg_hba.conf, "
+            f"hostssl DBNAME {role} ADDRESS cert\n")
+
+
 def add(cfg: configmod.Config, name: str, admin_uri: str, out: Path,
-        passfile: str = DEFAULT_PASSFILE) -> str:
+        passfile: str = DEFAULT_PASSFILE, client_cert: bool = False) -> str:
     _name(name)
     admin_config(cfg, admin_uri)   # refuses a URI holding a password, before anything
     password = secrets.token_urlsafe(32)
     _out_dir(out)
     role = _as_owner(cfg, admin_uri, partial(pg_hosts.add, name=name, password=password,
                                              now=time.time()))
-    _write_credentials(name, admin_uri, role, password, out, passfile)
+    cert = Path(cfg.state_dir) if client_cert else None
+    _write_credentials(name, admin_uri, role, password, out, passfile, cert)
     return (f"Host {name} added to the fleet: database role {role}.\n"
+            + _cert_text(cfg, cert, role, passfile) +
             f"In {out}: pgpass (its password, mode 0600) and config.yaml.\n"
             f"On {name}, as root:\n"
             f"  1. install -m 0600 -o root -g root pgpass {passfile}\n"
@@ -128,7 +150,7 @@ def add(cfg: configmod.Config, name: str, admin_uri: str, out: Path,
 
 
 def rotate(cfg: configmod.Config, name: str, admin_uri: str, out: Path,
-           passfile: str = DEFAULT_PASSFILE) -> str:
+           passfile: str = DEFAULT_PASSFILE, client_cert: bool = False) -> str:
     """A new password for one host's role (a leaked pgpass, a routine change); no other
     host changes. Sessions open with the old one go on until they end."""
     _name(name)
@@ -137,9 +159,11 @@ def rotate(cfg: configmod.Config, name: str, admin_uri: str, out: Path,
     _out_dir(out)
     role = _as_owner(cfg, admin_uri, partial(pg_hosts.new_password, name=name,
                                              password=password))
-    _write_credentials(name, admin_uri, role, password, out, passfile)
+    cert = Path(cfg.state_dir) if client_cert else None
+    _write_credentials(name, admin_uri, role, password, out, passfile, cert)
     return (f"Host {name}: database role {role} has a new password; the old one is "
             "refused from now on (sessions already open go on until they end).\n"
+            + _cert_text(cfg, cert, role, passfile) +
             f"In {out}: pgpass (mode 0600) and config.yaml (unchanged `database:`).\n"
             f"On {name}, as root: install -m 0600 -o root -g root pgpass {passfile}, then "
             "systemctl restart jctotpd and `jctotp doctor`.\n"

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pamdriver as pd
 import psycopg
@@ -104,3 +106,51 @@ def test_host_rotate_replaces_one_hosts_password_only(make_host, confdir, pg_uri
     unknown = a.cli("fleet", "host", "rotate", "host-z", "--admin-database", pg_uri,
                     "--out", str(out))
     assert unknown.returncode != 0 and "no host 'host-z'" in unknown.stderr
+
+
+def test_host_add_client_cert_logs_in_by_its_certificate(make_host, confdir, pg, pg_uri):
+    """`--client-cert`: a key and a certificate (CN = the role) signed by the fleet CA;
+    with the CA in ssl_ca_file and a `hostssl ... cert` line for the role, the host
+    gets in with no password at all, and not without its certificate."""
+    admin = (f"{pg_uri}&sslmode=verify-full&sslrootcert="
+             f"{quote(str(pg.ca_file), safe='/')}")
+    a = make_host("a", role=False)
+    totp = a.add_user("alice")
+    out = Path(a.dir) / "certhost"
+    done = a.cli("fleet", "host", "add", "certhost", "--admin-database", admin, "--out",
+                 str(out), "--passfile", str(out / "pgpass"), "--client-cert")
+    assert done.returncode == 0, done.stderr
+    assert "hostssl DBNAME" in done.stdout
+    assert oct((out / "client.key").stat().st_mode & 0o777) == "0o600"
+    assert oct((Path(a.config["state_dir"]) / "fleet-ca.key").stat().st_mode & 0o777) == "0o600"
+    fragment = yaml.safe_load((out / "config.yaml").read_text())
+    uri = fragment["database"]
+    assert "sslcert=" in uri and "sslkey=" in uri and "sslmode=verify-full" in uri
+    role = uri.split("://")[1].split("@")[0]
+    (out / "pgpass").write_text("")                      # no password: the certificate only
+    ca = pg.dir / "fleet-ca.crt"
+    ca.write_bytes((out / "fleet-ca.crt").read_bytes())
+    os.chmod(ca, 0o644)
+    hba = pg.dir / "data" / "pg_hba.conf"
+    before = hba.read_text()
+    try:
+        hba.write_text(f"hostssl all {role} 127.0.0.1/32 cert\n" + before)
+        pg.psql(f"ALTER SYSTEM SET ssl_ca_file = '{ca}'; SELECT pg_reload_conf();")
+        time.sleep(0.5)
+        with psycopg.connect(uri) as conn:
+            assert conn.execute("SELECT session_user").fetchone()[0] == role
+        parts = urlsplit(uri)
+        query = {k: v for k, v in parse_qsl(parts.query) if k not in ("sslcert", "sslkey")}
+        with pytest.raises(psycopg.OperationalError):   # TLS, but no certificate: refused
+            psycopg.connect(urlunsplit(parts._replace(query=urlencode(query)))).close()
+        c = make_host("c", role=False, start=False)
+        c.config.update(database=uri, host_name="certhost")
+        try:
+            c.start()                                    # a host of the fleet by its certificate
+            assert pd.run(confdir, service(confdir, c), "alice",
+                          [PASSWORD, code_at(totp)]).rc == pd.PAM_SUCCESS
+        finally:
+            c.stop()
+    finally:
+        hba.write_text(before)
+        pg.psql("ALTER SYSTEM RESET ssl_ca_file; SELECT pg_reload_conf();")
