@@ -70,7 +70,8 @@ def test_purge_removes_root_pgpass_lines_of_the_role_and_a_custom_state_dir(tmp_
     lines go; a state_dir of its own loses the key, the break-glass copy and the
     audit spool, and nothing else in it."""
     state = ["srv/jc/secret.key", "srv/jc/break-glass.db", "srv/jc/break-glass.db-wal",
-             "srv/jc/break-glass.matched", "srv/jc/audit-spool", "srv/jc/secret.key.new"]
+             "srv/jc/break-glass.matched", "srv/jc/audit-spool", "srv/jc/secret.key.new",
+             "srv/jc/fleet-ca.key"]
     for name in state + ["srv/jc/other", "var/lib/jctotp/audit-spool"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")
