@@ -104,8 +104,10 @@ class FleetAudit:
 
     def _ship(self) -> bool:
         """Ship the spool, if any; False while the database cannot take it."""
-        if self.spool is None or not self.spool.pending() or self.down():
-            return self.spool is None or not self.spool.pending()
+        if self.spool is None or not self.spool.pending():
+            return True
+        if self.down():
+            return False
         try:
             self.spool.ship(self.table.add_audit)
         except StoreError:

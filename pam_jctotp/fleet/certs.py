@@ -16,6 +16,11 @@ import datetime
 import os
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 CA_KEY = "fleet-ca.key"
 CA_CERT = "fleet-ca.crt"
 CA_DAYS = 3650
@@ -32,25 +37,22 @@ def _write(path: Path, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def _name(cn: str) -> "object":
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
+def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def fleet_ca(where: Path, label: str) -> tuple[object, object]:
+def fleet_ca(where: Path, label: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """The fleet CA's key and certificate in `where`, made on first use."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
     key_path, cert_path = where / CA_KEY, where / CA_CERT
     if key_path.exists() and cert_path.exists():
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        return key, x509.load_pem_x509_certificate(cert_path.read_bytes())
+        loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{key_path} is not the fleet CA's EC key")
+        return loaded, x509.load_pem_x509_certificate(cert_path.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc)
     name = _name(f"jctotp fleet CA {label}")
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)   # type: ignore[arg-type]
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
@@ -68,22 +70,18 @@ def fleet_ca(where: Path, label: str) -> tuple[object, object]:
 
 def client_cert(where: Path, label: str, role: str, out: Path) -> None:
     """out/client.key (0600), out/client.crt (CN = the role), out/fleet-ca.crt."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID
     ca_key, ca_cert = fleet_ca(where, label)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(_name(role))   # type: ignore[arg-type]
-            .issuer_name(ca_cert.subject)   # type: ignore[attr-defined]
+    cert = (x509.CertificateBuilder().subject_name(_name(role))
+            .issuer_name(ca_cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=CLIENT_DAYS))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
                            critical=False)
-            .sign(ca_key, hashes.SHA256()))   # type: ignore[arg-type]
+            .sign(ca_key, hashes.SHA256()))
     _write(out / "client.key", key.private_bytes(serialization.Encoding.PEM,
                                                  serialization.PrivateFormat.PKCS8,
                                                  serialization.NoEncryption()), 0o600)
