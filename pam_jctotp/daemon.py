@@ -25,7 +25,7 @@ from .clock import Clock
 from .core import notices
 from .core.accounts import Accounts
 from .core.totp import Totp
-from .crypto import SecretBox, key_check, load_or_create_key, read_key
+from .crypto import SecretBox, key_check, load_or_create_key, load_ring, read_key
 from .directory import Directory, Identity
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
@@ -33,6 +33,9 @@ from .errors import ConfigError, JctotpError, StoreError
 from .fleet import breakglass
 from .fleet.accounts import SystemAccountSync
 from .fleet.audit import FleetAudit
+from .fleet.rotate import KeyLearner
+from .fleet.spool import NAME as SPOOL
+from .fleet.spool import Spool
 from .fleet.sync import FleetSync
 from .mail import Mailer
 from .model import ExitCode, UserRecord
@@ -166,7 +169,7 @@ def open_serving(cfg: configmod.Config) -> tuple[Store, bytes]:
 
 def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, FleetSync | None]:
     store, key = open_serving(cfg)
-    box = SecretBox(key)
+    box = SecretBox(load_ring(cfg.key_path) if cfg.database else key)   # rotate-key's ring
     system = NssAccounts()
     local = AuditLog(cfg.audit_log, cfg.audit_syslog, cfg.host_name)
     clock = Clock(controllable=cfg.clock_control)
@@ -179,9 +182,13 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
     late: list[Directory] = []   # the fleet's account sync asks it for UIDs, made below
     if cfg.database:
         fleet = cast("PostgresStore", store)
-        audit = FleetAudit(local, fleet)
+        audit = FleetAudit(local, fleet, Spool(Path(cfg.state_dir) / SPOOL),
+                           down=lambda: fleet.breaker.down)
         store, sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
                                    lambda name: late[0].identity(name) if late else None)
+        learner = KeyLearner(fleet, box, cfg.key_path)   # a key rotated meanwhile
+        box.learn = learner
+        sync.steps.append(learner.sync)
     directory = make_directory(cfg, store, system)
     late.append(directory)
     metrics.watch(store)
@@ -233,6 +240,8 @@ def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccou
         glass = breakglass.BreakGlassStore(
             fleet, copy, Path(cfg.state_dir) / breakglass.MATCHED,
             max_age=cfg.break_glass_max_age, wall=clock.now, audit=audit.write)
+        audit.break_glass = glass.serving   # its audit events say so
+        fleet.on_role_refused = glass.drop  # removed from the fleet: no copy outlives it
         steps.append(lambda rows: glass.refresh(
             rows, lambda name: group in system.groups_of(name)))
         store = cast(Store, glass)

@@ -82,6 +82,7 @@ class Refusal(StrEnum):
     MFA_REQUIRED_FOR_ALL = "mfa_required_for_all"
     WRONG_ENROLLMENT_CODE = "wrong_enrollment_code"
     ENROLLMENT_KEY_WITHDRAWN = "enrollment_key_withdrawn"
+    DATABASE_UNAVAILABLE = "database_unavailable"   # failed closed for an outage
 
 
 class LoginHow(StrEnum):

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import JctotpError
+from ..errors import JctotpError, StoreUnavailable
 from ..model import (CodeOutcome, LoginHow, LoginRequest, MfaState, Refusal, UserRecord,
                      VerdictCode)
 from ..secret import Secret
@@ -119,6 +119,12 @@ class Login:
             conv.close()
             if not ended:
                 self._abandoned()
+            raise
+        except StoreUnavailable:
+            # failed closed for an outage: a refusal the audit keeps (spooled, issue 22)
+            if self.req.call not in ("passwd", "passwd_prelim"):
+                self._audit("acct_refused" if self.req.call == "acct" else "login_fail",
+                            reason=Refusal.DATABASE_UNAVAILABLE)
             raise
 
     def _abandoned(self) -> None:

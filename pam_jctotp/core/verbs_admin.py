@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import PermissionDenied, UsageError
+from ..errors import PermissionDenied, StoreUnavailable, UsageError
 from ..model import ExitCode, MfaState, UserRecord
 from . import lockout, mfa_lifecycle, notices, policy, provisioning
 from .accounts import Accounts
 from .report import ReportGroups, summary
-from .steps import Conversation, Info, Result, SetPassword, VerifyPassword
+from .steps import Conversation, Error, Info, Result, SetPassword, VerifyPassword
 from .totp import Totp
 from .verbargs import arg, new_password, period, user, users
 
@@ -274,17 +274,33 @@ def audit_read(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
         yield from _audit_verify(acc)
         return
     host = arg(args, "host", str, None)
-    if host is not None:
-        known = acc.audit_log.hosts()
-        if host not in known:
-            raise UsageError(f"unknown host {host!r}: no audit event of the fleet comes "
-                             f"from it (hosts: {', '.join(known) or 'none'})")
     name = arg(args, "user", str, None)
     since = args.get("since")
     if since is not None and (isinstance(since, bool) or not isinstance(since, (int, float))):
         raise UsageError("since must be a timestamp")
-    events = list(acc.audit_log.events(name, since, host))
+    log = acc.audit_log
+    try:
+        events = _audit_events(log, name, since, host)
+    except StoreUnavailable:
+        # a fleet database outage: this host's own file, said on stderr (issue 22)
+        local = getattr(log, "local", None)
+        if local is None:
+            raise
+        yield Error(f"the fleet database is unavailable: these are only this host's "
+                    f"({local.host}) own audit events, from {local.path}; events of the "
+                    "outage are spooled and reach the fleet's audit when it returns")
+        events = _audit_events(local, name, since, host)
     yield Result(data=events[-int(arg(args, "limit", int, 10000)):])
+
+
+def _audit_events(log: Any, name: str | None, since: float | None,
+                  host: str | None) -> list[dict[str, Any]]:
+    if host is not None:
+        known = log.hosts()
+        if host not in known:
+            raise UsageError(f"unknown host {host!r}: no audit event of the fleet comes "
+                             f"from it (hosts: {', '.join(known) or 'none'})")
+    return list(log.events(name, since, host))
 
 
 def _audit_verify(acc: Accounts) -> Conversation:

@@ -23,7 +23,7 @@ from ..daemon import open_fleet, open_key
 from ..errors import JctotpError, StoreError, UsageError
 from ..model import ExitCode, UserRecord
 from ..store import USER_COLUMNS, pg_hosts
-from . import hosts
+from . import hosts, rotate
 
 
 def init(cfg: configmod.Config, admin: bool = False) -> str:
@@ -136,15 +136,19 @@ def import_host(cfg: configmod.Config, source: Path, old_key: Path, on_clash: st
 
 
 def hosts_parser(sub: Any) -> None:
-    host = sub.add_parser("host", help="a database role per host: add, list, remove")
+    host = sub.add_parser("host", help="a database role per host: add, list, rotate, remove")
     verbs = host.add_subparsers(dest="host_verb", required=True, metavar="ACTION")
-    add = verbs.add_parser("add", help="make a host's role; write its pgpass and config")
-    add.add_argument("name", metavar="NAME")
-    add.add_argument("--admin-database", metavar="URI", required=True)
-    add.add_argument("--out", metavar="DIR", required=True, help="where to write pgpass "
-                     "and config.yaml for the host")
-    add.add_argument("--passfile", default=hosts.DEFAULT_PASSFILE, metavar="PATH",
-                     help="where the host will keep its pgpass (default %(default)s)")
+    for verb, text in (("add", "make a host's role; write its pgpass and config"),
+                       ("rotate", "a new database password for one host")):
+        made = verbs.add_parser(verb, help=text)
+        made.add_argument("name", metavar="NAME")
+        made.add_argument("--admin-database", metavar="URI", required=True)
+        made.add_argument("--out", metavar="DIR", required=True, help="where to write "
+                          "pgpass and config.yaml for the host")
+        made.add_argument("--passfile", default=hosts.DEFAULT_PASSFILE, metavar="PATH",
+                          help="where the host keeps its pgpass (default %(default)s)")
+        made.add_argument("--client-cert", action="store_true", help="also a client "
+                          "certificate signed by the fleet CA (state_dir/fleet-ca.*)")
     lst = verbs.add_parser("list", help="each host, and when it was last seen")
     lst.add_argument("--admin-database", metavar="URI")
     rm = verbs.add_parser("remove", help="revoke a host at once (its sessions end)")
@@ -154,7 +158,11 @@ def hosts_parser(sub: Any) -> None:
 
 def host_verb(cfg: configmod.Config, args: argparse.Namespace) -> str:
     if args.host_verb == "add":
-        return hosts.add(cfg, args.name, args.admin_database, Path(args.out), args.passfile)
+        return hosts.add(cfg, args.name, args.admin_database, Path(args.out), args.passfile,
+                         args.client_cert)
+    if args.host_verb == "rotate":
+        return hosts.rotate(cfg, args.name, args.admin_database, Path(args.out), args.passfile,
+                            args.client_cert)
     if args.host_verb == "remove":
         return hosts.remove(cfg, args.name, args.admin_database)
     return hosts.listing(cfg, args.admin_database)
@@ -168,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     ini.add_argument("--admin-database", metavar="URI", help="connect as the schema's "
                      "owner (CREATEROLE; password from libpq's passfile), not `database:`")
     hosts_parser(sub)
+    rot = sub.add_parser("rotate-key", help="re-seal every secret under a new fleet key")
+    rot.add_argument("--admin-database", metavar="URI", help="connect as the schema's "
+                     "owner (password from libpq's passfile), not `database:`")
+    rot.add_argument("--finish", action="store_true", help="every host has the new key: "
+                     "drop the old one")
     imp = sub.add_parser("import", help="move this host's SQLite users into the fleet")
     imp.add_argument("--from", dest="source", help="SQLite file (default state_dir/jctotp.db)")
     imp.add_argument("--key", help="its key file (default state_dir/secret.key)")
@@ -182,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             print(init(cfg, admin=bool(args.admin_database)), end="")
         elif args.verb == "host":
             print(host_verb(cfg, args), end="")
+        elif args.verb == "rotate-key":
+            if args.admin_database:
+                cfg = hosts.admin_config(cfg, args.admin_database)
+            print(rotate.rotate_key(cfg, args.finish), end="")
         else:
             local = Path(cfg.state_dir)
             print(import_host(cfg, Path(args.source or local / "jctotp.db"),

@@ -5,8 +5,11 @@ the whole fleet (`--host NAME` for one host).
 The file stays the host's own record and is written first, in the login's
 step, as on a single host. The database copy is written by one background
 thread in batches (one statement per batch), so a login does not wait a round
-trip for it; an event the database cannot take (an outage, logged once by the
-store) stays in the file and syslog, and the thread moves on.
+trip for it. An event the database cannot take (an outage, logged once by the
+store) is spooled on the host (spool.py) and shipped, first and in order, when
+the database answers again; while the database is known to be down, events go
+to the spool at once (fsync'd: a kill -9 loses none). An event of a user this
+host serves from its break-glass copy is marked `break_glass: true`.
 """
 
 from __future__ import annotations
@@ -15,15 +18,17 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from ..audit import AuditLog
 from ..errors import StoreError
+from .spool import Spool
 
 log = logging.getLogger("jctotpd.audit")
 
 BATCH = 500          # events per statement at most
 BACKLOG = 100_000    # events waiting at most; beyond, the database copy drops (file keeps)
+SHIP_EVERY = 2.0     # seconds between two tries to ship a spool while no event comes
 
 Row = tuple[float, str, str, "str | None", dict[str, Any]]
 
@@ -40,19 +45,32 @@ class AuditTable(Protocol):
 
 
 class FleetAudit:
-    def __init__(self, local: AuditLog, table: AuditTable) -> None:
+    def __init__(self, local: AuditLog, table: AuditTable, spool: Spool | None = None,
+                 down: Callable[[], bool] = lambda: False) -> None:
+        """`spool`: where events wait for the database (None: dropped, file only);
+        `down`: whether the database is known to be down now (the store's breaker)."""
         self.local = local
         self.table = table
+        self.spool = spool
+        self.down = down
+        # set by the daemon when a break-glass copy exists: is `user` served from it now?
+        self.break_glass: Callable[[str], bool] = lambda user: False
         self._queue: queue.Queue[Row | None] = queue.Queue(BACKLOG)
         self._thread = threading.Thread(target=self._drain, name="fleet-audit", daemon=True)
         self._thread.start()
 
     def write(self, event: str, user: str | None = None, *, now: float | None = None,
               **fields: Any) -> bool:
+        if user is not None and self.break_glass(user):
+            fields["break_glass"] = True
         written = self.local.write(event, user, now=now, **fields)
+        row = (now or time.time(), self.local.host, event, user,
+               {k: v for k, v in fields.items() if v not in (None, "")})
+        if self.spool is not None and self.down():
+            self.spool.append([row])   # on disk before the login goes on
+            return written
         try:
-            self._queue.put_nowait((now or time.time(), self.local.host, event, user,
-                                    {k: v for k, v in fields.items() if v not in (None, "")}))
+            self._queue.put_nowait(row)
         except queue.Full:
             pass  # in the file and syslog; the database copy is best effort
         return written
@@ -63,7 +81,11 @@ class FleetAudit:
 
     def _drain(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=SHIP_EVERY)
+            except queue.Empty:
+                self._ship()
+                continue
             if first is None:
                 self._queue.task_done()
                 return
@@ -80,11 +102,27 @@ class FleetAudit:
                 rows.append(row)
             self._insert(rows)
 
+    def _ship(self) -> bool:
+        """Ship the spool, if any; False while the database cannot take it."""
+        if self.spool is None or not self.spool.pending():
+            return True
+        if self.down():
+            return False
+        try:
+            self.spool.ship(self.table.add_audit)
+        except StoreError:
+            return False   # the store logged the outage once
+        return True
+
     def _insert(self, rows: list[Row]) -> None:
         try:
+            if not self._ship():   # older events first: they go after those in the spool
+                raise StoreError("the spool waits for the database")
             self.table.add_audit(rows)
         except StoreError:
-            pass  # the store logged the outage once; the events are in the file
+            # the store logged the outage once; the events are in the file (and spooled)
+            if self.spool is not None:
+                self.spool.append(rows)
         finally:
             for _ in rows:
                 self._queue.task_done()
@@ -94,6 +132,7 @@ class FleetAudit:
         deadline = time.monotonic() + timeout
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
+        self._ship()   # an outage just over: its events before the newer ones are read
 
     def events(self, user: str | None = None, since: float | None = None,
                host: str | None = None) -> Iterator[dict[str, Any]]:

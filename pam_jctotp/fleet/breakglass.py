@@ -24,6 +24,13 @@ So a copy older than `break_glass_max_age` (default 4 h, as SSSD's
 offline_credentials_expiration bounds its cached logins) serves nobody: one
 ERROR line per user per minute, an audit event per refused login, and the
 login fails closed like everyone else's.
+
+The copy is root's only (issue 22): its files are checked 0600 and owned by
+root at every refresh (widened by hand: narrowed again, one ERROR line). And it
+does not outlive the host's place in the fleet: when the database answers but
+refuses this host's role (`jctotp fleet host remove`, or its password replaced
+by `fleet host rotate`), the copy is deleted at once (`drop`), before any
+outage could make it serve; the next sync that gets in makes it again.
 """
 
 from __future__ import annotations
@@ -90,6 +97,11 @@ class BreakGlassStore:
                 self._refused.clear()
         return result
 
+    def serving(self, name: str) -> bool:
+        """Whether `name` is served from this copy in the current outage (audit marks)."""
+        with self._warned_lock:
+            return name in self._warned
+
     def _first(self, said: dict[str, float], name: str) -> bool:
         """True once per user per WARN_EVERY (for one kind of line)."""
         now = self._clock()
@@ -122,7 +134,33 @@ class BreakGlassStore:
         when = self._wall()
         kept = refresh(self.local, rows, member)
         write_matched(self.matched, when)
+        root_only(self.files())
         return kept
+
+    def files(self) -> list[Path]:
+        path = getattr(self.local, "path", None)   # a SqliteStore's file
+        if path is None:
+            return [self.matched]
+        db = Path(path)
+        return [db, *(db.with_name(db.name + end) for end in ("-wal", "-shm", "-writer")),
+                self.matched]
+
+    def drop(self, why: str) -> bool:
+        """The database refuses this host's role: delete the copy (every member's row,
+        the file rewritten without them, and the time it matched). True if there was one."""
+        if matched_at(self.matched) is None and not self.local.list():
+            return False
+        with self.local.unit_of_work():
+            for rec in self.local.list():
+                self.local.delete(rec.name)
+        compact = getattr(self.local, "compact", None)   # SqliteStore: VACUUM
+        if compact is not None:
+            compact()
+        self.matched.unlink(missing_ok=True)   # never matched: serves nobody
+        log.error("break-glass: the fleet database refuses this host's role (%s): removed "
+                  "from the fleet, or its password replaced; this host's break-glass copy "
+                  "is deleted (the next sync that gets in makes it again)", why)
+        return True
 
     # the login path: reads and the lockout/replay counters
     def get(self, name: str) -> UserRecord | None:
@@ -168,6 +206,20 @@ def refresh(local: Store, rows: Iterable[UserRecord], member: Callable[[str], bo
                 values["last_step"] = max(old.last_step, rec.last_step)
             local.update(name, **values)
     return len(keep)
+
+
+def root_only(paths: Iterable[Path]) -> None:
+    """Each existing file mode 0600 and owned by root (us); narrowed if it was not."""
+    for path in paths:
+        try:
+            st = path.stat()
+            if st.st_mode & 0o077 or st.st_uid != os.geteuid():
+                os.chown(path, os.geteuid(), os.getegid())
+                os.chmod(path, 0o600)
+                log.error("break-glass: %s was mode %o, owner uid %d: made root's only "
+                          "(0600) again", path, st.st_mode & 0o777, st.st_uid)
+        except FileNotFoundError:
+            continue
 
 
 def matched_at(path: Path) -> float | None:

@@ -123,6 +123,21 @@ def add(conn: psycopg.Connection[Any], name: str, password: str, now: float) -> 
     return role
 
 
+def new_password(conn: psycopg.Connection[Any], name: str, password: str) -> str:
+    """`fleet host rotate`: host `name`'s role gets `password` (as a SCRAM verifier);
+    the old one is refused from the next connection on. Other hosts: untouched."""
+    row = conn.execute("SELECT role_name FROM fleet_hosts WHERE name = %s "
+                       "AND removed_at IS NULL", (name,)).fetchone()
+    if row is None:
+        raise ValueError(f"no host {name!r} in the fleet (fleet host list)")
+    role = str(row[0])
+    verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(),
+                                            b"scram-sha-256").decode()
+    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role),
+                                                             sql.Literal(verifier)))
+    return role
+
+
 def revoke(conn: psycopg.Connection[Any], name: str, now: float) -> str:
     """Step 1 of removal, committed before step 2: no new login, no privilege left
     (membership checks are live, so its open sessions lose them at once too)."""

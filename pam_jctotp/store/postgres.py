@@ -29,6 +29,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
 import select
 import threading
 import time
@@ -174,6 +175,17 @@ _GONE = (pgerrors.ReadOnlySqlTransaction, pgerrors.AdminShutdown, pgerrors.Crash
 _OUTAGE = (psycopg.OperationalError, PoolTimeout, DeadlineExceeded, *_GONE)
 T = TypeVar("T")
 
+
+
+# What a server says when it is up but will not let our role in: removed (dropped,
+# NOLOGIN), a password replaced, a pg_hba.conf entry or certificate revoked.
+_ROLE_REFUSED = re.compile(r"password authentication failed|is not permitted to log in|"
+                           r"role \S+ does not exist|no pg_hba\.conf entry|"
+                           r"certificate authentication failed|pg_hba\.conf rejects")
+
+
+def role_refused(exc: BaseException) -> bool:
+    return bool(_ROLE_REFUSED.search(str(exc)))
 
 
 def describe(uri: str) -> str:
@@ -368,6 +380,9 @@ class PostgresStore:
         # locks and failure windows run on the database's clock (dbclock.py)
         self.clock = DatabaseClock(self._clock_reading)
         self._refused: str | None = None   # why the returning database was refused
+        # called (from the probe) when the server answers but refuses our role: the
+        # host was removed from the fleet, or its password replaced (issue 22)
+        self.on_role_refused: Callable[[str], object] | None = None
         self.pool: ConnectionPool[Any] = ConnectionPool(
             uri, open=False, kwargs=kwargs, min_size=min_size, max_size=max_size,
             timeout=wait_timeout, name="jctotp", connection_class=InOrderConnection,
@@ -450,8 +465,13 @@ class PostgresStore:
     # --- the outage state: one log line per outage (outage.py) -------------------------
 
     def _failed(self, exc: BaseException) -> StoreError:
+        self._role_check(exc)   # before the caller falls back to a break-glass copy
         # PoolTimeout hides the cause: the probe's first connect says it instead.
         return self.breaker.trip(None if isinstance(exc, PoolTimeout) else first_line(exc))
+
+    def _role_check(self, exc: BaseException) -> None:
+        if self.on_role_refused is not None and role_refused(exc):
+            self.on_role_refused(first_line(exc))
 
     def _probe_database(self) -> None:
         """One connection and one statement, both bounded: raises unless the database answers."""
@@ -464,7 +484,11 @@ class PostgresStore:
         """The breaker's probe (its thread may use the store while it is down). A daemon
         that started during the outage checks the schema and the key first: a database
         that answers with a wrong key stays refused (said once; a restart re-reads)."""
-        self._probe_database()
+        try:
+            self._probe_database()
+        except psycopg.OperationalError as exc:
+            self._role_check(exc)
+            raise
         if self._ready:
             return
         try:
@@ -638,6 +662,26 @@ class PostgresStore:
             "SELECT value FROM jctotp_meta WHERE key = %(k)s", {"k": key, "v": value})
         assert row is not None
         return str(row[0])
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """As the schema's owner (`jctotp fleet rotate-key`): set, or delete with None."""
+        if value is None:
+            self._rowcount("DELETE FROM jctotp_meta WHERE key = %s", (key,))
+        else:
+            self._rowcount("INSERT INTO jctotp_meta VALUES (%s, %s) ON CONFLICT (key) "
+                           "DO UPDATE SET value = EXCLUDED.value", (key, value))
+
+    def meta_like(self, prefix: str) -> list[str]:
+        return [r[0] for r in self._all("SELECT key FROM jctotp_meta WHERE starts_with(key, %s)",
+                                        (prefix,))]
+
+    def reseal(self, name: str, column: str, old: bytes, new: bytes) -> bool:
+        """Replace one sealed secret only if it is still `old` (an enrollment or reset
+        in between wins; the caller reads it again): one statement, no lock held."""
+        if column not in ("totp_secret", "pending_secret"):
+            raise ValueError(column)
+        return self._rowcount(f"UPDATE users SET {column} = %s WHERE name = %s "
+                              f"AND {column} = %s", (new, name, old)) == 1
 
     def health(self) -> list[tuple[str, str]]:
         """For `jctotp doctor`: the database, its schema version, the key check."""

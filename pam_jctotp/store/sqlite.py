@@ -157,6 +157,16 @@ class SqliteStore:
     def database_now(self, fresh: bool = False) -> None:
         return None   # one host: its own clock is the store's
 
+    def compact(self) -> None:
+        """Rewrite the file without the pages of deleted rows (VACUUM) and empty the
+        WAL: what was deleted no longer sits on the disk (the break-glass copy's drop)."""
+        self._take_writer()
+        try:
+            self._exec("VACUUM")
+            self._exec("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._release_writer()
+
     def health(self) -> list[tuple[str, str]]:
         try:
             version = self._exec("PRAGMA user_version").fetchone()[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pamdriver
@@ -16,3 +17,13 @@ def service(confdir: str, host: Daemon, name: str = "jctotp-fleet", timeout: int
     """A PAM service file for one host's socket (auth + account); `extra`: more options."""
     return pamdriver.service(confdir, host, *extra.split(), name=f"{name}-{Path(host.dir).name}",
                              timeout=timeout)
+
+
+def eventually(check, timeout: float = 15.0):
+    """`check()`'s first true value, or its last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)

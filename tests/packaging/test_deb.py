@@ -217,9 +217,21 @@ def test_install_use_pam_auth_update_and_purge(container, deb):
     name, _ = c.pam("y", [PASSWORD])
     assert name == "PAM_AUTHINFO_UNAVAIL"
 
+    # A fleet host's credentials and copies, where `fleet host add` and jctotpd put
+    # them (issue 22); root's ~/.pgpass also holds a line that is not ours.
+    creds = ["/etc/jctotp/pgpass", "/etc/jctotp/web1.pgpass", "/etc/jctotp/ldap.pw",
+             "/var/lib/jctotp/secret.key", "/var/lib/jctotp/break-glass.db",
+             "/var/lib/jctotp/break-glass.matched", "/var/lib/jctotp/audit-spool"]
+    c.sh(f"umask 077; for f in {' '.join(creds)}; do echo x >$f; done; "
+         "printf 'db:5432:jctotp:jctotp_ab12cd34_web1:pw\\ndb:5432:bi:reporting:keep\\n' "
+         ">/root/.pgpass; echo 'database: postgresql://jctotp_ab12cd34_web1@db/jctotp"
+         "?passfile=/etc/jctotp/web1.pgpass' >>/etc/jctotp/config.yaml")
+
     # Purge: the profile leaves the stacks (prerm), every file and the state go.
     c.sh("rm /etc/pam.d/jctotp-test")
     purge = c.sh("dpkg --purge pam-jctotp")
+    assert c.sh(f"ls {' '.join(creds)} 2>/dev/null", ok=False).stdout == ""
+    assert c.sh("cat /root/.pgpass").stdout == "db:5432:bi:reporting:keep\n"
     assert "warning" not in (purge.stdout + purge.stderr).lower()
     assert "pam_jctotp" not in c.sh("cat /etc/pam.d/*").stdout
     left = c.sh(f"ls -d {SHIM} /etc/jctotp /var/lib/jctotp /var/log/jctotp /usr/sbin/jctotpd "

@@ -110,3 +110,32 @@ def test_secret_compares_in_constant_time_and_by_value():
     assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
     assert not Secret("") and Secret("x")
     assert Secret("é").equals("é")
+
+
+def test_a_key_ring_opens_old_and_new_secrets_and_keeps_the_recovery_mac(tmp_path):
+    """rotate-key's ring (issue 22): the newest key seals, every key opens, the blob
+    names its key, a key the box lacks is asked for once, recovery hashes stay."""
+    from pam_jctotp.crypto import KeyRing, key_id, load_ring, write_ring
+    old_key, new_key = os.urandom(KEY_BYTES), os.urandom(KEY_BYTES)
+    old = SecretBox(old_key)
+    legacy = old.seal(Secret("JBSWY3DPEHPK3PXP"), "alice", "totp")
+    assert old.sealed_with(legacy) == key_id(old_key)
+    headless = legacy[1 + 8:]    # a row sealed before key ids: nonce || ciphertext
+    ring = KeyRing([new_key, old_key], old.ring.mac)
+    path = tmp_path / "secret.key"
+    write_ring(path, ring)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_or_create_key(path) == new_key
+    box = SecretBox(load_ring(path))
+    assert box.open(legacy, "alice", "totp").reveal() == "JBSWY3DPEHPK3PXP"
+    assert box.open(headless, "alice", "totp").reveal() == "JBSWY3DPEHPK3PXP"
+    fresh = box.seal(Secret("JBSWY3DPEHPK3PXP"), "alice", "totp")
+    assert box.sealed_with(fresh) == key_id(new_key)
+    assert box.recovery_hash("alice", "abcd-efgh") == old.recovery_hash("alice", "abcd-efgh")
+    asked: list[bytes] = []
+    old.learn = lambda kid: asked.append(kid) or new_key
+    assert old.open(fresh, "alice", "totp").reveal() == "JBSWY3DPEHPK3PXP"
+    assert asked == [key_id(new_key)]
+    assert old.sealed_with(old.seal(Secret("x"), "a", "totp")) == key_id(new_key)
+    with pytest.raises(StoreError):
+        SecretBox(os.urandom(KEY_BYTES)).open(fresh, "alice", "totp")
