@@ -108,6 +108,15 @@ class Config:
     enrollment_attempts: int = 3
     recovery_codes: int = 10
     create_system_accounts: bool = True
+    # Who makes the Linux accounts of directory users (directory_sync.py): "daemon"
+    # (useradd with the directory's UID, GID, home, shell; create_system_accounts) or
+    # "nss" (sssd or nslcd on the same directory: the daemon makes none).
+    accounts: str = "daemon"
+    # Directory users in these groups get an account (and a record without MFA
+    # required) before their first login, as mfa_groups members do.
+    login_groups: tuple[str, ...] = ()
+    # Seconds between two reads of the directory's members (at start, then every ...).
+    directory_sync_interval: float = 300.0
     # PAM connections being served at once; those parked at a prompt for a
     # person do not count (their own budget: transport/limits.py).
     max_connections: int = 256
@@ -159,6 +168,16 @@ class Config:
         return tuple(ipaddress.ip_network(c, strict=False) for c in self.exempt_sources)
 
     @property
+    def makes_accounts(self) -> bool:
+        """Does the daemon make Linux accounts (`accounts: nss`: never)?"""
+        return self.create_system_accounts and self.accounts == "daemon"
+
+    @property
+    def login_group_keys(self) -> tuple[str, ...]:
+        """The groups whose members the directory sync gives an account and a record."""
+        return self.mfa_groups + self.login_groups + self.admin_groups
+
+    @property
     def db_path(self) -> Path:
         return Path(self.state_dir) / "jctotp.db"
 
@@ -189,12 +208,14 @@ _RANGES: dict[str, tuple[float, float]] = {
     "database_pool_min": (1, 100),
     "database_pool_max": (1, 100),
     "fleet_sync_interval": (0.2, 60),
+    "directory_sync_interval": (1, 86400),
     "metrics_interval": (1, 3600),
 }
 _ENUMS: dict[str, tuple[str, ...]] = {
     "audit_failure": ("continue", "deny"),
     "log_level": ("debug", "info", "warning", "error"),
     "unknown_users": ("refuse", "ignore"),
+    "accounts": ("daemon", "nss"),
 }
 _PATHS = ("pam_socket", "control_socket", "state_dir", "audit_log", "secret_key_file",
           "metrics_textfile")
@@ -236,7 +257,8 @@ _TYPES: dict[str, Any] = {
     "max_attempts": int, "fail_interval": int, "unlock_after": int,
     "fail_delay": float,
     "admin_groups": "strlist", "exempt_groups": "strlist", "exempt_sources": "strlist",
-    "mfa_groups": "strlist",
+    "mfa_groups": "strlist", "login_groups": "strlist", "accounts": str,
+    "directory_sync_interval": float,
     "require_mfa_for_all": bool, "unknown_users": str, "default_enrollment_days": int,
     "enrollment_attempts": int,
     "recovery_codes": int, "create_system_accounts": bool, "max_connections": int,

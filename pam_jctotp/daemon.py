@@ -33,6 +33,7 @@ from .errors import ConfigError, JctotpError, StoreError
 from .fleet import breakglass
 from .fleet.accounts import SystemAccountSync
 from .fleet.audit import FleetAudit
+from .directory_sync import DirectorySync, Enumerable
 from .fleet.sync import FleetSync
 from .mail import Mailer
 from .model import ExitCode, UserRecord
@@ -164,7 +165,10 @@ def open_serving(cfg: configmod.Config) -> tuple[Store, bytes]:
         raise
 
 
-def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, FleetSync | None]:
+Sync = FleetSync | DirectorySync
+
+
+def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, list[Sync]]:
     store, key = open_serving(cfg)
     box = SecretBox(key)
     system = NssAccounts()
@@ -174,7 +178,7 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
     markers = LockMarkers(os.path.join(cfg.state_dir, "locked"),
                           lambda: [r.name for r in source.list() if r.locked_at is not None])
     markers.resync()   # before the sockets listen: a lock made while we were down counts
-    sync = None
+    syncs: list[Sync] = []
     audit: AuditLog | FleetAudit = local
     late: list[Directory] = []   # the fleet's account sync asks it for UIDs, made below
     if cfg.database:
@@ -182,6 +186,7 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
         audit = FleetAudit(local, fleet)
         store, sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
                                    lambda name: late[0].identity(name) if late else None)
+        syncs.append(sync)
     directory = make_directory(cfg, store, system)
     late.append(directory)
     metrics.watch(store)
@@ -190,7 +195,28 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
                         clock, audit, markers)
     if cfg.smtp is not None:
         accounts.outbox = Mailer(cfg.smtp)  # every process mails what it audits (locks)
-    return accounts, audit, sync
+    if syncs_directory(cfg):
+        syncs.append(directory_sync(cfg, accounts, directory, system))
+    return accounts, audit, syncs
+
+
+def syncs_directory(cfg: configmod.Config) -> bool:
+    """The directory sync runs (directory_sync.py): an LDAP directory and login groups.
+    It then owns the Linux accounts, and the fleet's account step is left out."""
+    return cfg.directory.is_ldap and bool(cfg.login_group_keys)
+
+
+def directory_sync(cfg: configmod.Config, accounts: Accounts, directory: Directory,
+                   system: NssAccounts) -> DirectorySync:
+    made = None
+    dsync = DirectorySync(accounts, cast(Enumerable, directory), None,
+                          cfg.directory_sync_interval)
+    if cfg.makes_accounts:
+        made = SystemAccountSync(system, Path(cfg.state_dir) / "system-accounts",
+                                 dsync.identity_of)
+    dsync.system_accounts = made
+    accounts.account_findings = dsync.findings
+    return dsync
 
 
 def housekeeping(accounts: Accounts) -> Callable[[], None] | None:
@@ -223,7 +249,7 @@ def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccou
     the daemon uses: the fleet's, with the break-glass fallback when configured."""
     steps: list[Callable[[list[UserRecord]], Any]] = [
         lambda rows: markers.sync(r.name for r in rows if r.locked_at is not None)]
-    if cfg.create_system_accounts:
+    if cfg.makes_accounts and not syncs_directory(cfg):
         steps.append(SystemAccountSync(system, Path(cfg.state_dir) / "system-accounts",
                                        identity_of))
     store: Store = fleet
@@ -373,10 +399,10 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
                 text: str | None = None) -> None:
     raise_fd_limit()
     metrics.enable(cfg, parent=True)   # before the PAM processes start: they inherit it
-    accounts, audit, sync = build(cfg)
+    accounts, audit, syncs = build(cfg)
     exporter = metrics.Exporter(cfg, accounts) if metrics.on() else None
     audit_file = audit.local if isinstance(audit, FleetAudit) else audit   # reopened on SIGHUP
-    if sync is not None:
+    for sync in syncs:
         sync.start()
     if text is not None:
         remember_good(cfg, text)
@@ -424,7 +450,7 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     await daemon.close()
     for pool in (control_pool, argon2):
         pool.shutdown(wait=False, cancel_futures=True)
-    if sync is not None:
+    for sync in syncs:
         sync.stop()
     if isinstance(accounts.outbox, Mailer):
         accounts.outbox.close()

@@ -92,6 +92,37 @@ class NssAccounts:
                        check=False)
         return True
 
+    def update_account(self, name: str, identity: Identity) -> list[str]:
+        """usermod an account to the directory's identity (it changed there); the fields
+        changed. A UID another account has is refused (UsageError), as at creation; the
+        home is not moved (usermod --home without --move-home)."""
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            return []
+        args: list[str] = []
+        if identity.uid != pw.pw_uid:
+            taken = self.uid_to_name(identity.uid)
+            if taken is not None:
+                raise UsageError(f"UID {identity.uid} of directory user {name} is already "
+                                 f"the local account {taken}'s; {name}'s account keeps UID "
+                                 f"{pw.pw_uid} (fix the clash, the UID is never changed)")
+            args += ["--uid", str(identity.uid)]
+        if identity.gid != pw.pw_gid:
+            self._group(name, identity.gid)
+            args += ["--gid", str(identity.gid)]
+        if identity.home and identity.home != pw.pw_dir:
+            args += ["--home", identity.home]
+        if identity.shell and identity.shell != pw.pw_shell:
+            args += ["--shell", identity.shell]
+        if not args:
+            return []
+        proc = subprocess.run(["usermod", *args, name], capture_output=True, text=True,
+                              timeout=30)
+        if proc.returncode != 0:
+            raise UsageError(f"usermod {name} failed: {proc.stderr.strip()}")
+        return args[::2]
+
     @staticmethod
     def _group(name: str, gid: int) -> None:
         """The directory's primary group: made (named after the user) when this host

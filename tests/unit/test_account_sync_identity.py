@@ -25,6 +25,9 @@ class FakeSystem:
         self.made[name] = identity
         return True
 
+    def update_account(self, name: str, identity: Identity) -> list[str]:
+        return []
+
 
 def rows(*names: str) -> list:
     return [SimpleNamespace(name=n) for n in names]   # the sync reads only the name
