@@ -115,7 +115,8 @@ class Config:
     # Directory users in these groups get an account (and a record without MFA
     # required) before their first login, as mfa_groups members do.
     login_groups: tuple[str, ...] = ()
-    # Seconds between two reads of the directory's members (at start, then every ...).
+    # Seconds between two reads of the directory's members (at start, then every ...;
+    # 0: no sync, accounts and records are made at the first login as before).
     directory_sync_interval: float = 300.0
     # PAM connections being served at once; those parked at a prompt for a
     # person do not count (their own budget: transport/limits.py).
@@ -208,7 +209,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "database_pool_min": (1, 100),
     "database_pool_max": (1, 100),
     "fleet_sync_interval": (0.2, 60),
-    "directory_sync_interval": (1, 86400),
+    "directory_sync_interval": (0, 86400),
     "metrics_interval": (1, 3600),
 }
 _ENUMS: dict[str, tuple[str, ...]] = {

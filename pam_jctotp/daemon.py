@@ -203,7 +203,8 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, list[
 def syncs_directory(cfg: configmod.Config) -> bool:
     """The directory sync runs (directory_sync.py): an LDAP directory and login groups.
     It then owns the Linux accounts, and the fleet's account step is left out."""
-    return cfg.directory.is_ldap and bool(cfg.login_group_keys)
+    return cfg.directory.is_ldap and bool(cfg.login_group_keys) \
+        and cfg.directory_sync_interval > 0
 
 
 def directory_sync(cfg: configmod.Config, accounts: Accounts, directory: Directory,
