@@ -81,10 +81,10 @@ class DirectorySync:
         members = {n: m for n, m in everyone.items() if m.groups & wanted}
         self.members = members
         provisioning.follow(self.acc, {n: m.groups for n, m in members.items()})
-        if self.system_accounts is not None:
-            self.system_accounts.follow(set(members), update=True)
         self.acc.departed = {r.name: "left" if r.name not in everyone else "no login group"
                              for r in self.acc.store.list() if r.name not in members}
+        if self.system_accounts is not None:
+            self.system_accounts.follow(set(members), update=True)
         self.error = None
         self.synced.set()
 
