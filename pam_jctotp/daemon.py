@@ -104,7 +104,8 @@ def make_directory(cfg: configmod.Config, store: Store, system: NssAccounts) -> 
     if cfg.directory.is_ldap:
         from .directory.ldap import LdapDirectory  # ldap3 only where it is used
         return LdapDirectory(cfg.directory, system,
-                             cfg.admin_groups + cfg.exempt_groups + cfg.mfa_groups)
+                             cfg.admin_groups + cfg.exempt_groups + cfg.mfa_groups
+                             + cfg.login_groups)
     return LocalDirectory(store, Passwords(cfg.password_hash), system)
 
 
@@ -292,9 +293,11 @@ RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections", 
                 "smtp",
                 "database_pgbouncer", "database_pool_min", "database_pool_max",
                 "fleet_sync_interval",
+                # the directory sync's thread and who makes accounts (directory_sync.py)
+                "accounts", "directory_sync_interval",
                 # the metrics' files, writer thread and port are made at start
                 "metrics_textfile", "metrics_interval", "metrics_listen")
-LDAP_RESTART_KEYS = ("admin_groups", "exempt_groups", "mfa_groups")
+LDAP_RESTART_KEYS = ("admin_groups", "exempt_groups", "mfa_groups", "login_groups")
 
 
 def restart_keys(cfg: configmod.Config) -> tuple[str, ...]:

@@ -157,3 +157,36 @@ def test_sshd_fake_password_and_a_tab_are_wrong_passwords(fresh_sshd, slapd,  # 
                for e in events), events[-5:]
     log = s.ok("cat /var/log/jctotp/jctotpd.log")
     assert "unavailable" not in log, log
+
+
+def nslcd(s, slapd) -> None:  # noqa: F811
+    """Debian's nslcd + libnss-ldapd on the same directory (accounts: nss)."""
+    conf = (f"uid nslcd\ngid nslcd\nuri {slapd.ldaps_uri}\nbase {slapd.base_dn}\n"
+            f"binddn {slapd.bind_dn}\nbindpw {slapd.bind_password}\n"
+            "tls_reqcert demand\ntls_cacertfile /etc/jctotp/ldap-ca.pem\n")
+    s.ok("umask 077 && cat > /etc/nslcd.conf && chown root:nslcd /etc/nslcd.conf && "
+         "chmod 640 /etc/nslcd.conf", stdin=conf)
+    s.ok("sed -i -e 's/^passwd:.*/passwd: files ldap/' -e 's/^group:.*/group: files ldap/' "
+         "/etc/nsswitch.conf && mkdir -p /run/nslcd && chown nslcd:nslcd /run/nslcd && nslcd")
+
+
+def test_accounts_nss_first_login_through_nslcd_and_no_account_made(fresh_sshd, slapd,  # noqa: F811
+                                                                     directory):
+    group, erin, uid = directory["group"], directory["user"], directory["uid"]
+    s = ldap_host(fresh_sshd, slapd, login_groups=[group], accounts="nss")
+    nslcd(s, slapd)
+    line = eventually(lambda: passwd_line(s, erin), timeout=20)
+    assert line and line.split(":")[2:4] == [str(uid)] * 2, (line, s.logs())
+    # the first SSH login works (nslcd gives sshd the account); the daemon made none
+    r = s.login(erin, slapd.passwords[erin], None, command="echo id=$(id -u)")
+    assert r.ok and f"id={uid}" in r.output, r.output + s.logs()
+    assert s.sh(f"grep -c '^{erin}:' /etc/passwd")[1].strip() == "0"
+    assert s.sh("test -e /var/lib/jctotp/system-accounts")[0] != 0
+    assert "useradd" not in s.ok("cat /var/log/jctotp/jctotpd.log")
+    listed = {u["name"] for u in json.loads(s.ok("jctotp user list --json"))}
+    assert erin in listed   # the record is the sync's all the same
+    # doctor looks members up through NSS: fine with nslcd, a failure without it
+    assert "NSS sees the directory users" in s.sh("jctotp doctor")[1]
+    s.ok("kill $(cat /run/nslcd/nslcd.pid)")
+    rc, out = s.sh("jctotp doctor")
+    assert rc != 0 and f"NSS does not know the directory user(s) {erin}" in out, out
