@@ -180,14 +180,15 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, list[
                           lambda: [r.name for r in source.list() if r.locked_at is not None])
     markers.resync()   # before the sockets listen: a lock made while we were down counts
     syncs: list[Sync] = []
+    fleet_sync = None
     audit: AuditLog | FleetAudit = local
     late: list[Directory] = []   # the fleet's account sync asks it for UIDs, made below
     if cfg.database:
         fleet = cast("PostgresStore", store)
         audit = FleetAudit(local, fleet)
-        store, sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
-                                   lambda name: late[0].identity(name) if late else None)
-        syncs.append(sync)
+        store, fleet_sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
+                                         lambda name: late[0].identity(name) if late else None)
+        syncs.append(fleet_sync)
     directory = make_directory(cfg, store, system)
     late.append(directory)
     metrics.watch(store)
@@ -197,7 +198,10 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, list[
     if cfg.smtp is not None:
         accounts.outbox = Mailer(cfg.smtp)  # every process mails what it audits (locks)
     if syncs_directory(cfg):
-        syncs.append(directory_sync(cfg, accounts, directory, system))
+        dsync = directory_sync(cfg, accounts, directory, system)
+        if fleet_sync is not None:   # a record made on another host wakes it
+            fleet_sync.steps.append(dsync.on_fleet_rows)
+        syncs.append(dsync)
     return accounts, audit, syncs
 
 

@@ -18,8 +18,11 @@ thread reads the directory's users (LDAP, paged) at start and every
 `left` (gone from the directory) or `no login group`; the logins of those gone
 from the directory are refused in acct_mgmt (provisioning.left_directory).
 
-Fleet notifications do not start a read: they announce the store's changes, not
-the directory's, and a full read per lock or login would load the directory.
+In a fleet, a record another host made for a name this host has not seen
+(another host's sync saw a new member first, or `jctotp user add`) starts a read
+at once (on_fleet_rows), so the account appears on every host within seconds;
+other notifications (locks, codes, passwords) start none: a full read per lock
+or login would load the directory.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from __future__ import annotations
 import logging
 import pwd
 import threading
-from typing import Protocol
+from typing import Iterable, Protocol
 
 from .core import provisioning
 from .core.accounts import Accounts
 from .directory import Identity
 from .errors import DirectoryUnavailable, StoreError
 from .fleet.accounts import SystemAccountSync
+from .model import UserRecord
 
 log = logging.getLogger("jctotpd.sync")
 
@@ -101,6 +105,15 @@ class DirectorySync:
                 log.exception("directory sync failed")
             self._wake.wait(self.interval)
             self._wake.clear()
+
+    def on_fleet_rows(self, rows: Iterable[UserRecord]) -> None:
+        """A step of the fleet sync (fleet/sync.py): read now if the database has a
+        record of a name the last read did not see (neither member nor departed)."""
+        if not self.synced.is_set():
+            return   # the first read is under way
+        seen = self.members.keys() | self.acc.departed.keys()
+        if any(r.name not in seen for r in rows):
+            self._wake.set()
 
     def findings(self) -> list[tuple[str, str]]:
         """For `jctotp doctor`: the last read, and with `accounts: nss` whether NSS sees
