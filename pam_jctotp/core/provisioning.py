@@ -1,6 +1,7 @@
 """Users appear by themselves: a user the directory knows (LDAP) but the store
-does not yet gets an MFA record the first time they log in (or ask a
-self-service verb), so an admin never adds directory users one by one.
+does not yet gets an MFA record when the directory sync sees them in a login
+group (`follow`, directory_sync.py), or else the first time they log in (or ask
+a self-service verb), so an admin never adds directory users one by one.
 
 Group policy (`apply_groups`), the one place it is decided, however the record
 was made (first login, `jctotp user add`, `jctotp fleet import`, another host)
