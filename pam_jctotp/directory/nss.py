@@ -34,6 +34,10 @@ class NssAccounts:
         self._monotonic = monotonic
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._lock = threading.Lock()
+        # One account change at a time: the directory sync's thread and `jctotp user
+        # add` may make the same account at once (useradd's "group exists", and the
+        # cleanup of a half-made account must not remove the other's).
+        self._changing = threading.Lock()
 
     def groups_of(self, name: str) -> frozenset[str]:
         """Names of the groups the user belongs to (empty if unknown), cached briefly."""
@@ -66,6 +70,10 @@ class NssAccounts:
         """useradd -m NAME (password locked: PAM is the gate). False if present. With the
         directory's `identity` the account takes its UID, GID, home and shell, so it is
         the same on every host; a UID another account has is refused, never renumbered."""
+        with self._changing:
+            return self._create(name, identity)
+
+    def _create(self, name: str, identity: Identity | None) -> bool:
         if self.exists(name):
             return False
         args = ["--shell", "/bin/bash"]
@@ -96,6 +104,10 @@ class NssAccounts:
         """usermod an account to the directory's identity (it changed there); the fields
         changed. A UID another account has is refused (UsageError), as at creation; the
         home is not moved (usermod --home without --move-home)."""
+        with self._changing:
+            return self._update(name, identity)
+
+    def _update(self, name: str, identity: Identity) -> list[str]:
         try:
             pw = pwd.getpwnam(name)
         except KeyError:
