@@ -33,6 +33,7 @@ from .errors import ConfigError, JctotpError, StoreError
 from .fleet import breakglass
 from .fleet.accounts import SystemAccountSync
 from .fleet.audit import FleetAudit
+from .directory_sync import DirectorySync, Enumerable
 from .fleet.rotate import KeyLearner
 from .fleet.spool import NAME as SPOOL
 from .fleet.spool import Spool
@@ -106,7 +107,8 @@ def make_directory(cfg: configmod.Config, store: Store, system: NssAccounts) -> 
     if cfg.directory.is_ldap:
         from .directory.ldap import LdapDirectory  # ldap3 only where it is used
         return LdapDirectory(cfg.directory, system,
-                             cfg.admin_groups + cfg.exempt_groups + cfg.mfa_groups)
+                             cfg.admin_groups + cfg.exempt_groups + cfg.mfa_groups
+                             + cfg.login_groups)
     return LocalDirectory(store, Passwords(cfg.password_hash), system)
 
 
@@ -167,7 +169,10 @@ def open_serving(cfg: configmod.Config) -> tuple[Store, bytes]:
         raise
 
 
-def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, FleetSync | None]:
+Sync = FleetSync | DirectorySync
+
+
+def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, list[Sync]]:
     store, key = open_serving(cfg)
     box = SecretBox(load_ring(cfg.key_path) if cfg.database else key)   # rotate-key's ring
     system = NssAccounts()
@@ -177,18 +182,20 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
     markers = LockMarkers(os.path.join(cfg.state_dir, "locked"),
                           lambda: [r.name for r in source.list() if r.locked_at is not None])
     markers.resync()   # before the sockets listen: a lock made while we were down counts
-    sync = None
+    syncs: list[Sync] = []
+    fleet_sync = None
     audit: AuditLog | FleetAudit = local
     late: list[Directory] = []   # the fleet's account sync asks it for UIDs, made below
     if cfg.database:
         fleet = cast("PostgresStore", store)
         audit = FleetAudit(local, fleet, Spool(Path(cfg.state_dir) / SPOOL),
                            down=lambda: fleet.breaker.down)
-        store, sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
-                                   lambda name: late[0].identity(name) if late else None)
+        store, fleet_sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
+                                         lambda name: late[0].identity(name) if late else None)
         learner = KeyLearner(fleet, box, cfg.key_path)   # a key rotated meanwhile
         box.learn = learner
-        sync.steps.append(learner.sync)
+        fleet_sync.steps.append(learner.sync)
+        syncs.append(fleet_sync)
     directory = make_directory(cfg, store, system)
     late.append(directory)
     metrics.watch(store)
@@ -197,7 +204,32 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
                         clock, audit, markers)
     if cfg.smtp is not None:
         accounts.outbox = Mailer(cfg.smtp)  # every process mails what it audits (locks)
-    return accounts, audit, sync
+    if syncs_directory(cfg):
+        dsync = directory_sync(cfg, accounts, directory, system)
+        if fleet_sync is not None:   # a record made on another host wakes it
+            fleet_sync.steps.append(dsync.on_fleet_rows)
+        syncs.append(dsync)
+    return accounts, audit, syncs
+
+
+def syncs_directory(cfg: configmod.Config) -> bool:
+    """The directory sync runs (directory_sync.py): an LDAP directory and login groups.
+    It then owns the Linux accounts, and the fleet's account step is left out."""
+    return cfg.directory.is_ldap and bool(cfg.login_group_keys) \
+        and cfg.directory_sync_interval > 0
+
+
+def directory_sync(cfg: configmod.Config, accounts: Accounts, directory: Directory,
+                   system: NssAccounts) -> DirectorySync:
+    made = None
+    dsync = DirectorySync(accounts, cast(Enumerable, directory), None,
+                          cfg.directory_sync_interval)
+    if cfg.makes_accounts:
+        made = SystemAccountSync(system, Path(cfg.state_dir) / "system-accounts",
+                                 dsync.identity_of)
+    dsync.system_accounts = made
+    accounts.account_findings = dsync.findings
+    return dsync
 
 
 def housekeeping(accounts: Accounts) -> Callable[[], None] | None:
@@ -230,7 +262,7 @@ def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccou
     the daemon uses: the fleet's, with the break-glass fallback when configured."""
     steps: list[Callable[[list[UserRecord]], Any]] = [
         lambda rows: markers.sync(r.name for r in rows if r.locked_at is not None)]
-    if cfg.create_system_accounts:
+    if cfg.makes_accounts and not syncs_directory(cfg):
         steps.append(SystemAccountSync(system, Path(cfg.state_dir) / "system-accounts",
                                        identity_of))
     store: Store = fleet
@@ -364,10 +396,10 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
                 text: str | None = None) -> None:
     raise_fd_limit()
     metrics.enable(cfg, parent=True)   # before the PAM processes start: they inherit it
-    accounts, audit, sync = build(cfg)
+    accounts, audit, syncs = build(cfg)
     exporter = metrics.Exporter(cfg, accounts) if metrics.on() else None
     audit_file = audit.local if isinstance(audit, FleetAudit) else audit   # reopened on SIGHUP
-    if sync is not None:
+    for sync in syncs:
         sync.start()
     if text is not None:
         remember_good(cfg, text)
@@ -415,7 +447,7 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     await daemon.close()
     for pool in (control_pool, argon2):
         pool.shutdown(wait=False, cancel_futures=True)
-    if sync is not None:
+    for sync in syncs:
         sync.stop()
     if isinstance(accounts.outbox, Mailer):
         accounts.outbox.close()

@@ -299,3 +299,13 @@ print(json.dumps({{"exit": r.exit, "message": r.message, "data": r.data,
                          env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+def eventually(check, timeout: float = 10.0):
+    """Poll `check()` every 0.1 s until it is true or `timeout` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)

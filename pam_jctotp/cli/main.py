@@ -123,7 +123,8 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
 
 USER_COLUMNS = [("name", "USER"), ("admin", "ADMIN"), ("mfa", "MFA"),
                 ("days_left", "DAYS LEFT"), ("locked", "LOCKED"),
-                ("attempts_left", "ATTEMPTS LEFT"), ("recovery_codes_left", "RECOVERY")]
+                ("attempts_left", "ATTEMPTS LEFT"), ("recovery_codes_left", "RECOVERY"),
+                ("directory", "DIRECTORY")]
 
 
 def _cell(value: Any) -> str:

@@ -99,6 +99,15 @@ class Config:
     enrollment_attempts: int = key(3, range=(1, 10))
     recovery_codes: int = key(10, range=(0, 50))
     create_system_accounts: bool = key(True)
+    # Who makes directory users' Linux accounts (directory_sync.py): "daemon" (useradd
+    # with the directory's UID, GID, home, shell) or "nss" (sssd or nslcd: none made).
+    accounts: str = key("daemon", choices=("daemon", "nss"), restart=True)
+    login_groups: tuple[str, ...] = key((), restart_ldap=True,
+                                        doc="directory groups whose users get an account "
+                                        "and a record (no MFA required) before their first login")
+    directory_sync_interval: float = key(300.0, range=(0, 86400), restart=True,
+                                         doc="seconds between two reads of the directory's "
+                                         "members (0: accounts made at the first login)")
     max_connections: int = key(256, range=(1, 65536), restart=True,
                                doc="PAM connections served at once (not those at a prompt)")
     answer_timeout: int = key(120, range=(10, 3600),
@@ -141,6 +150,16 @@ class Config:
     @property
     def exempt_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(c, strict=False) for c in self.exempt_sources)
+
+    @property
+    def makes_accounts(self) -> bool:
+        """Does the daemon make Linux accounts (`accounts: nss`: never)?"""
+        return self.create_system_accounts and self.accounts == "daemon"
+
+    @property
+    def login_group_keys(self) -> tuple[str, ...]:
+        """The groups whose members the directory sync gives an account and a record."""
+        return self.mfa_groups + self.login_groups + self.admin_groups
 
     @property
     def db_path(self) -> Path:

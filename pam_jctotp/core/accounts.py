@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from ..clock import Clock
 from ..config import Config
@@ -80,6 +80,10 @@ class Accounts:
         self.unknown = UnknownNames()  # failure counters of names nobody has
         self.portal = PortalState()       # the User Portal's sessions and reset links
         self.outbox: Outbox = NoOutbox()  # mails (smtp:), queued: never block a verb
+        # The directory sync's (directory_sync.py): records whose user left the
+        # directory ("left") or the login groups, and its findings for `jctotp doctor`.
+        self.departed: dict[str, str] = {}
+        self.account_findings: Callable[[], list[tuple[str, str]]] = list
 
     # --- lookups: pure reads (a read never lifts a lock: lockout.begin does) ---
 

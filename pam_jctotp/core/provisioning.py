@@ -1,6 +1,7 @@
 """Users appear by themselves: a user the directory knows (LDAP) but the store
-does not yet gets an MFA record the first time they log in (or ask a
-self-service verb), so an admin never adds directory users one by one.
+does not yet gets an MFA record when the directory sync sees them in a login
+group (`follow`, directory_sync.py), or else the first time they log in (or ask
+a self-service verb), so an admin never adds directory users one by one.
 
 Group policy (`apply_groups`), the one place it is decided, however the record
 was made (first login, `jctotp user add`, `jctotp fleet import`, another host)
@@ -20,6 +21,8 @@ password already counts toward the lock.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from ..errors import StoreError, StoreUnavailable
 from ..model import MfaState, UserRecord
 from . import mfa_lifecycle, policy
@@ -32,23 +35,38 @@ def record(acc: Accounts, name: str) -> UserRecord | None:
     """The user's record, with group policy applied; made now for a directory user
     seen for the first time."""
     rec = acc.get(name)
-    if rec is not None:
-        return apply_groups(acc, rec, actor="login")
-    if not acc.directory.provisions or not acc.directory.exists(name):
-        return None
-    try:
-        acc.store.add(name, is_admin=False, password_hash=None, now=acc.now())
-    except StoreError:
-        rec = acc.get(name)   # a parallel first login made it first
-        if rec is None:
-            raise
-        return apply_groups(acc, rec, actor="login")
-    acc.audit("user_provisioned", name, reason="first seen in the directory")
-    rec = acc.get(name)
+    if rec is None:
+        if not acc.directory.provisions or not acc.directory.exists(name):
+            return None
+        rec = _make(acc, name, "first seen in the directory")
     return apply_groups(acc, rec, actor="login") if rec is not None else None
 
 
-def apply_groups(acc: Accounts, rec: UserRecord, actor: str) -> UserRecord:
+def _make(acc: Accounts, name: str, reason: str) -> UserRecord | None:
+    """A record with MFA off (apply_groups then decides), unless one was made meanwhile."""
+    try:
+        acc.store.add(name, is_admin=False, password_hash=None, now=acc.now())
+    except StoreError:
+        rec = acc.get(name)   # a parallel first login (or another host's sync) made it first
+        if rec is None:
+            raise
+        return rec
+    acc.audit("user_provisioned", name, reason=reason)
+    return acc.get(name)
+
+
+def follow(acc: Accounts, members: Mapping[str, frozenset[str]]) -> None:
+    """The directory sync (directory_sync.py): every member of the login groups
+    (name -> their directory groups) has a record before their first login, with
+    group policy applied, so one who joined `mfa_groups` since must now enroll."""
+    for name, groups in sorted(members.items()):
+        rec = acc.get(name) or _make(acc, name, "directory sync")
+        if rec is not None:
+            apply_groups(acc, rec, actor="directory sync", groups=groups)
+
+
+def apply_groups(acc: Accounts, rec: UserRecord, actor: str,
+                 groups: frozenset[str] | None = None) -> UserRecord:
     """Bring the record in line with `mfa_groups` and `admin_groups` (see the module's
     docstring); the record as it is now. Never relaxes: leaving a group changes nothing
     stored (an admin turns MFA off with `jctotp mfa disable`)."""
@@ -57,7 +75,8 @@ def apply_groups(acc: Accounts, rec: UserRecord, actor: str) -> UserRecord:
         return rec
     # the lookup only when a group is configured (groups_if): a stored admin flag alone
     # needs none, and this runs at every login
-    groups = acc.groups_if(cfg.mfa_groups + cfg.admin_groups, rec.name)
+    if groups is None:
+        groups = acc.groups_if(cfg.mfa_groups + cfg.admin_groups, rec.name)
     admin = policy.is_admin(rec, groups, cfg)
     state = acc.state(rec)
     days = mfa_lifecycle.grace(admin, cfg.default_enrollment_days)

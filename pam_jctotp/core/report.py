@@ -90,4 +90,5 @@ def summary(acc: Accounts, rec: UserRecord,
         "attempts_left": 0 if lock_live else max(0, limit - failed),
         "has_password": rec.password_hash is not None,   # a local hash (kept for scripts)
         "password": password_source(acc, rec),
+        "directory": acc.departed.get(rec.name),   # the directory sync's marker
     }

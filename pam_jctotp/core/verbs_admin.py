@@ -61,7 +61,7 @@ def user_add(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
         raise UsageError(f"user {name!r} is not in the directory ({acc.directory.describe()}); "
                          "add them there first, nothing was changed")
     created = False
-    if arg(args, "system_account", bool, acc.config.create_system_accounts):
+    if arg(args, "system_account", bool, acc.config.makes_accounts):
         created = acc.system.create_account(name, acc.directory.identity(name))
     secret = Totp.new_secret() if mfa else None
     with acc.store.unit_of_work():
@@ -338,7 +338,8 @@ def doctor(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     name = arg(args, "user", str, None)
     yield Result(data={"directory": acc.directory.check(name),
                        "directory_kind": acc.directory.describe(),
-                       "store": acc.store.health() + acc.clock_findings()})
+                       "store": acc.store.health() + acc.clock_findings(),
+                       "accounts": acc.account_findings()})
 
 
 def clock_set(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:

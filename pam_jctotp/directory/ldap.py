@@ -59,6 +59,7 @@ log = logging.getLogger("jctotpd")
 
 CACHE_TTL = 10.0        # seconds a user's DN and groups are reused (a login looks twice)
 POOL_SIZE = 8           # idle connections kept per kind
+PAGE_SIZE = 500         # entries per page of the account sync's search (RFC 2696)
 MAX_PASSWORD = 1024     # bytes; PAM answers are at most 512 (PAM_MAX_RESP_SIZE)
 _WRONG_CREDENTIALS = {19, 32, 34, 48, 49, 50, 53}  # constraint, noSuchObject, invalidDN,
 # inappropriateAuth, invalidCredentials, insufficientAccess, unwillingToPerform
@@ -174,6 +175,8 @@ class LdapDirectory:
             raise ConfigError(f"config key 'directory.user_filter': {cfg.user_filter!r} must "
                               "contain (ATTRIBUTE={user}), e.g. (uid={user})")
         self._name_attr: str = attr
+        self._posix = [cfg.uid_number_attribute, cfg.gid_number_attribute,
+                       cfg.home_directory_attribute, cfg.login_shell_attribute]
         # A configured group written as a DN matches however the directory spells it.
         self._configured_dns = {normalise_dn(g): g for g in configured_groups if "=" in g}
         self._tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=cfg.ca_file)
@@ -264,15 +267,16 @@ class LdapDirectory:
             self._cache[name] = (now, entry)
         return entry
 
-    def _search_user(self, conn: ldap3.Connection, name: str) -> Entry | None:
-        cfg = self.cfg
-        posix = [cfg.uid_number_attribute, cfg.gid_number_attribute,
-                 cfg.home_directory_attribute, cfg.login_shell_attribute]
-        attrs = [self._name_attr, *posix]
+    def _user_attributes(self) -> list[str]:
+        attrs = [self._name_attr, *self._posix]
         if self.cfg.group_base_dn is None:
             attrs.append(self.cfg.group_attribute)
+        return attrs
+
+    def _search_user(self, conn: ldap3.Connection, name: str) -> Entry | None:
         filt = self.cfg.user_filter.format(user=escape_filter_chars(name))
-        response = self._search(conn, self.cfg.base_dn, filt, attrs, size_limit=2)
+        response = self._search(conn, self.cfg.base_dn, filt, self._user_attributes(),
+                                size_limit=2)
         # Exactly one entry whose name attribute is the name, byte for byte.
         found = [e for e in response
                  if name in _values(e, self._name_attr)]
@@ -281,9 +285,13 @@ class LdapDirectory:
                 log.warning("directory: %d entries match %s; refusing the ambiguous name",
                             len(response), filt)
             return None
-        dn = found[0]["dn"]
+        return self._entry(conn, name, found[0])
+
+    def _entry(self, conn: ldap3.Connection, name: str, raw: dict[str, Any]) -> Entry:
+        """A search result as an Entry: its groups (the attribute, or a group search)."""
+        dn = raw["dn"]
         if self.cfg.group_base_dn is None:
-            group_dns = _values(found[0], self.cfg.group_attribute)
+            group_dns = _values(raw, self.cfg.group_attribute)
             cns: list[str] = []
         else:
             gfilt = self.cfg.group_filter.format(dn=escape_filter_chars(dn),
@@ -291,7 +299,43 @@ class LdapDirectory:
             groups = self._search(conn, self.cfg.group_base_dn, gfilt, ["cn"])
             group_dns = [g["dn"] for g in groups]
             cns = [cn for g in groups for cn in _values(g, "cn")]
-        return Entry(dn, self._group_names(group_dns, cns), _identity(found[0], posix))
+        return Entry(dn, self._group_names(group_dns, cns), _identity(raw, self._posix))
+
+    def members(self) -> dict[str, Entry]:
+        """Every user `user_filter` finds (the {user} a wildcard), with groups and
+        identity, for the account sync (directory/sync.py). Paged, so a directory
+        larger than the server's size limit is read whole; with `group_attribute`
+        one search, with `group_base_dn` one group search per user."""
+        def read(conn: ldap3.Connection) -> dict[str, Entry]:
+            found: dict[str, Entry] = {}
+            for raw in self._paged(conn, self.cfg.user_filter.format(user="*"),
+                                   self._user_attributes()):
+                names = _values(raw, self._name_attr)
+                if len(names) != 1:
+                    continue
+                entry = self._entry(conn, names[0], raw)
+                if names[0] in found:   # ambiguous, as lookup() refuses it
+                    found[names[0]] = Entry("", frozenset())
+                else:
+                    found[names[0]] = entry
+            return {n: e for n, e in found.items() if e.dn}
+        return self._with_service(read)
+
+    def _paged(self, conn: ldap3.Connection, filt: str,
+               attrs: list[str]) -> Iterator[dict[str, Any]]:
+        cookie: Any = None
+        while True:
+            conn.search(self.cfg.base_dn, filt, attributes=attrs, paged_size=PAGE_SIZE,
+                        paged_cookie=cookie)
+            code = (conn.result or {}).get("result", 80)
+            if code not in (0, 4, 32):
+                raise DirectoryUnavailable(f"search under {self.cfg.base_dn} failed: "
+                                           f"{(conn.result or {}).get('description')}")
+            yield from [e for e in (conn.response or []) if e.get("type") == "searchResEntry"]
+            cookie = ((conn.result or {}).get("controls", {})
+                      .get("1.2.840.113556.1.4.319", {}).get("value", {}).get("cookie"))
+            if not cookie:
+                return
 
     def _group_names(self, dns: list[str], cns: list[str]) -> frozenset[str]:
         names = set(cns)

@@ -34,6 +34,10 @@ class NssAccounts:
         self._monotonic = monotonic
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._lock = threading.Lock()
+        # One account change at a time: the directory sync's thread and `jctotp user
+        # add` may make the same account at once (useradd's "group exists", and the
+        # cleanup of a half-made account must not remove the other's).
+        self._changing = threading.Lock()
 
     def groups_of(self, name: str) -> frozenset[str]:
         """Names of the groups the user belongs to (empty if unknown), cached briefly."""
@@ -66,6 +70,10 @@ class NssAccounts:
         """useradd -m NAME (password locked: PAM is the gate). False if present. With the
         directory's `identity` the account takes its UID, GID, home and shell, so it is
         the same on every host; a UID another account has is refused, never renumbered."""
+        with self._changing:
+            return self._create(name, identity)
+
+    def _create(self, name: str, identity: Identity | None) -> bool:
         if self.exists(name):
             return False
         args = ["--shell", "/bin/bash"]
@@ -91,6 +99,41 @@ class NssAccounts:
         subprocess.run(["usermod", "-p", "*", name], capture_output=True, timeout=30,
                        check=False)
         return True
+
+    def update_account(self, name: str, identity: Identity) -> list[str]:
+        """usermod an account to the directory's identity (it changed there); the fields
+        changed. A UID another account has is refused (UsageError), as at creation; the
+        home is not moved (usermod --home without --move-home)."""
+        with self._changing:
+            return self._update(name, identity)
+
+    def _update(self, name: str, identity: Identity) -> list[str]:
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            return []
+        args: list[str] = []
+        if identity.uid != pw.pw_uid:
+            taken = self.uid_to_name(identity.uid)
+            if taken is not None:
+                raise UsageError(f"UID {identity.uid} of directory user {name} is already "
+                                 f"the local account {taken}'s; {name}'s account keeps UID "
+                                 f"{pw.pw_uid} (fix the clash, the UID is never changed)")
+            args += ["--uid", str(identity.uid)]
+        if identity.gid != pw.pw_gid:
+            self._group(name, identity.gid)
+            args += ["--gid", str(identity.gid)]
+        if identity.home and identity.home != pw.pw_dir:
+            args += ["--home", identity.home]
+        if identity.shell and identity.shell != pw.pw_shell:
+            args += ["--shell", identity.shell]
+        if not args:
+            return []
+        proc = subprocess.run(["usermod", *args, name], capture_output=True, text=True,
+                              timeout=30)
+        if proc.returncode != 0:
+            raise UsageError(f"usermod {name} failed: {proc.stderr.strip()}")
+        return args[::2]
 
     @staticmethod
     def _group(name: str, gid: int) -> None:

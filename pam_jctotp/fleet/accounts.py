@@ -15,7 +15,7 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from ..directory import Identity
 from ..directory.nss import NssAccounts
@@ -23,6 +23,7 @@ from ..errors import JctotpError
 from ..model import UserRecord
 
 log = logging.getLogger("jctotpd.accounts")
+T = TypeVar("T")
 
 
 class SystemAccountSync:
@@ -50,7 +51,12 @@ class SystemAccountSync:
         os.replace(tmp, self.registry)
 
     def __call__(self, rows: Iterable[UserRecord]) -> None:
-        names = {r.name for r in rows}
+        self.follow({r.name for r in rows})
+
+    def follow(self, names: set[str], update: bool = False) -> None:
+        """Accounts for `names` (made, or unlocked if they come back), and locked for
+        the names we made that are not among them. `update`: an account we made takes
+        the directory's identity again when it changed there (the directory sync)."""
         ours = self.ours()
         before = dict(ours)
         for name in sorted(names):
@@ -59,17 +65,13 @@ class SystemAccountSync:
                     self._usermod(name, "--expiredate", "", "--unlock")
                     ours[name] = False
                     log.info("system account %s unlocked: back in the directory", name)
+                if update:
+                    self._update(name)
             elif not self.system.exists(name):
-                try:
-                    self.system.create_account(name, self.identity_of(name))
-                except JctotpError as exc:
-                    if self._refused.get(name) != str(exc):
-                        log.error("cannot create the system account of %s: %s", name, exc)
-                        self._refused[name] = str(exc)
-                    continue
-                self._refused.pop(name, None)
-                ours[name] = False
-                log.info("system account %s created (a directory user)", name)
+                if self._attempt(name, "create", self.system.create_account, name,
+                                 self.identity_of(name)) is not None:
+                    ours[name] = False
+                    log.info("system account %s created (a directory user)", name)
         for name, locked in ours.items():
             if name not in names and not locked and self.system.exists(name):
                 self._usermod(name, "--lock", "--expiredate", "1")
@@ -77,6 +79,27 @@ class SystemAccountSync:
                 log.info("system account %s locked: no longer in the directory", name)
         if ours != before:
             self._save(ours)
+
+    def _update(self, name: str) -> None:
+        identity = self.identity_of(name)
+        if identity is None:
+            return
+        changed = self._attempt(name, "update", self.system.update_account, name, identity)
+        if changed:
+            log.info("system account %s updated from the directory (%s)", name,
+                     ", ".join(c.lstrip("-") for c in changed))
+
+    def _attempt(self, name: str, what: str, fn: Callable[..., T], *args: Any) -> T | None:
+        """fn(*args); None if refused (a UID clash), logged once, not at every resync."""
+        try:
+            result = fn(*args)
+        except JctotpError as exc:
+            if self._refused.get(name) != str(exc):
+                log.error("cannot %s the system account of %s: %s", what, name, exc)
+                self._refused[name] = str(exc)
+            return None
+        self._refused.pop(name, None)
+        return result
 
     @staticmethod
     def _usermod(name: str, *args: str) -> None:

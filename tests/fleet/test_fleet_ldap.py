@@ -29,6 +29,7 @@ def make_ldap_host(make_host, slapd):  # noqa: F811
 
     def make(name: str, **config):
         config.setdefault("mfa_groups", ["mfa"])
+        config.setdefault("directory_sync_interval", 0)   # no Linux accounts made here
         return make_host(name, directory=ldap_directory(slapd), **config)
 
     return make

@@ -26,20 +26,11 @@ from fleetlib import service
 from pam_jctotp.errors import StoreUnavailable
 from pam_jctotp.fleet.breakglass import MATCHED, WARN_EVERY, BreakGlassStore, write_matched
 from pam_jctotp.store.sqlite import SqliteStore
-from testlib import code_at
+from testlib import code_at, eventually
 
 pytestmark = pytest.mark.fleet
 
 PASSWORD = "correct horse battery"
-
-
-def eventually(check, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def test_lock_markers_follow_the_database_on_every_host(make_host, confdir):

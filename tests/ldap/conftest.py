@@ -35,6 +35,9 @@ def ldap_daemon(make_daemon, slapd, shim):  # noqa: F811
         config.setdefault("admin_groups", ["admins"])
         config.setdefault("exempt_groups", ["break-glass"])
         config.setdefault("mfa_groups", ["mfa"])
+        # no directory sync unless a test asks: it would make the slapd's users'
+        # Linux accounts on this machine (tests/ldap/test_ldap_accounts.py asks)
+        config.setdefault("directory_sync_interval", 0)
         return make_daemon(directory=ldap_directory(slapd, **(directory or {})), **config)
 
     return make

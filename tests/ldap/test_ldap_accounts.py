@@ -12,8 +12,11 @@ import os
 import pwd
 import random
 import subprocess
+import time
 
 import pytest
+
+from testlib import eventually
 
 pytestmark = pytest.mark.ldap
 
@@ -71,3 +74,73 @@ def test_a_uid_clash_is_refused_with_one_clear_message(ldap_daemon, slapd, names
     with pytest.raises(KeyError):
         pwd.getpwnam(name)            # not created, not renumbered
     assert pwd.getpwuid(uid).pw_name == local
+
+
+def account(name: str):
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def shadow(name: str) -> list[str]:
+    for line in open("/etc/shadow", encoding="utf-8"):
+        if line.split(":", 1)[0] == name:
+            return line.rstrip("\n").split(":")
+    raise KeyError(name)
+
+
+def listed(daemon, name: str):
+    return next((u for u in daemon.ok("user.list") if u["name"] == name), None)
+
+
+def test_the_directory_sync_makes_accounts_ahead_and_locks_those_who_leave(
+        ldap_daemon, slapd, names):
+    """Issue 21: members of mfa_groups/login_groups get their account (the directory's
+    identity) and record before any login; one who joins mfa_groups later must enroll;
+    one removed from the directory is locked and expired within the sync interval."""
+    mfa_group, login_group = names("gm"), names("gl")
+    carol, dave, late = names("c"), names("d"), names("x")
+    ids = {n: free_uid() for n in (carol, dave)}
+    slapd.add_user(carol, uid=ids[carol], shell="/bin/sh")
+    slapd.add_user(dave, uid=ids[dave])
+    late_uid = free_uid()
+    slapd.add_user(late, uid=late_uid)     # in no login group yet
+    # (with members: an empty groupOfNames would get the service account)
+    slapd.add_group(mfa_group, [carol])
+    slapd.add_group(login_group, [dave])
+    daemon = ldap_daemon(create_system_accounts=True, mfa_groups=[mfa_group],
+                         login_groups=[login_group], admin_groups=[], exempt_groups=[],
+                         directory_sync_interval=1)
+
+    # before any login: the accounts, with the directory's identity, and the records
+    assert eventually(lambda: account(carol) and account(dave)), "no account made"
+    for n in (carol, dave):
+        p = pwd.getpwnam(n)
+        assert (p.pw_uid, p.pw_gid, p.pw_dir) == (ids[n], ids[n], f"/home/{n}")
+    assert pwd.getpwnam(carol).pw_shell == "/bin/sh"
+    assert eventually(lambda: listed(daemon, carol) and listed(daemon, dave))
+    assert listed(daemon, carol)["mfa"] == "pending"    # mfa_groups: must enroll
+    assert listed(daemon, dave)["mfa"] == "off"         # login_groups: password only
+    assert account(late) is None and listed(daemon, late) is None
+
+    # joins login_groups (record, MFA off), then mfa_groups: must now enroll
+    slapd.add_to_group(login_group, late)
+    assert eventually(lambda: listed(daemon, late) and account(late)), "nothing for the joiner"
+    assert listed(daemon, late)["mfa"] == "off" and pwd.getpwnam(late).pw_uid == late_uid
+    slapd.add_to_group(mfa_group, late)
+    assert eventually(lambda: listed(daemon, late)["mfa"] == "pending"), listed(daemon, late)
+    assert listed(daemon, late)["days_left"] == 7     # default_enrollment_days
+
+    # removed from the directory: locked and expired within the interval (+ one read)
+    assert not shadow(dave)[1].startswith("!")
+    slapd.remove_user(dave)
+    removed = time.monotonic()
+    assert eventually(lambda: shadow(dave)[1].startswith("!"), timeout=10), shadow(dave)
+    took = time.monotonic() - removed
+    fields = shadow(dave)
+    assert fields[7] == "1", fields            # expired on 1970-01-02: no key login either
+    assert took < 1 + 4, took           # directory_sync_interval 1 s (+ a read, under load)
+    assert listed(daemon, dave)["directory"] == "left"
+    assert listed(daemon, carol)["directory"] is None
+    print(f"\nremoved from slapd -> account locked and expired in {took:.2f} s")

@@ -27,7 +27,10 @@ def ldap_sshd(fresh_sshd, slapd):  # noqa: F811
     s.ok("mkdir -p /etc/jctotp && cat > /etc/jctotp/ldap-ca.pem",
          stdin=slapd.ca_file.read_text())
     s.ok("umask 077 && cat > /etc/jctotp/ldap.pw", stdin=slapd.bind_password + "\n")
+    # directory_sync_interval 0: no directory sync, the accounts are this fixture's
+    # (test_directory_accounts.py tests the sync's own through sshd)
     config = dict(TEST_CONFIG, mfa_groups=["mfa"], admin_groups=["admins"],
+                  directory_sync_interval=0,
                   directory=ldap_directory(slapd, ca_file="/etc/jctotp/ldap-ca.pem",
                                            bind_password_file="/etc/jctotp/ldap.pw"))
     s.ok("cat > /etc/jctotp/config.yaml", stdin=yaml.safe_dump(config))

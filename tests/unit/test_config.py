@@ -78,6 +78,7 @@ WRONG_TYPES = {
     "database_pgbouncer": "yes", "database_pool_min": 1.5, "database_pool_max": "8",
     "fleet_sync_interval": "2", "metrics_textfile": 5, "metrics_interval": [15],
     "metrics_listen": 9877,
+    "login_groups": "staff", "accounts": ["nss"], "directory_sync_interval": "300",
 }
 
 
@@ -454,6 +455,8 @@ def test_fleet_scale_keys_are_checked():
                                                          "database_pool_max": 8})
     assert "'database_pool_max'" in error({"database_pool_max": 0})
     assert "'fleet_sync_interval'" in error({"fleet_sync_interval": 0.1})
+    assert "'directory_sync_interval'" in error({"directory_sync_interval": -1})
+    assert "'accounts'" in error({"accounts": "sssd"})
     assert "'metrics_textfile'" in error({"metrics_textfile": "jctotp.prom"})
     assert "'metrics_listen'" in error({"metrics_listen": "0.0.0.0:9877"})
 

@@ -133,12 +133,12 @@ def test_restart_keys_come_from_the_declarations():
         "password_hash", "testing", "directory", "database", "secret_key_file", "host_name",
         "break_glass_group", "smtp", "database_pgbouncer", "database_pool_min",
         "database_pool_max", "fleet_sync_interval", "metrics_textfile", "metrics_interval",
-        "metrics_listen"}
+        "metrics_listen", "accounts", "directory_sync_interval"}
     local = config.parse({})
     ldap = config.parse({"directory": BASE["directory"]})
     assert daemon.restart_keys(local) == schema.RESTART_KEYS
     assert daemon.restart_keys(ldap) == schema.RESTART_KEYS + ("admin_groups", "exempt_groups",
-                                                               "mfa_groups")
+                                                               "mfa_groups", "login_groups")
 
 
 def test_a_yaml_spelling_other_than_the_field_name():

@@ -87,6 +87,8 @@ def daemon_findings(cfg: Config, user: str | None = None) -> list[Finding]:
         found.extend(Finding(level, what) for level, what in store)
         found.extend(_store_mismatch(cfg, [what for _, what in store]))
         found.extend(Finding("fail", p) for p in problems)
+        found.extend(Finding(level, what) for level, what in
+                     (reply.data or {}).get("accounts", []))   # the directory sync's
         if reply.exit == 0 and not problems:
             kind = (reply.data or {}).get("directory_kind", "")
             found.append(Finding("ok", f"directory {kind}" + (
