@@ -207,8 +207,8 @@ class Exporter:
         from prometheus_client import CollectorRegistry, multiprocess
         self.cfg = cfg
         self.registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(self.registry)
-        self.registry.register(_State(accounts))   # type: ignore[arg-type]
+        multiprocess.MultiProcessCollector(self.registry)   # type: ignore[no-untyped-call]
+        self.registry.register(_State(accounts))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -27,7 +27,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for knode, _ in node.value:
-            key = self.construct_object(knode, deep=True)   # type: ignore[no-untyped-call]
+            key = self.construct_object(knode, deep=True)
             try:
                 first = seen.get(key)
                 seen.setdefault(key, knode.start_mark.line + 1)
@@ -45,7 +45,7 @@ def _parse_yaml(text: str) -> tuple[Any, list[str]]:
     try:
         return loader.get_single_data(), loader.duplicates
     finally:
-        loader.dispose()   # type: ignore[no-untyped-call]
+        loader.dispose()
 
 
 def key_lines(text: str) -> dict[str, int]:

@@ -68,7 +68,7 @@ def _refused(text: str, **data: Any) -> Result:
 
 
 def _address(args: dict[str, Any]) -> str:
-    value = arg(args, "address", str, "")
+    value: str = arg(args, "address", str, "")
     return value[:64]
 
 

@@ -224,7 +224,7 @@ class InOrderConnection(psycopg.Connection[Any]):
     with any psycopg (3.1.7's multi-host connect predates 3.1.13's fixes, #674)."""
 
     @classmethod
-    def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
         last: psycopg.OperationalError | None = None
         for one in hosts_in_order(conninfo):
             try:
@@ -513,7 +513,7 @@ class PostgresStore:
         self.breaker.check()
         probed = False
         for _ in range(self.pool.max_size + 1):
-            conn = self.pool.getconn(timeout=self.wait_timeout)
+            conn: psycopg.Connection[Any] = self.pool.getconn(timeout=self.wait_timeout)
             try:
                 readable = select.select([conn.pgconn.socket], [], [], 0)[0]
             except (OSError, ValueError, psycopg.OperationalError):
