@@ -148,6 +148,9 @@ class Config:
     smtp: SmtpConfig | None = None           # absent: no mail is sent
     # The reminder mail goes this many days before an enrollment period ends (0: none).
     enrollment_reminder_days: int = 2
+    # Policy keys (POLICY_KEYS) this host keeps from its own file even when the fleet
+    # database sets them (`jctotp policy set`): a deliberate local exception.
+    local_overrides: tuple[str, ...] = ()
     testing: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -246,7 +249,7 @@ _TYPES: dict[str, Any] = {
     "break_glass_max_age": int, "fleet_name": str,
     "database_pgbouncer": bool, "database_pool_min": int, "database_pool_max": int,
     "fleet_sync_interval": float, "metrics_textfile": str, "metrics_interval": float,
-    "metrics_listen": str,
+    "metrics_listen": str, "local_overrides": "strlist",
 }
 
 
@@ -563,7 +566,44 @@ def _value(key: str, value: Any, daemon: bool, problems: Problems) -> Any:
         return _database(checked)
     if key == "metrics_listen":
         return _loopback(checked)
+    if key == "local_overrides":
+        unknown = [k for k in checked if k not in POLICY_KEYS]
+        if unknown:
+            raise ConfigError(f"config key 'local_overrides': {', '.join(map(repr, unknown))} "
+                              f"{'is' if len(unknown) == 1 else 'are'} not a policy key "
+                              f"(policy keys: {', '.join(POLICY_KEYS)})")
     return checked
+
+
+# The fleet's policy (issue 21): keys `jctotp policy set` may store in the fleet database,
+# which then win over every host's file (unless a host lists the key in local_overrides).
+# Only keys a reload applies (none of daemon.RESTART_KEYS), and none that is this host's
+# own business (sockets, paths, the local break_glass_group, the store). totp_digits and
+# totp_period are left to the files: a fleet-wide change would break every enrolled app.
+_POLICY_CANDIDATES = (
+    "max_attempts", "fail_interval", "fail_delay", "unlock_after",
+    "default_enrollment_days", "enrollment_attempts", "enrollment_reminder_days",
+    "mfa_groups", "admin_groups", "exempt_groups", "login_groups", "exempt_sources",
+    "require_mfa_for_all", "unknown_users", "recovery_codes", "totp_window",
+    "issuer", "account_name", "password_reset_minutes")
+POLICY_KEYS: tuple[str, ...] = tuple(k for k in _POLICY_CANDIDATES
+                                     if k in {f.name for f in fields(Config)})
+
+
+def policy_value(key: str, value: Any) -> Any:
+    """One policy key's value, validated by the very rules of the config file (range,
+    type, the issuer/account_name checks); ConfigError naming the key. A list key
+    also takes one name or "a,b" (from the command line)."""
+    if key not in POLICY_KEYS:
+        raise ConfigError(f"{key!r} is not a policy key{_did_you_mean(key, POLICY_KEYS)} "
+                          f"(policy keys: {', '.join(POLICY_KEYS)})")
+    if _TYPES.get(key) == "strlist" and isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    cfg, problems = parse_collect({key: value}, daemon=False)
+    if problems.items:
+        raise ConfigError("; ".join(m for _, m in problems.items).replace(
+            "config key", "policy key"))
+    return getattr(cfg, key)
 
 
 def loopback_address(value: str) -> tuple[str, int]:

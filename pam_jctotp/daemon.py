@@ -33,6 +33,7 @@ from .errors import ConfigError, JctotpError, StoreError
 from .fleet import breakglass
 from .fleet.accounts import SystemAccountSync
 from .fleet.audit import FleetAudit
+from .fleet.policy import FleetPolicy
 from .fleet.sync import FleetSync
 from .mail import Mailer
 from .model import ExitCode, UserRecord
@@ -102,9 +103,29 @@ def _notify(state: str) -> None:
 def make_directory(cfg: configmod.Config, store: Store, system: NssAccounts) -> Directory:
     if cfg.directory.is_ldap:
         from .directory.ldap import LdapDirectory  # ldap3 only where it is used
-        return LdapDirectory(cfg.directory, system,
-                             cfg.admin_groups + cfg.exempt_groups + cfg.mfa_groups)
+        return LdapDirectory(cfg.directory, system, configured_groups(cfg))
     return LocalDirectory(store, Passwords(cfg.password_hash), system)
+
+
+def configured_groups(cfg: configmod.Config) -> tuple[str, ...]:
+    """The groups the config names (an LDAP directory matches their DN spellings)."""
+    return (cfg.admin_groups + cfg.exempt_groups + cfg.mfa_groups
+            + tuple(getattr(cfg, "login_groups", ())))
+
+
+def offline_directory(cfg: configmod.Config, directory: Directory, system: NssAccounts,
+                      clock: Clock, audit: AuditLog | FleetAudit) -> Directory:
+    """LDAP with break_glass_group's password verifiers for its outages (directory/offline.py)."""
+    from .directory import offline
+    group = cfg.break_glass_group
+    assert group is not None
+    verifiers = offline.Verifiers(Path(cfg.state_dir) / offline.FOLDER,
+                                  Passwords(cfg.password_hash), wall=clock.now)
+    wrapped = offline.OfflineDirectory(directory, verifiers, system, group,
+                                       max_age=lambda: cfg.break_glass_max_age,
+                                       audit=lambda event, user, **fields: audit.write(
+                                           event, user, now=clock.now(), **fields))
+    return cast(Directory, wrapped)
 
 
 def open_store(cfg: configmod.Config, create: bool = False, key: bytes | None = None) -> Store:
@@ -183,11 +204,15 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
         store, sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
                                    lambda name: late[0].identity(name) if late else None)
     directory = make_directory(cfg, store, system)
+    if cfg.break_glass_group and cfg.directory.is_ldap:
+        directory = offline_directory(cfg, directory, system, clock, audit)
     late.append(directory)
     metrics.watch(store)
     accounts = Accounts(cfg, metrics.timed(store, "database_seconds"),
                         metrics.timed(directory, "directory_seconds"), system, box,
                         clock, audit, markers)
+    if hasattr(directory, "verifiers"):   # a reload sets break_glass_max_age
+        cast(Any, directory).max_age = lambda: accounts.config.break_glass_max_age
     if cfg.smtp is not None:
         accounts.outbox = Mailer(cfg.smtp)  # every process mails what it audits (locks)
     return accounts, audit, sync
@@ -255,8 +280,8 @@ def raise_fd_limit() -> int:
 # Read once at start (sockets, the store, pools, the test clock): a reload
 # that changes them keeps the running value and says a restart is needed.
 # The directory too: an LDAP directory holds connections, its password file and
-# CA; with LDAP, the group keys as well (their DN spellings are read once,
-# directory/ldap.py), so a reload keeps them until a restart.
+# CA. (The group keys apply on reload, with LDAP too: swap() hands the directory
+# their DN spellings, as the fleet's policy does.)
 RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections", "pam_processes",
                 "password_hash", "testing", "directory",
                 # the fleet: the store, the key, the audit name and the sync are made at start
@@ -267,11 +292,10 @@ RESTART_KEYS = ("pam_socket", "control_socket", "state_dir", "max_connections", 
                 "fleet_sync_interval",
                 # the metrics' files, writer thread and port are made at start
                 "metrics_textfile", "metrics_interval", "metrics_listen")
-LDAP_RESTART_KEYS = ("admin_groups", "exempt_groups", "mfa_groups")
 
 
 def restart_keys(cfg: configmod.Config) -> tuple[str, ...]:
-    return RESTART_KEYS + (LDAP_RESTART_KEYS if cfg.directory.is_ldap else ())
+    return RESTART_KEYS
 
 
 LAST_GOOD = "config.last-good.yaml"
@@ -314,9 +338,60 @@ def load_at_start(path: str) -> tuple[configmod.Config, str | None]:
         return cfg, None
 
 
-def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bool:
+def swap(accounts: Accounts, daemon: Any, new: configmod.Config) -> None:
+    """Run with `new` from now on (a reload, or the fleet's policy changed). One
+    reference swap each: a login in flight finishes with the config it read."""
+    accounts.totp = Totp(new.totp_digits, new.totp_period, new.totp_window)
+    accounts.config = new
+    daemon.config = new
+    if isinstance(accounts.store, breakglass.BreakGlassStore):
+        accounts.store.max_age = new.break_glass_max_age
+    use_groups = getattr(accounts.directory, "use_groups", None)
+    if use_groups is not None:
+        use_groups(configured_groups(new))
+
+
+def attach_policy(cfg: configmod.Config, path: str, accounts: Accounts, target: Any,
+                  sync: FleetSync | None) -> FleetSync | None:
+    """The fleet's policy over this host's file (fleet/policy.py), read now (the
+    database may be down: the last policy read is kept in state_dir) and on every
+    change the fleet sync sees. jctotpd passes its sync; a PAM process gets a sync of
+    its own that only polls the change counter (returned, to start and stop)."""
+    fleet = accounts.store if cfg.database else None
+    policy = FleetPolicy(path, cfg, fleet, lambda new: swap(accounts, target, new),
+                         restart_keys)
+    accounts.fleet_policy = policy
+    policy.use_file(cfg)   # the cached fleet policy, before anything is served
+    if fleet is None:
+        return None
+    try:
+        policy.refresh()
+    except StoreError as exc:
+        log.warning("fleet policy not read at start (%s): serving with the last one read",
+                    exc)
+    def step(rows: list[UserRecord]) -> None:   # the users' rows are not needed
+        policy.refresh()
+    if sync is not None:
+        sync.steps.append(step)
+        return None
+    from .store.postgres import ChangePoller
+    return FleetSync(cast(Store, _NoRows()),
+                     ChangePoller(cast("PostgresStore", fleet), cfg.fleet_sync_interval), [step])
+
+
+class _NoRows:
+    """A PAM process's policy sync reads no users (jctotpd keeps the host copies)."""
+
+    def list(self) -> list[UserRecord]:
+        return []
+
+
+def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog,
+           announce: bool = False) -> bool:
     """SIGHUP: validate the file first; a broken one is refused (one error line)
-    and the running config stays. Then reopen the audit log (logrotate)."""
+    and the running config stays. Then reopen the audit log (logrotate).
+    `announce` (jctotpd, not its PAM processes): audit `config_reloaded` with the
+    names of the keys that changed (never a value) and of those kept for a restart."""
     old = accounts.config
     try:
         new, text = configmod.load_with_text(path)
@@ -333,14 +408,17 @@ def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bo
         log.warning("reload: %s changed; that takes a restart (systemctl restart jctotpd), "
                     "the running value stays", ", ".join(kept))
         new = dataclasses.replace(new, **{k: getattr(old, k) for k in kept})
+    policy = accounts.fleet_policy
+    before = policy.file if isinstance(policy, FleetPolicy) else old
     changed = [f.name for f in dataclasses.fields(new) if getattr(new, f.name) !=
-               getattr(old, f.name)]
-    # One reference swap each: a login in flight finishes with the config it read.
-    accounts.totp = Totp(new.totp_digits, new.totp_period, new.totp_window)
-    accounts.config = new
-    daemon.config = new
-    if isinstance(accounts.store, breakglass.BreakGlassStore):
-        accounts.store.max_age = new.break_glass_max_age
+               getattr(before, f.name)]
+    if isinstance(policy, FleetPolicy):
+        policy.use_file(new)   # the fleet's policy stays over the new file
+    else:
+        swap(accounts, daemon, new)
+    if announce:
+        accounts.audit("config_reloaded", None, changed=",".join(changed) or None,
+                       restart_needed=",".join(kept) or None)
     audit.use_syslog = new.audit_syslog
     logs.setup_auth(syslog_too=new.audit_syslog)
     remember_good(new, text)
@@ -349,6 +427,24 @@ def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bo
     log.info("reloaded %s (%s); audit log reopened", path,
              "changed: " + ", ".join(changed) if changed else "no change")
     return True
+
+
+class _Config:
+    """Where the fleet's policy puts the config: here until the Daemon exists, then there."""
+
+    def __init__(self, config: configmod.Config) -> None:
+        self._config = config
+        self.target: Any = None
+
+    @property
+    def config(self) -> configmod.Config:
+        return self._config
+
+    @config.setter
+    def config(self, new: configmod.Config) -> None:
+        self._config = new
+        if self.target is not None:
+            self.target.config = new
 
 
 def argon2_pool(cfg: configmod.Config) -> FairPool:
@@ -374,6 +470,8 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     raise_fd_limit()
     metrics.enable(cfg, parent=True)   # before the PAM processes start: they inherit it
     accounts, audit, sync = build(cfg)
+    running = _Config(accounts.config)   # the Daemon's, until it exists
+    attach_policy(cfg, path, accounts, running, sync)
     exporter = metrics.Exporter(cfg, accounts) if metrics.on() else None
     audit_file = audit.local if isinstance(audit, FleetAudit) else audit   # reopened on SIGHUP
     if sync is not None:
@@ -385,6 +483,7 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
                                       thread_name_prefix="control")
     daemon = Daemon(accounts, Driver(accounts.directory, argon2), PAM_STEP_WORKERS,
                     control_pool, housekeeping=housekeeping(accounts))
+    running.target = daemon   # the fleet's policy swaps the Daemon's config from now on
     use_shared_unknown_names(accounts, cfg)
     await daemon.start()
     extra = None
@@ -405,7 +504,7 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
             log.info("SIGHUP: a reload is already running")
             return
         reloading[:] = [loop.run_in_executor(control_pool, reload, path, accounts, daemon,
-                                             audit_file)]
+                                             audit_file, True)]
         if extra is not None:
             extra.signal(signal.SIGHUP)  # each reloads the file itself
     loop.add_signal_handler(signal.SIGHUP, on_sighup)

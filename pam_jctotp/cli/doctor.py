@@ -141,6 +141,8 @@ def daemon_findings(cfg: Config, user: str | None = None) -> list[Finding]:
                 ": reachable, TLS verified, service bind works" if kind.startswith("ldap")
                 else "") + (f", user {user} found" if user else "")))
         found.extend(locked_findings(cfg))
+        from . import doctor_policy   # the fleet's policy, keys waiting (issue 21)
+        found.extend(doctor_policy.findings(cfg))
     except JctotpError as exc:
         found.append(Finding("fail", str(exc)))
     try:

@@ -84,6 +84,7 @@ class Accounts:
         self.unknown = VirtualCounters()  # failure counters of names nobody has
         self.portal = PortalState()       # the User Portal's sessions and reset links
         self.outbox: Outbox = NoOutbox()  # mails (smtp:), queued: never block a verb
+        self.fleet_policy: Any = None     # `jctotp policy` (fleet/policy.py), set by jctotpd
 
     # --- lookups: pure reads (a read never lifts a lock: lockout.begin does) ---
 
