@@ -29,7 +29,7 @@ from .crypto import SecretBox, key_check, load_or_create_key, read_key
 from .directory import Directory, Identity
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
-from .errors import ConfigError, JctotpError, StoreError
+from .errors import ConfigError, JctotpError, StoreError, StoreUnavailable
 from .fleet import breakglass
 from .fleet.accounts import SystemAccountSync
 from .fleet.audit import FleetAudit
@@ -370,7 +370,10 @@ def attach_policy(cfg: configmod.Config, path: str, accounts: Accounts, target: 
         log.warning("fleet policy not read at start (%s): serving with the last one read",
                     exc)
     def step(rows: list[UserRecord]) -> None:   # the users' rows are not needed
-        policy.refresh()
+        try:
+            policy.refresh()
+        except StoreUnavailable:
+            pass   # the store logged the outage once; the last policy read stays
     if sync is not None:
         sync.steps.append(step)
         return None
