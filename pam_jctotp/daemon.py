@@ -487,6 +487,7 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     daemon = Daemon(accounts, Driver(accounts.directory, argon2), PAM_STEP_WORKERS,
                     control_pool, housekeeping=housekeeping(accounts))
     running.target = daemon   # the fleet's policy swaps the Daemon's config from now on
+    daemon.config = accounts.config   # (a swap while the Daemon was being made)
     use_shared_unknown_names(accounts, cfg)
     await daemon.start()
     extra = None
