@@ -368,7 +368,7 @@ def _policy_table(shown: dict[str, Any]) -> str:
              "file": text(k["file"]), "note": "DRIFT" if k["drift"] else
              ("ignored: " + k["invalid"]) if k["invalid"] else ""} for k in shown["keys"]]
     lines = [_table(rows, [("key", "KEY"), ("running", "RUNNING"), ("source", "FROM"),
-                           ("fleet", "FLEET"), ("file", "THIS FILE"), ("note", "")])]
+                           ("fleet", "FLEET"), ("file", "THIS FILE"), ("note", "NOTE")])]
     if not shown["fleet"]:
         lines.append("One host (SQLite): the config file is the policy.")
     lines.extend(shown["drift"])
