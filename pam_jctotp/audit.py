@@ -36,6 +36,8 @@ EVENTS = frozenset({
     "portal_signout", "password_reset_requested", "password_reset",  # the User Portal
     "abandoned",  # the client left before the verdict reached the shim: PAM refused it
     "break_glass_refused",  # an outage, and this host's break-glass copy is too old
+    "policy_set", "config_reloaded",   # the fleet's policy; a SIGHUP (issue 21)
+    "break_glass_offline",  # a directory outage: a member's password checked on this host
 })
 
 

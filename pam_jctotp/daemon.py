@@ -29,7 +29,7 @@ from .crypto import SecretBox, key_check, load_or_create_key, load_ring, read_ke
 from .directory import Directory, Identity
 from .directory.local import LocalDirectory, Passwords
 from .directory.nss import NssAccounts
-from .errors import ConfigError, JctotpError, StoreError
+from .errors import ConfigError, JctotpError, StoreError, StoreUnavailable
 from .fleet import breakglass
 from .fleet.accounts import SystemAccountSync
 from .fleet.audit import FleetAudit
@@ -37,6 +37,7 @@ from .directory_sync import DirectorySync, Enumerable
 from .fleet.rotate import KeyLearner
 from .fleet.spool import NAME as SPOOL
 from .fleet.spool import Spool
+from .fleet.policy import FleetPolicy
 from .fleet.sync import FleetSync
 from .mail import Mailer
 from .model import ExitCode, UserRecord
@@ -106,10 +107,29 @@ def _notify(state: str) -> None:
 def make_directory(cfg: configmod.Config, store: Store, system: NssAccounts) -> Directory:
     if cfg.directory.is_ldap:
         from .directory.ldap import LdapDirectory  # ldap3 only where it is used
-        return LdapDirectory(cfg.directory, system,
-                             cfg.admin_groups + cfg.exempt_groups + cfg.mfa_groups
-                             + cfg.login_groups)
+        return LdapDirectory(cfg.directory, system, configured_groups(cfg))
     return LocalDirectory(store, Passwords(cfg.password_hash), system)
+
+
+def configured_groups(cfg: configmod.Config) -> tuple[str, ...]:
+    """The groups the config names (an LDAP directory matches their DN spellings)."""
+    return (cfg.admin_groups + cfg.exempt_groups + cfg.mfa_groups
+            + tuple(getattr(cfg, "login_groups", ())))
+
+
+def offline_directory(cfg: configmod.Config, directory: Directory, system: NssAccounts,
+                      clock: Clock, audit: AuditLog | FleetAudit) -> Directory:
+    """LDAP with break_glass_group's password verifiers for its outages (directory/offline.py)."""
+    from .directory import offline
+    group = cfg.break_glass_group
+    assert group is not None
+    verifiers = offline.Verifiers(Path(cfg.state_dir) / offline.FOLDER,
+                                  Passwords(cfg.password_hash), wall=clock.now)
+    wrapped = offline.OfflineDirectory(directory, verifiers, system, group,
+                                       max_age=lambda: cfg.break_glass_max_age,
+                                       audit=lambda event, user, **fields: audit.write(
+                                           event, user, now=clock.now(), **fields))
+    return cast(Directory, wrapped)
 
 
 def open_store(cfg: configmod.Config, create: bool = False, key: bytes | None = None) -> Store:
@@ -197,11 +217,15 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, list[
         fleet_sync.steps.append(learner.sync)
         syncs.append(fleet_sync)
     directory = make_directory(cfg, store, system)
+    if cfg.break_glass_group and cfg.directory.is_ldap:
+        directory = offline_directory(cfg, directory, system, clock, audit)
     late.append(directory)
     metrics.watch(store)
     accounts = Accounts(cfg, metrics.timed(store, "database_seconds"),
                         metrics.timed(directory, "directory_seconds"), system, box,
                         clock, audit, markers)
+    if hasattr(directory, "verifiers"):   # a reload sets break_glass_max_age
+        cast(Any, directory).max_age = lambda: accounts.config.break_glass_max_age
     if cfg.smtp is not None:
         accounts.outbox = Mailer(cfg.smtp)  # every process mails what it audits (locks)
     if syncs_directory(cfg):
@@ -293,7 +317,7 @@ def raise_fd_limit() -> int:
     return soft
 
 
-# Keys a reload cannot apply: declared in the schema (restart=True, restart_ldap=True).
+# Keys a reload cannot apply: declared in the schema (restart=True).
 restart_keys = configmod.restart_keys
 
 
@@ -337,9 +361,63 @@ def load_at_start(path: str) -> tuple[configmod.Config, str | None]:
         return cfg, None
 
 
-def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bool:
+def swap(accounts: Accounts, daemon: Any, new: configmod.Config) -> None:
+    """Run with `new` from now on (a reload, or the fleet's policy changed). One
+    reference swap each: a login in flight finishes with the config it read."""
+    accounts.totp = Totp(new.totp_digits, new.totp_period, new.totp_window)
+    accounts.config = new
+    daemon.config = new
+    if isinstance(accounts.store, breakglass.BreakGlassStore):
+        accounts.store.max_age = new.break_glass_max_age
+    use_groups = getattr(accounts.directory, "use_groups", None)
+    if use_groups is not None:
+        use_groups(configured_groups(new))
+
+
+def attach_policy(cfg: configmod.Config, path: str, accounts: Accounts, target: Any,
+                  sync: FleetSync | None) -> FleetSync | None:
+    """The fleet's policy over this host's file (fleet/policy.py), read now (the
+    database may be down: the last policy read is kept in state_dir) and on every
+    change the fleet sync sees. jctotpd passes its sync; a PAM process gets a sync of
+    its own that only polls the change counter (returned, to start and stop)."""
+    fleet = accounts.store if cfg.database else None
+    policy = FleetPolicy(path, cfg, fleet, lambda new: swap(accounts, target, new),
+                         restart_keys)
+    accounts.fleet_policy = policy
+    policy.use_file(cfg)   # the cached fleet policy, before anything is served
+    if fleet is None:
+        return None
+    try:
+        policy.refresh()
+    except StoreError as exc:
+        log.warning("fleet policy not read at start (%s): serving with the last one read",
+                    exc)
+    def step(rows: list[UserRecord]) -> None:   # the users' rows are not needed
+        try:
+            policy.refresh()
+        except StoreUnavailable:
+            pass   # the store logged the outage once; the last policy read stays
+    if sync is not None:
+        sync.steps.append(step)
+        return None
+    from .store.postgres import ChangePoller
+    return FleetSync(cast(Store, _NoRows()),
+                     ChangePoller(cast("PostgresStore", fleet), cfg.fleet_sync_interval), [step])
+
+
+class _NoRows:
+    """A PAM process's policy sync reads no users (jctotpd keeps the host copies)."""
+
+    def list(self) -> list[UserRecord]:
+        return []
+
+
+def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog,
+           announce: bool = False) -> bool:
     """SIGHUP: validate the file first; a broken one is refused (one error line)
-    and the running config stays. Then reopen the audit log (logrotate)."""
+    and the running config stays. Then reopen the audit log (logrotate).
+    `announce` (jctotpd, not its PAM processes): audit `config_reloaded` with the
+    names of the keys that changed (never a value) and of those kept for a restart."""
     old = accounts.config
     try:
         new, text = configmod.load_with_text(path)
@@ -356,14 +434,17 @@ def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bo
         log.warning("reload: %s changed; that takes a restart (systemctl restart jctotpd), "
                     "the running value stays", ", ".join(kept))
         new = dataclasses.replace(new, **{k: getattr(old, k) for k in kept})
+    policy = accounts.fleet_policy
+    before = policy.file if isinstance(policy, FleetPolicy) else old
     changed = [f.name for f in dataclasses.fields(new) if getattr(new, f.name) !=
-               getattr(old, f.name)]
-    # One reference swap each: a login in flight finishes with the config it read.
-    accounts.totp = Totp(new.totp_digits, new.totp_period, new.totp_window)
-    accounts.config = new
-    daemon.config = new
-    if isinstance(accounts.store, breakglass.BreakGlassStore):
-        accounts.store.max_age = new.break_glass_max_age
+               getattr(before, f.name)]
+    if isinstance(policy, FleetPolicy):
+        policy.use_file(new)   # the fleet's policy stays over the new file
+    else:
+        swap(accounts, daemon, new)
+    if announce:
+        accounts.audit("config_reloaded", None, changed=",".join(changed) or None,
+                       restart_needed=",".join(kept) or None)
     audit.use_syslog = new.audit_syslog
     logs.setup_auth(syslog_too=new.audit_syslog)
     remember_good(new, text)
@@ -372,6 +453,24 @@ def reload(path: str, accounts: Accounts, daemon: Daemon, audit: AuditLog) -> bo
     log.info("reloaded %s (%s); audit log reopened", path,
              "changed: " + ", ".join(changed) if changed else "no change")
     return True
+
+
+class _Config:
+    """Where the fleet's policy puts the config: here until the Daemon exists, then there."""
+
+    def __init__(self, config: configmod.Config) -> None:
+        self._config = config
+        self.target: Any = None
+
+    @property
+    def config(self) -> configmod.Config:
+        return self._config
+
+    @config.setter
+    def config(self, new: configmod.Config) -> None:
+        self._config = new
+        if self.target is not None:
+            self.target.config = new
 
 
 def argon2_pool(cfg: configmod.Config) -> FairPool:
@@ -397,6 +496,9 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     raise_fd_limit()
     metrics.enable(cfg, parent=True)   # before the PAM processes start: they inherit it
     accounts, audit, syncs = build(cfg)
+    running = _Config(accounts.config)   # the Daemon's, until it exists
+    attach_policy(cfg, path, accounts, running,
+                  next((s for s in syncs if isinstance(s, FleetSync)), None))
     exporter = metrics.Exporter(cfg, accounts) if metrics.on() else None
     audit_file = audit.local if isinstance(audit, FleetAudit) else audit   # reopened on SIGHUP
     for sync in syncs:
@@ -408,6 +510,8 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
                                       thread_name_prefix="control")
     daemon = Daemon(accounts, Driver(accounts.directory, argon2), PAM_STEP_WORKERS,
                     control_pool, housekeeping=housekeeping(accounts))
+    running.target = daemon   # the fleet's policy swaps the Daemon's config from now on
+    daemon.config = accounts.config   # (a swap while the Daemon was being made)
     use_shared_unknown_names(accounts, cfg)
     await daemon.start()
     extra = None
@@ -428,7 +532,7 @@ async def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
             log.info("SIGHUP: a reload is already running")
             return
         reloading[:] = [loop.run_in_executor(control_pool, reload, path, accounts, daemon,
-                                             audit_file)]
+                                             audit_file, True)]
         if extra is not None:
             extra.signal(signal.SIGHUP)  # each reloads the file itself
     loop.add_signal_handler(signal.SIGHUP, on_sighup)

@@ -182,6 +182,10 @@ def child_main(argv: list[str] | None = None) -> int:
     use_shared_unknown_names(accounts, cfg)
     audit_file = getattr(audit, "local", audit)
     running = _Running(cfg)
+    # the fleet's policy (issue 21): this process polls the change counter itself
+    policy_sync = daemon.attach_policy(cfg, args.config, accounts, running, None)
+    if policy_sync is not None:
+        policy_sync.start()
     argon2 = daemon.argon2_pool(cfg)
     server = PamServer(accounts, accounts.directory, argon2, lambda: running.config,
                        limits.Throttled(log), daemon.PAM_STEP_WORKERS)
@@ -195,6 +199,8 @@ def child_main(argv: list[str] | None = None) -> int:
             break
         daemon.reload(args.config, accounts, running, audit_file)  # type: ignore[arg-type]
     server.close()
+    if policy_sync is not None:
+        policy_sync.stop()
     argon2.shutdown(wait=False, cancel_futures=True)
     accounts.store.close()
     audit.close()

@@ -24,7 +24,7 @@ from .client import request
 
 EPILOG = """\
 admin verbs (as root): user add|list|show|set|resend-email|remove, mfa enable|reset|disable,
-  unlock, passwd NAME, audit, doctor
+  unlock, passwd NAME, audit, doctor, policy show|set|unset
 self-service (as yourself): status, setup, reset, recovery-codes, passwd
 
 exit codes:
@@ -232,6 +232,19 @@ def _build_parser() -> argparse.ArgumentParser:
     json_flag(doctor)
     sub.add_parser("fleet", help="the fleet database: init, import, host (as root; "
                    "jctotp fleet -h)")
+    pol = sub.add_parser("policy", help="the fleet's policy: show, set KEY VALUE, unset KEY "
+                         "(admin)")
+    psub = pol.add_subparsers(dest="sub", required=True, metavar="ACTION")
+    json_flag(psub.add_parser("show", help="each policy key: the fleet's value, this host's "
+                              "file, what runs, drift; keys waiting for a reload or restart"))
+    pset = json_flag(psub.add_parser("set", help="store KEY in the fleet database: every "
+                                     "host takes it within seconds (a YAML value: 3, true, "
+                                     "[a, b], or a,b for a list)"))
+    pset.add_argument("key", metavar="KEY")
+    pset.add_argument("value", metavar="VALUE")
+    punset = json_flag(psub.add_parser("unset", help="remove KEY from the fleet database: "
+                                       "every host's file applies again"))
+    punset.add_argument("key", metavar="KEY")
     return p
 
 
@@ -299,7 +312,22 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if args.since:
             body["since"] = _since(args.since)
         return "audit", body
+    if cmd == "policy":
+        if sub == "set":
+            return "policy.set", {"key": args.key, "value": _yaml_value(args.value)}
+        if sub == "unset":
+            return "policy.set", {"key": args.key, "unset": True}
+        return "policy.show", {}
     return cmd, {}
+
+
+def _yaml_value(text: str) -> Any:
+    """VALUE as YAML reads it (3, 2.5, true, [a, b], a string), as config.yaml would."""
+    import yaml
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
 
 
 def _json_data(data: Any, message: str) -> Any:
@@ -320,6 +348,9 @@ def _print(args: argparse.Namespace, verb: str, data: Any, message: str) -> None
         print(_table(data, USER_COLUMNS) if data else "No users.")
     elif verb in ("user.show", "status"):
         print(_describe(data))
+    elif verb == "policy.show":
+        print(_policy_table(data))
+        return
     elif verb == "audit" and isinstance(data, list):   # (--verify: a report)
         for e in data:
             extra = " ".join(f"{k}={printable(str(v))}" for k, v in e.items()
@@ -329,6 +360,24 @@ def _print(args: argparse.Namespace, verb: str, data: Any, message: str) -> None
                   f"{printable(e.get('user') or '-'):<12} {extra}")
     if message:
         print(message)
+
+
+def _policy_table(shown: dict[str, Any]) -> str:
+    def text(value: Any) -> str:
+        return "-" if value is None else json.dumps(value)
+    rows = [{**k, "running": text(k["running"]), "fleet": text(k["fleet"]),
+             "file": text(k["file"]), "note": "DRIFT" if k["drift"] else
+             ("ignored: " + k["invalid"]) if k["invalid"] else ""} for k in shown["keys"]]
+    lines = [_table(rows, [("key", "KEY"), ("running", "RUNNING"), ("source", "FROM"),
+                           ("fleet", "FLEET"), ("file", "THIS FILE"), ("note", "NOTE")])]
+    if not shown["fleet"]:
+        lines.append("One host (SQLite): the config file is the policy.")
+    lines.extend(shown["drift"])
+    for key, what in (("reload_needed", "systemctl reload jctotpd"),
+                      ("restart_needed", "systemctl restart jctotpd")):
+        if shown[key]:
+            lines.append(f"changed in the file, waiting for `{what}`: {', '.join(shown[key])}")
+    return "\n".join(lines)
 
 
 def _doctor(args: argparse.Namespace, cfg: configmod.Config, problems: list[str]) -> int:

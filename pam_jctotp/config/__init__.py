@@ -20,17 +20,18 @@ from .checks import (Key, Problems, check_range as _check_range, check_type as _
 from .directory import DirectoryConfig, parse_directory, parse_directory_collect
 from .loader import DEFAULT_PATH, UniqueKeyLoader, key_lines, load, load_collect, load_with_text
 from .schema import (_ENUMS, _HASH_KEYS, _PATHS, _PORTAL_RANGES, _RANGES, _SMTP_TYPES, _TYPES,
-                     LDAP_RESTART_KEYS, RESTART_KEYS, Config, PasswordHashParams, PortalConfig,
-                     SmtpConfig, restart_keys, walk)
+                     POLICY_KEYS, RESTART_KEYS, Config,
+                     PasswordHashParams, PortalConfig, SmtpConfig, restart_keys, walk)
 from .validate import (PAM_FRAME_LIMIT, TESTING_ENV, database_name, enrollment_frame_size,
-                       parse, parse_collect)
+                       parse, parse_collect, policy_value)
 
 __all__ = [
-    "DEFAULT_PATH", "LDAP_RESTART_KEYS", "PAM_FRAME_LIMIT", "RESTART_KEYS", "TESTING_ENV",
+    "DEFAULT_PATH", "PAM_FRAME_LIMIT", "POLICY_KEYS", "RESTART_KEYS",
+    "TESTING_ENV",
     "Config", "ConfigError", "DirectoryConfig", "Key", "PasswordHashParams", "PortalConfig",
     "Problems", "SmtpConfig", "UniqueKeyLoader", "_ENUMS", "_HASH_KEYS", "_PATHS",
     "_PORTAL_RANGES", "_RANGES", "_SMTP_TYPES", "_TYPES", "_check_range", "_check_type",
     "_did_you_mean", "database_name", "enrollment_frame_size", "fields", "key", "key_lines",
     "load", "load_collect", "load_with_text", "loopback_address", "parse", "parse_collect",
-    "parse_directory", "parse_directory_collect", "restart_keys", "walk",
+    "parse_directory", "parse_directory_collect", "policy_value", "restart_keys", "walk",
 ]

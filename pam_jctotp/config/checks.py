@@ -38,7 +38,7 @@ class Key:
     choices: tuple[str, ...] = ()               # the only values allowed
     path: bool = False                          # an absolute path
     restart: bool = False                       # a reload keeps the running value
-    restart_ldap: bool = False                  # ... when the directory is LDAP
+    policy: bool = False                        # `jctotp policy set` may set it fleet-wide
     secret: bool = False                        # messages show it redacted (redact_dsn)
     parse: Check | None = None                  # replaces the type check (raw -> value)
     check: Check | None = None                  # after the type check: value -> value

@@ -74,35 +74,36 @@ class Config:
     audit_failure: str = key("continue", choices=("continue", "deny"),
                              doc="a login whose audit line cannot be written: complete or deny")
     log_level: str = key("info", choices=("debug", "info", "warning", "error"))
-    issuer: str = key(factory=lambda: f"jctotp {socket.gethostname()}",
+    issuer: str = key(factory=lambda: f"jctotp {socket.gethostname()}", policy=True,
                       doc="the app's entry: jctotp <fleet_name> in a fleet, else <hostname>")
     fleet_name: str | None = key(None, doc="default: the fleet database's name")
-    account_name: str = key("{user}@{host}")
+    account_name: str = key("{user}@{host}", policy=True)
     totp_digits: int = key(6, range=(6, 8))
     totp_period: int = key(30, range=(15, 120))
-    totp_window: int = key(1, range=(0, 10))
-    max_attempts: int = key(5, range=(1, 100))
-    fail_interval: int = key(900, range=(1, 86400 * 7))
-    unlock_after: int = key(900, range=(0, 86400 * 365))
-    fail_delay: float = key(2.0, range=(0, 30))
-    # With LDAP the group keys' DN spellings are read once (directory/ldap.py).
-    admin_groups: tuple[str, ...] = key((), restart_ldap=True)
-    exempt_groups: tuple[str, ...] = key((), restart_ldap=True)
-    exempt_sources: tuple[str, ...] = key((), check=checks.cidrs)
-    mfa_groups: tuple[str, ...] = key((), restart_ldap=True,
+    totp_window: int = key(1, policy=True, range=(0, 10))
+    max_attempts: int = key(5, policy=True, range=(1, 100))
+    fail_interval: int = key(900, policy=True, range=(1, 86400 * 7))
+    unlock_after: int = key(900, policy=True, range=(0, 86400 * 365))
+    fail_delay: float = key(2.0, policy=True, range=(0, 30))
+    # The group keys apply on reload, with LDAP too (daemon.swap hands the directory
+    # their DN spellings), so the fleet's policy may set them.
+    admin_groups: tuple[str, ...] = key((), policy=True)
+    exempt_groups: tuple[str, ...] = key((), policy=True)
+    exempt_sources: tuple[str, ...] = key((), policy=True, check=checks.cidrs)
+    mfa_groups: tuple[str, ...] = key((), policy=True,
                                       doc="directory groups (cn or DN) whose users need MFA")
-    require_mfa_for_all: bool = key(False)
-    unknown_users: str = key("refuse", choices=("refuse", "ignore"),
+    require_mfa_for_all: bool = key(False, policy=True)
+    unknown_users: str = key("refuse", policy=True, choices=("refuse", "ignore"),
                              doc="a user the system knows but the directory does not: refuse, "
                              "or PAM_IGNORE (a stack where something else checked the password)")
-    default_enrollment_days: int = key(7, range=(1, 365))
-    enrollment_attempts: int = key(3, range=(1, 10))
-    recovery_codes: int = key(10, range=(0, 50))
+    default_enrollment_days: int = key(7, policy=True, range=(1, 365))
+    enrollment_attempts: int = key(3, policy=True, range=(1, 10))
+    recovery_codes: int = key(10, policy=True, range=(0, 50))
     create_system_accounts: bool = key(True)
     # Who makes directory users' Linux accounts (directory_sync.py): "daemon" (useradd
     # with the directory's UID, GID, home, shell) or "nss" (sssd or nslcd: none made).
     accounts: str = key("daemon", choices=("daemon", "nss"), restart=True)
-    login_groups: tuple[str, ...] = key((), restart_ldap=True,
+    login_groups: tuple[str, ...] = key((), policy=True,
                                         doc="directory groups whose users get an account "
                                         "and a record (no MFA required) before their first login")
     directory_sync_interval: float = key(300.0, range=(0, 86400), restart=True,
@@ -136,11 +137,14 @@ class Config:
     # An LDAP directory holds connections, its password file and CA.
     directory: DirectoryConfig = key(factory=DirectoryConfig, restart=True)
     portal: PortalConfig = key(factory=PortalConfig)
-    password_reset_minutes: int = key(30, range=(5, 1440),
+    password_reset_minutes: int = key(30, policy=True, range=(5, 1440),
                                       doc="how long a forgotten-password link works")
     smtp: SmtpConfig | None = key(None, restart=True, doc="absent: no mail is sent")
-    enrollment_reminder_days: int = key(2, range=(0, 30),
+    enrollment_reminder_days: int = key(2, policy=True, range=(0, 30),
                                         doc="days before a period ends (0: no reminder)")
+    # Policy keys this host keeps from its own file even when the fleet database sets
+    # them (`jctotp policy set`): a deliberate local exception.
+    local_overrides: tuple[str, ...] = key((), check=lambda k, v: _policy_names(k, v))
     testing: dict[str, bool] = key(factory=dict, restart=True)
 
     @property
@@ -215,8 +219,26 @@ _HASH_KEYS = tuple(f.name for f in fields(PasswordHashParams))
 # Read once at start (sockets, the store, pools, the test clock...): a reload that
 # changes one keeps the running value and says a restart is needed.
 RESTART_KEYS = tuple(f.name for f in fields(Config) if meta(f).restart)
-LDAP_RESTART_KEYS = tuple(f.name for f in fields(Config) if meta(f).restart_ldap)
 
 
 def restart_keys(cfg: Config) -> tuple[str, ...]:
-    return RESTART_KEYS + (LDAP_RESTART_KEYS if cfg.directory.is_ldap else ())
+    """(A function of the config: a key may one day need a restart only in some setups.)"""
+    return RESTART_KEYS
+
+
+# The fleet's policy (issue 21): keys `jctotp policy set` may store in the fleet
+# database, which then win over every host's file (unless a host lists the key in
+# local_overrides). Only keys a reload applies, none that is this host's own business
+# (sockets, paths, the local break_glass_group, the store); totp_digits and totp_period
+# stay in the files: a fleet-wide change would break every enrolled app.
+POLICY_KEYS = tuple(f.name for f in fields(Config) if meta(f).policy)
+
+
+def _policy_names(key: str, value: tuple[str, ...]) -> tuple[str, ...]:
+    from ..errors import ConfigError
+    unknown = [k for k in value if k not in POLICY_KEYS]
+    if unknown:
+        raise ConfigError(f"config key {key!r}: {', '.join(map(repr, unknown))} "
+                          f"{'is' if len(unknown) == 1 else 'are'} not a policy key "
+                          f"(policy keys: {', '.join(POLICY_KEYS)})")
+    return value

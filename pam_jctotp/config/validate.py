@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from . import checks
 from .checks import Problems, by_yaml_name, did_you_mean, is_block, kinds
 from .directory import DirectoryConfig, parse_directory_collect
-from .schema import Config
+from .schema import POLICY_KEYS, Config
 
 TESTING_ENV = "JCTOTPD_TESTING"
 # The shim's largest frame (transport/pam_wire.MAX_FRAME; a unit test holds
@@ -177,3 +177,19 @@ def _frame_fits(values: dict[str, Any], problems: Problems) -> Config:
         values.pop("account_name", None)
         cfg = Config(**values)
     return cfg
+
+
+def policy_value(key: str, value: Any) -> Any:
+    """One policy key's value, validated by the very rules of the config file (range,
+    type, the issuer/account_name checks); ConfigError naming the key. A list key
+    also takes one name or "a,b" (from the command line)."""
+    if key not in POLICY_KEYS:
+        raise ConfigError(f"{key!r} is not a policy key{did_you_mean(key, POLICY_KEYS)} "
+                          f"(policy keys: {', '.join(POLICY_KEYS)})")
+    if kinds(Config)[key] == checks.STRLIST and isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    cfg, problems = parse_collect({key: value}, daemon=False)
+    if problems.items:
+        raise ConfigError("; ".join(m for _, m in problems.items).replace(
+            "config key", "policy key"))
+    return getattr(cfg, key)

@@ -84,6 +84,7 @@ class Accounts:
         # directory ("left") or the login groups, and its findings for `jctotp doctor`.
         self.departed: dict[str, str] = {}
         self.account_findings: Callable[[], list[tuple[str, str]]] = list
+        self.fleet_policy: Any = None     # `jctotp policy` (fleet/policy.py), set by jctotpd
 
     # --- lookups: pure reads (a read never lifts a lock: lockout.begin does) ---
 

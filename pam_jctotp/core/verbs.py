@@ -13,6 +13,7 @@ from typing import Any, Callable
 from ..errors import NotFound, PermissionDenied, UsageError
 from ..model import UserRecord
 from . import verbs_admin as a
+from . import verbs_policy as vp
 from . import provisioning
 from . import verbs_self as s
 from .verbs_portal import PORTAL_VERBS
@@ -28,6 +29,7 @@ ADMIN_VERBS: dict[str, Callable[[Accounts, str, dict[str, Any]], Conversation]] 
     "mfa.enable": a.mfa_enable, "mfa.reset": a.mfa_reset, "mfa.disable": a.mfa_disable,
     "unlock": a.unlock, "passwd.admin": a.admin_passwd, "audit": a.audit_read,
     "clock.set": a.clock_set, "doctor": a.doctor,
+    "policy.show": vp.policy_show, "policy.set": vp.policy_set,   # issue 21
 }
 SELF_VERBS: dict[str, Callable[[Accounts, UserRecord, dict[str, Any]], Conversation]] = {
     "status": s.self_status, "setup": s.self_setup, "reset": s.self_reset,

@@ -192,6 +192,16 @@ class LdapDirectory:
                                "directory reachable again at {where} (back after "
                                "{seconds:.0f} s)")
 
+    def use_groups(self, configured_groups: Iterable[str]) -> None:
+        """The configured groups changed (a reload, the fleet's policy): their DN
+        spellings from now on; cached entries carry the old ones, so they go."""
+        dns = {normalise_dn(g): g for g in configured_groups if "=" in g}
+        if dns == self._configured_dns:
+            return
+        self._configured_dns = dns
+        with self._lock:
+            self._cache.clear()
+
     # --- the Directory protocol ------------------------------------------------------
 
     def verify_password(self, name: str | None, password: Secret) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from . import pg_policy
 from .pg_audit import CHAIN_FUNCTION, pin_search_path
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
@@ -65,7 +66,7 @@ GRANTS = """
     GRANT SELECT ON jctotp_meta TO {group};
     -- the change counter (migration 2): bumped by the users trigger, polled through PgBouncer
     GRANT SELECT, UPDATE ON jctotp_changes TO {group};
-"""
+""" + pg_policy.GRANTS   # the fleet's policy (issue 21): read, set through its function
 
 
 def fleet_id(conn: psycopg.Connection[Any]) -> str:

@@ -47,7 +47,7 @@ from ..errors import StoreError, StoreUnavailable
 from ..model import UserRecord
 from . import SELECT_USERS as _SELECT
 from . import USER_COLUMNS
-from . import pg_audit, pg_hosts
+from . import pg_audit, pg_hosts, pg_policy
 from . import record as _record
 from .dbclock import DatabaseClock
 from .outage import Breaker, DeadlineExceeded, Deadlines, first_line
@@ -142,6 +142,7 @@ MIGRATIONS: list[str] = [
     """,
     pg_audit.MIGRATION,   # 3: hash-chained, append-only audit (issue 22)
     pg_hosts.MIGRATION,   # 4: a role per host (issue 22)
+    pg_policy.MIGRATION,  # 5: the fleet's policy (issue 21)
 ]
 CHANNEL = "jctotp_users"
 
@@ -457,6 +458,15 @@ class PostgresStore:
         if self.pgbouncer:
             return ChangePoller(self, self.sync_interval)
         return Listener(self.uri, CONNECT_TIMEOUT, self._kwargs["target_session_attrs"])
+
+    def fleet_policy(self) -> list[tuple[str, Any, float, str]]:
+        """The fleet's policy rows (key, value as JSON, set_at, set_by): pg_policy.py."""
+        return [(r[0], r[1], float(r[2]), r[3]) for r in self._all(pg_policy.ROWS)]
+
+    def set_fleet_policy(self, key: str, value: Any, actor: str) -> Any:
+        """Store one policy key (None: remove it); returns the value it replaced."""
+        row = self._one(pg_policy.SET, (key, None if value is None else Jsonb(value), actor))
+        return row[0] if row else None
 
     def change_counter(self) -> int:
         row = self._one("SELECT counter FROM jctotp_changes WHERE id = 1")

@@ -143,11 +143,13 @@ def test_the_directory_takes_a_restart(daemon, confdir):
     assert r.rc == pd.PAM_SUCCESS, r
 
 
-def test_with_ldap_the_group_keys_take_a_restart():
-    """directory/ldap.py reads the DN spellings of the configured groups once."""
+def test_with_ldap_the_group_keys_apply_on_reload_too():
+    """Issue 21: the fleet's policy sets the group keys on a running daemon, so a reload
+    does as well; directory/ldap.py takes their DN spellings (use_groups)."""
     local = config.parse({})
     ldap = config.parse({"directory": {"type": "ldap", "uri": ["ldaps://ldap.example.com"],
                                        "base_dn": "ou=Users,dc=example,dc=com"}})
     assert "directory" in jctotpd.restart_keys(local)
     assert "mfa_groups" not in jctotpd.restart_keys(local)
-    assert {"admin_groups", "exempt_groups", "mfa_groups"} <= set(jctotpd.restart_keys(ldap))
+    assert not {"admin_groups", "exempt_groups", "mfa_groups"} & set(jctotpd.restart_keys(ldap))
+    assert not set(config.POLICY_KEYS) & set(jctotpd.restart_keys(ldap))

@@ -77,7 +77,7 @@ WRONG_TYPES = {
     "break_glass_max_age": "4h", "fleet_name": 7,
     "database_pgbouncer": "yes", "database_pool_min": 1.5, "database_pool_max": "8",
     "fleet_sync_interval": "2", "metrics_textfile": 5, "metrics_interval": [15],
-    "metrics_listen": 9877,
+    "metrics_listen": 9877, "local_overrides": "max_attempts",
     "login_groups": "staff", "accounts": ["nss"], "directory_sync_interval": "300",
 }
 

@@ -55,7 +55,7 @@ def test_every_key_has_a_type_and_a_default_its_declaration_accepts(dotted, cls,
         assert kind is str and (default is None or os.path.isabs(default)), dotted
     if k.together:
         assert k.together in {g.name for g in dataclasses.fields(cls)}, dotted
-    assert not (k.restart and k.restart_ldap), dotted
+    assert not (k.restart and k.policy), dotted   # the fleet's policy applies without one
 
 
 def test_the_old_tables_are_derived_from_the_declarations():
@@ -137,8 +137,8 @@ def test_restart_keys_come_from_the_declarations():
     local = config.parse({})
     ldap = config.parse({"directory": BASE["directory"]})
     assert daemon.restart_keys(local) == schema.RESTART_KEYS
-    assert daemon.restart_keys(ldap) == schema.RESTART_KEYS + ("admin_groups", "exempt_groups",
-                                                               "mfa_groups", "login_groups")
+    # the group keys apply on reload with LDAP too (daemon.swap hands it their DNs)
+    assert daemon.restart_keys(ldap) == schema.RESTART_KEYS
 
 
 def test_a_yaml_spelling_other_than_the_field_name():

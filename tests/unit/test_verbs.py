@@ -23,6 +23,7 @@ ADMIN_ARGS = {  # well-formed arguments, so that only the caller is wrong
     "unlock": {"names": ["alice"]}, "passwd.admin": {"name": "alice", "password": "x" * 12},
     "audit": {}, "clock.set": {"offset": 30}, "doctor": {},
     "user.resend-email": {"name": "alice"},
+    "policy.show": {}, "policy.set": {"key": "max_attempts", "value": 3},
 }
 
 

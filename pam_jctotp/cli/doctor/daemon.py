@@ -11,6 +11,7 @@ from ...config import Config
 from ...errors import JctotpError
 from ...transport import pam_wire
 from ..client import request
+from . import policy
 from .host import Finding
 
 
@@ -95,6 +96,7 @@ def daemon_findings(cfg: Config, user: str | None = None) -> list[Finding]:
                 ": reachable, TLS verified, service bind works" if kind.startswith("ldap")
                 else "") + (f", user {user} found" if user else "")))
         found.extend(locked_findings(cfg))
+        found.extend(policy.findings(cfg))   # the fleet's policy, keys waiting (issue 21)
     except JctotpError as exc:
         found.append(Finding("fail", str(exc)))
     try:
