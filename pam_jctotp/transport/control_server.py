@@ -24,7 +24,7 @@ from ..directory import Directory
 from ..errors import JctotpError, ProtocolError
 from ..model import ExitCode
 from . import control_wire, limits
-from .channel import Channel
+from .channel import SEND_PATIENCE, Channel
 from .connection import Conn
 from .conversation_server import ConversationServer
 from .fairqueue import FairPool
@@ -34,6 +34,7 @@ log = logging.getLogger("jctotpd")
 CONTROL_STEP = 120.0     # a control step (useradd waits up to 30 s)
 ACCEPT_BATCH = 8         # control accepts per wake-up: the PAM socket gets its turn
 WORKERS = 4              # control requests: their own threads, so useradd never queues a login
+ROOT_SEND = 30.0         # seconds root's client may take to read a large reply
 
 
 class TooLarge(ProtocolError):
@@ -92,7 +93,9 @@ class ControlChannel(Channel):
         return self.limits.answer_timeout(conn.peer)
 
     def send_patience(self, conn: Conn) -> float:
-        return self.limits.answer_timeout(conn.peer)   # a client that never reads
+        # A client that does not read holds a worker this long: root's bulk replies
+        # (user list --json) may be large; a user's fit in the socket's buffer.
+        return ROOT_SEND if conn.peer == 0 else SEND_PATIENCE
 
     def check_length(self, conn: Conn, length: int) -> int:
         budget = self.limits.message_limit(conn.peer)
