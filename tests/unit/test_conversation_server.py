@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import logging
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -173,30 +174,42 @@ def test_a_reply_arriving_as_its_connection_expires_is_answered_once(served):
 
 
 def test_claim_and_expire_race_one_winner():
-    """The connection's two sides, at once from two threads, 2,000 times: exactly one
-    of claim() and expire() wins each time."""
+    """The connection's two sides at once, from two threads, 2,000 times (each side
+    started first half of the time): exactly one of claim() and expire() wins
+    each time, the loser stays lost, and each side won some."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)   # switch threads as often as the interpreter can
+    wins = {"claim": 0, "expire": 0}
     a, b = socket.socketpair()
     try:
-        for _ in range(2000):
+        for i in range(2000):
             conn = Conn(a, 0)
             conn.arm(STEP, time.monotonic())
             go = threading.Barrier(2)
             got: dict[str, object] = {}
 
+            def claim(conn: Conn, go: threading.Barrier, got: dict) -> None:
+                go.wait()
+                got["claim"] = conn.claim()
+
             def expire(conn: Conn, go: threading.Barrier, got: dict) -> None:
                 go.wait()
                 got["expire"] = conn.expire(float("inf"))
 
-            t = threading.Thread(target=expire, args=(conn, go, got))
+            first, second = (claim, expire) if i % 2 else (expire, claim)
+            t = threading.Thread(target=second, args=(conn, go, got))
             t.start()
-            go.wait()
-            got["claim"] = conn.claim()
+            first(conn, go, got)
             t.join()
             assert (got["claim"] is True) != (got["expire"] == STEP), got
             assert conn.claim() is (got["claim"] is True)  # the loser stays lost
+            assert conn.expire(float("inf")) is None       # and is answered once
+            wins["claim" if got["claim"] is True else "expire"] += 1
     finally:
+        sys.setswitchinterval(interval)
         a.close()
         b.close()
+    assert wins["claim"] and wins["expire"], wins
 
 
 class Telling(ControlChannel):
