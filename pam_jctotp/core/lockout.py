@@ -31,14 +31,10 @@ from typing import TYPE_CHECKING
 
 from ..model import UserRecord
 from ..store import Lockout
-from ..store.unknown_names import UnknownNames
 from .policy import LOCK_REASON
 
 if TYPE_CHECKING:  # accounts.py imports this module: no import cycle at run time
     from .accounts import Accounts
-
-# The name pam_processes.py gives the shared table's counters (UnknownNames(table=...)).
-VirtualCounters = UnknownNames
 
 __all__ = ["LOCK_REASON", "Attempt", "begin", "succeeded", "failed", "release", "unlock"]
 

@@ -21,7 +21,7 @@ a lock is kept too long, never forgotten too early.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from ..core.name_table import COUNTING, FRESH, LOCKED, CounterRow, MemoryNames, NameTable, Weigh
 from ..core.policy import LOCK_REASON
@@ -120,12 +120,3 @@ class UnknownNames:
                 return COUNTING
             return FRESH
         return weigh
-
-
-def __getattr__(name: str) -> Any:
-    """`SharedUnknownNames` from its old home (pam_processes.py imports it from here);
-    loaded on demand, so that core/ may import this module without sqlite3."""
-    if name == "SharedUnknownNames":
-        from .sqlite_names import SharedUnknownNames
-        return SharedUnknownNames
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -81,10 +81,6 @@ class FairPool:
                                                "queued; try again later"))
         return future
 
-    def lane(self, requester: str) -> "Lane":
-        """An Executor-like view that submits as `requester` (the driver's `call`)."""
-        return Lane(self, requester)
-
     def queued(self) -> int:
         with self._lock:
             return sum(len(q) for q in self._queues.values())
@@ -131,16 +127,3 @@ class FairPool:
         for future in pending:
             future.cancel()
         self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)
-
-
-class Lane(Executor):
-    """FairPool.submit with the requester bound: a pool for Driver.call."""
-
-    def __init__(self, fair: FairPool, requester: str) -> None:
-        self.fair = fair
-        self.requester = requester
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        if kwargs:
-            raise TypeError("a password check takes positional arguments only")
-        return self.fair.submit(self.requester, fn, *args)

@@ -3,25 +3,12 @@ how they listen."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import struct
-from typing import Callable
 
 HEADER = struct.Struct("!I")
 _CRED = struct.Struct("3i")
-
-
-async def read_payload(reader: asyncio.StreamReader, check_length: Callable[[int], int],
-                       timeout: float) -> bytes:
-    """One frame of either socket; only the size limit (check_length) differs.
-    (asyncio.timeout, not wait_for: no task per read.)"""
-    async with asyncio.timeout(timeout):
-        header = await reader.readexactly(HEADER.size)
-    length = check_length(HEADER.unpack(header)[0])
-    async with asyncio.timeout(timeout):
-        return await reader.readexactly(length)
 
 
 def socket_peer_uid(sock: socket.socket) -> int:
@@ -40,5 +27,12 @@ def listen_unix(path: str) -> socket.socket:
     finally:
         os.umask(old)
     sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def inherited_listener(fd: int) -> socket.socket:
+    """The listening socket a PAM process inherited from jctotpd (non-blocking)."""
+    sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     return sock

@@ -75,7 +75,7 @@ def test_contents_modes_and_control(deb):
         "/etc/jctotp/config.yaml": "-rw-r--r--",
         "/lib/systemd/system/jctotpd.service": "-rw-r--r--",
         "/usr/share/pam-configs/jctotp": "-rw-r--r--",
-        "/usr/lib/python3/dist-packages/pam_jctotp/daemon.py": "-rw-r--r--",
+        "/usr/lib/python3/dist-packages/pam_jctotp/daemon/serve.py": "-rw-r--r--",
         "/usr/share/doc/pam-jctotp/copyright": "-rw-r--r--",
         "/usr/share/doc/pam-jctotp/examples/sshd_config.d/jctotp.conf": "-rw-r--r--",
         "/usr/share/doc/pam-jctotp/examples/pam.d/sshd": "-rw-r--r--",
@@ -410,7 +410,7 @@ def test_systemd_pam_processes_run_in_the_unit_and_stop_with_it(systemd_containe
     c = systemd_container
     install_and_wait(c, deb)
     c.sh("echo 'pam_processes: 2' >>/etc/jctotp/config.yaml && systemctl restart jctotpd")
-    child = c.sh("for i in $(seq 100); do p=$(pgrep -f pam_jctotp[.]pam_processes) && "
+    child = c.sh("for i in $(seq 100); do p=$(pgrep -f pam_jctotp[.]daemon[.]processes) && "
                  "journalctl -u jctotpd | grep -q 'PAM process 1 of 2 serving' && "
                  "echo $p && exit 0; sleep 0.1; done; journalctl -u jctotpd; exit 1"
                  ).stdout.strip()
@@ -435,7 +435,7 @@ def test_systemd_pam_processes_run_in_the_unit_and_stop_with_it(systemd_containe
                             c.sh("journalctl -u jctotpd -o short").stdout))
     assert child in served, c.sh("journalctl -u jctotpd -o short").stdout
     c.sh(f"kill -9 {child}")
-    again = c.sh("for i in $(seq 100); do p=$(pgrep -f pam_jctotp[.]pam_processes) && "
+    again = c.sh("for i in $(seq 100); do p=$(pgrep -f pam_jctotp[.]daemon[.]processes) && "
                  f"[ \"$p\" != {child} ] && echo $p && exit 0; sleep 0.1; done; exit 1"
                  ).stdout.strip()
     assert again and again != child

@@ -32,7 +32,7 @@ def pam_children(daemon) -> list[int]:
     for pid in testlib.children(daemon.proc.pid):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if b"pam_jctotp.pam_processes" in fh.read():
+                if b"pam_jctotp.daemon.processes" in fh.read():
                     found.append(pid)
         except OSError:
             continue

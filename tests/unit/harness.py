@@ -32,6 +32,7 @@ from pam_jctotp.directory.local import LocalDirectory, Passwords
 from pam_jctotp.directory.nss import NssAccounts
 from pam_jctotp.secret import Secret
 from pam_jctotp.store.sqlite import SqliteStore
+from pam_jctotp.transport.perform import perform
 
 PASSWORD = "correct horse battery"
 # One argon2 instance for the whole tier: each hash/verify costs ~20 ms by design.
@@ -70,39 +71,63 @@ class Run:
         return "\n".join(t for _, t in self.shown)
 
 
+class _Sync:
+    """perform.StepIO for the unit tier: prompts answered from a list (or a callable),
+    argon2 inline; each method returns what the conversation is sent back."""
+
+    def __init__(self, answers: Answers, directory: Directory | None) -> None:
+        self.answers = answers
+        self.queue = None if callable(answers) else list(answers)
+        self.directory = directory
+
+    def prompt(self, steps: list[Any], step: Prompt) -> Any:
+        if self.queue is None:
+            return self.answers(step, steps)  # type: ignore[operator]
+        assert self.queue, f"unexpected prompt {step.text!r} after {steps!r}"
+        return self.queue.pop(0)
+
+    def show(self, steps: list[Any], step: Info | Error) -> Any:
+        return None
+
+    def _directory(self) -> Directory:
+        assert self.directory is not None, \
+            "drive(..., directory=world.directory) checks passwords"
+        return self.directory
+
+    def verify(self, steps: list[Any], step: VerifyPassword) -> Any:
+        return self._directory().verify_password(step.user, step.password)
+
+    def set_password(self, steps: list[Any], step: SetPassword) -> Any:
+        self._directory().set_password(step.user, step.password, step.old)
+        return None
+
+    def end(self, steps: list[Any], step: Verdict | Result) -> Any:
+        assert not self.queue, f"answers never asked for: {self.queue!r}"
+        return _END
+
+
+_END = object()
+
+
 def drive(conv: Conversation, answers: Answers = (), directory: Directory | None = None,
           delivered: bool = True) -> Run:
-    """Run `conv` to its Verdict/Result; every answer in a list must be asked for.
-    Then, as the server does, tell it whether the verdict reached the peer."""
-    queue = None if callable(answers) else list(answers)
+    """Run `conv` to its Verdict/Result through the server's own step dispatch
+    (transport/perform.py); every answer in a list must be asked for. Then, as the
+    server does, tell it whether the verdict reached the peer."""
+    io = _Sync(answers, directory)
     steps: list[Any] = []
     value: Any = None
     try:
         while True:
             step = conv.send(value)
             steps.append(step)
-            value = None
-            if isinstance(step, (Verdict, Result)):
-                assert not queue, f"answers never asked for: {queue!r}"
+            value = perform(step, io, steps)
+            if value is _END:
                 try:
                     after = conv.send(delivered)
                 except StopIteration:
                     return Run(steps, step)
                 raise AssertionError(f"the conversation went on after its verdict: {after!r}")
-            if isinstance(step, Prompt):
-                if queue is None:
-                    value = answers(step, steps)  # type: ignore[operator]
-                else:
-                    assert queue, f"unexpected prompt {step.text!r} after {steps!r}"
-                    value = queue.pop(0)
-            elif isinstance(step, (VerifyPassword, SetPassword)) and directory is None:
-                raise AssertionError("drive(..., directory=world.directory) checks passwords")
-            elif isinstance(step, VerifyPassword):
-                value = directory.verify_password(step.user, step.password)
-            elif isinstance(step, SetPassword):
-                directory.set_password(step.user, step.password, step.old)
-            else:
-                assert isinstance(step, (Info, Error)), step
     except StopIteration:
         raise AssertionError(f"conversation ended without a verdict after {steps!r}") from None
     finally:

@@ -187,7 +187,7 @@ def test_an_exception_reaches_the_waiter_and_frees_the_worker():
         with pytest.raises(ValueError):
             fair.submit("a", boom).result(10)
         assert fair.submit("a", lambda: 7).result(10) == 7
-        assert fair.lane("b").submit(lambda x: x + 1, 1).result(10) == 2
+        assert fair.submit("b", lambda x: x + 1, 1).result(10) == 2
 
 
 def test_shutdown_cancels_the_queued_checks():

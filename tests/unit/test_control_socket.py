@@ -9,7 +9,6 @@ the shim is audited as `abandoned`, never as `login_ok`.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import logging
@@ -18,14 +17,14 @@ import socket
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 
 from pam_jctotp.errors import ProtocolError
 from pam_jctotp.transport import control_wire, limits, pam_wire
 from pam_jctotp.transport.limits import Throttled
-from pam_jctotp.transport.server import Daemon
+from pam_jctotp.transport.channel import Channel
+from pam_jctotp.transport.conversation_server import ConversationServer
 from testlib import REPO
 
 NOBODY = 65534
@@ -146,25 +145,43 @@ def test_a_grant_the_shim_never_received_is_audited_abandoned(daemon):
     assert "gone before the verdict" in daemon.log.read_text()
 
 
+class _Listener:
+    """A listening socket whose accept() fails as told, then has nothing to give."""
+
+    def __init__(self, errors: list[OSError]) -> None:
+        self.errors = errors
+        self.fd, self.other = socket.socketpair()
+
+    def accept(self):
+        if self.errors:
+            raise self.errors.pop(0)
+        raise BlockingIOError
+
+    def fileno(self) -> int:
+        return self.fd.fileno()
+
+
 def test_running_out_of_descriptors_is_one_line_not_a_traceback_per_accept(caplog):
-    """asyncio reports EMFILE at accept with a traceback each time; the daemon's
-    handler makes it one line per interval (other errors keep asyncio's report)."""
-    stub = SimpleNamespace(throttled=Throttled(logging.getLogger("jctotpd")))
-    loop = asyncio.new_event_loop()
+    """The accept loop (one for every socket: conversation_server.py) makes EMFILE at
+    accept one line per interval and pauses accepting; another accept error keeps
+    a line of its own, never a traceback."""
+    channel = Channel(lambda: None, Throttled(logging.getLogger("jctotpd")))  # type: ignore
+    channel.name = "control"
+    server = ConversationServer(channel, None, None)  # type: ignore[arg-type]
+    listener = _Listener([OSError(errno.EMFILE, "Too many open files") for _ in range(100)]
+                         + [OSError(errno.ECONNABORTED, "Software caused connection abort")])
+    server.listener = listener  # type: ignore[assignment]
     try:
         with caplog.at_level(logging.WARNING):
-            for _ in range(100):
-                Daemon._loop_exception(stub, loop, {  # type: ignore[arg-type]
-                    "message": "socket.accept() out of system resource",
-                    "exception": OSError(errno.EMFILE, "Too many open files")})
-            Daemon._loop_exception(stub, loop, {  # type: ignore[arg-type]
-                "message": "something else", "exception": ValueError("boom")})
+            for _ in range(101):
+                server._accept()
     finally:
-        loop.close()
+        server.loop.close()
     lines = [(r.name, r.getMessage(), r.exc_info is not None) for r in caplog.records]
     assert lines[0] == ("jctotpd", "out of descriptors: Too many open files; new connections "
                         "wait (raise LimitNOFILE?)", False)
-    assert len(lines) == 2 and lines[1][0] == "asyncio"  # the rest: asyncio's own report
+    assert lines[1:] == [("jctotpd", "control socket: accept: Software caused connection "
+                          "abort", False)]  # the rest: a line of its own
 
 
 @pytest.mark.parametrize("text, deep", [

@@ -28,18 +28,16 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import config as configmod, logs, metrics
+from .. import config as configmod, logs, metrics
 
 if TYPE_CHECKING:
-    from .core.accounts import Accounts
+    from ..core.accounts import Accounts
 
 log = logging.getLogger("jctotpd")
 
@@ -55,10 +53,10 @@ class PamProcesses:
     """jctotpd's side: start the children, replace the ones that die, pass on
     SIGHUP, stop them with it."""
 
-    def __init__(self, count: int, config_path: str, listener: socket.socket) -> None:
+    def __init__(self, count: int, config_path: str, listen_fd: int) -> None:
         self.count = count
         self.config_path = config_path
-        self.listener = listener
+        self.listen_fd = listen_fd   # the PAM socket's, inherited by each child
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -72,8 +70,8 @@ class PamProcesses:
             self._threads.append(t)
 
     def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
-        fd = self.listener.fileno()
-        cmd = [sys.executable, "-m", "pam_jctotp.pam_processes", "--config", self.config_path,
+        fd = self.listen_fd
+        cmd = [sys.executable, "-m", "pam_jctotp.daemon.processes", "--config", self.config_path,
                "--listen-fd", str(fd), "--parent", str(os.getpid()), "--slot", str(slot),
                "--of", str(self.count)]
         return subprocess.Popen(cmd, pass_fds=(fd,), stdin=subprocess.DEVNULL)
@@ -135,12 +133,6 @@ class PamProcesses:
 # --- the child ------------------------------------------------------------------
 
 
-@dataclass
-class _Running:
-    """What a reload swaps (daemon.reload sets `.config`)."""
-    config: configmod.Config
-
-
 def _die_with(parent: int) -> None:
     """SIGTERM when jctotpd goes, whatever way it goes (kill -9 included)."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -151,10 +143,12 @@ def _die_with(parent: int) -> None:
 
 
 def child_main(argv: list[str] | None = None) -> int:
-    from . import daemon   # the builders jctotpd uses, so both serve the same way
-    from .errors import JctotpError
-    from .transport import limits
-    from .transport.pam_server import PamServer
+    from ..errors import JctotpError
+    from ..fleet.audit import FleetAudit
+    from ..transport import limits
+    from ..transport.framing import inherited_listener
+    from ..transport.pam_server import pam_server
+    from . import build, reload, serve   # what jctotpd uses, so both serve the same way
 
     parser = argparse.ArgumentParser(prog="jctotpd (PAM process)")
     parser.add_argument("--config", required=True)
@@ -163,41 +157,33 @@ def child_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slot", type=int, default=1)
     parser.add_argument("--of", type=int, default=2)
     args = parser.parse_args(argv)
-    # Signals wait for the main thread's sigwait: blocked before any thread starts.
-    waited = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
-    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    reload.block_signals()   # before any thread starts
     logs.setup()
     _die_with(args.parent)
     try:
-        cfg, _ = daemon.load_at_start(args.config)
+        cfg, _ = reload.load_at_start(args.config)
         logging.getLogger().setLevel(cfg.log_level.upper())
         logs.setup_auth(syslog_too=cfg.audit_syslog)
-        daemon._return_big_blocks()
+        serve._return_big_blocks()
         metrics.enable(cfg, parent=False)   # jctotpd's directory: one set for the daemon
-        accounts, audit, _sync = daemon.build(cfg)   # the fleet sync is jctotpd's
+        accounts, audit, _sync = build.build(cfg)   # the fleet sync is jctotpd's
     except JctotpError as exc:
         for line in getattr(exc, "problems", None) or [str(exc)]:
             log.error("PAM process %d: %s", args.slot, line)
         return exc.exit_code
     use_shared_unknown_names(accounts, cfg)
-    audit_file = getattr(audit, "local", audit)
-    running = _Running(cfg)
+    audit_file = audit.local if isinstance(audit, FleetAudit) else audit
+    running = reload.Running(cfg)
     # the fleet's policy (issue 21): this process polls the change counter itself
-    policy_sync = daemon.attach_policy(cfg, args.config, accounts, running, None)
+    policy_sync = build.attach_policy(cfg, args.config, accounts, running, None)
     if policy_sync is not None:
         policy_sync.start()
-    argon2 = daemon.argon2_pool(cfg)
-    server = PamServer(accounts, accounts.directory, argon2, lambda: running.config,
-                       limits.Throttled(log), daemon.PAM_STEP_WORKERS)
-    listener = socket.socket(fileno=args.listen_fd)
-    listener.setblocking(False)
-    server.serve_on(listener)
+    argon2 = build.argon2_pool(cfg)
+    server = pam_server(accounts, accounts.directory, argon2, lambda: running.config,
+                        limits.Throttled(log), build.PAM_STEP_WORKERS)
+    server.serve_on(inherited_listener(args.listen_fd))
     log.info("PAM process %d of %d serving (pid %d)", args.slot, args.of, os.getpid())
-    while True:
-        sig = signal.sigwait(waited)
-        if sig != signal.SIGHUP:
-            break
-        daemon.reload(args.config, accounts, running, audit_file)  # type: ignore[arg-type]
+    reload.signal_loop(lambda: reload.reload(args.config, accounts, running, audit_file))
     server.close()
     if policy_sync is not None:
         policy_sync.stop()
@@ -212,10 +198,10 @@ def use_shared_unknown_names(accounts: Accounts, cfg: configmod.Config) -> None:
     every process of this host shares (see the module docstring)."""
     if cfg.pam_processes <= 1:
         return
-    from .core.lockout import VirtualCounters
-    from .store.unknown_names import SharedUnknownNames
+    from ..store.sqlite_names import SharedUnknownNames
+    from ..store.unknown_names import UnknownNames
     table = SharedUnknownNames(os.path.join(cfg.state_dir, UNKNOWN_NAMES))
-    accounts.unknown = VirtualCounters(table=table)
+    accounts.unknown = UnknownNames(table=table)
 
 
 if __name__ == "__main__":
