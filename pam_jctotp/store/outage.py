@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -30,6 +28,7 @@ from typing import Callable, Iterator
 
 from ..errors import StoreUnavailable
 from ..offline import Offline
+from ..transport import probes
 
 log = logging.getLogger("jctotpd.store")
 
@@ -89,23 +88,13 @@ class Deadlines:
                     if now > deadline:
                         del self._running[token]
                         self._expired.add(token)
-                        _shut_down(fd)
+                        probes.shut_down(fd)
                 if not self._running:
                     self._busy.clear()
 
     def close(self) -> None:
         self._stop.set()
         self._busy.set()
-
-
-def _shut_down(fd: int) -> None:
-    """Shut the connection down (not close: the fd stays its owner's), so a thread
-    blocked reading it wakes up with an error at once."""
-    try:
-        with socket.socket(fileno=os.dup(fd)) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass   # already closed: nothing waits on it
 
 
 class Breaker:

@@ -113,11 +113,9 @@ def test_only_the_daemon_opens_the_store_or_the_key():
 
 # Modules outside transport/ that still open sockets of their own, each for a reason
 # the transport does not serve; this list may only shrink.
-SOCKETS_ELSEWHERE = {
-    "cli/doctor/daemon.py": "probes the PAM socket as the shim would",
-    "cli/doctor/portal.py": "probes the portal's TCP port and the SMTP server",
-    "store/outage.py": "shuts down the socket of a PostgreSQL statement that stalled",
-}
+# Modules outside transport/ that may still use sockets, and why (none: doctor's probes
+# and the store's wake-up of a stalled connection are transport/probes.py).
+SOCKETS_ELSEWHERE: dict[str, str] = {}
 HOST_NAME_ONLY = {"gethostname"}   # `socket` for the host's name is no socket I/O
 
 

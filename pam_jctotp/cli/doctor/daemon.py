@@ -4,12 +4,11 @@ are healthy, and no lock marker is left behind."""
 from __future__ import annotations
 
 import os
-import socket
 import stat
 
 from ...config import Config
 from ...errors import JctotpError
-from ...transport import pam_wire
+from ...transport import pam_wire, probes
 from ..client import request
 from . import policy
 from .host import Finding
@@ -38,23 +37,13 @@ def probe_pam_socket(path: str, timeout: float = 5.0) -> str:
     """A real request on the PAM socket (an account check of a user no one
     has): the verdict it answers, or ServiceUnavailable. A socket file with no
     daemon behind it, or a daemon that no longer reads it, fails here."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
     try:
-        sock.connect(path)
-        sock.sendall(pam_wire.frame(PROBE_HELLO))
-        header = sock.recv(4, socket.MSG_WAITALL)
-        if len(header) != 4:
-            raise OSError(0, "closed without a verdict")
-        length = pam_wire.check_length(pam_wire.HEADER.unpack(header)[0])
-        payload = pam_wire.decode(sock.recv(length, socket.MSG_WAITALL))
-    except socket.timeout:
+        payload = probes.ask_pam_socket(path, PROBE_HELLO, timeout)
+    except TimeoutError:
         raise JctotpError(f"PAM socket {path}: no answer within {timeout:.0f}s") from None
     except OSError as exc:
         raise JctotpError(f"PAM socket {path} does not answer: "
                           f"{exc.strerror or exc}") from None
-    finally:
-        sock.close()
     tag, _, verdict = payload.partition(" ")
     if tag != "VERDICT":
         raise JctotpError(f"PAM socket {path} answered {tag[:16]!r}, not a verdict")

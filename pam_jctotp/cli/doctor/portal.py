@@ -7,11 +7,11 @@ import datetime
 import os
 import shutil
 import smtplib
-import socket
 import ssl
 import subprocess
 
 from ...config import Config, PortalConfig
+from ...transport import probes
 from .host import Finding, Host
 
 
@@ -56,8 +56,8 @@ def _unit(host: Host, unit: str | None) -> list[Finding]:
 def _listening(listen: str) -> Finding:
     host, _, port = listen.rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), PROBE_TIMEOUT):
-            return Finding("ok", f"portal: something listens on {listen}")
+        probes.tcp_connects(host.strip("[]"), int(port), PROBE_TIMEOUT)
+        return Finding("ok", f"portal: something listens on {listen}")
     except OSError as exc:
         return Finding("fail", f"portal: nothing answers on {listen} ({exc.strerror or exc}); "
                        f"systemctl status {UNIT}")
