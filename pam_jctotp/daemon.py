@@ -7,6 +7,7 @@ store + directory + accounts (core) + driver and servers (transport).
 from __future__ import annotations
 
 import argparse
+import base64
 import asyncio
 import ctypes
 import dataclasses
@@ -23,8 +24,8 @@ from . import __version__, config as configmod, logs, metrics, preflight
 from .audit import AuditLog
 from .clock import Clock
 from .core import notices
-from .core.accounts import Accounts
-from .core.totp import Totp
+from .core.accounts import TOTP_PURPOSE, Accounts
+from .core.totp import Totp, decode_key
 from .crypto import SecretBox, key_check, load_or_create_key, read_key
 from .directory import Directory, Identity
 from .directory.local import LocalDirectory, Passwords
@@ -36,6 +37,7 @@ from .fleet.audit import FleetAudit
 from .fleet.sync import FleetSync
 from .mail import Mailer
 from .model import ExitCode, UserRecord
+from .secret import Secret
 from .pam_processes import PamProcesses, use_shared_unknown_names
 from .store import Store
 from .store.markers import LockMarkers
@@ -125,7 +127,19 @@ def open_store(cfg: configmod.Config, create: bool = False, key: bytes | None = 
     if key is None:
         return PostgresStore(cfg.database, create=create, **sizes)
     return PostgresStore(cfg.database, create=create, key=(key_check(key), str(cfg.key_path)),
-                         serving=True, **sizes)
+                         serving=True, unseal=unsealer(key), **sizes)
+
+
+def unsealer(key: bytes) -> Callable[[bytes, str], bytes]:
+    """Opens a TOTP key sealed with the fleet key (before the database kept them)."""
+    box = SecretBox(key)
+    return lambda blob, name: decode_key(box.open(blob, name, TOTP_PURPOSE))
+
+
+def sealer(box: SecretBox) -> Callable[[str, bytes], bytes]:
+    """Seals a key the database gave for the break-glass copy, as SQLite keeps it."""
+    return lambda name, key: box.seal(Secret(base64.b32encode(key).decode("ascii")), name,
+                                      TOTP_PURPOSE)
 
 
 def open_fleet(cfg: configmod.Config, create: bool = False) -> "PostgresStore":
@@ -181,7 +195,8 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, Fleet
         fleet = cast("PostgresStore", store)
         audit = FleetAudit(local, fleet)
         store, sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
-                                   lambda name: late[0].identity(name) if late else None)
+                                   lambda name: late[0].identity(name) if late else None,
+                                   sealer(box))
     directory = make_directory(cfg, store, system)
     late.append(directory)
     metrics.watch(store)
@@ -217,7 +232,8 @@ def housekeeping(accounts: Accounts) -> Callable[[], None] | None:
 
 def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccounts,
                  markers: LockMarkers, clock: Clock, audit: FleetAudit,
-                 identity_of: Callable[[str], Identity | None] = lambda name: None
+                 identity_of: Callable[[str], Identity | None] = lambda name: None,
+                 seal: Callable[[str, bytes], bytes] | None = None
                  ) -> tuple[Store, FleetSync]:
     """The host-local copies a fleet host keeps current (fleet/sync.py), and the store
     the daemon uses: the fleet's, with the break-glass fallback when configured."""
@@ -233,8 +249,15 @@ def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccou
         glass = breakglass.BreakGlassStore(
             fleet, copy, Path(cfg.state_dir) / breakglass.MATCHED,
             max_age=cfg.break_glass_max_age, wall=clock.now, audit=audit.write)
-        steps.append(lambda rows: glass.refresh(
-            rows, lambda name: group in system.groups_of(name)))
+        def member(name: str) -> bool:
+            return group in system.groups_of(name)
+
+        def copy_rows(rows: list[UserRecord]) -> int:
+            mine = [r for r in rows if member(r.name)]   # the database's keys of those
+            assert seal is not None
+            return glass.refresh(breakglass.with_keys(mine, fleet.break_glass_keys(), seal),
+                                 member)
+        steps.append(copy_rows)
         store = cast(Store, glass)
     return store, FleetSync(fleet, fleet.listener(), steps)
 
