@@ -77,7 +77,7 @@ CHECK_FUNCTION = """
         db_now := extract(epoch FROM clock_timestamp());
         -- the user's row lock serialises every check of this user, fleet-wide
         SELECT us.last_step, k.totp_key, k.guard_count, k.guard_start,
-               greatest(r.guard_limit, least(us.max_attempts, 100)) AS guard_limit
+               greatest(r.guard_limit, least(coalesce(us.max_attempts, 0), 100)) AS guard_limit
           INTO u FROM users us
           LEFT JOIN jctotp_secrets k ON k.name = us.name AND k.totp_id = us.totp_secret
          WHERE us.name = p_name FOR UPDATE OF us;
