@@ -126,8 +126,10 @@ def open_store(cfg: configmod.Config, create: bool = False, key: bytes | None = 
              "pgbouncer": cfg.database_pgbouncer, "sync_interval": cfg.fleet_sync_interval}
     if key is None:
         return PostgresStore(cfg.database, create=create, **sizes)
-    return PostgresStore(cfg.database, create=create, key=(key_check(key), str(cfg.key_path)),
-                         serving=True, unseal=unsealer(key), **sizes)
+    fleet = PostgresStore(cfg.database, create=create, key=(key_check(key), str(cfg.key_path)),
+                          serving=True, unseal=unsealer(key), **sizes)
+    fleet.expected_rule = (cfg.totp_digits, cfg.totp_period, cfg.totp_window)
+    return fleet
 
 
 def unsealer(key: bytes) -> Callable[[bytes, str], bytes]:

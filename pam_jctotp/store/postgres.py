@@ -367,6 +367,8 @@ class PostgresStore:
         self._key = key
         # the daemon's (who holds the key): opens a key sealed before migration 5
         self.unseal = unseal
+        # the config's (totp_digits, totp_period, totp_window), for doctor
+        self.expected_rule: tuple[int, int, int] | None = None
         self._ready = False        # schema and key checked: calls may be served
         self._serving = serving
         # locks and failure windows run on the database's clock (dbclock.py)
@@ -666,6 +668,14 @@ class PostgresStore:
             found.append(("ok", "key check: this host's key file is the fleet's key"))
         else:
             found.append(("fail", "key check: this host's key file is NOT the fleet's key"))
+        if self.expected_rule is not None and version == str(len(MIGRATIONS)):
+            rule = self.totp_rule()   # the database checks the codes with its own rule
+            found.append(("ok", "TOTP rule: the config's is the database's") if rule ==
+                         self.expected_rule else
+                         ("fail", "TOTP rule: the database checks codes with totp_digits "
+                          f"{rule[0]}, totp_period {rule[1]}, totp_window {rule[2]}, not "
+                          "this host's config: make them the same, or run `jctotp fleet "
+                          "init --admin-database URI` with the config you want"))
         return found
 
     # --- the fleet's audit trail ---------------------------------------------------------
