@@ -135,3 +135,32 @@ def test_the_guess_ceiling_no_host_can_reset(db):
         assert sql_check(db, right, now) == ("totp", totp.step(now))
     finally:
         db.execute("UPDATE jctotp_totp_rule SET guard_limit = 1000000000")
+
+
+def test_keys_sealed_before_are_opened_by_the_owner_after_the_upgrade(pg_cluster, monkeypatch):
+    """A fleet of before migration 5 (keys sealed with the fleet key in users): the
+    upgrade moves them out of the hosts' reach, and the owner, who holds the key,
+    makes them checkable; an unconfirmed key is dropped (its user sees a new one)."""
+    from pam_jctotp import daemon
+    from pam_jctotp.core.accounts import PENDING_PURPOSE, TOTP_PURPOSE
+    from pam_jctotp.crypto import SecretBox
+    from pam_jctotp.store import postgres
+
+    uri, key = pg_cluster.new_database(), os.urandom(32)
+    box, secret = SecretBox(key), Totp.new_secret()
+    with monkeypatch.context() as m:
+        m.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:4])
+        old = PostgresStore(uri, create=True)
+        old.add("bob", is_admin=False, password_hash=None, now=0)
+        old.update("bob", totp_secret=box.seal(secret, "bob", TOTP_PURPOSE),
+                   pending_secret=box.seal(Totp.new_secret(), "bob", PENDING_PURPOSE))
+        old.close()
+    new = PostgresStore(uri, unseal=daemon.unsealer(key))
+    try:
+        rec = new.get("bob")
+        assert rec.pending_secret is None and len(rec.totp_secret) == 16   # an id
+        totp, now = Totp(), 1_700_000_000.0
+        code = totp.code(secret, totp.step(now))
+        assert new.verify_code("bob", code, None, now, True, True) == ("totp", totp.step(now))
+    finally:
+        new.close()
