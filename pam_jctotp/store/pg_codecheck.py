@@ -32,7 +32,6 @@ run on hosts), so the policy's lockout alone would not bind a stolen host.
 
 from __future__ import annotations
 
-import base64
 from typing import Any, Callable
 
 import psycopg
@@ -276,10 +275,6 @@ def set_break_glass(conn: psycopg.Connection[Any], names: list[str]) -> None:
                                   [(n,) for n in names])
 
 
-def break_glass_names(conn: psycopg.Connection[Any]) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT name FROM jctotp_break_glass ORDER BY name")]
-
-
 def unseal_legacy(conn: psycopg.Connection[Any],
                   unseal: Callable[[bytes, str], bytes]) -> int:
     """Keys of before migration 5, sealed with the fleet key, made usable by the
@@ -294,7 +289,3 @@ def unseal_legacy(conn: psycopg.Connection[Any],
                      (unseal(bytes(sealed), name), name))
     return len(rows)
 
-
-def key_bytes(base32: str) -> bytes:
-    """RFC 4226's K from a base32 secret, as core/totp.py's decode_key reads it."""
-    return base64.b32decode(base32 + "=" * (-len(base32) % 8), casefold=True)
