@@ -67,6 +67,7 @@ class CodeOutcome(StrEnum):
     WRONG_CODE = "wrong_code"
     REPLAY = "replay"            # a right code of a step already used
     NO_CODE = "no_code"          # nothing typed
+    THROTTLED = "throttled"      # the fleet database's own guess ceiling: no check
 
 
 class Refusal(StrEnum):

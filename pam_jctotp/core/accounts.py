@@ -25,12 +25,13 @@ from ..store.unknown_names import UnknownNames
 from . import mfa_lifecycle, notices, policy, qr
 from .mfa_lifecycle import PENDING_PURPOSE, TOTP_PURPOSE, StaleKey
 from .portal_state import NoOutbox, Outbox, PortalState
-from .totp import Totp, new_recovery_codes
+from .totp import Totp, decode_key, new_recovery_codes
 
 log = logging.getLogger("jctotpd")
 
 CLOCK_TOLERANCE = 5.0   # seconds a host's clock may be off the fleet database's (doctor)
 __all__ = ["Accounts", "CodeCheck", "StaleKey", "PENDING_PURPOSE", "TOTP_PURPOSE"]
+PENDING_KEPT = 1000     # enrollment keys one process keeps for their confirmation
 
 
 class AuditSink(Protocol):
@@ -85,6 +86,8 @@ class Accounts:
         self.departed: dict[str, str] = {}
         self.account_findings: Callable[[], list[tuple[str, str]]] = list
         self.fleet_policy: Any = None     # `jctotp policy` (fleet/policy.py), set by jctotpd
+        # name -> (id, secret): keys shown for enrollment that the store cannot give back
+        self._pending: dict[str, tuple[bytes, Secret]] = {}
 
     # --- lookups: pure reads (a read never lifts a lock: lockout.begin does) ---
 
@@ -164,7 +167,22 @@ class Accounts:
     def pending_key(self, rec: UserRecord) -> tuple[Secret, bytes]:
         """The secret awaiting confirmation, and its stored ciphertext; made once and
         kept until enrolled (or the password changes), so a user who scanned it
-        yesterday can finish today."""
+        yesterday can finish today.
+
+        A store that keeps the keys (the fleet database) never gives one back: the
+        record holds only a random id, the secret stays in this process until it is
+        confirmed (the portal's enroll and confirm), and a login that cannot show
+        it again shows a new one."""
+        if getattr(self.store, "put_key", None) is not None:
+            kept = self._pending.get(rec.name)
+            if kept is not None and rec.pending_secret == kept[0]:
+                return kept[1], kept[0]
+            secret, token = Totp.new_secret(), os.urandom(16)
+            self.store.update(rec.name, pending_secret=token)
+            if len(self._pending) >= PENDING_KEPT:
+                self._pending.pop(next(iter(self._pending)))
+            self._pending[rec.name] = (token, secret)
+            return secret, token
         if rec.pending_secret is not None:
             return self.box.open(rec.pending_secret, rec.name, PENDING_PURPOSE), rec.pending_secret
         secret = Totp.new_secret()
@@ -203,9 +221,9 @@ class Accounts:
 
     # --- codes -----------------------------------------------------------
 
-    def check_code(self, rec: UserRecord, secret: Secret, answer: str,
-                   consume: bool, reset_failures: bool = False) -> CodeCheck:
-        """Is `answer` a current code (or an unused recovery code) of `secret`?
+    def check_code(self, rec: UserRecord, answer: str, consume: bool,
+                   reset_failures: bool = False) -> CodeCheck:
+        """Is `answer` a current code (or an unused recovery code) of the user's key?
 
         With consume=True an accepted code's step is recorded atomically, so
         the same or an older step is refused later (replay), and a recovery
@@ -213,11 +231,25 @@ class Accounts:
         password was wrong: a right code must not be burnt). With
         reset_failures, an accepted TOTP code also starts the failure counter
         over, in the same statement (the login's success; reason "totp").
+
+        A store that keeps the keys itself (the fleet database) checks there, in
+        one statement, and says only the outcome; else the key is opened here.
         """
         answer = answer.strip()
         if not answer:
             return CodeCheck(False, CodeOutcome.NO_CODE)
-        step = self.totp.match(secret, answer, self.now())
+        recovery = None
+        if consume and len(answer) > self.totp.digits and rec.totp_secret is not None:
+            recovery = self.box.recovery_hash(rec.name, answer)
+        in_store = getattr(self.store, "verify_code", None)
+        if in_store is not None:
+            said = in_store(rec.name, self.totp.canonical(answer), recovery, self.now(),
+                            consume, reset_failures)
+            if said is not None:   # None: a break-glass copy, checked here
+                outcome = CodeOutcome(said[0])
+                return CodeCheck(outcome in (CodeOutcome.TOTP, CodeOutcome.RECOVERY),
+                                 outcome, said[1])
+        step = self.totp.match(self.active_secret(rec), answer, self.now())
         if step is not None:
             if not consume:
                 return CodeCheck(True, CodeOutcome.TOTP, step)
@@ -229,12 +261,9 @@ class Accounts:
             if self.store.accept_step(rec.name, step, reset_failures):
                 return CodeCheck(True, CodeOutcome.TOTP, step)
             return CodeCheck(False, CodeOutcome.REPLAY, step)
-        if len(answer) > self.totp.digits and rec.totp_secret is not None:
-            digest = self.box.recovery_hash(rec.name, answer)
-            if not consume:
-                return CodeCheck(False, CodeOutcome.WRONG_CODE)  # unknowable without using it
-            if self.store.use_recovery_code(rec.name, digest, self.now()):
-                return CodeCheck(True, CodeOutcome.RECOVERY)
+        if recovery is not None and self.store.use_recovery_code(rec.name, recovery,
+                                                                 self.now()):
+            return CodeCheck(True, CodeOutcome.RECOVERY)
         return CodeCheck(False, CodeOutcome.WRONG_CODE)
 
     def recovery_codes(self) -> list[str]:
@@ -245,6 +274,19 @@ class Accounts:
                  codes: list[str] | None = None, *, pending: bytes | None = None) -> list[str]:
         """mfa_lifecycle.activate (the unit-test harness calls it here)."""
         return mfa_lifecycle.activate(self, name, secret, step, codes, pending=pending)
+
+    def forget_pending(self, name: str) -> None:
+        """The enrollment key kept in this process is confirmed (or withdrawn)."""
+        self._pending.pop(name, None)
+
+    def stored_key(self, name: str, secret: Secret) -> bytes | None:
+        """What the record's totp_secret holds: the key sealed with the key file, or,
+        where the store keeps the keys itself, the id it gave the key."""
+        put = getattr(self.store, "put_key", None)
+        if put is None:
+            return self.box.seal(secret, name, TOTP_PURPOSE)
+        kid: bytes | None = put(name, decode_key(secret))
+        return kid
 
     def replace_recovery_codes(self, name: str, codes: list[str]) -> None:
         self.store.replace_recovery_codes(name, [self.box.recovery_hash(name, c) for c in codes])

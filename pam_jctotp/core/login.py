@@ -322,7 +322,7 @@ class Login:
             yield from self._exempted(attempt, exempt)
             return
         # a right code is a success: its step and the counter's reset, one statement
-        check = acc.check_code(rec, acc.active_secret(rec), code, consume=password_ok,
+        check = acc.check_code(rec, code, consume=password_ok,
                                reset_failures=password_ok)
         if password_ok and check.ok:
             if check.reason is CodeOutcome.RECOVERY:

@@ -101,8 +101,9 @@ def activate(acc: Accounts, name: str, secret: Secret, step: int | None,
             rec = acc.get(name)
             if rec is None or rec.pending_secret != pending:
                 raise StaleKey(name)
-        acc.store.update(name, totp_secret=acc.box.seal(secret, name, TOTP_PURPOSE),
+        acc.store.update(name, totp_secret=acc.stored_key(name, secret),
                          pending_secret=None, last_step=step if step is not None else -1,
                          enrolled_at=acc.now(), enroll_now=0)
         acc.store.replace_recovery_codes(name, [acc.box.recovery_hash(name, c) for c in codes])
+    acc.forget_pending(name)
     return codes

@@ -7,13 +7,16 @@ step, a third of a login's TOTP cost). New secrets are what pyotp's
 pyotp (1.5 MB of the daemon's RSS); tests/unit/test_totp.py holds our codes
 to pyotp's (>= 2.6, Debian 12), the RFC vectors and oathtool. Codes are compared in constant time;
 the replay guard (a step must be newer than the last accepted one) lives in
-the store, as one atomic UPDATE.
+the store, as one atomic UPDATE. On a fleet the database checks codes itself
+(store/pg_codecheck.py: the same rule in SQL, from these parameters; hosts never
+read a key): tests/fleet/test_codecheck.py holds the two to each other.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import math
 import secrets as _stdlib_secrets
 
 from ..secret import Secret
@@ -28,7 +31,10 @@ class Totp:
         self.window = window
 
     def step(self, now: float) -> int:
-        return int(now // self.period)
+        """floor(now / period) in IEEE doubles: the fleet database's SQL computes
+        exactly this expression (store/pg_codecheck.py), so both homes agree even
+        a hair before a step's boundary; no step before the epoch."""
+        return 0 if now < self.period else math.floor(now / self.period)
 
     def code(self, secret: Secret, step: int) -> str:
         return self._code(decode_key(secret), step)
@@ -46,16 +52,24 @@ class Totp:
         Every candidate is computed and compared, so the time taken does not
         depend on which step (if any) matched.
         """
-        code = code.strip().replace(" ", "")
-        if len(code) != self.digits or not code.isascii() or not code.isdigit():
+        canonical = self.canonical(code)
+        if canonical is None:
             return None
-        key = decode_key(secret)
+        code, key = canonical, decode_key(secret)
         current = self.step(now)
         found = None
         for step in range(max(0, current - self.window), current + self.window + 1):
             if hmac.compare_digest(self._code(key, step), code) and found is None:
                 found = step
         return found
+
+    def canonical(self, code: str) -> str | None:
+        """The code as checked (spaces dropped), or None when it cannot be one: the
+        fleet database's check (store/pg_codecheck.py) gets exactly this."""
+        code = code.strip().replace(" ", "")
+        if len(code) != self.digits or not code.isascii() or not code.isdigit():
+            return None
+        return code
 
     @staticmethod
     def new_secret() -> Secret:

@@ -108,7 +108,7 @@ def _settle_code(acc: Accounts, rec: UserRecord, attempt: Attempt, answer: str,
                  args: dict[str, Any]) -> CodeOutcome | None:
     """One code (or recovery code) on a reserved attempt: a right one is used up and
     settles it (TOTP | RECOVERY), a wrong one counts (None)."""
-    check = acc.check_code(rec, acc.active_secret(rec), answer, consume=True,
+    check = acc.check_code(rec, answer, consume=True,
                            reset_failures=True)
     if check.ok:
         lockout.succeeded(acc, attempt, counter_reset=check.reason is CodeOutcome.TOTP)

@@ -36,7 +36,7 @@ def _prove(acc: Accounts, rec: UserRecord, what: str, attempt: Attempt | None = 
             yield LOCKED
             return False
     answer = yield Prompt(f"Current verification code (or a recovery code) {what}: ")
-    check = acc.check_code(rec, acc.active_secret(rec), answer, consume=True)
+    check = acc.check_code(rec, answer, consume=True)
     if check.ok:
         lockout.succeeded(acc, attempt)
         if check.reason is CodeOutcome.RECOVERY:

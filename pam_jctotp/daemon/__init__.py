@@ -9,9 +9,9 @@
 
 from __future__ import annotations
 
-from .build import PAM_STEP_WORKERS, open_fleet, open_key, open_store
+from .build import PAM_STEP_WORKERS, open_fleet, open_key, open_store, unsealer
 from .reload import restart_keys
 from .serve import main, raise_fd_limit
 
 __all__ = ["PAM_STEP_WORKERS", "main", "open_fleet", "open_key", "open_store", "raise_fd_limit",
-           "restart_keys"]
+           "restart_keys", "unsealer"]

@@ -5,6 +5,7 @@ jctotpd and each of its PAM processes (processes.py) build the same way.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,8 @@ from .. import config as configmod, metrics
 from ..audit import AuditLog
 from ..clock import Clock
 from ..core import notices
-from ..core.accounts import Accounts
-from ..core.totp import Totp
+from ..core.accounts import TOTP_PURPOSE, Accounts
+from ..core.totp import Totp, decode_key
 from ..crypto import SecretBox, key_check, load_or_create_key, load_ring, read_key
 from ..directory import Directory, Identity
 from ..directory.local import LocalDirectory, Passwords
@@ -33,6 +34,7 @@ from ..fleet.spool import Spool
 from ..fleet.sync import FleetSync
 from ..mail import Mailer
 from ..model import UserRecord
+from ..secret import Secret
 from ..store import Store
 from ..store.markers import LockMarkers
 from ..store.sqlite import SqliteStore
@@ -92,8 +94,22 @@ def open_store(cfg: configmod.Config, create: bool = False, key: bytes | None = 
              "pgbouncer": cfg.database_pgbouncer, "sync_interval": cfg.fleet_sync_interval}
     if key is None:
         return PostgresStore(cfg.database, create=create, **sizes)
-    return PostgresStore(cfg.database, create=create, key=(key_check(key), str(cfg.key_path)),
-                         serving=True, **sizes)
+    fleet = PostgresStore(cfg.database, create=create, key=(key_check(key), str(cfg.key_path)),
+                          serving=True, unseal=unsealer(key), **sizes)
+    fleet.expected_rule = (cfg.totp_digits, cfg.totp_period, cfg.totp_window)
+    return fleet
+
+
+def unsealer(key: bytes) -> Callable[[bytes, str], bytes]:
+    """Opens a TOTP key sealed with the fleet key (before the database kept them)."""
+    box = SecretBox(key)
+    return lambda blob, name: decode_key(box.open(blob, name, TOTP_PURPOSE))
+
+
+def sealer(box: SecretBox) -> Callable[[str, bytes], bytes]:
+    """Seals a key the database gave for the break-glass copy, as SQLite keeps it."""
+    return lambda name, key: box.seal(Secret(base64.b32encode(key).decode("ascii")), name,
+                                      TOTP_PURPOSE)
 
 
 def open_fleet(cfg: configmod.Config, create: bool = False) -> "PostgresStore":
@@ -154,7 +170,8 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, list[
         audit = FleetAudit(local, fleet, Spool(Path(cfg.state_dir) / SPOOL),
                            down=lambda: fleet.breaker.down)
         store, fleet_sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
-                                         lambda name: late[0].identity(name) if late else None)
+                                         lambda name: late[0].identity(name) if late else None,
+                                         sealer(box))
         learner = KeyLearner(fleet, box, cfg.key_path)   # a key rotated meanwhile
         box.learn = learner
         fleet_sync.steps.append(learner.sync)
@@ -223,7 +240,8 @@ def housekeeping(accounts: Accounts) -> Callable[[], None] | None:
 
 def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccounts,
                  markers: LockMarkers, clock: Clock, audit: FleetAudit,
-                 identity_of: Callable[[str], Identity | None] = lambda name: None
+                 identity_of: Callable[[str], Identity | None] = lambda name: None,
+                 seal: Callable[[str, bytes], bytes] | None = None
                  ) -> tuple[Store, FleetSync]:
     """The host-local copies a fleet host keeps current (fleet/sync.py), and the store
     the daemon uses: the fleet's, with the break-glass fallback when configured."""
@@ -241,8 +259,15 @@ def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccou
             max_age=cfg.break_glass_max_age, wall=clock.now, audit=audit.write)
         audit.break_glass = glass.serving   # its audit events say so
         fleet.on_role_refused = glass.drop  # removed from the fleet: no copy outlives it
-        steps.append(lambda rows: glass.refresh(
-            rows, lambda name: group in system.groups_of(name)))
+        def member(name: str) -> bool:
+            return group in system.groups_of(name)
+
+        def copy_rows(rows: list[UserRecord]) -> int:
+            mine = [r for r in rows if member(r.name)]   # the database's keys of those
+            assert seal is not None
+            return glass.refresh(breakglass.with_keys(mine, fleet.break_glass_keys(), seal),
+                                 member)
+        steps.append(copy_rows)
         store = cast(Store, glass)
     return store, FleetSync(fleet, fleet.listener(), steps)
 

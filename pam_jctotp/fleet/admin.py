@@ -13,16 +13,19 @@ import os
 import sqlite3
 import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .. import config as configmod
-from ..core.accounts import PENDING_PURPOSE, TOTP_PURPOSE
+from ..core.accounts import TOTP_PURPOSE
+from ..core.totp import Totp, decode_key
 from ..crypto import SecretBox, key_check
-from ..daemon import open_fleet, open_key
+from ..daemon import open_fleet, open_key, unsealer
+from ..directory.nss import NssAccounts
 from ..errors import JctotpError, StoreError, UsageError
 from ..model import ExitCode, UserRecord
-from ..store import USER_COLUMNS, pg_hosts
+from ..store import USER_COLUMNS, pg_codecheck, pg_hosts
 from . import hosts, rotate
 
 
@@ -32,9 +35,12 @@ def init(cfg: configmod.Config, admin: bool = False) -> str:
     with --admin-database): the host roles' grants are renewed too (after an upgrade)."""
     store = open_fleet(cfg, create=True)
     try:
-        open_key(cfg, store, create=True)
+        key = open_key(cfg, store, create=True)
+        store.unseal_legacy(unsealer(key))   # keys sealed before the database kept them
         if admin:
             store.administer(pg_hosts.renew_grants)
+            store.administer(partial(pg_codecheck.set_rule, totp=Totp(
+                cfg.totp_digits, cfg.totp_period, cfg.totp_window)))
         version, where = store.schema_version(), store.where
     finally:
         store.close()
@@ -93,7 +99,7 @@ def import_host(cfg: configmod.Config, source: Path, old_key: Path, on_clash: st
         raise UsageError(f"this host's key file {old_key} does not exist (use --key PATH)")
     store = open_fleet(cfg)
     try:
-        new = SecretBox(open_key(cfg, store))
+        open_key(cfg, store)   # this host has the fleet's key (recovery-code hashes)
         old_bytes = open_key(replace(cfg, database=None, secret_key_file=str(old_key)), store)
         old = SecretBox(old_bytes)
         same_key = key_check(old_bytes) == store.expected_key_check
@@ -101,13 +107,13 @@ def import_host(cfg: configmod.Config, source: Path, old_key: Path, on_clash: st
         if clashes and on_clash == "refuse":
             raise UsageError(f"already in the fleet database: {', '.join(clashes)}; nothing "
                              "was imported (--on-clash skip|replace)")
-        # Every secret is re-sealed before anything is written: a key that does not
-        # open them imports nobody.
+        # Every secret is opened before anything is written: a key that does not
+        # open them imports nobody. The database keeps the keys (pg_codecheck.py):
+        # the rows get them through jctotp_put_key; unconfirmed keys are not moved.
         try:
-            moving = [replace(
-                rec, totp_secret=_reseal(rec.totp_secret, rec.name, TOTP_PURPOSE, old, new),
-                pending_secret=_reseal(rec.pending_secret, rec.name, PENDING_PURPOSE, old, new))
-                for rec in users]
+            keys = {rec.name: decode_key(old.open(rec.totp_secret, rec.name, TOTP_PURPOSE))
+                    for rec in users if rec.totp_secret is not None}
+            moving = [replace(rec, totp_secret=None, pending_secret=None) for rec in users]
         except StoreError as exc:
             if not same_key:
                 raise
@@ -119,6 +125,8 @@ def import_host(cfg: configmod.Config, source: Path, old_key: Path, on_clash: st
         for moved in moving:
             user_codes = codes.get(moved.name, []) if same_key else []
             if store.import_user(moved, user_codes, replace=on_clash == "replace"):
+                if moved.name in keys:
+                    store.put_key(moved.name, keys[moved.name])
                 done.append(moved.name)
                 if not same_key and codes.get(moved.name):
                     lost_codes.append(moved.name)   # (a skipped user keeps the fleet's)
@@ -133,6 +141,29 @@ def import_host(cfg: configmod.Config, source: Path, old_key: Path, on_clash: st
         lines.append("recovery codes not moved (made with another key; run `jctotp "
                      f"recovery-codes` as the user): {', '.join(lost_codes)}")
     return "\n".join(lines) + "\n"
+
+
+def break_glass(cfg: configmod.Config, names: list[str], admin_uri: str) -> str:
+    """`jctotp fleet break-glass`: the users whose TOTP keys the hosts may copy for a
+    database outage (store/pg_codecheck.py); no names: the fleet's users that
+    break_glass_group has here (NSS), as each host's copy picks them."""
+    store = open_fleet(hosts.admin_config(cfg, admin_uri))
+    try:
+        if not names:
+            if not cfg.break_glass_group:
+                raise UsageError("name the users, or set break_glass_group in the config")
+            nss = NssAccounts()
+            names = [r.name for r in store.list()
+                     if cfg.break_glass_group in nss.groups_of(r.name)]
+        unknown = [n for n in names if store.get(n) is None]
+        if unknown:
+            raise UsageError(f"not in the fleet database: {', '.join(unknown)}; nothing "
+                             "was changed")
+        store.administer(partial(pg_codecheck.set_break_glass, names=sorted(set(names))))
+    finally:
+        store.close()
+    return (f"Break-glass keys: {', '.join(sorted(set(names))) or 'nobody'}; only these "
+            "users' TOTP keys reach the hosts' copies (at their next sync).\n")
 
 
 def hosts_parser(sub: Any) -> None:
@@ -181,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
                      "owner (password from libpq's passfile), not `database:`")
     rot.add_argument("--finish", action="store_true", help="every host has the new key: "
                      "drop the old one")
+    brk = sub.add_parser("break-glass", help="whose TOTP keys the hosts may copy for an "
+                         "outage (replaces the list)")
+    brk.add_argument("names", nargs="*", metavar="NAME", help="default: the fleet's users "
+                     "in break_glass_group (NSS on this host)")
+    brk.add_argument("--admin-database", metavar="URI", required=True)
     imp = sub.add_parser("import", help="move this host's SQLite users into the fleet")
     imp.add_argument("--from", dest="source", help="SQLite file (default state_dir/jctotp.db)")
     imp.add_argument("--key", help="its key file (default state_dir/secret.key)")
@@ -199,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.admin_database:
                 cfg = hosts.admin_config(cfg, args.admin_database)
             print(rotate.rotate_key(cfg, args.finish), end="")
+        elif args.verb == "break-glass":
+            print(break_glass(cfg, args.names, args.admin_database), end="")
         else:
             local = Path(cfg.state_dir)
             print(import_host(cfg, Path(args.source or local / "jctotp.db"),

@@ -5,7 +5,9 @@ once: the sysadmins who must fix it would be locked out too. So each host keeps
 a host-local copy of the rows of the members of ONE configured local group
 (`break_glass_group`, checked through NSS on this host), in a SQLite file in
 state_dir (`break-glass.db`, 0600): their password hash and their TOTP secret
-(still sealed with the fleet key), their lock and counters. The fleet sync
+(sealed with the fleet key here: the database gives a host the keys of only the
+users the owner listed with `jctotp fleet break-glass`, store/pg_codecheck.py),
+their lock and counters. The fleet sync
 (sync.py) refreshes it on every change the database announces and every
 RESYNC seconds, and deletes everyone who left the group.
 
@@ -39,6 +41,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -186,6 +189,18 @@ class BreakGlassStore:
     def accept_step(self, name: str, step: int, reset_failures: bool = False) -> bool:
         return bool(self._either("accept_step", name, step, reset_failures))
 
+    def verify_code(self, name: str, *args: Any) -> tuple[str, int | None] | None:
+        """The database checks codes (pg_codecheck.py); during an outage a copied
+        member's code is checked by the caller, with the copy's key (None)."""
+        try:
+            said: tuple[str, int | None] = self.fleet.verify_code(name, *args)  # type: ignore[attr-defined]
+            return said
+        except StoreUnavailable:
+            if self.local.get(name) is None:
+                raise
+            self._check_age(name)
+            return None
+
 
 def refresh(local: Store, rows: Iterable[UserRecord], member: Callable[[str], bool]) -> int:
     """Make the local copy hold exactly the group members' rows; returns how many.
@@ -237,3 +252,18 @@ def write_matched(path: Path, when: float) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(repr(when))
     os.replace(tmp, path)
+
+
+def with_keys(rows: Iterable[UserRecord], keys: dict[str, bytes],
+              seal: Callable[[str, bytes], bytes]) -> list[UserRecord]:
+    """The database's rows with each listed user's key sealed in (its record holds
+    only the key's id); an enrolled user whose key the database withheld is left
+    out of the copy (not listed by `jctotp fleet break-glass`: fails closed)."""
+    out = []
+    for rec in rows:
+        if rec.name in keys:
+            out.append(replace(rec, totp_secret=seal(rec.name, keys[rec.name]),
+                               pending_secret=None))
+        elif rec.totp_secret is None:
+            out.append(replace(rec, pending_secret=None))
+    return out

@@ -47,7 +47,7 @@ from ..errors import StoreError, StoreUnavailable
 from ..model import UserRecord
 from . import SELECT_USERS as _SELECT
 from . import USER_COLUMNS
-from . import pg_audit, pg_hosts, pg_policy
+from . import pg_audit, pg_codecheck, pg_hosts, pg_policy
 from . import record as _record
 from .dbclock import DatabaseClock
 from .outage import Breaker, DeadlineExceeded, Deadlines, first_line
@@ -143,6 +143,7 @@ MIGRATIONS: list[str] = [
     pg_audit.MIGRATION,   # 3: hash-chained, append-only audit (issue 22)
     pg_hosts.MIGRATION,   # 4: a role per host (issue 22)
     pg_policy.MIGRATION,  # 5: the fleet's policy (issue 21)
+    pg_codecheck.migration(),   # 6: codes checked in the database, keys out of reach (22)
 ]
 CHANNEL = "jctotp_users"
 
@@ -347,6 +348,7 @@ class PostgresStore:
     def __init__(self, uri: str, *, max_size: int = 24, min_size: int = 2,
                  wait_timeout: float = WAIT_TIMEOUT, create: bool = True,
                  key: tuple[str, str] | None = None, serving: bool = False,
+                 unseal: Callable[[bytes, str], bytes] | None = None,
                  pgbouncer: bool = False, sync_interval: float = 2.0) -> None:
         self.uri = uri
         self.pgbouncer = pgbouncer
@@ -376,6 +378,10 @@ class PostgresStore:
         self.breaker = Breaker(self.where, self._probe)
         self.expected_key_check: str | None = None  # set by verify_key
         self._key = key
+        # the daemon's (who holds the key): opens a key sealed before migration 5
+        self.unseal = unseal
+        # the config's (totp_digits, totp_period, totp_window), for doctor
+        self.expected_rule: tuple[int, int, int] | None = None
         self._ready = False        # schema and key checked: calls may be served
         self._serving = serving
         # locks and failure windows run on the database's clock (dbclock.py)
@@ -413,6 +419,8 @@ class PostgresStore:
         self.migrate(create)
         if self._key is not None:
             self.verify_key(*self._key)
+        if self.unseal is not None:   # keys of before migration 5 (the owner has the key)
+            self.unseal_legacy(self.unseal)
         self.clock.sample()
         if self._serving:
             self.clock.start()
@@ -714,6 +722,14 @@ class PostgresStore:
             found.append(("ok", "key check: this host's key file is the fleet's key"))
         else:
             found.append(("fail", "key check: this host's key file is NOT the fleet's key"))
+        if self.expected_rule is not None and version == str(len(MIGRATIONS)):
+            rule = self.totp_rule()   # the database checks the codes with its own rule
+            found.append(("ok", "TOTP rule: the config's is the database's") if rule ==
+                         self.expected_rule else
+                         ("fail", "TOTP rule: the database checks codes with totp_digits "
+                          f"{rule[0]}, totp_period {rule[1]}, totp_window {rule[2]}, not "
+                          "this host's config: make them the same, or run `jctotp fleet "
+                          "init --admin-database URI` with the config you want"))
         return found
 
     # --- the fleet's audit trail ---------------------------------------------------------
@@ -867,3 +883,38 @@ class PostgresStore:
 
     def clear_recovery_codes(self, name: str) -> None:
         self._rowcount('DELETE FROM recovery_codes WHERE "user" = %s', (name,))
+
+    # --- codes checked in the database (pg_codecheck.py): keys go in, never out -------
+
+    def verify_code(self, name: str, code: str | None, recovery: str | None, now: float,
+                    consume: bool, reset_failures: bool) -> tuple[str, int | None]:
+        """A code (canonical digits, or None) and/or a recovery code's keyed hash, checked
+        by jctotp_check_code in one statement: (outcome, step)."""
+        row = self._one("SELECT outcome, step FROM jctotp_check_code(%s, %s, %s, %s, %s, %s)",
+                        (name, code, recovery, float(now), consume, reset_failures))
+        assert row is not None
+        return str(row[0]), None if row[1] is None else int(row[1])
+
+    def put_key(self, name: str, key: bytes | None) -> bytes | None:
+        """Store a user's new TOTP key (RFC 4226's K); returns the key id for the record."""
+        row = self._one("SELECT jctotp_put_key(%s, %s)", (name, key))
+        assert row is not None
+        return None if row[0] is None else bytes(row[0])
+
+    def unseal_legacy(self, unseal: Callable[[bytes, str], bytes]) -> int:
+        """Keys sealed with the fleet key before migration 5, made usable by the
+        database (only the owner can: a host role's call does nothing)."""
+        with self.unit_of_work():
+            done: int = self._run(partial(pg_codecheck.unseal_legacy, unseal=unseal),
+                                  LONG_DEADLINE)
+        return done
+
+    def break_glass_keys(self) -> dict[str, bytes]:
+        """The keys of the users the owner listed for the host-local break-glass copy."""
+        return {r[0]: bytes(r[1]) for r in self._all("SELECT * FROM jctotp_break_glass_keys()")}
+
+    def totp_rule(self) -> tuple[int, int, int]:
+        """(digits, period, window) of the database's check (doctor compares the config)."""
+        row = self._one("SELECT digits, period, drift FROM jctotp_totp_rule WHERE id = 1")
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])

@@ -166,3 +166,22 @@ def test_doctor_says_to_restart_a_daemon_still_on_sqlite(make_host, tmp_path_fac
     assert "ready (state: SQLite " in island.log.read_text()
     assert "ready (state: fleet database postgresql://jctotp@" in fleet.log.read_text()
     assert "as host host-a)" in fleet.log.read_text()
+
+
+def test_doctor_names_a_totp_rule_the_database_does_not_check_with(make_host, pg_uri):
+    """Issue 22: the database checks codes with its own rule (pg_codecheck.py); a host
+    whose config differs is told, and `fleet init --admin-database` sets the rule."""
+    a = make_host("a")
+    assert a.cli("doctor", "--json").stdout.count("TOTP rule: the config's is the database's")
+    b = make_host("b", totp_window=2)
+
+    def rule_finding(host) -> dict:
+        return next(f for f in json.loads(host.cli("doctor", "--json").stdout)
+                    if f["what"].startswith("TOTP rule"))
+
+    said = rule_finding(b)
+    assert said["level"] == "fail" and "totp_window 1" in said["what"], said
+    done = b.cli("fleet", "init", "--admin-database", pg_uri)
+    assert done.returncode == 0, done.stderr
+    assert rule_finding(b)["level"] == "ok"
+    assert rule_finding(a)["level"] == "fail"
