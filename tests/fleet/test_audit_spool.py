@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def fleet_events(host) -> list[dict]:
     return json.loads(done.stdout)
 
 
-def test_outage_events_are_spooled_and_shipped_in_order(make_host, confdir, pg,
+def test_outage_events_are_spooled_and_shipped_in_order(make_host, confdir, pg, pg_uri,
                                                         scratch_accounts):
     prefix = scratch_accounts
     group, ops, dev = f"{prefix}bg", f"{prefix}ops", f"{prefix}dev"
@@ -37,11 +38,15 @@ def test_outage_events_are_spooled_and_shipped_in_order(make_host, confdir, pg,
     subprocess.run(["useradd", "-G", group, ops], check=True)
     subprocess.run(["useradd", dev], check=True)
     a = make_host("a", role=True)
-    b = make_host("b", role=True, break_glass_group=group)
+    b = make_host("b", role=True, break_glass_group=group, start=False)
     ops_totp, dev_totp = a.add_user(ops), a.add_user(dev)
+    # host roles read no key but those the owner lists for break-glass (issue 22)
+    listed = a.cli("fleet", "break-glass", "--admin-database", pg_uri, ops)
+    assert listed.returncode == 0, listed.stderr
+    b.start()
     copy = Path(b.config["state_dir"]) / "break-glass.db"
     spool = Path(b.config["state_dir"]) / "audit-spool"
-    assert eventually(copy.exists)
+    assert eventually(lambda: copy.exists() and _keyed(copy) == [ops])
     svc = service(confdir, b, timeout=5)
     before = len(b.audit_events())
 
@@ -112,3 +117,9 @@ def test_the_spool_is_bounded_and_says_when_it_overflowed(tmp_path):
     os.chmod(tmp_path / "audit-spool", 0o644)    # widened by hand: root-only again
     spool.append(rows[2:3])
     assert oct((tmp_path / "audit-spool").stat().st_mode & 0o777) == "0o600"
+
+
+def _keyed(copy: Path) -> list[str]:
+    """The users the break-glass copy holds with their key (an enrolled one)."""
+    with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as db:
+        return [r[0] for r in db.execute("SELECT name FROM users WHERE totp_secret IS NOT NULL")]
