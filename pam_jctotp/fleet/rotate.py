@@ -93,7 +93,9 @@ def rotate_key(cfg: configmod.Config, finish: bool = False) -> str:
             done += more
     finally:
         store.close()
-    return (f"New fleet key {key_id(new_key).hex()}: {done} secret(s) re-sealed; this "
+    kept = ("the fleet database keeps the TOTP keys itself (none is sealed with this key); "
+            if getattr(store, "put_key", None) is not None else f"{done} secret(s) re-sealed; ")
+    return (f"New fleet key {key_id(new_key).hex()}: {kept}this "
             f"host's key file {cfg.key_path} now holds it (and the old key, to open what "
             "is not re-sealed yet).\n"
             "Running hosts take the new key from the fleet database (sealed there with the "

@@ -682,12 +682,17 @@ class PostgresStore:
         return str(row[0])
 
     def set_meta(self, key: str, value: str | None) -> None:
-        """As the schema's owner (`jctotp fleet rotate-key`): set, or delete with None."""
-        if value is None:
-            self._rowcount("DELETE FROM jctotp_meta WHERE key = %s", (key,))
-        else:
-            self._rowcount("INSERT INTO jctotp_meta VALUES (%s, %s) ON CONFLICT (key) "
-                           "DO UPDATE SET value = EXCLUDED.value", (key, value))
+        """As the schema's owner (`jctotp fleet rotate-key`): set, or delete with None.
+        The hosts' syncs are woken, as by a user's change (a moved key check, a key
+        handed off: they take it now, not at the next resync)."""
+        with self.unit_of_work():
+            if value is None:
+                self._rowcount("DELETE FROM jctotp_meta WHERE key = %s", (key,))
+            else:
+                self._rowcount("INSERT INTO jctotp_meta VALUES (%s, %s) ON CONFLICT (key) "
+                               "DO UPDATE SET value = EXCLUDED.value", (key, value))
+            self._one("SELECT pg_notify('jctotp_users', '')")
+            self._rowcount("UPDATE jctotp_changes SET counter = counter + 1 WHERE id = 1")
 
     def meta_like(self, prefix: str) -> list[str]:
         return [r[0] for r in self._all("SELECT key FROM jctotp_meta WHERE starts_with(key, %s)",

@@ -209,6 +209,9 @@ HOST_FUNCTIONS = {
     "jctotp_hotp(bytea,bigint,integer)": "SELECT jctotp_hotp('\\x00'::bytea, 1, 6)",
     "jctotp_audit_hash(bigint,double precision,text,text,text,jsonb,text)":
         "SELECT jctotp_audit_hash(1, 1, 'h', 'e', 'u', '{}', '')",
+    # `jctotp policy set` (issue 21): writes one policy key, returns its old value
+    "jctotp_policy_set(text,jsonb,text)":
+        "SELECT jctotp_policy_set('max_attempts', '5'::jsonb, 'root')",
 }
 
 

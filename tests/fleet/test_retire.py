@@ -43,9 +43,13 @@ def test_the_break_glass_copy_is_root_only_and_dropped_when_the_host_is_removed(
     subprocess.run(["groupadd", group], check=True)
     subprocess.run(["useradd", "-G", group, ops], check=True)
     a = make_host("a")
-    b = make_host("b", break_glass_group=group)
+    b = make_host("b", break_glass_group=group, start=False)
     totp = a.add_user(ops)
     a.add_user(f"{prefix}dev")
+    # a host role gets only the keys the owner listed for break-glass (issue 22)
+    listed = a.cli("fleet", "break-glass", "--admin-database", pg_uri, ops)
+    assert listed.returncode == 0, listed.stderr
+    b.start()
     state = Path(b.config["state_dir"])
     copy, matched = state / "break-glass.db", state / "break-glass.matched"
     assert eventually(lambda: copied(copy) == [ops])                # the group only

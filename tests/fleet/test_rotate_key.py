@@ -1,6 +1,9 @@
-"""`jctotp fleet rotate-key` (issue 22): every secret re-sealed under a new key while
-20 logins run on two hosts; none fails, the other host takes the new key from the
-database, and `--finish` drops the old one."""
+"""`jctotp fleet rotate-key` (issue 22): a new fleet key while 20 logins run on two
+hosts; none fails, the other host takes the new key from the database, and
+`--finish` drops the old one. The fleet database keeps the TOTP keys itself (its
+code check, store/pg_codecheck.py): none is sealed with the fleet key, so the
+rotation leaves them alone; the fleet key then seals only what hosts keep (the
+break-glass copies) and keys the recovery-code hashes (kept in the ring)."""
 
 from __future__ import annotations
 
@@ -15,15 +18,13 @@ import pamdriver as pd
 import pytest
 from fleetlib import service
 
-from pam_jctotp.crypto import SecretBox, key_id, load_ring
-from pam_jctotp.secret import Secret
+from pam_jctotp.crypto import load_ring
 from pam_jctotp.store.postgres import PostgresStore
 from testlib import REPO, code_at
 
 pytestmark = pytest.mark.fleet
 
 PASSWORD = "correct horse battery"
-BYSTANDERS = 100   # enrolled users nobody logs in as: the rotation takes a while
 
 
 def test_rotate_key_during_twenty_concurrent_logins(make_host, confdir, pg_uri):
@@ -31,15 +32,7 @@ def test_rotate_key_during_twenty_concurrent_logins(make_host, confdir, pg_uri):
     b = make_host("b", max_attempts=100)
     users = {f"u{i}": a.add_user(f"u{i}") for i in range(20)}
     old = load_ring(Path(a.config["secret_key_file"]))
-    box = SecretBox(old)
-    store = PostgresStore(pg_uri, create=False)
-    try:
-        for i in range(BYSTANDERS):
-            store.add(f"by{i}", is_admin=False, password_hash=None, now=time.time())
-            store.update(f"by{i}", totp_secret=box.seal(Secret("JBSWY3DPEHPK3PXP"), f"by{i}",
-                                                        "totp"))
-    finally:
-        store.close()
+    ids_before = _key_ids(pg_uri)
     svcs = [service(confdir, a), service(confdir, b)]
     results: dict[str, tuple[float, float, int]] = {}
 
@@ -63,22 +56,17 @@ def test_rotate_key_during_twenty_concurrent_logins(make_host, confdir, pg_uri):
     for t in threads:
         t.join(60)
     assert rotation.returncode == 0, err
-    assert f"{BYSTANDERS + 20} secret(s) re-sealed" in out, out
+    assert "keeps the TOTP keys itself" in out, out
     failed = {n: r for n, r in results.items() if r[2] != pd.PAM_SUCCESS}
     assert len(results) == 20 and not failed, failed
     during = [n for n, (s, e, _) in results.items() if s < rotation_end and e > rotation_start]
     print(f"rotation {rotation_end - rotation_start:.2f} s; {len(during)} of 20 logins "
           "overlapped it")
-    assert len(during) >= 5
+    assert during   # (the rotation itself is quick now: no key to re-seal)
 
     new = load_ring(Path(a.config["secret_key_file"]))
     assert len(new.keys) == 2 and new.keys[1] == old.keys[0] and new.mac == old.mac
-    store = PostgresStore(pg_uri, create=False)
-    try:
-        kids = {SecretBox(new).sealed_with(r.totp_secret) for r in store.list()}
-    finally:
-        store.close()
-    assert kids == {key_id(new.keys[0])}                 # every secret: the new key
+    assert _key_ids(pg_uri) == ids_before   # the database's keys: not touched
     # B took the new key from the database, into its key file too
     b_ring = load_ring(Path(b.config["secret_key_file"]))
     assert b_ring.keys[0] == new.keys[0], b.log.read_text()
@@ -98,3 +86,12 @@ def test_rotate_key_during_twenty_concurrent_logins(make_host, confdir, pg_uri):
     a.set_clock(90)
     assert pd.run(confdir, svcs[0], "u0", [PASSWORD, code_at(users["u0"], 90)]).rc == \
         pd.PAM_SUCCESS
+
+
+def _key_ids(uri: str) -> dict[str, bytes]:
+    """Each user's key id (users.totp_secret since the in-database code check)."""
+    store = PostgresStore(uri, create=False)
+    try:
+        return {r.name: r.totp_secret for r in store.list() if r.totp_secret is not None}
+    finally:
+        store.close()
