@@ -12,7 +12,7 @@ import time
 import urllib.parse
 import urllib.request
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import __version__
@@ -96,7 +96,7 @@ def _since(value: str) -> float:
                          "or time, as audit prints it (2026-11-24, 2026-11-27T02:18:00Z, "
                          "2026-11-27T03:18:00+01:00); without a zone it is UTC") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return when.timestamp()
 
 

@@ -39,8 +39,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import JctotpError, StoreUnavailable
-from ..model import (CodeOutcome, LoginHow, LoginRequest, MfaState, Refusal, UserRecord,
-                     VerdictCode)
+from ..model import CodeOutcome, LoginHow, LoginRequest, MfaState, Refusal, UserRecord, VerdictCode
 from ..secret import Secret
 from . import chauthtok, enrollment, lockout, policy, provisioning
 from .accounts import Accounts

@@ -25,8 +25,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from ..errors import StoreUnavailable
 from ..offline import Offline

@@ -15,7 +15,6 @@ import pytest
 import yaml
 from fleetlib import service
 from psycopg.types.json import Jsonb
-
 from testlib import code_at
 
 pytestmark = pytest.mark.fleet

@@ -21,12 +21,12 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from testlib import REPO
 
 from pam_jctotp.errors import ProtocolError
 from pam_jctotp.transport import control_wire, limits, pam_wire
 from pam_jctotp.transport.limits import Throttled
 from pam_jctotp.transport.server import Daemon
-from testlib import REPO
 
 NOBODY = 65534
 

@@ -15,7 +15,6 @@ from . import policy
 from .host import Finding
 
 
-
 def _socket_mode(path: str, mode: int, name: str) -> Finding | None:
     try:
         st = os.stat(path)
@@ -48,7 +47,7 @@ def probe_pam_socket(path: str, timeout: float = 5.0) -> str:
             raise OSError(0, "closed without a verdict")
         length = pam_wire.check_length(pam_wire.HEADER.unpack(header)[0])
         payload = pam_wire.decode(sock.recv(length, socket.MSG_WAITALL))
-    except socket.timeout:
+    except TimeoutError:
         raise JctotpError(f"PAM socket {path}: no answer within {timeout:.0f}s") from None
     except OSError as exc:
         raise JctotpError(f"PAM socket {path} does not answer: "

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from ...config import Config
 from .host import Finding, Host
 
-
 DEFAULT_TIMEOUT = 10  # the shim's timeout= when the PAM line does not set it
 
 # Services an unknown_users: refuse profile breaks for root and system accounts.
@@ -108,7 +107,7 @@ def pam_findings(cfg: Config, host: Host) -> list[Finding]:
         # unknown_users: refuse in a stack root uses: su/login/cron refuse root.
         if cfg.unknown_users == "refuse" and service in _SYSTEM_SERVICES:
             lines = [line for line in ours if line.kind in ("auth", "account")
-                     and not os.path.basename(line.file) == service]
+                     and os.path.basename(line.file) != service]
             if lines:
                 refusing.setdefault(lines[0].where, []).append(service)
     # One finding per line that brings the trap in, naming every service it reaches.
