@@ -51,14 +51,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyotp
-from benchlib import (REPO, cpu_seconds, ga_secret_text, memory_mb, ms, percentile,
-                      private_daemon, us)
-from verify_rate import measure as raw_client_measure
-from verify_rate import add_users, measure_open, wait_serving
-from verify_rate import wrong_code
-
 import pamdriver as pd  # on sys.path via benchlib
+import pyotp
+from benchlib import (
+    REPO,
+    cpu_seconds,
+    ga_secret_text,
+    memory_mb,
+    ms,
+    percentile,
+    private_daemon,
+    us,
+)
+from verify_rate import add_users, measure_open, wait_serving, wrong_code
+from verify_rate import measure as raw_client_measure
 
 GA_PACKAGE = "libpam-google-authenticator"
 PASSWORD = "correct horse battery"

@@ -157,9 +157,10 @@ def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))   # the bouncer's clients
 
+    import tempfile
+
     from servers.pgbouncer import PgBouncer
     from servers.postgres import new_cluster
-    import tempfile
     pg = new_cluster()
     print(f"{args.rate_per_host:g} logins/s per host (wrong codes, factors=totp, open loop), "
           f"{args.seconds:g} s per step; PostgreSQL max_connections {MAX_CONNECTIONS}; "

@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import REPO, describe, ms, percentile, private_daemon  # puts tests/ on sys.path
-
 import pamdriver as pd
 import pyotp
+from benchlib import REPO, describe, ms, percentile, private_daemon  # puts tests/ on sys.path
 from servers.slapd import new_slapd
 from testlib import code_at, ldap_directory
 

@@ -19,9 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import REPO, describe, private_daemon  # first: puts tests/ on sys.path
-
 import pamdriver as pd
+from benchlib import REPO, describe, private_daemon  # first: puts tests/ on sys.path
 from testlib import code_at
 
 PASSWORD = "correct horse battery"

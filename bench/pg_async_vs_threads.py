@@ -34,13 +34,13 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from benchlib import cpu_seconds, ms, percentile
-
 import psycopg
 import psycopg_pool
+from benchlib import cpu_seconds, ms, percentile
+from servers.postgres import PgCluster, new_cluster
+
 from pam_jctotp.daemon import PAM_STEP_WORKERS
 from pam_jctotp.store import postgres as pgstore
-from servers.postgres import PgCluster, new_cluster
 
 USERS = 200
 INTERVAL, LIMIT = 1, 1_000_000   # the attempt window never fills: nobody is locked

@@ -19,7 +19,8 @@ import socket
 import syslog
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from . import metrics
 from .errors import UsageError
@@ -137,7 +138,8 @@ def read(path: str, user: str | None = None,
          since: float | None = None) -> Iterator[dict[str, Any]]:
     """Events from the file, oldest first, filtered; unparsable lines are skipped."""
     try:
-        fh = open(path, encoding="utf-8", errors="replace")
+        # Only the open's error means "no log yet"; a read error must not be skipped.
+        fh = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - `with fh` below
     except FileNotFoundError:
         return
     with fh:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -47,7 +47,7 @@ class KeyRing:
         return f"KeyRing({len(self.keys)} key(s))"
 
     @classmethod
-    def parse(cls, data: bytes, path: Path) -> "KeyRing":
+    def parse(cls, data: bytes, path: Path) -> KeyRing:
         if not data.startswith(RING):
             if len(data) != KEY_BYTES:
                 raise StoreError(f"key file {path} is corrupt: expected {KEY_BYTES} bytes")

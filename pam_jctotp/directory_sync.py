@@ -30,7 +30,8 @@ from __future__ import annotations
 import logging
 import pwd
 import threading
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 from .core import provisioning
 from .core.accounts import Accounts

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import syslog
-from typing import Callable
+from collections.abc import Callable
 
 from .printable import PrintableFormatter
 

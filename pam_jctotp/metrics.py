@@ -15,13 +15,15 @@ imported.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import shutil
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import config as configmod
 from .errors import ConfigError, StoreError
@@ -168,7 +170,7 @@ def watch(store: Any) -> None:
 class _State:
     """Gauges of the state, computed at collection by jctotpd only (one set per host)."""
 
-    def __init__(self, accounts: "Accounts") -> None:
+    def __init__(self, accounts: Accounts) -> None:
         self.accounts = accounts
 
     def collect(self) -> Iterator[Any]:
@@ -203,7 +205,7 @@ class Exporter:
     the textfile rewritten every `metrics_interval` s (atomically: a temp file renamed),
     the HTTP endpoint on loopback."""
 
-    def __init__(self, cfg: configmod.Config, accounts: "Accounts") -> None:
+    def __init__(self, cfg: configmod.Config, accounts: Accounts) -> None:
         from prometheus_client import CollectorRegistry, multiprocess
         self.cfg = cfg
         self.registry = CollectorRegistry()
@@ -255,7 +257,5 @@ class Exporter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-            try:
+            with contextlib.suppress(OSError):
                 self.write()   # the last counts
-            except OSError:
-                pass

@@ -38,7 +38,7 @@ class UserRecord:
         return f"UserRecord(name={self.name!r}, admin={self.is_admin})"
 
 
-class MfaState(str, Enum):
+class MfaState(str, Enum):  # noqa: UP042 - StrEnum would change str() and f"{state}"
     OFF = "off"                  # not required, not enrolled: password only
     PENDING = "pending"          # required, inside the enrollment period
     ENROLL_NOW = "enroll_now"    # required, no period: the next login must enroll (no skip)

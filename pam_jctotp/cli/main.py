@@ -12,7 +12,7 @@ import time
 import urllib.parse
 import urllib.request
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import __version__
@@ -96,7 +96,7 @@ def _since(value: str) -> float:
                          "or time, as audit prints it (2026-11-24, 2026-11-27T02:18:00Z, "
                          "2026-11-27T03:18:00+01:00); without a zone it is UTC") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return when.timestamp()
 
 
@@ -264,42 +264,72 @@ def _period(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def _user_add(args: argparse.Namespace) -> dict[str, Any]:
+    password = None if args.no_password else _read_password(args)
+    body = {"name": args.name, "admin": args.admin, "password": password, "mfa": args.mfa}
+    if args.no_system_account:
+        body["system_account"] = False
+    if args.exist_ok:
+        body["exist_ok"] = True
+    return body
+
+
+def _user_set(args: argparse.Namespace) -> dict[str, Any]:
+    body = {"name": args.name}
+    if args.max_attempts is not None:
+        if args.max_attempts == "default":
+            body["max_attempts"] = None
+        elif re.fullmatch(r"\d{1,3}", args.max_attempts):
+            body["max_attempts"] = int(args.max_attempts)
+        else:
+            raise UsageError("--max-attempts takes a number (1-100) or 'default'")
+    if args.admin is not None:
+        body["admin"] = args.admin
+    if args.email is not None:
+        body["email"] = args.email
+    return body
+
+
+def _user_request(args: argparse.Namespace, sub: str | None) -> tuple[str, dict[str, Any]]:
+    if sub == "add":
+        return "user.add", _user_add(args)
+    if sub == "list":
+        return "user.list", {}
+    if sub == "set":
+        return "user.set", _user_set(args)
+    return f"user.{sub}", {"name": args.name}
+
+
+def _mfa_request(args: argparse.Namespace, sub: str | None) -> tuple[str, dict[str, Any]]:
+    body = {"names": args.names}
+    if sub != "disable":
+        _period(args, body)
+    if sub == "reset" and args.compromised:
+        body["compromised"] = True
+    return f"mfa.{sub}", body
+
+
+def _audit_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    body = {"user": args.user, "host": args.host, "limit": args.limit, "verify": args.verify}
+    if args.since:
+        body["since"] = _since(args.since)
+    return "audit", body
+
+
+def _policy_request(args: argparse.Namespace, sub: str | None) -> tuple[str, dict[str, Any]]:
+    if sub == "set":
+        return "policy.set", {"key": args.key, "value": _yaml_value(args.value)}
+    if sub == "unset":
+        return "policy.set", {"key": args.key, "unset": True}
+    return "policy.show", {}
+
+
 def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     cmd, sub = args.cmd, getattr(args, "sub", None)
     if cmd == "user":
-        if sub == "add":
-            password = None if args.no_password else _read_password(args)
-            body = {"name": args.name, "admin": args.admin, "password": password,
-                    "mfa": args.mfa}
-            if args.no_system_account:
-                body["system_account"] = False
-            if args.exist_ok:
-                body["exist_ok"] = True
-            return "user.add", body
-        if sub == "list":
-            return "user.list", {}
-        if sub == "set":
-            body = {"name": args.name}
-            if args.max_attempts is not None:
-                if args.max_attempts == "default":
-                    body["max_attempts"] = None
-                elif re.fullmatch(r"\d{1,3}", args.max_attempts):
-                    body["max_attempts"] = int(args.max_attempts)
-                else:
-                    raise UsageError("--max-attempts takes a number (1-100) or 'default'")
-            if args.admin is not None:
-                body["admin"] = args.admin
-            if args.email is not None:
-                body["email"] = args.email
-            return "user.set", body
-        return f"user.{sub}", {"name": args.name}
+        return _user_request(args, sub)
     if cmd == "mfa":
-        body = {"names": args.names}
-        if sub != "disable":
-            _period(args, body)
-        if sub == "reset" and args.compromised:
-            body["compromised"] = True
-        return f"mfa.{sub}", body
+        return _mfa_request(args, sub)
     if cmd == "unlock":
         return "unlock", _period(args, {"names": args.names})
     if cmd == "passwd":
@@ -307,17 +337,9 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             return "passwd.admin", {"name": args.name, "password": _read_password(args)}
         return "passwd", {}
     if cmd == "audit":
-        body = {"user": args.user, "host": args.host, "limit": args.limit,
-                "verify": args.verify}
-        if args.since:
-            body["since"] = _since(args.since)
-        return "audit", body
+        return _audit_request(args)
     if cmd == "policy":
-        if sub == "set":
-            return "policy.set", {"key": args.key, "value": _yaml_value(args.value)}
-        if sub == "unset":
-            return "policy.set", {"key": args.key, "unset": True}
-        return "policy.show", {}
+        return _policy_request(args, sub)
     return cmd, {}
 
 

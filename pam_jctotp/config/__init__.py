@@ -15,15 +15,38 @@ encrypts TOTP secrets is a file in `state_dir`).
 from dataclasses import fields
 
 from ..errors import ConfigError
-from .checks import (Key, Problems, check_range as _check_range, check_type as _check_type,
-                     did_you_mean as _did_you_mean, key, loopback_address)
+from .checks import Key, Problems, key, loopback_address
+from .checks import check_range as _check_range
+from .checks import check_type as _check_type
+from .checks import did_you_mean as _did_you_mean
 from .directory import DirectoryConfig, parse_directory, parse_directory_collect
 from .loader import DEFAULT_PATH, UniqueKeyLoader, key_lines, load, load_collect, load_with_text
-from .schema import (_ENUMS, _HASH_KEYS, _PATHS, _PORTAL_RANGES, _RANGES, _SMTP_TYPES, _TYPES,
-                     POLICY_KEYS, RESTART_KEYS, Config,
-                     PasswordHashParams, PortalConfig, SmtpConfig, restart_keys, walk)
-from .validate import (PAM_FRAME_LIMIT, TESTING_ENV, database_name, enrollment_frame_size,
-                       parse, parse_collect, policy_value)
+from .schema import (
+    _ENUMS,
+    _HASH_KEYS,
+    _PATHS,
+    _PORTAL_RANGES,
+    _RANGES,
+    _SMTP_TYPES,
+    _TYPES,
+    POLICY_KEYS,
+    RESTART_KEYS,
+    Config,
+    PasswordHashParams,
+    PortalConfig,
+    SmtpConfig,
+    restart_keys,
+    walk,
+)
+from .validate import (
+    PAM_FRAME_LIMIT,
+    TESTING_ENV,
+    database_name,
+    enrollment_frame_size,
+    parse,
+    parse_collect,
+    policy_value,
+)
 
 __all__ = [
     "DEFAULT_PATH", "PAM_FRAME_LIMIT", "POLICY_KEYS", "RESTART_KEYS",

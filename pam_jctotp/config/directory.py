@@ -117,6 +117,24 @@ def _ldap_problems(cfg: DirectoryConfig, given: dict[str, Any]) -> list[tuple[st
     if not cfg.uri:
         out.append(("directory", "config key 'directory.uri' is required with type: ldap "
                     "(e.g. [ldaps://ldap.jumpcloud.com:636])"))
+    out += _uri_problems(cfg)
+    if not cfg.base_dn:
+        out.append(("directory", "config key 'directory.base_dn' is required with type: "
+                    "ldap (e.g. ou=Users,o=ORG_ID,dc=jumpcloud,dc=com)"))
+    out += _filter_problems(cfg)
+    if (cfg.bind_dn is None) != (cfg.bind_password_file is None):
+        given_one = "bind_dn" if cfg.bind_dn is not None else "bind_password_file"
+        out.append((f"directory.{given_one}", "config keys 'directory.bind_dn' and "
+                    "'directory.bind_password_file' go together (the password lives in the "
+                    "file, never in config.yaml)"))
+    if "group_filter" in given and cfg.group_base_dn is None:
+        out.append(("directory.group_filter", "config key 'directory.group_filter' needs "
+                    "'directory.group_base_dn' (where the group search starts)"))
+    return out
+
+
+def _uri_problems(cfg: DirectoryConfig) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
     for uri in cfg.uri:
         parts = urllib.parse.urlsplit(uri)
         if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
@@ -135,9 +153,11 @@ def _ldap_problems(cfg: DirectoryConfig, given: dict[str, Any]) -> list[tuple[st
                 out.append(("directory.allow_insecure", "config key "
                             "'directory.allow_insecure' allows a plain ldap:// only to a "
                             f"loopback host, not {parts.hostname!r}"))
-    if not cfg.base_dn:
-        out.append(("directory", "config key 'directory.base_dn' is required with type: "
-                    "ldap (e.g. ou=Users,o=ORG_ID,dc=jumpcloud,dc=com)"))
+    return out
+
+
+def _filter_problems(cfg: DirectoryConfig) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
     for name, placeholder in (("user_filter", "{user}"), ("group_filter", "{dn}")):
         text = getattr(cfg, name)
         try:
@@ -149,12 +169,4 @@ def _ldap_problems(cfg: DirectoryConfig, given: dict[str, Any]) -> list[tuple[st
             out.append((f"directory.{name}", f"config key 'directory.{name}': {text!r} must "
                         f"be a parenthesised LDAP filter with {placeholder} (and no other "
                         "{placeholder})"))
-    if (cfg.bind_dn is None) != (cfg.bind_password_file is None):
-        given_one = "bind_dn" if cfg.bind_dn is not None else "bind_password_file"
-        out.append((f"directory.{given_one}", "config keys 'directory.bind_dn' and "
-                    "'directory.bind_password_file' go together (the password lives in the "
-                    "file, never in config.yaml)"))
-    if "group_filter" in given and cfg.group_base_dn is None:
-        out.append(("directory.group_filter", "config key 'directory.group_filter' needs "
-                    "'directory.group_base_dn' (where the group search starts)"))
     return out

@@ -13,8 +13,9 @@ nobody saw. With `recovery_codes: 0` there is no block and nothing to press.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from enum import Enum
-from typing import Any, Generator
+from typing import Any
 
 from ..secret import Secret
 from . import mfa_lifecycle

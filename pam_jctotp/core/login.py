@@ -39,8 +39,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import JctotpError, StoreUnavailable
-from ..model import (CodeOutcome, LoginHow, LoginRequest, MfaState, Refusal, UserRecord,
-                     VerdictCode)
+from ..model import CodeOutcome, LoginHow, LoginRequest, MfaState, Refusal, UserRecord, VerdictCode
 from ..secret import Secret
 from . import chauthtok, enrollment, lockout, policy, provisioning
 from .accounts import Accounts
@@ -210,6 +209,12 @@ class Login:
 
         exempt = policy.exemption(acc.groups_if(acc.config.exempt_groups, rec.name),
                                   req.rhost, acc.config)
+        yield from self._decide(rec, state, attempt, password_ok, code, exempt)
+
+    def _decide(self, rec: UserRecord, state: MfaState, attempt: Attempt, password_ok: bool,
+                code: str | None, exempt: str | None) -> Conversation:
+        """After the password and the code were asked: the outcome for this state."""
+        req, acc = self.req, self.acc
         if state is MfaState.ACTIVE:
             yield from self._check_code(rec, attempt, password_ok, code or "", exempt)
         elif not password_ok:

@@ -26,8 +26,9 @@ import hashlib
 import hmac
 import secrets
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Callable, Iterator, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 SIZE = 4096     # names held at most (a table's default)
 SLOTS = 16      # names per bucket

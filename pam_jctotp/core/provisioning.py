@@ -21,7 +21,7 @@ password already counts toward the lock.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..errors import StoreError, StoreUnavailable
 from ..model import MfaState, UserRecord

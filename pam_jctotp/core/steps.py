@@ -17,8 +17,9 @@ if one ends on another thread than it began).
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, Generator
+from typing import Any
 
 from ..model import ExitCode, VerdictCode
 from ..secret import Secret

@@ -8,17 +8,18 @@ their own account.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import NotFound, PermissionDenied, UsageError
 from ..model import UserRecord
+from . import provisioning
 from . import verbs_admin as a
 from . import verbs_policy as vp
-from . import provisioning
 from . import verbs_self as s
-from .verbs_portal import PORTAL_VERBS
 from .accounts import Accounts
 from .steps import Conversation
+from .verbs_portal import PORTAL_VERBS
 
 log = logging.getLogger("jctotpd")
 

@@ -24,6 +24,7 @@ from .steps import Conversation, Error, Info, Result, SetPassword, VerifyPasswor
 from .totp import Totp
 from .verbargs import arg, new_password, period, user, users
 
+
 def _shown(acc: Accounts, name: str, changed: bool) -> dict[str, Any]:
     rec = acc.get(name)
     return {**(summary(acc, rec) if rec is not None else {"name": name}), "changed": changed}

@@ -22,16 +22,17 @@ web layer does:
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import JctotpError
 from ..model import CodeOutcome, ExitCode, MfaState, Refusal, UserRecord
 from ..secret import Secret
 from . import lockout, mfa_lifecycle, notices, policy, provisioning, qr
 from .accounts import Accounts
-from .mfa_lifecycle import StaleKey
-from .login import MFA_FOR_ALL_TEXT
 from .lockout import Attempt
+from .login import MFA_FOR_ALL_TEXT
+from .mfa_lifecycle import StaleKey
 from .portal_state import Session
 from .report import summary
 from .steps import Conversation, Result, SetPassword, VerifyPassword

@@ -6,13 +6,16 @@ jctotpd and each of its PAM processes (processes.py) build the same way.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from .. import config as configmod, metrics
+from .. import config as configmod
+from .. import metrics
 from ..audit import AuditLog
 from ..clock import Clock
 from ..core import notices
@@ -22,10 +25,10 @@ from ..crypto import SecretBox, key_check, load_or_create_key, load_ring, read_k
 from ..directory import Directory, Identity
 from ..directory.local import LocalDirectory, Passwords
 from ..directory.nss import NssAccounts
+from ..directory_sync import DirectorySync, Enumerable
 from ..errors import ConfigError, JctotpError, StoreError, StoreUnavailable
 from ..fleet import breakglass
 from ..fleet.accounts import SystemAccountSync
-from ..directory_sync import DirectorySync, Enumerable
 from ..fleet.audit import FleetAudit
 from ..fleet.policy import FleetPolicy
 from ..fleet.rotate import KeyLearner
@@ -112,7 +115,7 @@ def sealer(box: SecretBox) -> Callable[[str, bytes], bytes]:
                                       TOTP_PURPOSE)
 
 
-def open_fleet(cfg: configmod.Config, create: bool = False) -> "PostgresStore":
+def open_fleet(cfg: configmod.Config, create: bool = False) -> PostgresStore:
     """The fleet database itself (for `jctotp fleet ...`): open_store with `database:`."""
     if not cfg.database:
         raise ConfigError("`jctotp fleet` needs `database:` (a libpq URI) in the config")
@@ -238,7 +241,7 @@ def housekeeping(accounts: Accounts) -> Callable[[], None] | None:
     return run
 
 
-def fleet_copies(cfg: configmod.Config, fleet: "PostgresStore", system: NssAccounts,
+def fleet_copies(cfg: configmod.Config, fleet: PostgresStore, system: NssAccounts,
                  markers: LockMarkers, clock: Clock, audit: FleetAudit,
                  identity_of: Callable[[str], Identity | None] = lambda name: None,
                  seal: Callable[[str, bytes], bytes] | None = None
@@ -286,7 +289,7 @@ def state_where(cfg: configmod.Config) -> str:
     that was not restarted still says SQLite)."""
     if not cfg.database:
         return f"state: SQLite {cfg.db_path}"
-    from ..store.postgres import describe   # psycopg is loaded already then
+    from ..store.postgres import describe  # psycopg is loaded already then
     return f"state: fleet database {describe(cfg.database)}, as host {cfg.host_name}"
 
 
@@ -322,10 +325,9 @@ def attach_policy(cfg: configmod.Config, path: str, accounts: Accounts, target: 
         log.warning("fleet policy not read at start (%s): serving with the last one read",
                     exc)
     def step(rows: list[UserRecord]) -> None:   # the users' rows are not needed
-        try:
+        # the store logged the outage once; the last policy read stays
+        with contextlib.suppress(StoreUnavailable):
             policy.refresh()
-        except StoreUnavailable:
-            pass   # the store logged the outage once; the last policy read stays
     if sync is not None:
         sync.steps.append(step)
         return None

@@ -24,6 +24,7 @@ A child:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import logging
 import os
@@ -34,7 +35,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .. import config as configmod, logs, metrics
+from .. import config as configmod
+from .. import logs, metrics
 
 if TYPE_CHECKING:
     from ..core.accounts import Accounts
@@ -107,10 +109,8 @@ class PamProcesses:
             procs = list(self._procs.values())
         for proc in procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(sig)
-                except ProcessLookupError:
-                    pass
 
     def stop(self, wait: float = STOP_WAIT) -> None:
         """SIGTERM (they finish their logins), then SIGKILL what is left after `wait`."""
@@ -148,7 +148,7 @@ def child_main(argv: list[str] | None = None) -> int:
     from ..transport import limits
     from ..transport.framing import inherited_listener
     from ..transport.pam_server import pam_server
-    from . import build, reload, serve   # what jctotpd uses, so both serve the same way
+    from . import build, reload, serve  # what jctotpd uses, so both serve the same way
 
     parser = argparse.ArgumentParser(prog="jctotpd (PAM process)")
     parser.add_argument("--config", required=True)

@@ -8,10 +8,11 @@ import dataclasses
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from .. import config as configmod, logs
+from .. import config as configmod
+from .. import logs
 from ..audit import AuditLog
 from ..core.accounts import Accounts
 from ..errors import ConfigError, JctotpError

@@ -16,18 +16,26 @@ import resource
 import signal
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .. import __version__, config as configmod, logs, metrics, preflight
+from .. import __version__, logs, metrics, preflight
+from .. import config as configmod
 from ..errors import JctotpError
 from ..fleet.audit import FleetAudit
 from ..fleet.sync import FleetSync
 from ..mail import Mailer
 from ..model import ExitCode
 from ..transport.server import Sockets
-from .build import (PAM_STEP_WORKERS, argon2_pool, attach_policy, build, housekeeping,
-                    state_where)
+from .build import PAM_STEP_WORKERS, argon2_pool, attach_policy, build, housekeeping, state_where
 from .reload import Running, block_signals, load_at_start, reload, remember_good, signal_loop
+
+if TYPE_CHECKING:
+    from ..audit import AuditLog
+    from ..core.accounts import Accounts
+    from ..transport.fairqueue import FairPool
+    from .build import Sync
+    from .processes import PamProcesses
 
 M_MMAP_THRESHOLD = -3           # glibc <malloc.h>
 MMAP_THRESHOLD = 128 * 1024      # glibc's initial value, made fixed
@@ -136,6 +144,13 @@ def serve(cfg: configmod.Config, path: str = configmod.DEFAULT_PATH,
     _notify("STOPPING=1")
     log.info("stopping")
     stop.set()
+    _stop(accounts, audit, syncs, exporter, extra, sockets, keeper, argon2)
+
+
+def _stop(accounts: Accounts, audit: AuditLog | FleetAudit, syncs: list[Sync],
+          exporter: metrics.Exporter | None, extra: PamProcesses | None, sockets: Sockets,
+          keeper: threading.Thread | None, argon2: FairPool) -> None:
+    """What serve() started, stopped in the reverse order."""
     if extra is not None:
         extra.stop()
     sockets.close()

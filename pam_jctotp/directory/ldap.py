@@ -29,6 +29,7 @@ and the call retried once on a fresh connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -38,13 +39,18 @@ import ssl
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import ldap3
-from ldap3.core.exceptions import (LDAPException, LDAPInvalidDnError,
-                                   LDAPPasswordIsMandatoryError, LDAPSASLPrepError)
+from ldap3.core.exceptions import (
+    LDAPException,
+    LDAPInvalidDnError,
+    LDAPPasswordIsMandatoryError,
+    LDAPSASLPrepError,
+)
 from ldap3.protocol.sasl.sasl import validate_simple_password
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
@@ -141,10 +147,8 @@ class _Pool:
 
 
 def _close(conn: ldap3.Connection) -> None:
-    try:
+    with contextlib.suppress(Exception):  # a broken socket cannot be closed more politely
         conn.unbind()
-    except Exception:  # noqa: BLE001 - a broken socket cannot be closed more politely
-        pass
 
 
 def describe(exc: BaseException, ca_file: str) -> str:

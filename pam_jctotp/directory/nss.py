@@ -13,13 +13,14 @@ makes them from worker threads, never from the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
 import subprocess
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import UsageError
 from . import Identity
@@ -162,8 +163,7 @@ def lookup_groups(name: str) -> frozenset[str]:
         gids = [pw.pw_gid]
     names = set()
     for gid in gids:
-        try:
+        # a gid without a name cannot match a configured group name
+        with contextlib.suppress(KeyError):
             names.add(grp.getgrgid(gid).gr_name)
-        except KeyError:
-            pass  # a gid without a name cannot match a configured group name
     return frozenset(names)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from ..directory import Identity
 from ..directory.nss import NssAccounts
@@ -67,11 +68,11 @@ class SystemAccountSync:
                     log.info("system account %s unlocked: back in the directory", name)
                 if update:
                     self._update(name)
-            elif not self.system.exists(name):
-                if self._attempt(name, "create", self.system.create_account, name,
-                                 self.identity_of(name)) is not None:
-                    ours[name] = False
-                    log.info("system account %s created (a directory user)", name)
+            elif not self.system.exists(name) and self._attempt(
+                    name, "create", self.system.create_account, name,
+                    self.identity_of(name)) is not None:
+                ours[name] = False
+                log.info("system account %s created (a directory user)", name)
         for name, locked in ours.items():
             if name not in names and not locked and self.system.exists(name):
                 self._usermod(name, "--lock", "--expiredate", "1")

@@ -14,11 +14,13 @@ host serves from its break-glass copy is marked `break_glass: true`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from ..audit import AuditLog
 from ..errors import StoreError
@@ -69,10 +71,9 @@ class FleetAudit:
         if self.spool is not None and self.down():
             self.spool.append([row])   # on disk before the login goes on
             return written
-        try:
+        # in the file and syslog; the database copy is best effort
+        with contextlib.suppress(queue.Full):
             self._queue.put_nowait(row)
-        except queue.Full:
-            pass  # in the file and syslog; the database copy is best effort
         return written
 
     def writable(self) -> bool:

@@ -50,7 +50,7 @@ def fleet_ca(where: Path, label: str) -> tuple[ec.EllipticCurvePrivateKey, x509.
             raise ValueError(f"{key_path} is not the fleet CA's EC key")
         return loaded, x509.load_pem_x509_certificate(cert_path.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     name = _name(f"jctotp fleet CA {label}")
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -72,7 +72,7 @@ def client_cert(where: Path, label: str, role: str, out: Path) -> None:
     """out/client.key (0600), out/client.crt (CN = the role), out/fleet-ca.crt."""
     ca_key, ca_cert = fleet_ca(where, label)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(_name(role))
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())

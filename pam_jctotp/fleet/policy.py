@@ -20,13 +20,15 @@ says to edit the file (one place of truth, and `systemctl reload jctotpd`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -159,10 +161,9 @@ class FleetPolicy:
         elif key not in POLICY_KEYS:
             configmod.policy_value(key, None)   # the error naming the key
         old = self.store.set_fleet_policy(key, new, f"{actor}@{self.file.host_name}")
-        try:
+        # stored: the fleet sync takes it when the database answers again
+        with contextlib.suppress(StoreError):
             self.refresh()
-        except StoreError:
-            pass   # stored: the fleet sync takes it when the database answers again
         return old, new
 
     def show(self) -> dict[str, Any]:

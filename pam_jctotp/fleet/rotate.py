@@ -73,7 +73,7 @@ def reseal_all(store: Any, box: SecretBox) -> tuple[int, int]:
 
 
 def rotate_key(cfg: configmod.Config, finish: bool = False) -> str:
-    from ..daemon import open_fleet   # (the daemon imports KeyLearner from here)
+    from ..daemon import open_fleet  # (the daemon imports KeyLearner from here)
     store = open_fleet(cfg)
     try:
         ring = load_ring(cfg.key_path)

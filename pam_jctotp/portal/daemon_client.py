@@ -30,7 +30,7 @@ class Reply:
 async def ask(path: str, verb: str, args: dict[str, Any], timeout: float = TIMEOUT) -> Reply:
     try:
         return await asyncio.wait_for(_ask(path, verb, args), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise ServiceUnavailable("jctotpd did not answer in time") from None
     except (OSError, asyncio.IncompleteReadError) as exc:
         raise ServiceUnavailable(f"cannot reach jctotpd at {path}: {exc}") from None

@@ -11,8 +11,9 @@ the counters of names nobody has (unknown_names.py) too.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from ..model import UserRecord
 

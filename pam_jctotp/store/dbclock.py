@@ -12,10 +12,11 @@ counting from the last reading (break-glass logins use it too).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import StoreError
 
@@ -58,10 +59,9 @@ class DatabaseClock:
 
     def _run(self) -> None:
         while not self._stop.wait(self.refresh):
-            try:
+            # an outage (logged once by the store): keep counting from the last
+            with contextlib.suppress(StoreError):
                 self.sample()
-            except StoreError:
-                pass   # an outage (logged once by the store): keep counting from the last
 
     def close(self) -> None:
         self._stop.set()

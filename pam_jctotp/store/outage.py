@@ -23,8 +23,8 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from ..errors import StoreUnavailable
 from ..offline import Offline

@@ -15,7 +15,8 @@ whose head is past its last row (deleted at the end).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def pin_search_path(function: str) -> str:

@@ -32,7 +32,8 @@ run on hosts), so the policy's lockout alone would not bind a stolen host.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from psycopg import sql

@@ -25,11 +25,12 @@ import fcntl
 import logging
 import os
 import sqlite3
-import time
 import threading
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ..errors import StoreError
 from ..model import UserRecord

@@ -22,12 +22,21 @@ import os
 import sqlite3
 import threading
 import weakref
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterator
 
-from ..core.name_table import (FRESH, SIZE, CounterRow, NameRows, Weigh, bucket_of, geometry,
-                               lightest, new_key)
+from ..core.name_table import (
+    FRESH,
+    SIZE,
+    CounterRow,
+    NameRows,
+    Weigh,
+    bucket_of,
+    geometry,
+    lightest,
+    new_key,
+)
 from ..errors import StoreError
 from .wal import open_wal
 
@@ -164,10 +173,8 @@ def _in_forked_child(ref: weakref.ref[SharedUnknownNames]) -> None:
 
 def _rollback(db: sqlite3.Connection) -> None:
     if db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL, IOERR)
-        try:
+        with suppress(sqlite3.Error):
             db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
 
 
 class _Rows:

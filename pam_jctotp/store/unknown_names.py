@@ -21,7 +21,7 @@ a lock is kept too long, never forgotten too early.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..core.name_table import COUNTING, FRESH, LOCKED, CounterRow, MemoryNames, NameTable, Weigh
 from ..core.policy import LOCK_REASON
@@ -105,7 +105,7 @@ class UnknownNames:
             return bool(changed != row)
 
     def _expired(self, locked_at: float, now: float) -> bool:
-        return 0 < self.unlock_after and locked_at <= now - self.unlock_after
+        return self.unlock_after > 0 and locked_at <= now - self.unlock_after
 
     def _weigh(self, now: float | None = None) -> Weigh:
         """What dropping a row would forget, now (core/name_table.py); without a

@@ -10,7 +10,8 @@ channels of jctotpd.
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..config import Config
 from ..core.steps import Conversation, Error, Info, Prompt, Result, Verdict

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ProtocolError, ServiceUnavailable
 from ..model import ExitCode
@@ -64,7 +65,7 @@ def request(path: str, verb: str, args: dict[str, Any] | None = None,
                 sock.sendall(cp.encode({"t": "answer", "text": answer or ""}))
             else:
                 raise ProtocolError(f"unexpected control message {kind!r}")
-    except socket.timeout:
+    except TimeoutError:
         raise ServiceUnavailable("the daemon did not answer in time") from None
     except OSError as exc:  # reset or broken pipe: the daemon went away mid-request
         raise ServiceUnavailable(f"the daemon closed the connection ({exc.strerror}); "

@@ -11,10 +11,12 @@ answered UNAVAILABLE at once, while the worker finishes on its own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..config import Config
 from ..core import verbs
@@ -74,11 +76,10 @@ class ControlChannel(Channel):
         if refusal is None:
             return True
         self.throttled.say(("full", uid), f"control connection refused: {refusal}")
-        try:  # one short reply (it fits in the socket buffer: never blocks), then close
+        # one short reply (it fits in the socket buffer: never blocks), then close
+        with contextlib.suppress(OSError):
             sock.send(_reply(Result(ExitCode.UNAVAILABLE, f"too many connections: "
                                     f"{refusal}; try again later")))
-        except OSError:
-            pass
         sock.close()
         return False
 

@@ -15,7 +15,7 @@ import logging
 import resource
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .. import metrics
 from ..config import Config

@@ -10,12 +10,13 @@ is audited only once its verdict was delivered (`abandoned` otherwise).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
 import socket
 import stat
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import Config
 from ..core.accounts import Accounts
@@ -73,10 +74,8 @@ class Sockets:
         self.pam.close()
         cfg = self.config()
         for path in (cfg.pam_socket, cfg.control_socket):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            except FileNotFoundError:
-                pass
 
 
 def prepare(path: str) -> None:

@@ -7,6 +7,7 @@ conversation_server.py). A mixin of ConversationServer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import select
 import socket
@@ -131,11 +132,7 @@ class Watchdog:
     def _last_word(conn: Conn, data: bytes | None) -> None:
         """A fail-closed answer, then no more (the peer sees the end at once)."""
         if data:
-            try:
+            with contextlib.suppress(OSError):
                 conn.sock.send(data)
-            except OSError:
-                pass
-        try:
+        with contextlib.suppress(OSError):
             conn.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass

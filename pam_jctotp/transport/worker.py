@@ -18,8 +18,18 @@ from typing import Any
 from ..core.steps import Error, Info, Prompt, Result, SetPassword, Verdict, VerifyPassword
 from ..directory import Directory
 from .channel import Channel
-from .connection import (ANSWER, ARGON2, HELLO, SETTLE, SETTLING, STEP, Conn, Deadline,
-                         PeerGone, finish)
+from .connection import (
+    ANSWER,
+    ARGON2,
+    HELLO,
+    SETTLE,
+    SETTLING,
+    STEP,
+    Conn,
+    Deadline,
+    PeerGone,
+    finish,
+)
 from .fairqueue import FairPool, TooManyChecks
 from .framing import HEADER
 from .perform import perform

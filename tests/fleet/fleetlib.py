@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pamdriver
-
 from testlib import Daemon
 
 PREFIX = "jcfl"   # Linux accounts and groups the tests make start so (conftest: scratch_accounts)

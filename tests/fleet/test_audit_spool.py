@@ -15,9 +15,9 @@ from pathlib import Path
 import pamdriver as pd
 import pytest
 from fleetlib import eventually, service
+from testlib import code_at
 
 from pam_jctotp.fleet.spool import OVERFLOW, Spool
-from testlib import code_at
 
 pytestmark = pytest.mark.fleet
 

@@ -19,7 +19,6 @@ import pyotp
 import pytest
 from fleetlib import service
 from servers.slapd import slapd, slapd_server  # noqa: F401
-
 from testlib import code_at, ldap_directory
 
 pytestmark = [pytest.mark.fleet, pytest.mark.ldap]

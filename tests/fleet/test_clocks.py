@@ -19,7 +19,6 @@ import pamdriver as pd
 import pyotp
 import pytest
 from fleetlib import service
-
 from testlib import code_at
 
 pytestmark = pytest.mark.fleet

@@ -12,7 +12,6 @@ import pamdriver as pd
 import pytest
 import yaml
 from fleetlib import service
-
 from testlib import Daemon, code_at, daemon_config
 
 pytestmark = pytest.mark.fleet

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from testlib import REPO
 
 pytestmark = pytest.mark.fleet

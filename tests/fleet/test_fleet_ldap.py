@@ -9,15 +9,14 @@ Codes come from the secret and the daemons' test clock (pyotp), never hard-coded
 
 from __future__ import annotations
 
-
 import pamdriver as pd
 import pyotp
 import pytest
 from fleetlib import service
 from servers.slapd import slapd, slapd_server  # noqa: F401
+from testlib import code_at, ldap_directory
 
 from pam_jctotp.core.login import PASSWORD_PROMPT
-from testlib import code_at, ldap_directory
 
 pytestmark = [pytest.mark.fleet, pytest.mark.ldap]
 

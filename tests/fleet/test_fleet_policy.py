@@ -16,7 +16,6 @@ import time
 import pamdriver as pd
 import pytest
 from fleetlib import service
-
 from testlib import code_at
 
 pytestmark = pytest.mark.fleet

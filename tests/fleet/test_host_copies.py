@@ -22,11 +22,11 @@ from pathlib import Path
 import pamdriver as pd
 import pytest
 from fleetlib import service
+from testlib import code_at, eventually
 
 from pam_jctotp.errors import StoreUnavailable
 from pam_jctotp.fleet.breakglass import MATCHED, WARN_EVERY, BreakGlassStore, write_matched
 from pam_jctotp.store.sqlite import SqliteStore
-from testlib import code_at, eventually
 
 pytestmark = pytest.mark.fleet
 

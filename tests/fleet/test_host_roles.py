@@ -19,7 +19,6 @@ import yaml
 from fleetlib import service
 from psycopg import sql
 from psycopg.types.json import Jsonb
-
 from testlib import code_at
 
 pytestmark = pytest.mark.fleet

@@ -24,7 +24,6 @@ from pathlib import Path
 import pamdriver as pd
 import pytest
 from fleetlib import service
-
 from testlib import code_at
 
 pytestmark = pytest.mark.fleet

@@ -26,7 +26,6 @@ from test_two_hosts import (  # noqa: F401 - collected again here, through the b
     test_fifty_wrong_guesses_split_over_two_hosts_lock_after_five,
     wrong,
 )
-
 from testlib import code_at
 
 pytestmark = pytest.mark.fleet

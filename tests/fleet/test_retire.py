@@ -16,7 +16,6 @@ import psycopg
 import pytest
 import yaml
 from fleetlib import eventually, service
-
 from testlib import code_at
 
 pytestmark = pytest.mark.fleet

@@ -17,10 +17,10 @@ from pathlib import Path
 import pamdriver as pd
 import pytest
 from fleetlib import service
+from testlib import REPO, code_at
 
 from pam_jctotp.crypto import load_ring
 from pam_jctotp.store.postgres import PostgresStore
-from testlib import REPO, code_at
 
 pytestmark = pytest.mark.fleet
 

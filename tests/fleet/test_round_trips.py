@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 import pamdriver as pd
 import pytest
 from fleetlib import service
-
 from testlib import code_at
 
 pytestmark = pytest.mark.fleet

@@ -17,7 +17,6 @@ from servers.slapd import slapd, slapd_server  # noqa: F401
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pam"))
 
 import pamdriver  # noqa: E402
-
 from testlib import ldap_directory  # noqa: E402
 
 

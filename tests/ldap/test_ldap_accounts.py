@@ -15,7 +15,6 @@ import subprocess
 import time
 
 import pytest
-
 from testlib import eventually
 
 pytestmark = pytest.mark.ldap
@@ -84,9 +83,10 @@ def account(name: str):
 
 
 def shadow(name: str) -> list[str]:
-    for line in open("/etc/shadow", encoding="utf-8"):
-        if line.split(":", 1)[0] == name:
-            return line.rstrip("\n").split(":")
+    with open("/etc/shadow", encoding="utf-8") as fh:
+        for line in fh:
+            if line.split(":", 1)[0] == name:
+                return line.rstrip("\n").split(":")
     raise KeyError(name)
 
 

@@ -10,19 +10,18 @@ even though the verifier would take it.
 
 from __future__ import annotations
 
+import grp
 import itertools
 import json
 import os
 import pwd
-import grp
 import subprocess
 from pathlib import Path
 
 import pamdriver as pd
-from pamdriver import service
 import pyotp
 import pytest
-
+from pamdriver import service
 from testlib import code_at
 
 pytestmark = pytest.mark.ldap

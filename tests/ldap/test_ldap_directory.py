@@ -7,12 +7,12 @@ import time
 
 import pytest
 from servers.slapd import ADMINS, MFA, Slapd
+from testlib import ldap_directory
 
-from pam_jctotp.directory.ldap import LdapDirectory
 from pam_jctotp.config.directory import parse_directory
+from pam_jctotp.directory.ldap import LdapDirectory
 from pam_jctotp.errors import ConfigError
 from pam_jctotp.secret import Secret
-from testlib import ldap_directory
 
 pytestmark = pytest.mark.ldap
 

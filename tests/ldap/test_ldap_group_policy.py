@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 
 import pamdriver as pd
-from pamdriver import key_from, service
 import pyotp
 import pytest
+from pamdriver import key_from, service
 from servers.slapd import ADMINS, MFA
 
 from pam_jctotp.core.login import PASSWORD_PROMPT

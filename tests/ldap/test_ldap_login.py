@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 
 import pamdriver as pd
-from pamdriver import key_from, service
 import pyotp
 import pytest
+from pamdriver import key_from, service
 from servers.slapd import ADMINS, MFA, Slapd
+from testlib import code_at
 
 from pam_jctotp.core.login import CODE_PROMPT, PASSWORD_PROMPT
-from testlib import code_at
 
 pytestmark = pytest.mark.ldap
 

@@ -17,9 +17,8 @@ from __future__ import annotations
 import statistics
 
 import pamdriver as pd
-from pamdriver import service
 import pytest
-
+from pamdriver import service
 from testlib import code_at
 
 pytestmark = pytest.mark.ldap

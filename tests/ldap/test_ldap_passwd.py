@@ -13,7 +13,6 @@ import pyotp
 import pytest
 from ldap3.core.exceptions import LDAPBindError
 from servers.slapd import Slapd
-
 from testlib import as_user, code_at
 
 pytestmark = pytest.mark.ldap

@@ -7,8 +7,8 @@ from __future__ import annotations
 import io
 import json
 import re
-import tarfile
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest

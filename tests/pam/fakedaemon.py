@@ -8,6 +8,7 @@ kept in `daemon.connections`.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import struct
@@ -57,10 +58,9 @@ class Conn:
         self.send_raw(struct.pack(">I", len(data)) + data)
 
     def send_raw(self, data: bytes) -> None:
-        try:
+        # the shim may have gone already; the test checks its verdict
+        with contextlib.suppress(OSError):
             self.sock.sendall(data)
-        except OSError:
-            pass  # the shim may have gone already; the test checks its verdict
 
     def prompt(self, text: str, echo: bool = False) -> str | None:
         """Send PROMPT_OFF/PROMPT_ON; the answer's text, or None if the shim left."""
@@ -150,10 +150,8 @@ class FakeDaemon:
             conn.sock.close()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-        except OSError:
-            pass
         self._listener.close()
         self._acceptor.join(timeout=5)
         with self._lock:

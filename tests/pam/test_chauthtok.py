@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pamdriver as pd
 import pytest
-
 from testlib import REPO, code_at
 
 pytestmark = pytest.mark.pam

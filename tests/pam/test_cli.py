@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from testlib import REPO, code_at
 
 pytestmark = pytest.mark.pam

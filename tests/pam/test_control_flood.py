@@ -21,7 +21,6 @@ import time
 
 import pamdriver as pd
 import pytest
-
 from testlib import REPO, Daemon, daemon_config
 
 pytestmark = pytest.mark.pam

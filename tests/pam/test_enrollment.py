@@ -9,10 +9,9 @@ from __future__ import annotations
 import re
 
 import pamdriver as pd
-from pamdriver import key_from, service
 import pyotp
 import pytest
-
+from pamdriver import key_from, service
 from testlib import NEW_KEY_CODE, as_user, code_at
 
 pytestmark = pytest.mark.pam

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from testlib import daemon_config
 
 from pam_jctotp.cli import client
-from testlib import daemon_config
 
 pytestmark = pytest.mark.pam
 
@@ -39,9 +39,10 @@ def test_the_entry_point_runs_as_a_process_named_jctotpd(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
     log = tmp_path / "jctotpd.log"
-    proc = subprocess.Popen([str(script), "--config", str(tmp_path / "config.yaml")],
-                            stdout=subprocess.DEVNULL, stderr=open(log, "ab"),
-                            env=dict(env, JCTOTPD_TESTING="1"))
+    with open(log, "ab") as err:   # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([str(script), "--config", str(tmp_path / "config.yaml")],
+                                stdout=subprocess.DEVNULL, stderr=err,
+                                env=dict(env, JCTOTPD_TESTING="1"))
     try:
         deadline = time.monotonic() + 15
         while True:

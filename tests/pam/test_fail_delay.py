@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pamdriver as pd
 import pytest
-
 from testlib import code_at
 
 # Elapsed < 1 s against a 1 s timeout: runs alone, after the parallel part (scripts/test.sh).

@@ -12,10 +12,9 @@ import re
 import time
 
 import pamdriver as pd
-from pamdriver import key_from, service
 import pyotp
 import pytest
-
+from pamdriver import key_from, service
 from testlib import TEST_DATABASE, code_at
 
 from pam_jctotp.core.login import PASSWORD_PROMPT

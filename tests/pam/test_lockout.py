@@ -9,7 +9,6 @@ from functools import partial
 
 import pamdriver as pd
 import pytest
-
 from testlib import code_at
 
 pytestmark = pytest.mark.pam

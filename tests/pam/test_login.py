@@ -11,9 +11,8 @@ import threading
 import time
 
 import pamdriver as pd
-from pamdriver import service
 import pytest
-
+from pamdriver import service
 from testlib import code_at
 
 from pam_jctotp.core.login import PASSWORD_PROMPT

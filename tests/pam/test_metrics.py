@@ -21,9 +21,9 @@ from pamdriver import service
 from prometheus_client.parser import text_string_to_metric_families
 from servers import free_port
 from test_enrollment import PASSWORD, Enroller
+from testlib import code_at
 
 from pam_jctotp import config as configmod
-from testlib import code_at
 
 pytestmark = pytest.mark.pam
 
@@ -118,9 +118,7 @@ def test_a_scripted_mix_of_logins_gives_exact_counters(make_daemon, confdir, tmp
             labels = {}
             if name == "jctotp_logins_total":
                 labels = {"phase": rest[0], "result": rest[1]}
-            elif name in ("jctotp_code_checks_total",):
-                labels = {"result": rest[0]}
-            elif name == "jctotp_enrollments_total":
+            elif name in ("jctotp_code_checks_total", "jctotp_enrollments_total"):
                 labels = {"result": rest[0]}
             elif name == "jctotp_login_seconds_count":
                 labels = {"phase": rest[0]}

@@ -17,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pamdriver as pd
 import pytest
+import testlib
+from test_pam_workers import connect, hello, read_frame
+from testlib import code_at
 
 from pam_jctotp.transport import pam_wire
-from test_pam_workers import connect, hello, read_frame
-import testlib
-from testlib import code_at
 
 pytestmark = pytest.mark.pam
 

@@ -18,17 +18,17 @@ from __future__ import annotations
 import socket
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pamdriver as pd
 import pytest
+from testlib import TEST_DATABASE, code_at
 
 from pam_jctotp.daemon import PAM_STEP_WORKERS
 from pam_jctotp.transport import pam_wire
 from pam_jctotp.transport.pam_server import HELLO_TIMEOUT, QUEUE_WAIT
-from testlib import TEST_DATABASE, code_at
 
 pytestmark = pytest.mark.pam
 

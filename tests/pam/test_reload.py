@@ -9,13 +9,13 @@ import signal
 import time
 
 import pamdriver as pd
-from pamdriver import service
 import pytest
 import yaml
-
+from pamdriver import service
 from testlib import code_at
 
-from pam_jctotp import config, daemon as jctotpd
+from pam_jctotp import config
+from pam_jctotp import daemon as jctotpd
 
 pytestmark = pytest.mark.pam
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fakedaemon import Conn, FakeDaemon
 from pamdriver import (
     PAM_ACCT_EXPIRED,

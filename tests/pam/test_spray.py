@@ -20,7 +20,6 @@ import time
 
 import pamdriver as pd
 import pytest
-
 from testlib import code_at
 
 pytestmark = [pytest.mark.pam, pytest.mark.serial]   # loads both cores on purpose

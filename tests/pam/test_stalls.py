@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pamdriver as pd
 import pytest
-
 from testlib import TEST_DATABASE, Daemon, code_at, daemon_config
 
 pytestmark = pytest.mark.pam

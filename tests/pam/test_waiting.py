@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pamdriver as pd
 import pytest
-
 from testlib import REPO, Daemon, code_at
 
 pytestmark = pytest.mark.pam

@@ -32,7 +32,7 @@ class Sink:
             self.messages.append(msg)  # type: ignore[arg-type]
         return "250 OK"
 
-    def start(self) -> "Sink":
+    def start(self) -> Sink:
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
         self.controller.start()
         return self

@@ -87,7 +87,7 @@ class ServerProcess:
     def thaw(self) -> None:
         self._signal(signal.SIGCONT)
 
-    def started(self: "S") -> "S":
+    def started(self: S) -> S:
         """start(); on failure remove everything before raising (for the factories)."""
         try:
             self.start()

@@ -88,7 +88,7 @@ server_idle_timeout = 60
             os.chown(path, pg.pw_uid, pg.pw_gid)
         return ini
 
-    def start(self) -> "PgBouncer":
+    def start(self) -> PgBouncer:
         for attempt in range(3):
             if attempt or not self.port:
                 self.port = free_port()

@@ -14,6 +14,7 @@ ACKs, nobody answers, as with a wedged server).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -107,7 +108,7 @@ class PgCluster(ServerProcess):
 
     # --- lifecycle ------------------------------------------------------------
 
-    def start(self) -> "PgCluster":
+    def start(self) -> PgCluster:
         """Start (creating the cluster on first call); on a port clash, try another port."""
         if not (self.dir / "data" / "PG_VERSION").exists():
             self.port = self.port or free_port()
@@ -163,17 +164,13 @@ class PgCluster(ServerProcess):
         """SIGSTOP the postmaster, then every child: new connections hang in the
         kernel's backlog and open ones get no answer (a wedged server)."""
         for pid in self.processes():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)
-            except ProcessLookupError:
-                pass
 
     def thaw(self) -> None:
         for pid in reversed(self.processes()):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
 
     # --- test set-up -------------------------------------------------------------
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 import subprocess
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -150,7 +150,7 @@ class Slapd(ServerProcess):
 
     # --- lifecycle --------------------------------------------------------------
 
-    def start(self) -> "Slapd":
+    def start(self) -> Slapd:
         fresh = not (self.dir / "slapd.d").exists()
         if fresh:
             self.tls = write_tls_files(self.dir)

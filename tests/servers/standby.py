@@ -11,6 +11,7 @@ first: what a fleet host's `database:` says to fail over.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -42,10 +43,8 @@ class StandbyPair:
     def kill_primary(self) -> None:
         """SIGKILL the postmaster and every child at once (a machine that died)."""
         for pid in self.primary.processes():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
         if self.primary.proc is not None:
             self.primary.proc.wait(10)
         self.primary.proc = None

@@ -101,7 +101,7 @@ class Sshd:
     users: list[str] = field(default_factory=list)
 
     @classmethod
-    def start(cls, mode: str = "password", *, image: str = IMAGE, **config: Any) -> "Sshd":
+    def start(cls, mode: str = "password", *, image: str = IMAGE, **config: Any) -> Sshd:
         """`image`: the test image, or one layered on it (bench/ssh_login.py)."""
         port = free_port()
         cfg = dict(TEST_CONFIG, **config)

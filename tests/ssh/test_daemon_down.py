@@ -9,7 +9,6 @@ import time
 from datetime import datetime
 
 import pytest
-
 from sshlib import finish
 
 SHIM_TIMEOUT = 10  # the shim's default timeout=

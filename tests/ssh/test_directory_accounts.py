@@ -28,7 +28,6 @@ import pytest
 import yaml
 from servers.slapd import slapd, slapd_server  # noqa: F401
 from sshlib import TEST_CONFIG, finish
-
 from testlib import eventually, ldap_directory
 
 SSHD_FAKE_USER = "nosuchuser"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from sshlib import finish
 
 KEYONLY_MATCH = "Match User keyonly\n    AuthenticationMethods publickey\n"

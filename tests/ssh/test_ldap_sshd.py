@@ -15,7 +15,6 @@ import pytest
 import yaml
 from servers.slapd import slapd, slapd_server  # noqa: F401
 from sshlib import KEY_RE, TEST_CONFIG, Totp, finish
-
 from testlib import ldap_directory
 
 ENROLL_PROMPT = "(Enter to skip): "

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from sshlib import IMAGE
 
 CHECK = "/usr/share/jctotp/check-sshd-config.sh"

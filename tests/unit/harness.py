@@ -23,8 +23,16 @@ from pam_jctotp import config as configmod
 from pam_jctotp.audit import AuditLog
 from pam_jctotp.clock import Clock
 from pam_jctotp.core.accounts import Accounts
-from pam_jctotp.core.steps import (Conversation, Error, Info, Prompt, Result, SetPassword, Verdict,
-                                   VerifyPassword)
+from pam_jctotp.core.steps import (
+    Conversation,
+    Error,
+    Info,
+    Prompt,
+    Result,
+    SetPassword,
+    Verdict,
+    VerifyPassword,
+)
 from pam_jctotp.core.totp import Totp
 from pam_jctotp.crypto import SecretBox
 from pam_jctotp.directory import Directory
@@ -134,7 +142,7 @@ def drive(conv: Conversation, answers: Answers = (), directory: Directory | None
         conv.close()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hash(password: str) -> str:
     """One argon2 hash per distinct password: the users of a test may share it."""
     return PASSWORDS.hash(Secret(password))

@@ -60,10 +60,10 @@ def test_every_key_has_a_type_and_a_default_its_declaration_accepts(dotted, cls,
 
 def test_the_old_tables_are_derived_from_the_declarations():
     top = {name: f for name, cls, f in KEYS if cls is config.Config}
-    assert config._RANGES == {n: checks.meta(f).range for n, f in top.items()
-                              if checks.meta(f).range}
-    assert config._ENUMS == {n: checks.meta(f).choices for n, f in top.items()
-                             if checks.meta(f).choices}
+    assert {n: checks.meta(f).range for n, f in top.items()
+            if checks.meta(f).range} == config._RANGES
+    assert {n: checks.meta(f).choices for n, f in top.items()
+            if checks.meta(f).choices} == config._ENUMS
     assert set(config._PATHS) == {n for n, f in top.items() if checks.meta(f).path}
     assert set(config._TYPES) == set(top) - {"password_hash", "directory", "portal", "smtp",
                                              "testing"}

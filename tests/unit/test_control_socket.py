@@ -19,13 +19,13 @@ import sys
 import time
 
 import pytest
+from testlib import REPO
 
 from pam_jctotp.errors import ProtocolError
 from pam_jctotp.transport import control_wire, limits, pam_wire
-from pam_jctotp.transport.limits import Throttled
 from pam_jctotp.transport.channel import Channel
 from pam_jctotp.transport.conversation_server import ConversationServer
-from testlib import REPO
+from pam_jctotp.transport.limits import Throttled
 
 NOBODY = 65534
 

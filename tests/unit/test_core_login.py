@@ -8,8 +8,8 @@ from harness import PASSWORD, Run, drive
 
 from pam_jctotp.core import login as cv
 from pam_jctotp.core import policy, verbs
-from pam_jctotp.core.name_table import MemoryNames
 from pam_jctotp.core.login import Login
+from pam_jctotp.core.name_table import MemoryNames
 from pam_jctotp.core.steps import Info, Prompt
 from pam_jctotp.model import ExitCode, LoginRequest, MfaState, VerdictCode
 from pam_jctotp.secret import Secret

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from testlib import REPO, daemon_config
 
 NOWHERE_DB = "postgresql://jctotp@127.0.0.1:9/jctotp?connect_timeout=2"

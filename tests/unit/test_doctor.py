@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pam_jctotp import config
 from pam_jctotp.cli import doctor
 from pam_jctotp.cli.doctor import Host
-from pam_jctotp import config
 from pam_jctotp.config import Config
 from pam_jctotp.transport import pam_wire
 

@@ -9,8 +9,6 @@ from pam_jctotp import config as configmod
 from pam_jctotp.errors import ConfigError
 
 
-
-
 def load(tmp_path, text: str) -> configmod.Config:
     path = tmp_path / "config.yaml"
     path.write_text(text)

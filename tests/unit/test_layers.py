@@ -31,7 +31,7 @@ BACKENDS = {
     "sqlite3": {"store/sqlite.py", "store/sqlite_names.py", "store/wal.py",
                 # `jctotp fleet import` reads this host's old SQLite file, read-only
                 "fleet/admin.py"},
-    "psycopg": {"store/postgres.py", "store/pg_hosts.py",
+    "psycopg": {"store/postgres.py", "store/pg_hosts.py", "store/pg_codecheck.py",
                 # `jctotp fleet host add`: parses the owner's libpq URI (conninfo_to_dict)
                 "fleet/hosts.py",
                 # `jctotpd --check`: one read of the key check, before any store opens
@@ -119,6 +119,13 @@ SOCKETS_ELSEWHERE: dict[str, str] = {}
 HOST_NAME_ONLY = {"gethostname"}   # `socket` for the host's name is no socket I/O
 
 
+def _imports_all_of_it(node: ast.AST) -> bool:
+    """`from socket import ...`, or selectors at all."""
+    if isinstance(node, ast.ImportFrom):
+        return node.module in ("socket", "selectors")
+    return isinstance(node, ast.Import) and any(a.name == "selectors" for a in node.names)
+
+
 def socket_uses(text: str) -> set[str]:
     """What of `socket`/`selectors` a module uses: socket's attributes, and "*" for
     selectors or a `from socket import ...`."""
@@ -127,9 +134,7 @@ def socket_uses(text: str) -> set[str]:
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
                 and node.value.id == "socket":
             used.add(node.attr)
-        elif isinstance(node, ast.ImportFrom) and node.module in ("socket", "selectors"):
-            used.add("*")
-        elif isinstance(node, ast.Import) and any(a.name == "selectors" for a in node.names):
+        elif _imports_all_of_it(node):
             used.add("*")
     return used
 

@@ -14,10 +14,10 @@ import subprocess
 import sys
 
 import pytest
+from testlib import REPO
 
 from pam_jctotp.transport import control_wire, limits
 from pam_jctotp.transport.limits import ControlLimits, Plan, Throttled, plan
-from testlib import REPO
 
 
 @pytest.mark.parametrize("nofile", [256, 1024, 4096, 524288])

@@ -10,7 +10,8 @@ import os
 import pytest
 import yaml
 
-from pam_jctotp import config, daemon as jctotpd
+from pam_jctotp import config
+from pam_jctotp import daemon as jctotpd
 from pam_jctotp.errors import ConfigError
 from pam_jctotp.fleet.policy import CACHE, FleetPolicy
 

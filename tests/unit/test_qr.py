@@ -7,8 +7,8 @@ import pytest
 import segno
 
 from pam_jctotp.core import qr
-from pam_jctotp.secret import Secret
 from pam_jctotp.core.totp import Totp
+from pam_jctotp.secret import Secret
 
 # The inverse of qr._HALF: a character -> (top dark, bottom dark).
 DECODE = {char: pair for pair, char in qr._HALF.items()}

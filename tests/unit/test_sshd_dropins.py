@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pam_jctotp.cli.doctor import root as doctor_root
 from pam_jctotp.cli.doctor import Host
+from pam_jctotp.cli.doctor import root as doctor_root
 
 REPO = Path(__file__).resolve().parents[2]
 DROPINS = REPO / "sshd_config.d"

@@ -252,25 +252,22 @@ def test_recovery_codes_are_single_use(store):
 
 
 def test_a_failing_transaction_rolls_back_everything(store):
-    with pytest.raises(StoreError):
-        with store.unit_of_work():
-            store.update("alice", max_attempts=7)
-            store.add("alice", is_admin=False, password_hash=None, now=NOW)
+    with pytest.raises(StoreError), store.unit_of_work():
+        store.update("alice", max_attempts=7)
+        store.add("alice", is_admin=False, password_hash=None, now=NOW)
     assert store.get("alice").max_attempts is None
 
 
 def test_nested_transactions_join_the_outer_one(store):
-    with pytest.raises(RuntimeError):
-        with store.unit_of_work():
-            store.update("alice", max_attempts=7)
-            with store.unit_of_work():  # re-entrant: no second BEGIN
-                store.add("bob", is_admin=False, password_hash=None, now=NOW)
-            raise RuntimeError("after the inner one committed nothing yet")
+    with pytest.raises(RuntimeError), store.unit_of_work():
+        store.update("alice", max_attempts=7)
+        with store.unit_of_work():  # re-entrant: no second BEGIN
+            store.add("bob", is_admin=False, password_hash=None, now=NOW)
+        raise RuntimeError("after the inner one committed nothing yet")
     assert store.get("alice").max_attempts is None
     assert store.get("bob") is None
-    with store.unit_of_work():
-        with store.unit_of_work():
-            store.add("bob", is_admin=False, password_hash=None, now=NOW)
+    with store.unit_of_work(), store.unit_of_work():
+        store.add("bob", is_admin=False, password_hash=None, now=NOW)
     assert store.get("bob") is not None
 
 

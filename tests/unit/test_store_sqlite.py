@@ -146,11 +146,10 @@ def test_recovery_codes_belong_to_one_user(store):
 # --- transactions -------------------------------------------------------------
 
 def test_an_inner_failure_rolls_back_the_outer_work(store):
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError), store.unit_of_work():
+        store.update("alice", max_attempts=7)
         with store.unit_of_work():
-            store.update("alice", max_attempts=7)
-            with store.unit_of_work():
-                raise RuntimeError("inner")
+            raise RuntimeError("inner")
     assert store.get("alice").max_attempts is None
     assert not store._conn().db.in_transaction
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pam_jctotp.secret import Secret
 from pam_jctotp.core.totp import RECOVERY_ALPHABET, Totp, looks_like_code, new_recovery_codes
+from pam_jctotp.secret import Secret
 
 RFC_SECRET = Secret(base64.b32encode(b"12345678901234567890").decode())
 

@@ -10,7 +10,6 @@ import subprocess
 
 from .host import Finding, Host
 
-
 STA_UNSYNC = 0x0040
 
 

@@ -14,7 +14,6 @@ from . import policy
 from .host import Finding
 
 
-
 def _socket_mode(path: str, mode: int, name: str) -> Finding | None:
     try:
         st = os.stat(path)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from ...config import Config
 from .host import Finding, Host
 
-
 DEFAULT_TIMEOUT = 10  # the shim's timeout= when the PAM line does not set it
 
 # Services an unknown_users: refuse profile breaks for root and system accounts.
@@ -75,6 +74,28 @@ def _services(host: Host) -> list[str]:
                   if os.path.isfile(p) and not p.endswith((".dpkg-old", ".dpkg-dist", "~")))
 
 
+def _password_twice(service: str, stack: list[PamLine],
+                    ours: list[PamLine]) -> list[Finding]:
+    """Password asked twice: pam_unix asks it, then pam_jctotp asks the
+    directory password again (factors=password,totp is the default)."""
+    found: list[Finding] = []
+    for line in ours:
+        if line.kind != "auth" or line.option("factors") not in (None, "password,totp"):
+            continue
+        if line.option("use_first_pass") is not None or \
+                line.option("try_first_pass") is not None:
+            continue
+        before = stack[:stack.index(line)]
+        unix = [b for b in before if b.kind == "auth" and b.module == "pam_unix.so"]
+        if unix:
+            found.append(Finding("fail", f"PAM service {service}: a password is asked "
+                                 f"twice: pam_unix ({unix[0].where}) then pam_jctotp "
+                                 f"with factors=password,totp ({line.where}); use "
+                                 "factors=totp after pam_unix, or replace "
+                                 "`@include common-auth` with the pam_jctotp line"))
+    return found
+
+
 def pam_findings(cfg: Config, host: Host) -> list[Finding]:
     found: list[Finding] = []
     users: list[str] = []
@@ -89,26 +110,11 @@ def pam_findings(cfg: Config, host: Host) -> list[Finding]:
         for line in ours:
             value = line.option("timeout")
             timeouts[line.where] = int(value) if value and value.isdigit() else DEFAULT_TIMEOUT
-        # Password asked twice: pam_unix asks it, then pam_jctotp asks the
-        # directory password again (factors=password,totp is the default).
-        for line in ours:
-            if line.kind != "auth" or line.option("factors") not in (None, "password,totp"):
-                continue
-            if line.option("use_first_pass") is not None or \
-                    line.option("try_first_pass") is not None:
-                continue
-            before = stack[:stack.index(line)]
-            unix = [b for b in before if b.kind == "auth" and b.module == "pam_unix.so"]
-            if unix:
-                found.append(Finding("fail", f"PAM service {service}: a password is asked "
-                                     f"twice: pam_unix ({unix[0].where}) then pam_jctotp "
-                                     f"with factors=password,totp ({line.where}); use "
-                                     "factors=totp after pam_unix, or replace "
-                                     "`@include common-auth` with the pam_jctotp line"))
+        found += _password_twice(service, stack, ours)
         # unknown_users: refuse in a stack root uses: su/login/cron refuse root.
         if cfg.unknown_users == "refuse" and service in _SYSTEM_SERVICES:
             lines = [line for line in ours if line.kind in ("auth", "account")
-                     and not os.path.basename(line.file) == service]
+                     and os.path.basename(line.file) != service]
             if lines:
                 refusing.setdefault(lines[0].where, []).append(service)
     # One finding per line that brings the trap in, naming every service it reaches.

@@ -14,7 +14,6 @@ from ...config import Config, PortalConfig
 from ...transport import probes
 from .host import Finding, Host
 
-
 UNIT = "jctotp-portal.service"
 CERT_WARN_DAYS = 14
 PROBE_TIMEOUT = 5.0
@@ -73,8 +72,8 @@ def certificate(path: str, shown: str) -> list[Finding]:
         return [Finding("fail", f"portal: tls_cert {shown} cannot be read as a PEM "
                         f"certificate: {exc}")]
     ends = getattr(cert, "not_valid_after_utc", None) or \
-        cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)  # cryptography < 42
-    left = ends - datetime.datetime.now(datetime.timezone.utc)
+        cert.not_valid_after.replace(tzinfo=datetime.UTC)  # cryptography < 42
+    left = ends - datetime.datetime.now(datetime.UTC)
     if left.total_seconds() <= 0:
         return [Finding("fail", f"portal: tls_cert {shown} expired on {ends:%Y-%m-%d}")]
     if left.days < CERT_WARN_DAYS:

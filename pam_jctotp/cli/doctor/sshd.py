@@ -6,10 +6,9 @@ from __future__ import annotations
 import glob
 import os
 import subprocess
-from typing import Iterator
+from collections.abc import Iterator
 
 from .host import Finding, Host
-
 
 _ALIASES = {"challengeresponseauthentication": "kbdinteractiveauthentication"}
 _SSHD_DEFAULTS = {"usepam": "no", "kbdinteractiveauthentication": "yes",
@@ -24,7 +23,8 @@ def sshd_lines(host: Host) -> Iterator[tuple[str, int, list[str]]]:
         if depth > 16:
             return
         try:
-            fh = open(path, encoding="utf-8", errors="replace")
+            # Only an unreadable file is skipped, not an error raised while reading it.
+            fh = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - `with fh` below
         except OSError:
             return
         with fh:
