@@ -38,7 +38,7 @@ BACKENDS = {
                 "fleet/hosts.py",
                 # `jctotpd --check`: one read of the key check, before any store opens
                 "preflight.py"},
-    "ldap3": {"directory/ldap.py"},
+    "ldap3": {"directory/ldap.py", "directory/ldap_conn.py"},
 }
 VOCABULARY = ("pam_jctotp.model", "pam_jctotp.core.steps", "pam_jctotp.errors",
               "pam_jctotp.secret")

@@ -51,7 +51,6 @@ _OUTAGE = (psycopg.OperationalError, PoolTimeout, DeadlineExceeded, *_GONE)
 T = TypeVar("T")
 
 
-
 # What a server says when it is up but will not let our role in: removed (dropped,
 # NOLOGIN), a password replaced, a pg_hba.conf entry or certificate revoked.
 _ROLE_REFUSED = re.compile(r"password authentication failed|is not permitted to log in|"
@@ -162,7 +161,6 @@ class Listener:
             except psycopg.Error:
                 pass
             self.conn = None
-
 
 
 class _Counted(Protocol):

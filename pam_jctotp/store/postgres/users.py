@@ -37,7 +37,6 @@ RESET_FAILURES = ("UPDATE users SET failed_count = 0, fail_window_start = NULL W
                   "AND (failed_count <> 0 OR fail_window_start IS NOT NULL)")
 
 
-
 class Users(Connections):
     """The user rows and their recovery codes, on Connections."""
 
