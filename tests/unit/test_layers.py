@@ -37,7 +37,9 @@ BACKENDS = {
                 # `jctotp fleet host add`: parses the owner's libpq URI (conninfo_to_dict)
                 "fleet/hosts.py",
                 # `jctotpd --check`: one read of the key check, before any store opens
-                "preflight.py"},
+                "preflight.py",
+                # the fleet audit's SQL, with its only caller (Jsonb for the fields)
+                "fleet/audit_table.py"},
     "ldap3": {"directory/ldap.py", "directory/ldap_conn.py"},
 }
 VOCABULARY = ("pam_jctotp.model", "pam_jctotp.core.steps", "pam_jctotp.errors",

@@ -39,7 +39,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ...errors import StoreError, StoreUnavailable
-from .. import pg_audit, pg_codecheck, pg_policy
+from .. import pg_codecheck, pg_policy
 from ..dbclock import DatabaseClock
 from ..outage import Breaker, DeadlineExceeded, Deadlines, first_line
 from . import schema
@@ -239,41 +239,6 @@ class PostgresStore(Users, Schema, Connections):
                           "this host's config: make them the same, or run `jctotp fleet "
                           "init --admin-database URI` with the config you want"))
         return found
-
-    # --- the fleet's audit trail ---------------------------------------------------------
-
-    def add_audit(self, rows: list[tuple[float, str, str, str | None, dict[str, Any]]]
-                  ) -> None:
-        """Append audit events (ts, host, event, user, fields): one statement per batch."""
-        if rows:
-            self._rowcount(
-                'INSERT INTO audit_events (ts, host_name, event, "user", fields) '
-                "SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::text[], "
-                "%s::jsonb[])",
-                ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                 [r[3] for r in rows], [Jsonb(r[4]) for r in rows]))
-
-    def audit_events(self, user: str | None = None, since: float | None = None,
-                     host: str | None = None, limit: int = 10000
-                     ) -> list[tuple[float, str, str, str | None, dict[str, Any]]]:
-        """The newest `limit` events, oldest first: (ts, host, event, user, fields)."""
-        rows = self._all(
-            'SELECT ts, host_name, event, "user", fields FROM (SELECT * FROM audit_events '
-            'WHERE (%(user)s::text IS NULL OR "user" = %(user)s) '
-            "AND (%(since)s::float8 IS NULL OR ts >= %(since)s) "
-            "AND (%(host)s::text IS NULL OR host_name = %(host)s) "
-            "ORDER BY id DESC LIMIT %(limit)s) newest ORDER BY ts, host_name",
-            {"user": user, "since": since, "host": host, "limit": limit})
-        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-
-    def audit_verify(self) -> dict[str, Any]:
-        """Recompute every host's hash chain (pg_audit.verify): what was edited or deleted."""
-        return pg_audit.verify(lambda sql: self._run(lambda c: c.execute(sql).fetchall(),
-                                                     LONG_DEADLINE))
-
-    def audit_hosts(self) -> list[str]:
-        """The hosts that have written to the audit (each has a chain)."""
-        return [r[0] for r in self._all(pg_audit.HOSTS)]
 
     def administer(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         """`jctotp fleet host ...` (pg_hosts.py), as the schema's owner: one transaction."""

@@ -303,6 +303,11 @@ class Connections:
         except psycopg.Error as exc:
             raise StoreError(f"fleet database error: {exc}") from None
 
+    def run(self, work: Callable[[psycopg.Connection[Any]], T], long: bool = False) -> T:
+        """`_run` for SQL kept with its only callers (fleet/audit_table.py, fleet/admin.py's
+        import): the statement deadline, or (`long`) LONG_DEADLINE."""
+        return self._run(work, LONG_DEADLINE if long else STATEMENT_DEADLINE)
+
     def _rowcount(self, sql: str, params: Any = ()) -> int:
         return self._run(lambda c: c.execute(sql, params).rowcount)
 

@@ -12,7 +12,7 @@ from ...model import UserRecord
 from .. import SELECT_USERS as _SELECT
 from .. import USER_COLUMNS
 from .. import record as _record
-from .pool import LONG_DEADLINE, Connections
+from .pool import Connections
 
 # The statements of a login's path, named: bench/pg_async_vs_threads.py runs the same
 # text on psycopg's event-loop API. Each is ONE statement, its condition in WHERE.
@@ -66,26 +66,6 @@ class Users(Connections):
         params = {k: (int(v) if isinstance(v, bool) else v) for k, v in values.items()}
         return self._rowcount(f"UPDATE users SET {assignments} WHERE name = %(_name)s",
                               {**params, "_name": name}) == 1
-
-    def import_user(self, rec: UserRecord, codes: Iterable[tuple[str, float | None]],
-                    replace: bool) -> bool:
-        """Insert a whole row (`jctotp fleet import`) with its recovery codes, in one
-        transaction; False when the name exists and `replace` is not set."""
-        values = {k: (int(v) if isinstance(v, bool) else v) for k, v in rec.__dict__.items()}
-        columns = ", ".join(USER_COLUMNS)
-        placeholders = ", ".join(f"%({k})s" for k in USER_COLUMNS)
-        with self.unit_of_work():
-            if replace:
-                self._rowcount("DELETE FROM users WHERE name = %s", (rec.name,))
-            if not self._rowcount(f"INSERT INTO users ({columns}) VALUES ({placeholders}) "
-                                  "ON CONFLICT (name) DO NOTHING", values):
-                return False
-            rows = [(rec.name, h, used) for h, used in codes]
-            if rows:
-                self._run(lambda c: c.cursor().executemany(
-                    'INSERT INTO recovery_codes ("user", code_hash, used_at) '
-                    "VALUES (%s, %s, %s)", rows), LONG_DEADLINE)
-        return True
 
     # --- lockout: single statements, no read-modify-write -----------------------------
 
