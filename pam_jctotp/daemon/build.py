@@ -27,7 +27,6 @@ from ..fleet import breakglass
 from ..fleet.accounts import SystemAccountSync
 from ..directory_sync import DirectorySync, Enumerable
 from ..fleet.audit import FleetAudit
-from ..fleet.audit_table import AuditEvents
 from ..fleet.policy import FleetPolicy
 from ..fleet.rotate import KeyLearner
 from ..fleet.spool import NAME as SPOOL
@@ -168,6 +167,7 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, list[
     late: list[Directory] = []   # the fleet's account sync asks it for UIDs, made below
     if cfg.database:
         fleet = cast("PostgresStore", store)
+        from ..fleet.audit_table import AuditEvents   # psycopg only with a fleet
         audit = FleetAudit(local, AuditEvents(fleet), Spool(Path(cfg.state_dir) / SPOOL),
                            down=lambda: fleet.breaker.down)
         store, fleet_sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
