@@ -170,7 +170,8 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, list[
     late: list[Directory] = []   # the fleet's account sync asks it for UIDs, made below
     if cfg.database:
         fleet = cast("PostgresStore", store)
-        audit = FleetAudit(local, fleet, Spool(Path(cfg.state_dir) / SPOOL),
+        from ..fleet.audit_table import AuditEvents  # psycopg only with a fleet
+        audit = FleetAudit(local, AuditEvents(fleet), Spool(Path(cfg.state_dir) / SPOOL),
                            down=lambda: fleet.breaker.down)
         store, fleet_sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
                                          lambda name: late[0].identity(name) if late else None,

@@ -24,14 +24,12 @@ the name `*)(uid=*` finds nobody) and a bind as the DN found. Rules:
 ldap3 is synchronous: the driver calls all of this in worker threads. Each
 thread borrows a connection from a small pool (service-bound connections for
 searches, others for user binds) and gives it back; a broken one is dropped
-and the call retried once on a fresh connection.
+and the call retried once on a fresh connection (ldap_conn.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import os
 import re
 import secrets
@@ -40,9 +38,8 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import ldap3
 from ldap3.core.exceptions import (
@@ -60,18 +57,16 @@ from ..errors import ConfigError, DirectoryUnavailable, NotFound, PasswordChange
 from ..offline import Offline
 from ..secret import Secret
 from . import Identity, SystemAccounts
+from .ldap_conn import LdapConnections, Pool, close_connection, describe
 
 log = logging.getLogger("jctotpd")
 
 CACHE_TTL = 10.0        # seconds a user's DN and groups are reused (a login looks twice)
-POOL_SIZE = 8           # idle connections kept per kind
 PAGE_SIZE = 500         # entries per page of the account sync's search (RFC 2696)
 MAX_PASSWORD = 1024     # bytes; PAM answers are at most 512 (PAM_MAX_RESP_SIZE)
 _WRONG_CREDENTIALS = {19, 32, 34, 48, 49, 50, 53}  # constraint, noSuchObject, invalidDN,
 # inappropriateAuth, invalidCredentials, insufficientAccess, unwillingToPerform
 _NOT_ALLOWED = {50, 53, 2, 12}   # insufficientAccess, unwilling, protocolError, unavailableCrit.
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -111,54 +106,7 @@ def name_attribute(user_filter: str) -> str | None:
     return found.group(1) if found else None
 
 
-class _Pool:
-    """Idle connections of one kind, lent to one thread at a time."""
-
-    def __init__(self, make: Callable[[], ldap3.Connection], size: int = POOL_SIZE) -> None:
-        self._make = make
-        self._size = size
-        self._idle: list[ldap3.Connection] = []
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def borrow(self, fresh: bool = False) -> Iterator[ldap3.Connection]:
-        conn = None
-        if not fresh:
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._make()
-        kept = False
-        try:
-            yield conn
-            with self._lock:
-                if len(self._idle) < self._size and not conn.closed:
-                    self._idle.append(conn)
-                    kept = True
-        finally:
-            if not kept:
-                _close(conn)
-
-    def clear(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            _close(conn)
-
-
-def _close(conn: ldap3.Connection) -> None:
-    with contextlib.suppress(Exception):  # a broken socket cannot be closed more politely
-        conn.unbind()
-
-
-def describe(exc: BaseException, ca_file: str) -> str:
-    text = str(exc) or type(exc).__name__
-    if "certificate" in text.lower() or "CERTIFICATE" in text:
-        return f"TLS certificate not verified against {ca_file} ({text})"
-    return text
-
-
-class LdapDirectory:
+class LdapDirectory(LdapConnections):
     """The `Directory` of an LDAP server; groups from both LDAP and NSS."""
 
     editable = False      # passwords change in the directory (RFC 3062), which may refuse
@@ -187,8 +135,8 @@ class LdapDirectory:
         self._servers = [(uri, uri.lower().startswith("ldap://") and cfg.start_tls)
                          for uri in cfg.uri]
         self._nobody_dn = f"cn=jctotp-no-such-user,{cfg.base_dn}"
-        self._service = _Pool(self._service_connection)
-        self._auth = _Pool(lambda: self._open(None, None))
+        self._service = Pool(self._service_connection)
+        self._auth = Pool(lambda: self._open(None, None))
         self._cache: dict[str, tuple[float, Entry | None]] = {}
         self._lock = threading.Lock()
         self.offline = Offline(log, "directory", "directory unavailable: {why}; logins fail "
@@ -250,7 +198,7 @@ class LdapDirectory:
         reachable = False
         for uri, start_tls in self._servers:
             try:
-                _close(self._connect(uri, start_tls))
+                close_connection(self._connect(uri, start_tls))
                 reachable = True
             except (LDAPException, OSError) as exc:
                 problems.append(f"directory {uri}: {describe(exc, self.cfg.ca_file)}")
@@ -428,87 +376,6 @@ class LdapDirectory:
             raise PasswordChangeRefused(f"The directory refused the new password: {text}. "
                                         "Nothing was changed.")
         raise DirectoryUnavailable(f"password modify failed: {text}")
-
-    # --- connections -------------------------------------------------------------------
-
-    def _service_connection(self) -> ldap3.Connection:
-        conn = self._open(self.cfg.bind_dn, self._bind_password)
-        if self.cfg.bind_dn is None:
-            return conn
-        try:
-            ok = conn.bind(read_server_info=False)
-        except LDAPException as exc:
-            _close(conn)
-            raise self._down(f"service bind: {describe(exc, self.cfg.ca_file)}") from None
-        if not ok:
-            why = (conn.result or {}).get("description")
-            _close(conn)
-            raise self._down(f"the service bind as {self.cfg.bind_dn} was refused ({why}); "
-                             "check directory.bind_dn and directory.bind_password_file")
-        return conn
-
-    def _open(self, user: str | None, password: str | None) -> ldap3.Connection:
-        """A connection to the first URI that answers (TLS verified, not yet bound)."""
-        errors = []
-        for uri, start_tls in self._servers:
-            try:
-                conn = self._connect(uri, start_tls)
-            except (LDAPException, OSError) as exc:
-                errors.append(f"{uri}: {describe(exc, self.cfg.ca_file)}")
-                continue
-            conn.user, conn.password = user, password
-            return conn
-        raise self._down("; ".join(errors))
-
-    def _connect(self, uri: str, start_tls: bool) -> ldap3.Connection:
-        # A new Server each time: ldap3 remembers a failed address for minutes
-        # ("invalid server address"), and we want to see the directory come back.
-        server = ldap3.Server(uri, tls=self._tls, connect_timeout=self.cfg.timeout,
-                              get_info=ldap3.NONE)
-        # ldap3 packs the receive timeout into SO_RCVTIMEO as whole seconds.
-        conn = ldap3.Connection(server, receive_timeout=max(1, math.ceil(self.cfg.timeout)),
-                                raise_exceptions=False, auto_referrals=False,
-                                authentication=ldap3.SIMPLE)
-        try:
-            conn.open(read_server_info=False)
-            if start_tls and not conn.start_tls(read_server_info=False):
-                raise DirectoryUnavailable(f"StartTLS refused: "
-                                           f"{(conn.result or {}).get('description')}")
-        except BaseException:
-            _close(conn)
-            raise
-        return conn
-
-    def _with_service(self, fn: Callable[[ldap3.Connection], T]) -> T:
-        return self._with(self._service, fn)
-
-    def _with(self, pool: _Pool, fn: Callable[[ldap3.Connection], T]) -> T:
-        """fn(conn) on a pooled connection; once more on a fresh one if that broke."""
-        for fresh in (False, True):
-            try:
-                with pool.borrow(fresh) as conn:
-                    result = fn(conn)
-                self._reached(getattr(conn.server, "name", ""))
-                return result
-            except LDAPException as exc:
-                if fresh:
-                    raise self._down(describe(exc, self.cfg.ca_file)) from None
-                pool.clear()   # the server restarted or the network broke: all are stale
-        raise AssertionError("unreachable")
-
-    # --- one log line per outage ----------------------------------------------------
-
-    @property
-    def up(self) -> bool:
-        """Not known to be down (for metrics: directory_up)."""
-        return not self.offline.down
-
-    def _down(self, why: str) -> DirectoryUnavailable:
-        self.offline.went_down(why)
-        return DirectoryUnavailable(f"the directory is unavailable ({why})")
-
-    def _reached(self, uri: str) -> None:
-        self.offline.back(uri)
 
 
 def _identity(entry: dict[str, Any], attrs: list[str]) -> Identity | None:

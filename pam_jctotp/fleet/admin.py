@@ -12,6 +12,7 @@ import argparse
 import os
 import sqlite3
 import sys
+from collections.abc import Iterable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..errors import JctotpError, StoreError, UsageError
 from ..model import ExitCode, UserRecord
 from ..store import USER_COLUMNS, pg_codecheck, pg_hosts
 from . import hosts, rotate
+from .statements import Statements
 
 
 def init(cfg: configmod.Config, admin: bool = False) -> str:
@@ -89,6 +91,27 @@ def _reseal(blob: bytes | None, name: str, purpose: str, old: SecretBox,
     return None if blob is None else new.seal(old.open(blob, name, purpose), name, purpose)
 
 
+def _import_user(db: Statements, rec: UserRecord, codes: Iterable[tuple[str, float | None]],
+                 overwrite: bool) -> bool:
+    """Insert a whole row with its recovery codes, in one transaction; False when the
+    name exists and `overwrite` (--on-clash replace) is not set."""
+    values = {k: (int(v) if isinstance(v, bool) else v) for k, v in rec.__dict__.items()}
+    columns = ", ".join(USER_COLUMNS)
+    placeholders = ", ".join(f"%({k})s" for k in USER_COLUMNS)
+    with db.unit_of_work():
+        if overwrite:
+            db.run(lambda c: c.execute("DELETE FROM users WHERE name = %s", (rec.name,)).rowcount)
+        if not db.run(lambda c: c.execute(f"INSERT INTO users ({columns}) VALUES ({placeholders}) "
+                                          "ON CONFLICT (name) DO NOTHING", values).rowcount):
+            return False
+        rows = [(rec.name, h, used) for h, used in codes]
+        if rows:
+            db.run(lambda c: c.cursor().executemany(
+                'INSERT INTO recovery_codes ("user", code_hash, used_at) '
+                "VALUES (%s, %s, %s)", rows), long=True)
+    return True
+
+
 def import_host(cfg: configmod.Config, source: Path, old_key: Path, on_clash: str) -> str:
     """Move this host's SQLite users (secrets, recovery codes, counters, locks) into the
     fleet database. Secrets are re-sealed with the fleet key; recovery codes move only
@@ -124,7 +147,7 @@ def import_host(cfg: configmod.Config, source: Path, old_key: Path, on_clash: st
         done, skipped, lost_codes = [], [], []
         for moved in moving:
             user_codes = codes.get(moved.name, []) if same_key else []
-            if store.import_user(moved, user_codes, replace=on_clash == "replace"):
+            if _import_user(store, moved, user_codes, on_clash == "replace"):
                 if moved.name in keys:
                     store.put_key(moved.name, keys[moved.name])
                 done.append(moved.name)

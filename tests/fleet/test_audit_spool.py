@@ -57,7 +57,12 @@ def test_outage_events_are_spooled_and_shipped_in_order(make_host, confdir, pg, 
         pd.PAM_AUTH_ERR                                              # refused from the copy
     assert pd.run(confdir, svc, ops, [PASSWORD, code_at(ops_totp)]).rc == \
         pd.PAM_SUCCESS                                               # break-glass
-    outage = [e for e in b.audit_events()[before:] if e["user"] in (ops, dev)]
+
+    def outage_events() -> list[dict]:
+        return [e for e in b.audit_events()[before:] if e["user"] in (ops, dev)]
+    # a grant is audited once the shim has the verdict: just after pam_authenticate returns
+    assert eventually(lambda: len(outage_events()) >= 3)
+    outage = outage_events()
     assert [(e["event"], e["user"]) for e in outage] == [
         ("login_fail", dev), ("login_fail", ops), ("login_ok", ops)], outage
     assert outage[0]["reason"] == "database_unavailable"

@@ -144,12 +144,12 @@ def test_keys_sealed_before_are_opened_by_the_owner_after_the_upgrade(pg_cluster
     from pam_jctotp import daemon
     from pam_jctotp.core.accounts import PENDING_PURPOSE, TOTP_PURPOSE
     from pam_jctotp.crypto import SecretBox
-    from pam_jctotp.store import postgres
+    from pam_jctotp.store.postgres import schema
 
     uri, key = pg_cluster.new_database(), os.urandom(32)
     box, secret = SecretBox(key), Totp.new_secret()
     with monkeypatch.context() as m:
-        m.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:4])
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:4])
         old = PostgresStore(uri, create=True)
         old.add("bob", is_admin=False, password_hash=None, now=0)
         old.update("bob", totp_secret=box.seal(secret, "bob", TOTP_PURPOSE),
