@@ -23,6 +23,19 @@ if docker info >/dev/null 2>&1; then
     exit 0
 fi
 
+# A dockerd (and its containerd) killed without their cleanup leave pid files: a new
+# dockerd then refuses to start, or waits for a containerd that is gone. The numbers
+# may be some other process's, or a thread's, by now: ask for the program by name.
+stale() {   # stale PIDFILE PROGRAM
+    [ -f "$1" ] && [ "$(cat "/proc/$(cat "$1")/comm" 2>/dev/null)" != "$2" ]
+}
+for entry in /var/run/docker.pid:dockerd /var/run/docker/containerd/containerd.pid:containerd; do
+    if stale "${entry%%:*}" "${entry##*:}"; then
+        echo "ensure-docker: removing the stale ${entry%%:*} (no ${entry##*:} has that pid)"
+        rm -f "${entry%%:*}"
+    fi
+done
+
 echo "ensure-docker: starting dockerd (log: $log)"
 nohup dockerd --bridge=none --iptables=false --ip6tables=false >>"$log" 2>&1 &
 for _ in $(seq "$wait_s"); do
