@@ -41,9 +41,10 @@ def test_example_config_has_every_key_at_its_default():
     raw.pop("issuer")  # the default has the host name in it
     # Documented with an example, not a default: the default is "absent"
     # (local directory, SQLite, state_dir/secret.key, the hostname, no group, no
-    # metrics, no portal, no mail).
+    # metrics, no portal, no mail, no local override of the fleet's policy).
     for key in ("directory", "database", "secret_key_file", "host_name", "break_glass_group",
-                "metrics_textfile", "metrics_listen", "portal", "smtp", "fleet_name"):
+                "metrics_textfile", "metrics_listen", "portal", "smtp", "fleet_name",
+                "local_overrides"):
         raw.pop(key)
     raw.pop("unknown_users")
     assert configmod.parse(raw) == configmod.Config()
