@@ -10,6 +10,8 @@ JC_VOUCH_SECONDS (5 s). Everything else still asks the daemon.
 from __future__ import annotations
 
 import itertools
+import os
+import shlex
 import threading
 
 import pytest
@@ -177,9 +179,18 @@ def test_a_lock_made_within_the_vouch_still_refuses_the_account(make_daemon, con
     locker = tmp_path / "locker.py"
     locker.write_text(LOCKER.format(here=str(Path(__file__).parent), confdir=confdir,
                                     took=str(took)))
+    # pam_exec gives its command the PAM environment only: a sanitizer run's preload
+    # (scripts/test-asan.sh) is handed on by a wrapper, or the shim would not load there
+    wrapper = tmp_path / "locker.sh"
+    keep = {k: os.environ[k] for k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")
+            if k in os.environ}
+    wrapper.write_text("#!/bin/sh\n" + "".join(f"export {k}={shlex.quote(v)}\n"
+                                               for k, v in keep.items())
+                       + f"exec {shlex.quote(sys.executable)} {shlex.quote(str(locker))}\n")
+    wrapper.chmod(0o755)
     write_service(confdir, SERVICE, [
         f"auth required {mod}",
-        f"account required pam_exec.so quiet {sys.executable} {locker}",
+        f"account required pam_exec.so quiet {wrapper}",
         f"account required {mod}"])
     r = run(confdir, SERVICE, "alice", ["correct horse battery", code_at(totp)], call="both")
     assert float(took.read_text()) < 4, "the lock came after the vouch ran out"
