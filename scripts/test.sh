@@ -7,6 +7,8 @@
 #                                 private PostgreSQL and slapd,
 #                                 then real sshd in Docker
 #   bash scripts/test.sh --fast   lint + the fast tier (unit + real libpam), < 2 min
+#                                 (6 workers; the `slow` load and timing tests are
+#                                 left to the full run)
 #
 # Needs root on a Debian 12 machine (apt-get, dockerd, setuid tests).
 set -euo pipefail
@@ -75,10 +77,15 @@ mypy pam_jctotp
 # over more pytest-xdist workers than cores; those marked `serial` (tight timing
 # bounds) then run alone. JCTOTP_TEST_WORKERS=0 runs everything in one process.
 workers=${JCTOTP_TEST_WORKERS:-4}
+only=""
+if [ "$fast" = yes ]; then
+    workers=${JCTOTP_TEST_WORKERS:-6}
+    only=" and not slow"
+fi
 pytest_split() {
     local rc=0
-    "$PYTHON" -m pytest -q -n "$workers" -m "not serial" "$@"
-    "$PYTHON" -m pytest -q -m serial "$@" || rc=$?
+    "$PYTHON" -m pytest -q -n "$workers" -m "not serial$only" "$@"
+    "$PYTHON" -m pytest -q -m "serial$only" "$@" || rc=$?
     [ "$rc" -eq 0 ] || [ "$rc" -eq 5 ]  # 5: no serial test among these
 }
 

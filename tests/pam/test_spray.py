@@ -22,7 +22,8 @@ import pamdriver as pd
 import pytest
 from testlib import code_at
 
-pytestmark = [pytest.mark.pam, pytest.mark.serial]   # loads both cores on purpose
+pytestmark = [pytest.mark.pam, pytest.mark.serial,   # loads both cores on purpose
+              pytest.mark.slow]
 
 PASSWORD = "correct horse battery"
 SPRAYERS = 200
