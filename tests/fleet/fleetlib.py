@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pamdriver
+import testlib
 from testlib import Daemon
 
 PREFIX = "jcfl"   # Linux accounts and groups the tests make start so (conftest: scratch_accounts)
@@ -19,10 +19,5 @@ def service(confdir: str, host: Daemon, name: str = "jctotp-fleet", timeout: int
 
 
 def eventually(check, timeout: float = 15.0):
-    """`check()`'s first true value, or its last value after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
+    """testlib.eventually with the fleet's longer default wait (syncs, failovers)."""
+    return testlib.eventually(check, timeout)
