@@ -22,7 +22,10 @@ In a fleet, a record another host made for a name this host has not seen
 (another host's sync saw a new member first, or `jctotp user add`) starts a read
 at once (on_fleet_rows), so the account appears on every host within seconds;
 other notifications (locks, codes, passwords) start none: a full read per lock
-or login would load the directory.
+or login would load the directory. A change of the login groups themselves
+(`jctotp policy set login_groups`, which every host takes from the fleet's
+notification, or a reload) starts one too (config_changed): their new members
+get accounts on every host within seconds.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import threading
 from collections.abc import Iterable
 from typing import Protocol
 
+from .config import Config
 from .core import provisioning
 from .core.accounts import Accounts
 from .directory import Identity
@@ -62,6 +66,7 @@ class DirectorySync:
         self.system_accounts = system_accounts
         self.interval = interval
         self.members: dict[str, Member] = {}
+        self.groups: tuple[str, ...] | None = None   # the login groups of the last read
         self.error: str | None = None
         self.synced = threading.Event()   # set after each completed read (tests wait on it)
         self._wake = threading.Event()
@@ -81,7 +86,8 @@ class DirectorySync:
         self._thread.join(timeout=5)
 
     def sync_once(self) -> None:
-        wanted = set(self.acc.config.login_group_keys)
+        keys = self.acc.config.login_group_keys
+        wanted = set(keys)
         everyone = self.directory.members()
         members = {n: m for n, m in everyone.items() if m.groups & wanted}
         self.members = members
@@ -90,6 +96,7 @@ class DirectorySync:
                              for r in self.acc.store.list() if r.name not in members}
         if self.system_accounts is not None:
             self.system_accounts.follow(set(members), update=True)
+        self.groups = keys
         self.error = None
         self.synced.set()
 
@@ -114,6 +121,12 @@ class DirectorySync:
             return   # the first read is under way
         seen = self.members.keys() | self.acc.departed.keys()
         if any(r.name not in seen for r in rows):
+            self._wake.set()
+
+    def config_changed(self, new: Config) -> None:
+        """A reload or the fleet's policy (daemon/build.swap): read now if the login
+        groups are not those of the last read."""
+        if new.login_group_keys != self.groups:
             self._wake.set()
 
     def findings(self) -> list[tuple[str, str]]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
+import random
 import resource
 import subprocess
 import sys
@@ -312,3 +315,27 @@ def eventually(check, timeout: float = 10.0):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.1)
+
+
+def free_uid() -> int:
+    """A UID (and GID) no local account or group has (for directory users whose Linux
+    accounts a test makes)."""
+    while True:
+        uid = random.randint(42000, 59000)
+        try:
+            pwd.getpwuid(uid)
+            continue
+        except KeyError:
+            pass
+        try:
+            grp.getgrgid(uid)
+        except KeyError:
+            return uid
+
+
+def account(name: str) -> pwd.struct_passwd | None:
+    """The Linux account `name`, or None."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None

@@ -87,6 +87,9 @@ class Accounts:
         self.departed: dict[str, str] = {}
         self.account_findings: Callable[[], list[tuple[str, str]]] = list
         self.fleet_policy: Any = None     # `jctotp policy` (fleet/policy.py), set by jctotpd
+        # told the new config after a reload or a fleet policy change (daemon/build.swap):
+        # the directory sync reads at once when its groups changed
+        self.config_watchers: list[Callable[[Config], None]] = []
         # name -> (id, secret): keys shown for enrollment that the store cannot give back
         self._pending: dict[str, tuple[bytes, Secret]] = {}
 

@@ -217,6 +217,7 @@ def directory_sync(cfg: configmod.Config, accounts: Accounts, directory: Directo
                                  dsync.identity_of)
     dsync.system_accounts = made
     accounts.account_findings = dsync.findings
+    accounts.config_watchers.append(dsync.config_changed)
     return dsync
 
 
@@ -305,6 +306,8 @@ def swap(accounts: Accounts, running: Any, new: configmod.Config) -> None:
     use_groups = getattr(accounts.directory, "use_groups", None)
     if use_groups is not None:
         use_groups(configured_groups(new))
+    for watch in accounts.config_watchers:
+        watch(new)
 
 
 def attach_policy(cfg: configmod.Config, path: str, accounts: Accounts, target: Any,

@@ -10,29 +10,14 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import random
 import subprocess
 import time
 
 import pytest
-from testlib import eventually
+from testlib import account, eventually, free_uid
 
 pytestmark = pytest.mark.ldap
 
-
-def free_uid() -> int:
-    """A UID (and GID) no local account or group has."""
-    while True:
-        uid = random.randint(42000, 59000)
-        try:
-            pwd.getpwuid(uid)
-            continue
-        except KeyError:
-            pass
-        try:
-            grp.getgrgid(uid)
-        except KeyError:
-            return uid
 
 
 @pytest.fixture
@@ -74,12 +59,6 @@ def test_a_uid_clash_is_refused_with_one_clear_message(ldap_daemon, slapd, names
         pwd.getpwnam(name)            # not created, not renumbered
     assert pwd.getpwuid(uid).pw_name == local
 
-
-def account(name: str):
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        return None
 
 
 def shadow(name: str) -> list[str]:

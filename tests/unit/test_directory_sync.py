@@ -38,3 +38,13 @@ def test_nss_findings_fail_for_a_name_nss_does_not_know_and_warn_for_another_uid
     [(level, text)] = nss_findings({"root": member(4242)})
     assert level == "warn" and "UID 0" in text and "4242" in text
     assert nss_findings({})[0][0] == "warn"
+
+
+def test_new_login_groups_wake_the_sync_and_the_same_ones_do_not():
+    """A reload or `jctotp policy set login_groups` (daemon/build.swap) reads at once."""
+    sync = DirectorySync(SimpleNamespace(), None, None, 300)   # type: ignore[arg-type]
+    sync.groups = ("staff",)
+    sync.config_changed(SimpleNamespace(login_group_keys=("staff",)))   # type: ignore[arg-type]
+    assert not sync._wake.is_set()
+    sync.config_changed(SimpleNamespace(login_group_keys=("staff", "ops")))  # type: ignore[arg-type]
+    assert sync._wake.is_set()
