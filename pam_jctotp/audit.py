@@ -39,6 +39,7 @@ EVENTS = frozenset({
     "break_glass_refused",  # an outage, and this host's break-glass copy is too old
     "policy_set", "config_reloaded",   # the fleet's policy; a SIGHUP (issue 21)
     "break_glass_offline",  # a directory outage: a member's password checked on this host
+    "break_glass_verifier",  # `jctotp break-glass`: a member's password verifier written
 })
 
 

@@ -20,8 +20,8 @@ from .requests import _ask, build_request
 
 EPILOG = """\
 admin verbs (as root): user add|list|show|set|resend-email|remove, mfa enable|reset|disable,
-  unlock, passwd NAME, audit, doctor, policy show|set|unset
-self-service (as yourself): status, setup, reset, recovery-codes, passwd
+  unlock, passwd NAME, break-glass NAME, audit, doctor, policy show|set|unset
+self-service (as yourself): status, setup, reset, recovery-codes, passwd, break-glass
 
 exit codes:
   0   done
@@ -155,6 +155,10 @@ def _build_parser() -> argparse.ArgumentParser:
     pw = json_flag(sub.add_parser("passwd", help="change your password, or NAME's as root"))
     pw.add_argument("name", nargs="?")
     pw.add_argument("--password-stdin", action="store_true")
+    bg = json_flag(sub.add_parser("break-glass", help="keep a verifier of your directory "
+                                  "password on this host, for logins while the directory is "
+                                  "down (break_glass_group; NAME's as root)"))
+    bg.add_argument("name", nargs="?")
     au = json_flag(sub.add_parser("audit", help="read the audit log (admin)"))
     au.add_argument("--user")
     au.add_argument("--host", help="one host of the fleet (host_name)")

@@ -145,6 +145,8 @@ def build_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if args.name:
             return "passwd.admin", {"name": args.name, "password": _read_password(args)}
         return "passwd", {}
+    if cmd == "break-glass":
+        return ("break-glass.admin", {"name": args.name}) if args.name else ("break-glass", {})
     if cmd == "audit":
         return _audit_request(args)
     if cmd == "policy":

@@ -31,10 +31,12 @@ ADMIN_VERBS: dict[str, Callable[[Accounts, str, dict[str, Any]], Conversation]] 
     "unlock": a.unlock, "passwd.admin": a.admin_passwd, "audit": a.audit_read,
     "clock.set": a.clock_set, "doctor": a.doctor,
     "policy.show": vp.policy_show, "policy.set": vp.policy_set,   # issue 21
+    "break-glass.admin": s.admin_break_glass,
 }
 SELF_VERBS: dict[str, Callable[[Accounts, UserRecord, dict[str, Any]], Conversation]] = {
     "status": s.self_status, "setup": s.self_setup, "reset": s.self_reset,
     "recovery-codes": s.self_recovery_codes, "passwd": s.self_passwd,
+    "break-glass": s.self_break_glass,
 }
 
 

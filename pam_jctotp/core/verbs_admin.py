@@ -340,7 +340,13 @@ def doctor(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
     yield Result(data={"directory": acc.directory.check(name),
                        "directory_kind": acc.directory.describe(),
                        "store": acc.store.health() + acc.clock_findings(),
-                       "accounts": acc.account_findings()})
+                       "accounts": acc.account_findings() + _break_glass(acc)})
+
+
+def _break_glass(acc: Accounts) -> list[tuple[str, str]]:
+    """The break-glass members this host would refuse in a directory outage."""
+    findings = getattr(acc.directory, "break_glass_findings", None)
+    return findings() if findings is not None else []
 
 
 def clock_set(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:

@@ -18,7 +18,7 @@ from .lockout import Attempt
 from .report import summary
 from .steps import Check, Conversation, Info, Prompt, Result, SetPassword, VerifyPassword
 from .totp import Totp
-from .verbargs import new_password
+from .verbargs import new_password, user
 
 LOCKED = Result(ExitCode.LOCKED, "Your account is locked. Contact your administrator.",
                 delay=True)
@@ -144,3 +144,61 @@ def self_passwd(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Convers
     yield SetPassword(rec.name, new_password({"password": new}), old=current)
     acc.password_changed(rec.name, rec.name)
     yield Result(message="Password changed.", data={"changed": True})
+
+
+def self_break_glass(acc: Accounts, rec: UserRecord, args: dict[str, Any]) -> Conversation:
+    yield from keep_verifier(acc, rec, rec.name)
+
+
+def admin_break_glass(acc: Accounts, actor: str, args: dict[str, Any]) -> Conversation:
+    yield from keep_verifier(acc, user(acc, args.get("name")), actor)
+
+
+def keep_verifier(acc: Accounts, rec: UserRecord, actor: str) -> Conversation:
+    """`jctotp break-glass`: a break_glass_group member who logs in with key + code has
+    no verifier of their directory password on this host (directory/offline.py), so a
+    directory outage would refuse them. Asks that password, checks it against the
+    directory (a wrong one is a failed attempt like a login's, with its fail_delay),
+    and the directory's check writes the verifier. A right password alone never resets
+    the failure counter (the code is not asked): the attempt is given back instead."""
+    state = getattr(acc.directory, "break_glass_state", None)
+    group = acc.config.break_glass_group
+    if state is None or group is None:
+        yield Result(ExitCode.REFUSED, "This host keeps no break-glass password verifiers "
+                     "(they need an LDAP directory and break_glass_group).")
+        return
+    if not state(rec.name)[0]:
+        yield Result(ExitCode.REFUSED, f"{rec.name} is not in break_glass_group ({group}) "
+                     "on this host: a verifier would never be used.")
+        return
+    whose = "Your" if actor == rec.name else f"{rec.name}'s"
+    password = Secret((yield Prompt(f"{whose} directory password: ")))
+    attempt = lockout.begin(acc, rec) if not acc.is_locked(rec) else None
+    if attempt is None:
+        yield LOCKED
+        return
+    started = acc.now()
+    try:
+        ok = yield VerifyPassword(rec.name, password)
+        if not ok:
+            lockout.failed(acc, attempt)
+            acc.audit("login_fail", rec.name, service="jctotp", actor=actor,
+                      reason=Refusal.WRONG_PASSWORD)
+            yield Result(ExitCode.REFUSED, "That password is not right; nothing was "
+                         "changed.", delay=True)
+            return
+    finally:
+        lockout.release(acc, attempt)   # a right password alone: counted as nothing
+    written = state(rec.name)[1]
+    if written is None or written < started:
+        # the directory is down: the password matched the verifier this host has
+        yield Result(ExitCode.UNAVAILABLE, "The directory is unavailable: the password "
+                     "matches this host's verifier, but a new one is written only when the "
+                     "directory answers; nothing was changed.")
+        return
+    acc.audit("break_glass_verifier", rec.name, actor=actor)
+    hours = acc.config.break_glass_max_age / 3600
+    yield Result(message=f"This host keeps a verifier of {whose.lower()} directory password "
+                 f"now: while the directory is down, {rec.name} can log in here with it and "
+                 f"a code for {hours:g} h (break_glass_max_age); each password login here "
+                 "renews it.", data={"changed": True, "written_at": written})

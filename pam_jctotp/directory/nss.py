@@ -167,3 +167,15 @@ def lookup_groups(name: str) -> frozenset[str]:
         with contextlib.suppress(KeyError):
             names.add(grp.getgrgid(gid).gr_name)
     return frozenset(names)
+
+
+def group_members(group: str) -> list[str]:
+    """The group's members as NSS knows them: listed in it, or with it as their
+    primary group (for doctor: it reads every account once)."""
+    try:
+        gr = grp.getgrnam(group)
+    except KeyError:
+        return []
+    names = set(gr.gr_mem)
+    names.update(pw.pw_name for pw in pwd.getpwall() if pw.pw_gid == gr.gr_gid)
+    return sorted(names)

@@ -15,6 +15,11 @@ files, root only). While the directory is unreachable, and only then:
 - a verifier older than `break_glass_max_age` serves nobody (one ERROR line per
   user per minute, `break_glass_refused` audited), as the copy of secrets;
 - everyone else fails closed as before.
+A member who logs in with key + code gives no password to hash: `jctotp doctor`
+names the members with no verifier (or one past its age) on this host, and
+`jctotp break-glass` (the member, or root for them) asks the directory password,
+checks it against the directory (a wrong one counts as a failed login) and writes
+the verifier (break_glass_state, break_glass_findings).
 While the directory answers, the verifier is never read: a password the directory
 refuses is wrong, whatever the verifier says. A member who left the group loses
 their verifier at their next login, and is refused at once (membership is checked
@@ -36,6 +41,7 @@ from ..errors import DirectoryUnavailable
 from ..secret import Secret
 from . import Directory, SystemAccounts
 from .local import Passwords
+from .nss import group_members
 
 log = logging.getLogger("jctotpd.breakglass")
 
@@ -86,12 +92,24 @@ class Verifiers:
 
     def age(self, name: str) -> tuple[str, float] | None:
         """(hash, seconds since it was written), or None: no usable verifier."""
+        found = self._read(name)
+        return None if found is None else (found[0], self._wall() - found[1])
+
+    def written(self, name: str) -> float | None:
+        """When the verifier was written (this clock's time), or None: none usable."""
+        found = self._read(name)
+        return None if found is None else found[1]
+
+    def now(self) -> float:
+        return self._wall()
+
+    def _read(self, name: str) -> tuple[str, float] | None:
         path = self._path(name)
         if path is None:
             return None
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            return str(record["hash"]), self._wall() - float(record["at"])
+            return str(record["hash"]), float(record["at"])
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -108,8 +126,10 @@ class OfflineDirectory:
     def __init__(self, inner: Directory, verifiers: Verifiers, system: SystemAccounts,
                  group: str, max_age: Callable[[], float],
                  audit: Callable[..., Any] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 members_of: Callable[[str], list[str]] = group_members) -> None:
         self.inner = inner
+        self.members_of = members_of   # the group's members on this host (doctor)
         self.verifiers = verifiers
         self.system = system
         self.group = group
@@ -194,3 +214,45 @@ class OfflineDirectory:
         except DirectoryUnavailable as exc:
             self._verifier(name, exc)
             return self.system.groups_of(name)   # this host's groups (NSS) only
+
+    # --- `jctotp break-glass` and `jctotp doctor` ----------------------------------
+
+    def break_glass_state(self, name: str) -> tuple[bool, float | None]:
+        """(in break_glass_group on this host, when this host's verifier of their
+        password was written: None if there is none)."""
+        return self._member(name), self.verifiers.written(name)
+
+    def break_glass_findings(self) -> list[tuple[str, str]]:
+        """The members this host would refuse during a directory outage: no verifier
+        (never a password login here, e.g. key + code only), or one past its age."""
+        try:
+            names = [n for n in sorted(self.members_of(self.group)) if self.inner.exists(n)]
+        except DirectoryUnavailable:   # the directory's own finding says so; name them all
+            names = sorted(self.members_of(self.group))
+        if not names:
+            return [("warn", f"break_glass_group {self.group}: no directory user in it on "
+                     "this host: nobody can log in here while the directory is down")]
+        now, limit = self.verifiers.now(), self.max_age()
+        missing, old = [], []
+        for name in names:
+            at = self.verifiers.written(name)
+            if at is None:
+                missing.append(name)
+            elif now - at > limit:
+                old.append(f"{name} ({(now - at) / 3600:.1f} h old)")
+        found = []
+        how = ("`jctotp break-glass` run by the member (or `jctotp break-glass NAME` as "
+               "root) asks the directory password and writes one")
+        if missing:
+            found.append(("warn", f"break-glass: no verifier of the directory password of "
+                          f"{', '.join(missing)} on this host (no password login here: key "
+                          f"+ code writes none): refused here while the directory is down; "
+                          f"{how}"))
+        if old:
+            found.append(("warn", f"break-glass: the password verifier of {', '.join(old)} "
+                          f"is older than break_glass_max_age ({limit:g} s): refused here "
+                          f"while the directory is down until a password login or {how}"))
+        if not found:
+            found.append(("ok", f"break-glass: {len(names)} member(s) of {self.group} have a "
+                          "password verifier on this host for a directory outage"))
+        return found

@@ -16,13 +16,14 @@ import json
 import os
 import pwd
 import subprocess
+import time
 from pathlib import Path
 
 import pamdriver as pd
 import pyotp
 import pytest
 from pamdriver import service
-from testlib import code_at
+from testlib import as_user, code_at
 
 pytestmark = pytest.mark.ldap
 
@@ -115,3 +116,73 @@ def test_slapd_stopped_only_break_glass_members_log_in_with_password_and_code(
     log = daemon.log.read_text()
     assert slapd.passwords[ops] not in log and old not in log
     assert log.count("is checked against this host's verifier") == 1
+
+
+def accounts_findings(daemon) -> list[tuple[str, str]]:
+    return [tuple(f) for f in daemon.ok("doctor")["accounts"]]
+
+
+def test_a_key_and_code_member_is_named_by_doctor_and_gets_a_verifier_from_break_glass(
+        ldap_daemon, slapd, confdir, scratch):
+    """A member who logs in with key + code gives no password to hash: doctor names
+    them, and `jctotp break-glass` (theirs, or root's for them) asks the directory
+    password, counts a wrong or odd one like a login's, and writes the verifier."""
+    group, ops, carl = f"{scratch}bg", f"{scratch}o", f"{scratch}c"
+    subprocess.run(["groupadd", group], check=True)
+    subprocess.run(["useradd", "-M", "-G", group, ops], check=True)
+    subprocess.run(["useradd", "-M", carl], check=True)
+    for name in (ops, carl):
+        slapd.add_user(name)
+    delay = 0.6
+    daemon = ldap_daemon(break_glass_group=group, break_glass_max_age=600, unlock_after=0,
+                         fail_delay=delay, max_attempts=5)
+    totp = enrolled(daemon, ops)
+    enrolled(daemon, carl)
+    folder = Path(daemon.config["state_dir"]) / "break-glass-passwords"
+
+    [(level, what)] = [f for f in accounts_findings(daemon) if "break-glass" in f[1]]
+    assert level == "warn" and ops in what and "jctotp break-glass" in what, what
+    assert carl not in what
+
+    # not a member: refused before any password is asked
+    r = daemon.request("break-glass.admin", name=carl)
+    assert r.exit == 1 and "not in break_glass_group" in r.message
+    # a wrong password, and ones the LDAP library refuses (sshd's fake one, a TAB):
+    # each a failed attempt with the fail_delay, never an outage
+    for n, wrong in enumerate(("not the password", "\b\n\r\177INCORRECT", "pass\tword")):
+        start = time.monotonic()
+        r = daemon.request("break-glass.admin", answers=[wrong], name=ops)
+        took = time.monotonic() - start
+        assert r.exit == 1 and "not right" in r.message, r.message
+        assert took >= delay, took
+        assert daemon.user(ops)["failed_attempts"] == n + 1
+    assert not (folder / ops).exists()
+    assert "unavailable" not in daemon.log.read_text()
+    # the right one (the member themselves): written; the counter is not reset by a
+    # password alone (no code was asked)
+    uid = pwd.getpwnam(ops).pw_uid
+    r = as_user(uid, daemon.config["control_socket"], "break-glass",
+                answers=[slapd.passwords[ops]])
+    assert r["exit"] == 0, r
+    assert json.loads((folder / ops).read_text())["hash"].startswith("$argon2id$")
+    assert daemon.user(ops)["failed_attempts"] == 3
+    [written] = events(daemon, "break_glass_verifier", ops)
+    assert written["actor"] == ops
+    [(level, what)] = [f for f in accounts_findings(daemon) if "break-glass" in f[1]]
+    assert level == "ok", what
+
+    # the directory down: the member gets in with password + code from that verifier
+    slapd.stop()
+    try:
+        r = pd.run(confdir, service(confdir, daemon), ops,
+                   [slapd.passwords[ops], code_at(totp)])
+        assert r.rc == pd.PAM_SUCCESS, daemon.log.read_text()
+        # and `break-glass` writes nothing from the verifier itself
+        r = daemon.request("break-glass.admin", answers=[slapd.passwords[ops]], name=ops)
+        assert r.exit == 69 and "unavailable" in r.message
+    finally:
+        slapd.start()
+    # past break_glass_max_age: doctor says so
+    daemon.set_clock(601)
+    [(level, what)] = [f for f in accounts_findings(daemon) if "break-glass" in f[1]]
+    assert level == "warn" and "older than break_glass_max_age" in what and ops in what

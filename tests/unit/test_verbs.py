@@ -24,6 +24,7 @@ ADMIN_ARGS = {  # well-formed arguments, so that only the caller is wrong
     "audit": {}, "clock.set": {"offset": 30}, "doctor": {},
     "user.resend-email": {"name": "alice"},
     "policy.show": {}, "policy.set": {"key": "max_attempts", "value": 3},
+    "break-glass.admin": {"name": "alice"},
 }
 
 
@@ -327,3 +328,12 @@ def test_doctor_reports_the_directorys_own_checks(world, monkeypatch):
     monkeypatch.setattr(world.store, "list", broken)
     problems = admin(world, "doctor").data["directory"]
     assert problems == ["local directory: state database error: disk I/O error"]
+
+
+def test_break_glass_without_ldap_and_a_break_glass_group_changes_nothing(users):
+    """`jctotp break-glass` writes a verifier only where one can be used (LDAP and
+    break_glass_group, tests/ldap/test_ldap_break_glass.py): elsewhere it asks nothing."""
+    before = snapshot(users)
+    end = admin(users, "break-glass.admin", name="alice")
+    assert end.exit == 1 and "keeps no break-glass password verifiers" in end.message
+    assert snapshot(users) == before
