@@ -52,14 +52,20 @@ def events(daemon, event: str, user: str) -> list[dict]:
     return [e for e in daemon.audit_events() if e["event"] == event and e["user"] == user]
 
 
-def test_slapd_stopped_only_break_glass_members_log_in_with_password_and_code(
-        ldap_daemon, slapd, confdir, scratch):
+def member_and_not(slapd, scratch: str) -> tuple[str, str, str]:
+    """(a local break-glass group, ops in it, carl not): both directory users."""
     group, ops, carl = f"{scratch}bg", f"{scratch}o", f"{scratch}c"
     subprocess.run(["groupadd", group], check=True)
     subprocess.run(["useradd", "-M", "-G", group, ops], check=True)
     subprocess.run(["useradd", "-M", carl], check=True)
     for name in (ops, carl):
         slapd.add_user(name)
+    return group, ops, carl
+
+
+def test_slapd_stopped_only_break_glass_members_log_in_with_password_and_code(
+        ldap_daemon, slapd, confdir, scratch):
+    group, ops, carl = member_and_not(slapd, scratch)
     daemon = ldap_daemon(break_glass_group=group, break_glass_max_age=600, unlock_after=0,
                          fail_delay=0.05)
     svc = service(confdir, daemon)
@@ -127,12 +133,7 @@ def test_a_key_and_code_member_is_named_by_doctor_and_gets_a_verifier_from_break
     """A member who logs in with key + code gives no password to hash: doctor names
     them, and `jctotp break-glass` (theirs, or root's for them) asks the directory
     password, counts a wrong or odd one like a login's, and writes the verifier."""
-    group, ops, carl = f"{scratch}bg", f"{scratch}o", f"{scratch}c"
-    subprocess.run(["groupadd", group], check=True)
-    subprocess.run(["useradd", "-M", "-G", group, ops], check=True)
-    subprocess.run(["useradd", "-M", carl], check=True)
-    for name in (ops, carl):
-        slapd.add_user(name)
+    group, ops, carl = member_and_not(slapd, scratch)
     delay = 0.6
     daemon = ldap_daemon(break_glass_group=group, break_glass_max_age=600, unlock_after=0,
                          fail_delay=delay, max_attempts=5)
