@@ -45,12 +45,13 @@ def _testing(raw: Any, daemon: bool) -> dict[str, bool]:
 
 
 # The worst case of a name the enrollment text may carry: 32 characters and a
-# trailing '$' (policy.NAME_RE), and a 64-byte host name (HOST_NAME_MAX). The
+# trailing '$' (policy.NAME_RE), and a 93-character {host}: a fleet_name (a host
+# name is at most 64 bytes, HOST_NAME_MAX). The
 # worst e-mail address (policy.EMAIL_RE, EMAIL_MAX) has a 64-character local
 # part the URI quotes three bytes a character; a user without one gets
 # user@host for {email} (Accounts.account_label).
 _WORST_USER = "u" * 32 + "$"
-_WORST_HOST = "h" * 64
+_WORST_HOST = "h" * 93
 _WORST_EMAILS = ("{" * 64 + "@" + "d" * 31 + ".org", f"{_WORST_USER}@{_WORST_HOST}")
 _ENROLLMENT_PROSE = 1024  # the sentences around the QR code, the key and the URI
 
@@ -154,9 +155,9 @@ def _between_keys(values: dict[str, Any], problems: Problems) -> None:
         values.pop("account_name", None)
         problems.add("account_name", "config key 'account_name' must contain {user} or "
                      "{email}, and no other placeholder than {host}")
-    # The longest user (32), host (64) and e-mail (100, core/policy.py) must still
+    # The longest user (32), host (93: a fleet_name) and e-mail (100, core/policy.py) must still
     # make a label that fits the enrollment QR code in one frame.
-    elif len(account.format(user="u" * 32, host="h" * 64, email="e" * 100)) > 250:
+    elif len(account.format(user="u" * 32, host=_WORST_HOST, email="e" * 100)) > 250:
         values.pop("account_name", None)
         problems.add("account_name", "config key 'account_name': with the longest user "
                      "name, host name and e-mail address the label passes 250 characters; "

@@ -202,10 +202,13 @@ class Accounts:
 
     def account_label(self, name: str) -> str:
         """config account_name with its placeholders filled. A user without an
-        e-mail address gets {user}@{host} for {email}: still an address-like label."""
+        e-mail address gets {user}@{host} for {email}: still an address-like label.
+        In a fleet {host} is the fleet's name: one key serves every host, so the app's
+        entry must not name the host that happened to enroll the user (issue 21)."""
         rec = self.get(name)
-        email = rec.email if rec is not None and rec.email else f"{name}@{self.host}"
-        return self.config.account_name.format(user=name, host=self.host, email=email)
+        host = self.config.fleet_name or self.host
+        email = rec.email if rec is not None and rec.email else f"{name}@{host}"
+        return self.config.account_name.format(user=name, host=host, email=email)
 
     def otpauth_uri(self, name: str, secret: Secret) -> str:
         account = self.account_label(name)
