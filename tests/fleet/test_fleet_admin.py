@@ -12,7 +12,8 @@ import pamdriver as pd
 import pytest
 import yaml
 from fleetlib import service
-from testlib import Daemon, code_at, daemon_config
+from servers.slapd import MFA, slapd, slapd_server  # noqa: F401
+from testlib import Daemon, code_at, daemon_config, ldap_directory
 
 pytestmark = pytest.mark.fleet
 
@@ -184,3 +185,30 @@ def test_doctor_names_a_totp_rule_the_database_does_not_check_with(make_host, pg
     assert done.returncode == 0, done.stderr
     assert rule_finding(b)["level"] == "ok"
     assert rule_finding(a)["level"] == "fail"
+
+
+@pytest.mark.ldap
+def test_an_imported_record_of_an_mfa_groups_member_must_enroll(  # noqa: F811
+        make_host, confdir, slapd, tmp_path_factory):  # noqa: F811
+    """Issue 21: group policy holds for a record `jctotp fleet import` made (MFA off on
+    the island): the member of mfa_groups gets the default period at their first login
+    on the fleet, never a password-only login."""
+    name = f"imp{os.getpid() % 100000}"
+    password = slapd.add_user(name, groups=(MFA,))
+    island = sqlite_host(tmp_path_factory)
+    island.add_user(name, mfa=False)
+    island.stop()
+    fleet = make_host("a", directory=ldap_directory(slapd), mfa_groups=[MFA],
+                      default_enrollment_days=4, directory_sync_interval=0)
+    island.config.update(database=fleet.config["database"],
+                         secret_key_file=fleet.config["secret_key_file"])
+    island.config_path.write_text(yaml.safe_dump(island.config))
+    done = island.cli("fleet", "import")
+    assert done.returncode == 0, done.stderr
+    assert fleet.user(name)["mfa"] == "off"        # as it was on the island
+    r = pd.run(confdir, service(confdir, fleet), name, [password, ""], call="both")
+    text = "\n".join(m.text for m in r.transcript)
+    assert "4 day(s) left" in text, text           # asked to enroll: the default period
+    assert fleet.user(name)["mfa"] == "pending"
+    assert not [e for e in fleet.audit_events()
+                if e["event"] == "login_ok" and e.get("how") == "password_only"]
