@@ -88,3 +88,28 @@ def test_a_password_ldap3_will_not_send_is_wrong_and_binds_as_nobody(slapd: Slap
     binds = slapd.binds_since(mark)
     assert slapd.user_dn("bob") not in binds and any("jctotp-no-such-user" in b for b in binds)
     assert d.verify_password("bob", Secret(slapd.passwords["bob"])) is True
+
+
+def test_the_identity_attributes_are_configurable(slapd: Slapd):
+    """Issue 21: the POSIX identity comes from uidNumber, gidNumber, homeDirectory and
+    loginShell by default (JumpCloud's layout), or from the attributes configured."""
+    name = f"attrs{os.getpid() % 100000}"
+    slapd.add_user(name, uid=20010, shell="/bin/sh")
+    slapd.ldapmodify(f"dn: {slapd.user_dn(name)}\nchangetype: modify\n"
+                     "add: employeeNumber\nemployeeNumber: 31337\n-\n"
+                     "add: departmentNumber\ndepartmentNumber: 4242\n-\n"
+                     "add: description\ndescription: /srv/home/elsewhere\n-\n"
+                     "add: title\ntitle: /usr/bin/zsh\n")
+    default = directory(slapd).identity(name)
+    assert default is not None
+    assert (default.uid, default.gid, default.home, default.shell) == (
+        20010, 20010, f"/home/{name}", "/bin/sh")
+    mapped = directory(slapd, uid_number_attribute="employeeNumber",
+                       gid_number_attribute="departmentNumber",
+                       home_directory_attribute="description",
+                       login_shell_attribute="title")
+    found = mapped.identity(name)
+    assert found is not None
+    assert (found.uid, found.gid, found.home, found.shell) == (
+        31337, 4242, "/srv/home/elsewhere", "/usr/bin/zsh")
+    assert mapped.members()[name].identity == found     # the sync reads the same names

@@ -112,3 +112,19 @@ def test_page_renders_without_warnings(page):
                          text=True, env={**os.environ, "MANWIDTH": "80", "MAN_KEEP_STDERR": "1"})
     assert man.returncode == 0 and man.stderr == "", man.stderr
     assert man.stdout.count("\n") > 20
+
+
+def test_readme_debian_walks_a_directory_and_a_fleet():
+    """Issue 21: README.Debian covers LDAP and the fleet, with the steps a sysadmin
+    types (its sections, each with the commands and keys that matter)."""
+    readme = (REPO / "packaging" / "deb" / "README.Debian").read_text()
+    sections = re.split(r"^\d+[a-z]?\. ", readme, flags=re.M)
+    ldap = next(s for s in sections if s.startswith("A directory: LDAP"))
+    fleet = next(s for s in sections if s.startswith("A fleet"))
+    for needle in ("python3-ldap3", "jctotpd --check --strict", "mfa_groups", "login_groups",
+                   "accounts: daemon", "accounts: nss", "break_glass_group",
+                   "jctotp break-glass"):
+        assert needle in ldap, needle
+    for needle in ("python3-psycopg", "jctotp fleet init", "secret.key", "fleet_name",
+                   "jctotpd --check --strict", "break_glass_group"):
+        assert needle in fleet, needle
