@@ -126,6 +126,11 @@ class Config:
                                         "database is down")
     # At least the fleet sync's resync (60 s), or a copy could expire between two.
     break_glass_max_age: int = key(14400, range=(60, 86400 * 30))
+    # The LDAP password verifiers age apart from the copy: they are renewed only by a
+    # member's password login (or `jctotp break-glass`), not by a sync (SSSD counts days).
+    break_glass_password_max_age: int = key(604800, range=(60, 86400 * 365),
+                                            doc="seconds a break-glass verifier of a directory "
+                                            "password serves during a directory outage")
     database_pgbouncer: bool = key(False, restart=True)
     database_pool_min: int = key(1, range=(1, 100), restart=True)
     database_pool_max: int = key(8, range=(1, 100), restart=True)

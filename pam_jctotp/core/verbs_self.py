@@ -197,8 +197,8 @@ def keep_verifier(acc: Accounts, rec: UserRecord, actor: str) -> Conversation:
                      "directory answers; nothing was changed.")
         return
     acc.audit("break_glass_verifier", rec.name, actor=actor)
-    hours = acc.config.break_glass_max_age / 3600
+    hours = acc.config.break_glass_password_max_age / 3600
     yield Result(message=f"This host keeps a verifier of {whose.lower()} directory password "
                  f"now: while the directory is down, {rec.name} can log in here with it and "
-                 f"a code for {hours:g} h (break_glass_max_age); each password login here "
+                 f"a code for {hours:g} h (break_glass_password_max_age); each password login here "
                  "renews it.", data={"changed": True, "written_at": written})

@@ -74,7 +74,7 @@ def offline_directory(cfg: configmod.Config, directory: Directory, system: NssAc
     verifiers = offline.Verifiers(Path(cfg.state_dir) / offline.FOLDER,
                                   Passwords(cfg.password_hash), wall=clock.now)
     wrapped = offline.OfflineDirectory(directory, verifiers, system, group,
-                                       max_age=lambda: cfg.break_glass_max_age,
+                                       max_age=lambda: cfg.break_glass_password_max_age,
                                        audit=lambda event, user, **fields: audit.write(
                                            event, user, now=clock.now(), **fields))
     return cast(Directory, wrapped)
@@ -188,8 +188,8 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, list[
     accounts = Accounts(cfg, metrics.timed(store, "database_seconds"),
                         metrics.timed(directory, "directory_seconds"), system, box,
                         clock, audit, markers)
-    if hasattr(directory, "verifiers"):   # a reload sets break_glass_max_age
-        cast(Any, directory).max_age = lambda: accounts.config.break_glass_max_age
+    if hasattr(directory, "verifiers"):   # a reload sets break_glass_password_max_age
+        cast(Any, directory).max_age = lambda: accounts.config.break_glass_password_max_age
     if cfg.smtp is not None:
         accounts.outbox = Mailer(cfg.smtp)  # every process mails what it audits (locks)
     if syncs_directory(cfg):

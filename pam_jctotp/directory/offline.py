@@ -12,7 +12,7 @@ files, root only). While the directory is unreachable, and only then:
   password: refused and counted like any other); the code is still asked and
   checked by the store as always (with the database down too, from the break-glass
   copy of their secret);
-- a verifier older than `break_glass_max_age` serves nobody (one ERROR line per
+- a verifier older than `break_glass_password_max_age` serves nobody (one ERROR line per
   user per minute, `break_glass_refused` audited), as the copy of secrets;
 - everyone else fails closed as before.
 A member who logs in with key + code gives no password to hash: `jctotp doctor`
@@ -133,7 +133,7 @@ class OfflineDirectory:
         self.verifiers = verifiers
         self.system = system
         self.group = group
-        self.max_age = max_age          # break_glass_max_age, read at each use
+        self.max_age = max_age          # break_glass_password_max_age, read at each use
         self._audit = audit
         self._clock = clock
         self._said: dict[tuple[str, str], float] = {}
@@ -167,10 +167,10 @@ class OfflineDirectory:
             if self._once("old", name):
                 log.error("break-glass: refused %s: the directory is unavailable and this "
                           "host's verifier of their password was written %.0f s ago, more "
-                          "than break_glass_max_age (%g s)", name, age, self.max_age())
+                          "than break_glass_password_max_age (%g s)", name, age, self.max_age())
             if audit and self._audit is not None:
                 self._audit("break_glass_refused", name, reason=f"directory unavailable; "
-                            f"password verifier {age:.0f} s old (break_glass_max_age "
+                            f"password verifier {age:.0f} s old (break_glass_password_max_age "
                             f"{self.max_age():g} s)")
             raise exc
         return stored
@@ -250,7 +250,7 @@ class OfflineDirectory:
                           f"{how}"))
         if old:
             found.append(("warn", f"break-glass: the password verifier of {', '.join(old)} "
-                          f"is older than break_glass_max_age ({limit:g} s): refused here "
+                          f"is older than break_glass_password_max_age ({limit:g} s): refused here "
                           f"while the directory is down until a password login or {how}"))
         if not found:
             found.append(("ok", f"break-glass: {len(names)} member(s) of {self.group} have a "

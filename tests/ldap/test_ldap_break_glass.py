@@ -66,7 +66,8 @@ def member_and_not(slapd, scratch: str) -> tuple[str, str, str]:
 def test_slapd_stopped_only_break_glass_members_log_in_with_password_and_code(
         ldap_daemon, slapd, confdir, scratch):
     group, ops, carl = member_and_not(slapd, scratch)
-    daemon = ldap_daemon(break_glass_group=group, break_glass_max_age=600, unlock_after=0,
+    daemon = ldap_daemon(break_glass_group=group, break_glass_password_max_age=600,
+                         unlock_after=0,
                          fail_delay=0.05)
     svc = service(confdir, daemon)
     totp = {name: enrolled(daemon, name) for name in (ops, carl)}
@@ -113,7 +114,7 @@ def test_slapd_stopped_only_break_glass_members_log_in_with_password_and_code(
         r = pd.run(confdir, svc, ops, [slapd.passwords[ops], code_at(totp[ops], -600)])
         assert r.rc == pd.PAM_AUTH_ERR
         assert daemon.user(ops)["failed_attempts"] == 2
-        # a verifier older than break_glass_max_age serves nobody
+        # a verifier older than break_glass_password_max_age serves nobody
         daemon.set_clock(60 + 601)
         assert login(ops, slapd.passwords[ops], 60 + 601).rc == pd.PAM_AUTHINFO_UNAVAIL
         assert events(daemon, "break_glass_refused", ops)
@@ -135,7 +136,8 @@ def test_a_key_and_code_member_is_named_by_doctor_and_gets_a_verifier_from_break
     password, counts a wrong or odd one like a login's, and writes the verifier."""
     group, ops, carl = member_and_not(slapd, scratch)
     delay = 0.6
-    daemon = ldap_daemon(break_glass_group=group, break_glass_max_age=600, unlock_after=0,
+    daemon = ldap_daemon(break_glass_group=group, break_glass_password_max_age=600,
+                         unlock_after=0,
                          fail_delay=delay, max_attempts=10)
     totp = enrolled(daemon, ops)
     enrolled(daemon, carl)
@@ -185,7 +187,7 @@ def test_a_key_and_code_member_is_named_by_doctor_and_gets_a_verifier_from_break
         assert r.exit == 69 and "unavailable" in r.message
     finally:
         slapd.start()
-    # past break_glass_max_age: doctor says so
+    # past break_glass_password_max_age: doctor says so
     daemon.set_clock(601)
     [(level, what)] = [f for f in accounts_findings(daemon) if "break-glass" in f[1]]
-    assert level == "warn" and "older than break_glass_max_age" in what and ops in what
+    assert level == "warn" and "older than break_glass_password_max_age" in what and ops in what

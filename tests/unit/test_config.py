@@ -74,7 +74,7 @@ WRONG_TYPES = {
     "database": 5, "secret_key_file": True, "host_name": [], "break_glass_group": 1,
     "mfa_groups": "mfa", "directory": "ldap", "portal": "yes", "password_reset_minutes": "30",
     "smtp": "localhost", "enrollment_reminder_days": "2",
-    "break_glass_max_age": "4h", "fleet_name": 7,
+    "break_glass_max_age": "4h", "break_glass_password_max_age": "7d", "fleet_name": 7,
     "database_pgbouncer": "yes", "database_pool_min": 1.5, "database_pool_max": "8",
     "fleet_sync_interval": "2", "metrics_textfile": 5, "metrics_interval": [15],
     "metrics_listen": 9877, "local_overrides": "max_attempts",
@@ -100,6 +100,7 @@ OUT_OF_RANGE = [
     ("enrollment_attempts", 0), ("recovery_codes", 51), ("max_connections", 0),
     ("password_reset_minutes", 4),
     ("break_glass_max_age", 59), ("break_glass_max_age", 86400 * 30 + 1),
+    ("break_glass_password_max_age", 59), ("break_glass_password_max_age", 86400 * 365 + 1),
     ("answer_timeout", 9), ("answer_timeout", 3601),
 ]
 
