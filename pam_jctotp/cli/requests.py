@@ -155,9 +155,12 @@ def build_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def _yaml_value(text: str) -> Any:
-    """VALUE as YAML reads it (3, 2.5, true, [a, b], a string), as config.yaml would."""
+    """VALUE as YAML reads it (3, 2.5, true, [a, b], a string), as config.yaml would.
+    No policy key takes a mapping: `{user}` (an account_name template, which YAML reads
+    as one) is the text as typed, as is anything YAML cannot read."""
     import yaml
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         return text
+    return text if isinstance(value, dict) else value

@@ -179,7 +179,7 @@ def remove(cfg: configmod.Config, name: str, admin_uri: str) -> str:
     return (f"Host {name} removed from the fleet: role {role} dropped, {ended} open "
             "session(s) ended; its audit rows stay. Its jctotpd deletes its break-glass "
             "copy when the database refuses it. On the host (if you still can): "
-            "apt-get purge jctotp, or delete its pgpass and key file.\n")
+            "apt-get purge pam-jctotp, or delete its pgpass and key file.\n")
 
 
 def _when(ts: float | None) -> str:

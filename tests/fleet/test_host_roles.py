@@ -166,6 +166,7 @@ def test_host_list_and_remove_b_fails_closed_while_a_keeps_working(make_host, co
     gone = a.cli("fleet", "host", "remove", "host-b", "--admin-database", pg_uri)
     assert gone.returncode == 0, gone.stderr
     assert "open session(s) ended" in gone.stdout
+    assert "apt-get purge pam-jctotp," in gone.stdout   # the package's name (not "jctotp")
     svc_b = service(confdir, b, timeout=10)
     for offset in (30, 60):
         b.set_clock(offset)

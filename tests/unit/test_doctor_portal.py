@@ -66,7 +66,8 @@ def test_unit_missing_and_plain_http_are_named(tmp_path):
     unit = tmp_path / "lib" / "systemd" / "system" / "jctotp-portal.service"
     unit.parent.mkdir(parents=True)
     unit.write_text("[Service]\n")
-    found = doctor_portal.findings(portal_cfg(), Host(str(tmp_path), probe_sockets=False))
+    found = doctor_portal.findings(portal_cfg(public_url="https://mfa.example.org"),
+                                   Host(str(tmp_path), probe_sockets=False))
     assert ("ok", "portal: unit /lib/systemd/system/jctotp-portal.service") in levels(found)
 
 
@@ -107,3 +108,20 @@ def test_listen_and_smtp_probes(tmp_path):
     t.join(5)
     srv.close()
     assert b"MAIL" not in seen and b"DATA" not in seen and b"EHLO" in seen
+
+
+def test_the_packages_unit_alone_is_no_portal(tmp_path):
+    """The .deb installs jctotp-portal.service on every host; a host that neither
+    configures nor enables the portal gets no portal finding (a fresh fleet host's
+    doctor failed "nothing answers on 127.0.0.1:8443"), an enabled unit does."""
+    unit = tmp_path / "lib" / "systemd" / "system" / "jctotp-portal.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\n")
+    host = Host(str(tmp_path), probe_sockets=True)
+    assert doctor_portal.findings(config.parse({}), host) == []
+    wants = tmp_path / "etc" / "systemd" / "system" / "multi-user.target.wants"
+    wants.mkdir(parents=True)
+    (wants / "jctotp-portal.service").symlink_to("/lib/systemd/system/jctotp-portal.service")
+    found = levels(doctor_portal.findings(config.parse({}), host))
+    assert ("ok", "portal: unit /lib/systemd/system/jctotp-portal.service") in found
+    assert any(level == "fail" and "nothing answers" in what for level, what in found), found

@@ -118,3 +118,20 @@ def test_one_host_shows_its_file_and_refuses_set(tmp_path):
     assert {k["key"]: k["running"] for k in shown["keys"]}["max_attempts"] == 4
     with pytest.raises(Exception, match="needs a fleet database"):
         policy.change("max_attempts", 3, "root")
+
+
+@pytest.mark.parametrize("typed, want", [
+    ("{user}", "{user}"), ("{user}@acme", "{user}@acme"), ("'{user}'", "{user}"),
+    ("3", 3), ("[mfa, admins]", ["mfa", "admins"]), ("jctotp acme", "jctotp acme")])
+def test_policy_set_takes_a_template_as_typed(typed, want):
+    """`jctotp policy set account_name {user}`: YAML reads `{user}` as a mapping, which
+    the key then refused ("got {'user': None}"); no policy key is a mapping, so the
+    text as typed is sent, and config.py's own check accepts it."""
+    from pam_jctotp.cli.main import _build_parser
+    from pam_jctotp.cli.requests import build_request
+
+    verb, body = build_request(_build_parser().parse_args(["policy", "set", "account_name",
+                                                           typed]))
+    assert verb == "policy.set" and body == {"key": "account_name", "value": want}
+    if typed.startswith(("{", "'")):
+        assert config.policy_value("account_name", body["value"]) == want

@@ -24,7 +24,10 @@ def findings(cfg: Config, host: Host) -> list[Finding]:
     unit = next((p for p in (host.path(f"/lib/systemd/system/{UNIT}"),
                              host.path(f"/etc/systemd/system/{UNIT}")) if os.path.exists(p)),
                 None)
-    in_use = unit is not None or cfg.portal != PortalConfig()
+    # The .deb installs the unit on every host, so an installed unit is not a portal in
+    # use: only a `portal:` block or the unit enabled (its WantedBy link) says so.
+    enabled = os.path.lexists(host.path(f"/etc/systemd/system/multi-user.target.wants/{UNIT}"))
+    in_use = enabled or cfg.portal != PortalConfig()
     if in_use:
         found.extend(_unit(host, unit))
         if host.probe_sockets:
