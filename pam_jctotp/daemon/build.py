@@ -154,10 +154,16 @@ def open_serving(cfg: configmod.Config) -> tuple[Store, bytes]:
 Sync = FleetSync | DirectorySync
 
 
+def protected_groups(cfg: configmod.Config) -> frozenset[str]:
+    """Local groups no directory user may join by a GID collision: break_glass_group and
+    the shipped sshd drop-in's key-alone group (sshd_config.d/jctotp-key.conf)."""
+    return frozenset(g for g in (cfg.break_glass_group, "automation") if g)
+
+
 def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, list[Sync]]:
     store, key = open_serving(cfg)
     box = SecretBox(load_ring(cfg.key_path) if cfg.database else key)   # rotate-key's ring
-    system = NssAccounts()
+    system = NssAccounts(protected_groups=protected_groups(cfg))
     local = AuditLog(cfg.audit_log, cfg.audit_syslog, cfg.host_name)
     clock = Clock(controllable=cfg.clock_control)
     source = store   # the markers follow the database itself (never a break-glass copy)

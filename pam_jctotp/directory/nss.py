@@ -26,12 +26,20 @@ from ..errors import UsageError
 from . import Identity
 
 GROUP_TTL = 10.0  # seconds
+# Debian's SYS_GID_MAX: groups below it are the system's (sudo, adm, docker, shadow …);
+# 100 ("users") is the one a directory commonly shares as everyone's primary group.
+SYSTEM_GID_MAX = 999
+SHARED_GIDS = frozenset({100})
 
 
 class NssAccounts:
     def __init__(self, ttl: float = GROUP_TTL,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 protected_groups: frozenset[str] = frozenset()) -> None:
         self.ttl = ttl
+        # local groups that grant something (break_glass_group, the sshd drop-in's
+        # automation group): never a directory user's primary group by a GID collision
+        self.protected_groups = protected_groups
         self._monotonic = monotonic
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._lock = threading.Lock()
@@ -136,15 +144,24 @@ class NssAccounts:
             raise UsageError(f"usermod {name} failed: {proc.stderr.strip()}")
         return args[::2]
 
-    @staticmethod
-    def _group(name: str, gid: int) -> None:
+    def _group(self, name: str, gid: int) -> None:
         """The directory's primary group: made (named after the user) when this host
-        has no group with that GID, as JumpCloud's agent does."""
+        has no group with that GID, as JumpCloud's agent does. A GID that is a local
+        system group's or a protected group's is refused like a UID clash: the primary
+        group is a membership (initgroups), and a collision would silently make a
+        directory user a member of sudo, break_glass_group or automation."""
         try:
-            grp.getgrgid(gid)
-            return
+            local = grp.getgrgid(gid)
         except KeyError:
-            pass
+            local = None
+        if local is not None:
+            if (local.gr_name in self.protected_groups
+                    or (gid <= SYSTEM_GID_MAX and gid not in SHARED_GIDS)):
+                raise UsageError(f"GID {gid} of directory user {name} is the local group "
+                                 f"{local.gr_name}'s, which would make {name} a member of "
+                                 f"it; {name}'s account was not changed (give the group "
+                                 "another GID, the directory's is never changed)")
+            return
         proc = subprocess.run(["groupadd", "--gid", str(gid), name], capture_output=True,
                               text=True, timeout=30)
         if proc.returncode != 0:

@@ -60,6 +60,44 @@ def test_a_uid_clash_is_refused_with_one_clear_message(ldap_daemon, slapd, names
     assert pwd.getpwuid(uid).pw_name == local
 
 
+@pytest.mark.parametrize("which", ["break_glass_group", "system group"])
+def test_a_gid_of_a_protected_or_system_group_is_refused(ldap_daemon, slapd, names, which):
+    """The rollout walk: `groupadd ops` took the next directory user's gidNumber, and that
+    user became a break-glass member through the primary group. A directory GID that is
+    break_glass_group's (or the automation group's, or any system group's) is refused."""
+    tag = "s" if which == "system group" else "b"   # (names repeat per test on a worker)
+    group, name = names("g" + tag), names("d" + tag)
+    if which == "system group":
+        subprocess.run(["groupadd", "--system", group], check=True, capture_output=True)
+        gid = grp.getgrnam(group).gr_gid
+        assert gid <= 999
+        uid = gid if not account_with_uid(gid) else None
+        if uid is None:
+            pytest.skip(f"UID {gid} is a local account's here")
+        daemon = ldap_daemon(create_system_accounts=True)
+    else:
+        gid = uid = free_uid()
+        subprocess.run(["groupadd", "--gid", str(gid), group], check=True, capture_output=True)
+        daemon = ldap_daemon(create_system_accounts=True, break_glass_group=group)
+    try:
+        slapd.add_user(name, uid=uid)          # gidNumber = uidNumber = the group's GID
+        r = daemon.request("user.add", name=name, mfa=False, system_account=True)
+        assert r.exit != 0
+        assert f"GID {gid}" in r.message and group in r.message, r.message
+        assert account(name) is None
+        assert name not in grp.getgrnam(group).gr_mem
+    finally:
+        subprocess.run(["groupdel", group], capture_output=True)
+
+
+def account_with_uid(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
 
 def shadow(name: str) -> list[str]:
     with open("/etc/shadow", encoding="utf-8") as fh:
