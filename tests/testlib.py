@@ -75,6 +75,7 @@ class Daemon:
         done = self.cli("fleet", "init")
         if done.returncode != 0:   # as a daemon that does not start
             raise RuntimeError(f"jctotp fleet init failed: {done.stderr}")
+        host_clock(self.config["database"])
         return done.stdout
 
     def start(self) -> Daemon:
@@ -180,6 +181,15 @@ class Daemon:
         if not self.audit_path.exists():
             return []
         return [json.loads(line) for line in self.audit_path.read_text().splitlines()]
+
+
+def host_clock(uri: str, clock: str = "host") -> None:
+    """As the schema's owner: the fleet's code check takes the hosts' clocks ('host'),
+    since tests move time per host (set_clock); a fleet's default, 'database', takes
+    the database server's (store/pg_codecheck.py)."""
+    import psycopg
+    with psycopg.connect(uri, autocommit=True) as db:
+        db.execute("UPDATE jctotp_totp_rule SET clock = %s", (clock,))
 
 
 _public_root: list[Path] = []

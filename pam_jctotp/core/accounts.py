@@ -118,14 +118,22 @@ class Accounts:
         if shared is None:
             return []
         ahead = self.now() - (shared + self.clock.offset)
+        try:   # whose clock checks the codes (store/pg_codecheck.py)
+            hosts = self.store.code_clock() == "host"   # type: ignore[attr-defined]
+        except (AttributeError, StoreError):
+            hosts = False
+        which = ("TOTP codes are checked against this host's clock (the fleet's owner set "
+                 "clock 'host'), locks against the database's" if hosts else
+                 "the database's clock is the authority: codes and locks are checked "
+                 "against it; this host's stamps its audit and checks break-glass logins "
+                 "in an outage")
         if abs(ahead) <= CLOCK_TOLERANCE:
             return [("ok", f"this host's clock is within {CLOCK_TOLERANCE:g} s of the fleet "
-                     "database's clock")]
+                     f"database's clock ({which})")]
         level = "fail" if abs(ahead) > self.totp.period else "warn"
         return [(level, f"this host's clock is {abs(ahead):.0f} s "
-                 f"{'ahead of' if ahead > 0 else 'behind'} the fleet database's clock: TOTP "
-                 "codes are checked against this host's clock (locks use the database's); "
-                 "synchronize it (NTP)")]
+                 f"{'ahead of' if ahead > 0 else 'behind'} the fleet database's clock: "
+                 f"{which}; synchronize it (NTP)")]
 
     def groups_of(self, name: str) -> frozenset[str]:
         return self.directory.groups_of(name)

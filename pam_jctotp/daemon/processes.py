@@ -188,6 +188,7 @@ def child_main(argv: list[str] | None = None) -> int:
     if policy_sync is not None:
         policy_sync.stop()
     argon2.shutdown(wait=False, cancel_futures=True)
+    serve.close_outbox(accounts)   # its lock mails: not lost without a word
     accounts.store.close()
     audit.close()
     return 0

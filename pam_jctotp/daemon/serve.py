@@ -159,12 +159,19 @@ def _stop(accounts: Accounts, audit: AuditLog | FleetAudit, syncs: list[Sync],
     argon2.shutdown(wait=False, cancel_futures=True)
     for sync in syncs:
         sync.stop()
-    if isinstance(accounts.outbox, Mailer):
-        accounts.outbox.close()
+    close_outbox(accounts)
     if exporter is not None:
         exporter.stop()
     accounts.store.close()
     audit.close()
+
+
+def close_outbox(accounts: Accounts) -> None:
+    """At a stop, the mails of this process (jctotpd, or a PAM process: each mails what
+    it audits): a delivery in flight finishes, those still queued are counted in one
+    log line, never dropped without a word."""
+    if isinstance(accounts.outbox, Mailer):
+        accounts.outbox.close()
 
 
 def _housekeeper(job: Callable[[], None] | None, stop: threading.Event

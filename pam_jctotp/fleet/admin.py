@@ -162,6 +162,9 @@ def import_host(cfg: configmod.Config, source: Path, old_key: Path, on_clash: st
     lines = [f"imported {len(done)} user(s) from {source}: {', '.join(done) or '-'}"]
     if skipped:
         lines.append(f"skipped (already in the fleet): {', '.join(skipped)}")
+    replaced = [n for n in done if n in clashes] if on_clash == "replace" else []
+    if replaced:   # their keys, recovery codes and counters in the fleet are gone
+        lines.append(f"replaced (the fleet's record dropped): {', '.join(replaced)}")
     if lost_codes:
         lines.append("recovery codes not moved (made with another key; run `jctotp "
                      f"recovery-codes` as the user): {', '.join(lost_codes)}")
@@ -188,7 +191,7 @@ def break_glass(cfg: configmod.Config, names: list[str], admin_uri: str) -> str:
     finally:
         store.close()
     return (f"Break-glass keys: {', '.join(sorted(set(names))) or 'nobody'}; only these "
-            "users' TOTP keys reach the hosts' copies (at their next sync).\n")
+            "users' TOTP keys reach the hosts' copies (each host's copy follows within seconds).\n")
 
 
 def hosts_parser(sub: Any) -> None:

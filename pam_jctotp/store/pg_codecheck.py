@@ -12,6 +12,8 @@ through SECURITY DEFINER functions owned by the schema's owner:
   user's row lock; it returns only the outcome (totp / replay / wrong_code /
   recovery / throttled) and the step. A recovery code's keyed hash (the host
   computes it with the fleet key, as before) is compared and consumed there too.
+  Since migration 7 the step comes from the database's clock, not the host's (see
+  CHECK_FUNCTION_V7), and every compare is of per-call HMACs (constant time).
 - `jctotp_put_key` writes a new key (enrollment): a host may write a key, never read one.
 - `jctotp_break_glass_keys` returns the keys of the users named in
   `jctotp_break_glass` (the owner writes it: `jctotp fleet break-glass`), for the
@@ -65,16 +67,9 @@ HOTP_FUNCTION = """
     END $$;
 """
 
-CHECK_FUNCTION = """
-    CREATE FUNCTION jctotp_check_code(p_name TEXT, p_code TEXT, p_recovery TEXT,
-                                      p_now DOUBLE PRECISION, p_consume BOOLEAN,
-                                      p_reset BOOLEAN, OUT outcome TEXT, OUT step BIGINT)
-        LANGUAGE plpgsql SECURITY DEFINER AS $$
-    DECLARE r jctotp_totp_rule; u RECORD; db_now DOUBLE PRECISION; cur BIGINT;
-            s BIGINT; code TEXT;
-    BEGIN
-        SELECT * INTO r FROM jctotp_totp_rule WHERE id = 1;
-        db_now := extract(epoch FROM clock_timestamp());
+# Parts of jctotp_check_code that migrations 6 and 7 share (text a migration ran: a
+# change to them is a new migration's, never an edit here).
+_LOCK_AND_CEILING = """
         -- the user's row lock serialises every check of this user, fleet-wide
         SELECT us.last_step, k.totp_key, k.guard_count, k.guard_start,
                greatest(r.guard_limit, least(coalesce(us.max_attempts, 0), 100)) AS guard_limit
@@ -94,7 +89,39 @@ CHECK_FUNCTION = """
             outcome := 'throttled';
             RETURN;
         END IF;
-        IF p_code ~ ('^[0-9]{' || r.digits || '}$') THEN
+"""
+_ACCEPT_STEP = """        IF step IS NOT NULL THEN
+            IF NOT p_consume THEN
+                outcome := 'totp';
+            ELSIF step <= u.last_step THEN
+                outcome := 'replay';
+            ELSE
+                UPDATE users SET last_step = step,
+                       failed_count = CASE WHEN p_reset THEN 0 ELSE failed_count END,
+                       fail_window_start = CASE WHEN p_reset THEN NULL
+                                                ELSE fail_window_start END
+                 WHERE name = p_name;
+                outcome := 'totp';
+            END IF;
+"""
+_COUNT_GUESS = """        UPDATE jctotp_secrets SET guard_start = u.guard_start,
+               guard_count = CASE WHEN outcome IN ('totp', 'recovery') AND p_consume THEN 0
+                                  WHEN outcome = 'wrong_code' THEN u.guard_count + 1
+                                  ELSE u.guard_count END
+         WHERE name = p_name;
+"""
+
+CHECK_FUNCTION = f"""
+    CREATE FUNCTION jctotp_check_code(p_name TEXT, p_code TEXT, p_recovery TEXT,
+                                      p_now DOUBLE PRECISION, p_consume BOOLEAN,
+                                      p_reset BOOLEAN, OUT outcome TEXT, OUT step BIGINT)
+        LANGUAGE plpgsql SECURITY DEFINER AS $$
+    DECLARE r jctotp_totp_rule; u RECORD; db_now DOUBLE PRECISION; cur BIGINT;
+            s BIGINT; code TEXT;
+    BEGIN
+        SELECT * INTO r FROM jctotp_totp_rule WHERE id = 1;
+        db_now := extract(epoch FROM clock_timestamp());
+{_LOCK_AND_CEILING}        IF p_code ~ ('^[0-9]{{' || r.digits || '}}$') THEN
             -- core/totp.py's Totp.step, the same IEEE expression (no float underflow)
             cur := CASE WHEN p_now < r.period THEN 0
                         ELSE floor(p_now / r.period)::BIGINT END;
@@ -108,32 +135,73 @@ CHECK_FUNCTION = """
                 s := s + 1;
             END LOOP;
         END IF;
-        IF step IS NOT NULL THEN
-            IF NOT p_consume THEN
-                outcome := 'totp';
-            ELSIF step <= u.last_step THEN
-                outcome := 'replay';
-            ELSE
-                UPDATE users SET last_step = step,
-                       failed_count = CASE WHEN p_reset THEN 0 ELSE failed_count END,
-                       fail_window_start = CASE WHEN p_reset THEN NULL
-                                                ELSE fail_window_start END
-                 WHERE name = p_name;
-                outcome := 'totp';
-            END IF;
-        ELSIF p_recovery IS NOT NULL AND p_consume THEN
+{_ACCEPT_STEP}        ELSIF p_recovery IS NOT NULL AND p_consume THEN
             UPDATE recovery_codes SET used_at = p_now
              WHERE "user" = p_name AND code_hash = p_recovery AND used_at IS NULL;
             IF FOUND THEN
                 outcome := 'recovery';
             END IF;
         END IF;
-        UPDATE jctotp_secrets SET guard_start = u.guard_start,
-               guard_count = CASE WHEN outcome IN ('totp', 'recovery') AND p_consume THEN 0
-                                  WHEN outcome = 'wrong_code' THEN u.guard_count + 1
-                                  ELSE u.guard_count END
-         WHERE name = p_name;
-    END $$;
+{_COUNT_GUESS}    END $$;
+"""
+
+# Migration 7: the same function (CREATE OR REPLACE, the same signature: the hosts'
+# grants and the REVOKE from PUBLIC hold), with two changes.
+# - The step comes from the database's clock, not p_now: a stolen host passing a far
+#   future time burnt the replay watermark (every later code a "replay", fleet-wide),
+#   and an old time had captured codes checked at their time. A fleet whose owner set
+#   jctotp_totp_rule.clock = 'host' takes p_now (test fleets, whose hosts move time
+#   with set_clock; a host role cannot write that table). Not "p_now within a bounded
+#   skew": any bound wide enough for the tests' clocks (days) is one a stolen host
+#   can burn the watermark across, and a narrow one would only make the tests lie.
+# - Codes and recovery hashes are compared as HMACs under a key drawn per call
+#   (gen_random_bytes), every candidate and every unused recovery code, no early exit:
+#   a plain `=` stops at the first differing byte, and its time would say how much of
+#   a guess was right; the digests of a fresh key say nothing a caller can use.
+CHECK_FUNCTION_V7 = f"""
+    CREATE OR REPLACE FUNCTION jctotp_check_code(p_name TEXT, p_code TEXT, p_recovery TEXT,
+                                      p_now DOUBLE PRECISION, p_consume BOOLEAN,
+                                      p_reset BOOLEAN, OUT outcome TEXT, OUT step BIGINT)
+        LANGUAGE plpgsql SECURITY DEFINER AS $$
+    DECLARE r jctotp_totp_rule; u RECORD; db_now DOUBLE PRECISION; t DOUBLE PRECISION;
+            cur BIGINT; s BIGINT; mac_key BYTEA := gen_random_bytes(32); want BYTEA;
+            hit BOOLEAN; used TEXT; h TEXT;
+    BEGIN
+        SELECT * INTO r FROM jctotp_totp_rule WHERE id = 1;
+        db_now := extract(epoch FROM clock_timestamp());
+        t := CASE WHEN r.clock = 'host' AND p_now IS NOT NULL THEN p_now ELSE db_now END;
+{_LOCK_AND_CEILING}        IF p_code ~ ('^[0-9]{{' || r.digits || '}}$') THEN
+            -- core/totp.py's Totp.step, the same IEEE expression (no float underflow)
+            cur := CASE WHEN t < r.period THEN 0 ELSE floor(t / r.period)::BIGINT END;
+            want := hmac(convert_to(p_code, 'UTF8'), mac_key, 'sha256');
+            s := greatest(0, cur - r.drift);
+            WHILE s <= cur + r.drift LOOP
+                hit := hmac(convert_to(jctotp_hotp(u.totp_key, s, r.digits), 'UTF8'),
+                            mac_key, 'sha256') = want;
+                IF hit AND step IS NULL THEN
+                    step := s;
+                END IF;
+                s := s + 1;
+            END LOOP;
+        END IF;
+{_ACCEPT_STEP}        ELSIF p_recovery IS NOT NULL AND p_consume THEN
+            want := hmac(convert_to(p_recovery, 'UTF8'), mac_key, 'sha256');
+            FOR h IN SELECT rc.code_hash FROM recovery_codes rc
+                      WHERE rc."user" = p_name AND rc.used_at IS NULL LOOP
+                hit := hmac(convert_to(h, 'UTF8'), mac_key, 'sha256') = want;
+                IF hit AND used IS NULL THEN
+                    used := h;
+                END IF;
+            END LOOP;
+            IF used IS NOT NULL THEN   -- (the stored value: no compare of the caller's)
+                UPDATE recovery_codes SET used_at = t
+                 WHERE "user" = p_name AND code_hash = used AND used_at IS NULL;
+                IF FOUND THEN
+                    outcome := 'recovery';
+                END IF;
+            END IF;
+        END IF;
+{_COUNT_GUESS}    END $$;
 """
 
 PUT_FUNCTION = """
@@ -252,6 +320,22 @@ def migration(rule: Totp = RULE) -> str:
         END IF;
     END $$;
     """
+
+
+# Migration 7 (postgres.MIGRATIONS), issue 22's stolen-host gaps: the code check on
+# the database's clock and compared in constant time (CHECK_FUNCTION_V7), and
+# `jctotp fleet break-glass` wakes the hosts' syncs as a user's change does (the
+# trigger of migration 1's function: a NOTIFY and the change counter, for the hosts
+# behind PgBouncer), so their copies drop a member within seconds.
+MIGRATION_7 = f"""
+    ALTER TABLE jctotp_totp_rule ADD COLUMN clock TEXT NOT NULL DEFAULT 'database'
+        CHECK (clock IN ('database', 'host'));
+    {CHECK_FUNCTION_V7}
+    {pin_search_path(CHECK_SIGNATURE)}
+    CREATE TRIGGER break_glass_changed
+        AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jctotp_break_glass
+        FOR EACH STATEMENT EXECUTE FUNCTION jctotp_users_changed();
+"""
 
 
 def _literal(text: str) -> str:

@@ -19,7 +19,7 @@ import pamdriver as pd
 import pyotp
 import pytest
 from fleetlib import service
-from testlib import code_at
+from testlib import code_at, host_clock
 
 pytestmark = pytest.mark.fleet
 
@@ -76,3 +76,26 @@ def test_doctor_finds_a_host_clock_in_step_with_the_database(make_host):
     found = json.loads(a.cli("doctor", "--json").stdout)
     said = [f for f in found if "database's clock" in f["what"]]
     assert [f["level"] for f in said] == ["ok"], found
+
+
+def test_on_a_database_clock_fleet_the_database_s_clock_checks_codes(make_host, confdir,
+                                                                     pg_uri):
+    """A fleet's default (pg_codecheck.py, clock 'database'): a host whose NTP is broken
+    still accepts the phones' codes and refuses the ones its own clock expects, and
+    doctor says which clock is the authority."""
+    a = make_host("a")
+    b = make_host("b")
+    host_clock(pg_uri, "database")
+    totp = a.add_user("alice")
+    b.set_clock(0, skew=AHEAD)
+    r = pd.run(confdir, service(confdir, b), "alice", [PASSWORD, code_at(totp, AHEAD)])
+    assert r.rc == pd.PAM_AUTH_ERR, r
+    r = pd.run(confdir, service(confdir, b), "alice", [PASSWORD, code_at(totp)])
+    assert r.rc == pd.PAM_SUCCESS, r
+    found = json.loads(b.cli("doctor", "--json").stdout)
+    said = [f for f in found if "database's clock" in f["what"]]
+    assert said and said[0]["level"] != "ok" and "ahead" in said[0]["what"], found
+    assert "the authority" in said[0]["what"], said
+    found = json.loads(a.cli("doctor", "--json").stdout)
+    said = [f for f in found if "database's clock" in f["what"]]
+    assert [f["level"] for f in said] == ["ok"] and "the authority" in said[0]["what"], said

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 
 import psycopg
 import pytest
@@ -33,6 +34,7 @@ def db(pg_cluster):
     PostgresStore(uri, create=True).close()
     with psycopg.connect(uri, autocommit=True) as conn:
         conn.execute("UPDATE jctotp_totp_rule SET guard_limit = 1000000000")
+        conn.execute("UPDATE jctotp_totp_rule SET clock = 'host'")   # the times given here
         conn.execute("INSERT INTO users (name, created_at) VALUES ('alice', 0)")
         yield conn
 
@@ -137,6 +139,36 @@ def test_the_guess_ceiling_no_host_can_reset(db):
         db.execute("UPDATE jctotp_totp_rule SET guard_limit = 1000000000")
 
 
+def test_codes_are_compared_as_keyed_digests_every_candidate(db):
+    """No plain `=` on a code or a recovery hash (it stops at the first differing
+    byte): per call a random key, and the HMACs of both sides compared, for every
+    candidate and every unused recovery code, with no early exit."""
+    source = db.execute("SELECT prosrc FROM pg_proc WHERE proname = 'jctotp_check_code'"
+                        ).fetchone()[0]
+    compares = re.findall(r"[\w.()]+\s*=\s*p_(?:code|recovery)\b", source)
+    assert compares == [], compares
+    assert "gen_random_bytes" in source and "EXIT" not in source.upper().split()
+    set_rule(db)
+    key = os.urandom(20)
+    put_key(db, key)
+    totp, secret, now = Totp(), secret_of(key), 1_700_000_000.0
+    for drift in (-1, 0, 1):   # a match at each candidate, and none
+        code = totp.code(secret, totp.step(now) + drift)
+        assert sql_check(db, code, now) == ("totp", totp.step(now) + drift)
+    db.execute("""INSERT INTO recovery_codes ("user", code_hash) VALUES """
+               "('alice', 'h1'), ('alice', 'h2'), ('alice', 'h3')")
+    try:
+        call = "SELECT * FROM jctotp_check_code('alice', NULL, %s, %s, true, false)"
+        assert db.execute(call, ("h2", now)).fetchone()[0] == "recovery"
+        assert db.execute(call, ("h2", now)).fetchone()[0] == "wrong_code"   # used
+        assert db.execute(call, ("h4", now)).fetchone()[0] == "wrong_code"
+        assert [r[0] for r in db.execute(
+            """SELECT code_hash FROM recovery_codes WHERE "user" = 'alice' """
+            "AND used_at IS NULL ORDER BY 1")] == ["h1", "h3"]
+    finally:
+        db.execute("""DELETE FROM recovery_codes WHERE "user" = 'alice'""")
+
+
 def test_keys_sealed_before_are_opened_by_the_owner_after_the_upgrade(pg_cluster, monkeypatch):
     """A fleet of before migration 5 (keys sealed with the fleet key in users): the
     upgrade moves them out of the hosts' reach, and the owner, who holds the key,
@@ -156,6 +188,8 @@ def test_keys_sealed_before_are_opened_by_the_owner_after_the_upgrade(pg_cluster
                    pending_secret=box.seal(Totp.new_secret(), "bob", PENDING_PURPOSE))
         old.close()
     new = PostgresStore(uri, unseal=daemon.unsealer(key))
+    with psycopg.connect(uri, autocommit=True) as owner:   # the time given below
+        owner.execute("UPDATE jctotp_totp_rule SET clock = 'host'")
     try:
         rec = new.get("bob")
         assert rec.pending_secret is None and len(rec.totp_secret) == 16   # an id

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pamdriver as pd
+import pyotp
 import pytest
 import yaml
 from fleetlib import service
@@ -122,6 +123,49 @@ def test_fleet_import_names_a_host_key_replaced_by_the_fleets(make_host, confdir
     assert "imported 2 user(s)" in done.stdout
     assert pd.run(confdir, service(confdir, fleet), "bob",
                   [PASSWORD, code_at(bob)]).rc == pd.PAM_SUCCESS
+
+
+def test_fleet_import_on_clash_refuse_skip_replace(make_host, confdir, tmp_path_factory):
+    """A name on both (alice): refused by default (nothing moves), kept by `skip`, and
+    by `replace` the imported record wins: the island's key logs in, the fleet's old
+    key and its recovery codes are refused."""
+    island = sqlite_host(tmp_path_factory)
+    mine = island.add_user("alice")
+    island.add_user("dave", mfa=False)
+    island.stop()
+    fleet = make_host("a", max_attempts=100)
+    added = fleet.ok("user.add", name="alice", password="the fleet's password", mfa=True,
+                     admin=False, system_account=False)
+    theirs = pyotp.parse_uri(added["otpauth_uri"])
+    island.config.update(database=fleet.config["database"],
+                         secret_key_file=fleet.config["secret_key_file"])
+    island.config_path.write_text(yaml.safe_dump(island.config))
+    svc = service(confdir, fleet)
+
+    def login(password: str, totp, offset: float) -> int:
+        fleet.set_clock(offset)
+        return pd.run(confdir, svc, "alice", [password, code_at(totp, offset)]).rc
+
+    refused = island.cli("fleet", "import")
+    assert refused.returncode != 0 and "alice" in refused.stderr, refused.stderr
+    assert fleet.request("user.show", name="dave").exit == 3          # nothing moved
+    assert login("the fleet's password", theirs, 0) == pd.PAM_SUCCESS
+    skipped = island.cli("fleet", "import", "--on-clash", "skip")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "imported 1 user(s)" in skipped.stdout and ": dave" in skipped.stdout
+    assert "skipped (already in the fleet): alice" in skipped.stdout
+    assert login("the fleet's password", theirs, 30) == pd.PAM_SUCCESS
+    replaced = island.cli("fleet", "import", "--on-clash", "replace")
+    assert replaced.returncode == 0, replaced.stderr
+    assert "imported 2 user(s)" in replaced.stdout, replaced.stdout
+    assert "replaced (the fleet's record dropped): alice, dave" in replaced.stdout
+    assert login("the fleet's password", theirs, 60) == pd.PAM_AUTH_ERR
+    assert login(PASSWORD, theirs, 90) == pd.PAM_AUTH_ERR              # the old key
+    assert login(PASSWORD, mine, 120) == pd.PAM_SUCCESS                # the imported one
+    fleet.set_clock(150)
+    assert pd.run(confdir, svc, "alice", [PASSWORD, added["recovery_codes"][0]]
+                  ).rc == pd.PAM_AUTH_ERR
+    assert fleet.user("alice")["failed_attempts"] >= 1
 
 
 def test_fleet_init_says_what_to_do_on_this_host_and_the_others(make_host):

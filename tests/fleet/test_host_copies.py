@@ -278,32 +278,32 @@ def test_break_glass_warns_once_per_user_per_outage_minute(tmp_path, caplog):
     assert lines() == 3                      # a new outage warns at once
 
 
-def test_a_host_role_copies_only_the_keys_the_owner_listed(make_host, confdir, pg, pg_uri,
-                                                           scratch_accounts):
-    """Issue 22: a host role reads no key, except through jctotp_break_glass_keys, for
-    the users `jctotp fleet break-glass` listed; a group member the owner did not list
-    is left out of the copy (fails closed in an outage), never copied without a key."""
-    prefix = scratch_accounts
+def ops_and_dev(make_host, prefix: str, pg_uri: str, listed: list[str]):
+    """Two users of a break-glass group; host A (the owner), host B (a host role) started
+    after `fleet break-glass` lists `listed`: (a, b, (ops's totp, dev's))."""
     group = f"{prefix}bg"
     subprocess.run(["groupadd", group], check=True)
     for name in ("ops", "dev"):
         subprocess.run(["useradd", "-G", group, f"{prefix}{name}"], check=True)
     a = make_host("a")
     b = make_host("b", role=True, break_glass_group=group, start=False)
-    ops, dev = a.add_user(f"{prefix}ops"), a.add_user(f"{prefix}dev")
-    done = a.cli("fleet", "break-glass", "--admin-database", pg_uri, f"{prefix}ops")
+    totps = a.add_user(f"{prefix}ops"), a.add_user(f"{prefix}dev")
+    done = a.cli("fleet", "break-glass", "--admin-database", pg_uri,
+                 *[f"{prefix}{n}" for n in listed])
     assert done.returncode == 0, done.stderr
     b.start()
+    return a, b, totps
+
+
+def test_a_host_role_copies_only_the_keys_the_owner_listed(make_host, confdir, pg, pg_uri,
+                                                           scratch_accounts):
+    """Issue 22: a host role reads no key, except through jctotp_break_glass_keys, for
+    the users `jctotp fleet break-glass` listed; a group member the owner did not list
+    is left out of the copy (fails closed in an outage), never copied without a key."""
+    prefix = scratch_accounts
+    a, b, (ops, dev) = ops_and_dev(make_host, prefix, pg_uri, ["ops"])
     copy = Path(b.config["state_dir"]) / "break-glass.db"
-
-    def copied() -> list[str]:
-        if not copy.exists():
-            return []
-        with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as db:
-            return [r[0] for r in db.execute("SELECT name FROM users WHERE totp_secret "
-                                             "IS NOT NULL")]
-
-    assert eventually(lambda: copied() == [f"{prefix}ops"])
+    assert eventually(lambda: copy.exists() and _copied(copy) == [f"{prefix}ops"])
     svc_b = service(confdir, b, timeout=5)
     pg.stop()
     assert pd.run(confdir, svc_b, f"{prefix}ops",
@@ -311,3 +311,18 @@ def test_a_host_role_copies_only_the_keys_the_owner_listed(make_host, confdir, p
     assert pd.run(confdir, svc_b, f"{prefix}dev",
                   [PASSWORD, code_at(dev)]).rc == pd.PAM_AUTHINFO_UNAVAIL
     pg.healthy()
+
+
+def test_fleet_break_glass_wakes_the_hosts(make_host, pg_uri, scratch_accounts):
+    """`jctotp fleet break-glass` notifies the fleet, as a user's change does: B's copy
+    drops a member the owner took off the list within seconds, not at its periodic
+    resync (sync.RESYNC, 60 s after its last sync)."""
+    prefix = scratch_accounts
+    a, b, _ = ops_and_dev(make_host, prefix, pg_uri, ["ops", "dev"])
+    copy = Path(b.config["state_dir"]) / "break-glass.db"
+    assert eventually(lambda: copy.exists() and sorted(_copied(copy)) == [f"{prefix}dev",
+                                                                          f"{prefix}ops"])
+    done = a.cli("fleet", "break-glass", "--admin-database", pg_uri, f"{prefix}ops")
+    assert done.returncode == 0, done.stderr
+    assert eventually(lambda: _copied(copy) == [f"{prefix}ops"], timeout=8), _copied(copy)
+    assert "within seconds" in done.stdout

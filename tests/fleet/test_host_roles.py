@@ -279,3 +279,36 @@ def test_no_table_view_or_function_gives_a_host_a_secret(make_host, pg_uri):
     with as_host(b) as db:
         rows = db.execute("SELECT name, totp_key FROM jctotp_break_glass_keys()").fetchall()
     assert [(n, bytes(k)) for n, k in rows] == [("alice", key)]
+
+
+def test_a_host_cannot_move_the_code_check_s_clock(make_host, pg_uri):
+    """The fleet's code check takes the step from the database's clock (pg_codecheck.py:
+    clock 'database', the default; test fleets say 'host', since their hosts move time).
+    A stolen host passing a far-future time neither burns the replay watermark ahead
+    (every later code a "replay", fleet-wide) nor gets a future or a captured old code
+    checked at its time; a code of the database's now still passes."""
+    a = make_host("a")
+    totp = a.add_user("alice")
+    with psycopg.connect(pg_uri, autocommit=True) as owner:
+        owner.execute("UPDATE jctotp_totp_rule SET clock = 'database'")
+
+    def db_step(db) -> int:
+        return int(db.execute("SELECT floor(extract(epoch FROM clock_timestamp()) / 30)"
+                              ).fetchone()[0])
+
+    def check(db, code: str, now: float) -> tuple[str, int | None]:
+        return db.execute("SELECT * FROM jctotp_check_code('alice', %s, NULL, %s, true, "
+                          "false)", (code, now)).fetchone()
+
+    far = time.time() + 10 * 365 * 86400
+    with as_host(a) as db:
+        assert check(db, totp.at(far), far) == ("wrong_code", None)
+        old = time.time() - 3600       # a code captured an hour ago, at its time
+        assert check(db, totp.at(old), old) == ("wrong_code", None)
+        assert db.execute("SELECT last_step FROM users WHERE name = 'alice'"
+                          ).fetchone()[0] <= db_step(db)
+        now_step = db_step(db)
+        outcome, step = check(db, code_at(totp), far)
+        assert outcome == "totp" and abs(step - now_step) <= 1
+        last = db.execute("SELECT last_step FROM users WHERE name = 'alice'").fetchone()[0]
+        assert last == step <= db_step(db) + 1

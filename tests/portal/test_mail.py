@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
+from pathlib import Path
 
 import pyotp
+import pytest
 from portallib import Browser
 from testlib import code_at
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pam"))
+from test_pam_processes import at_once, raw_login, wait_serving  # noqa: E402
 
 PASSWORD = "correct horse battery"
 
@@ -113,6 +119,58 @@ def test_account_locked_mail(stack, smtp):
         b.post("/signin", {"name": "bob", "password": "not the password"})
     msg = smtp.wait(1)[0]
     assert "locked" in msg["Subject"] and msg["To"] == "bob@example.org"
+
+
+def lock_over_pam_processes(daemon, processes: int) -> list[str]:
+    """Six users with an address, each locked by wrong codes sent six at once to the PAM
+    socket (so that, with pam_processes: 2, both processes lock some); their names."""
+    if processes > 1:
+        wait_serving(daemon)
+    names = [f"lock{n}" for n in range(6)]
+    for name in names:
+        totp = daemon.add_user(name)
+        daemon.ok("user.set", name=name, email=f"{name}@example.org")
+        valid = {code_at(totp, d) for d in (-30, 0, 30)}
+        wrong = next(f"{n:06d}" for n in range(10**6) if f"{n:06d}" not in valid)
+        at_once(6, raw_login, daemon.pam_socket, name, wrong)
+    assert all(daemon.user(n)["locked"] for n in names)
+    return names
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_account_locked_mail_once_whichever_pam_process_locks(make_daemon, smtp, processes):
+    """Locks made by logins on the PAM socket, served by jctotpd or (`pam_processes: 2`)
+    by its child too: each locked user gets exactly one mail."""
+    daemon = make_daemon(**smtp_keys(smtp), max_attempts=3, pam_processes=processes)
+    names = lock_over_pam_processes(daemon, processes)
+    smtp.wait(len(names))
+    time.sleep(2)   # (a second mail of a lock would have come by now)
+    sent = sorted(m["To"] for m in smtp.messages)
+    assert sent == sorted(f"{n}@example.org" for n in names), sent
+    assert all("locked" in m["Subject"] for m in smtp.messages)
+    log = daemon.log.read_text()
+    served_by = set(re.findall(r"jctotpd\[(\d+)\]: \w+ auth totp user=lock\d ", log))
+    assert len(served_by) == processes, served_by
+    assert log.count(": account_locked sent to lock") == len(names), log
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_lock_mails_unsent_at_a_stop_are_named_by_every_pam_process(make_daemon, smtp,
+                                                                     processes):
+    """The SMTP server is down while the locks happen, then jctotpd stops: each process
+    that queued a mail (a child too) says how many it could not send, none silently."""
+    port = smtp.port
+    smtp.stop()
+    daemon = make_daemon(smtp={"host": "127.0.0.1", "port": port, "from": "mfa@example.org"},
+                         max_attempts=3, pam_processes=processes)
+    names = lock_over_pam_processes(daemon, processes)
+    daemon.stop()
+    log = daemon.log.read_text()
+    unsent = re.findall(r"jctotpd\[(\d+)\]: WARNING stopping with (\d+) mail\(s\) unsent",
+                        log)
+    assert sum(int(n) for _, n in unsent) == len(names), log
+    tried = set(re.findall(r"jctotpd\[(\d+)\]: ERROR mail: cannot send through", log))
+    assert {pid for pid, _ in unsent} == tried, log   # every process that had one
 
 
 def test_a_dead_smtp_server_blocks_nothing_and_the_mail_comes_later(stack, smtp):

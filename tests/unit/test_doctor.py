@@ -150,6 +150,13 @@ def test_clock_sync(state, how, level):
     assert "unknown" in found[0].what if state == "unknown" else True
 
 
+def test_clock_sync_on_a_fleet_names_the_database_s_clock_as_the_authority():
+    found = doctor.clock_findings(Host(clock=lambda: ("no", "timedatectl")), fleet=True)
+    assert [f.level for f in found] == ["fail"]
+    assert "database server's clock is the authority" in found[0].what, found
+    assert "TOTP codes are checked against this clock" not in found[0].what, found
+
+
 def test_clock_sync_says_what_it_used():
     state, how = doctor.clock_sync()
     assert state in ("yes", "no", "unknown") and how

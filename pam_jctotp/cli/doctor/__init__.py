@@ -54,6 +54,6 @@ def run(cfg: Config, config_path: str = "", config_problems: list[str] | None = 
     found.extend(pam_findings(cfg, host))
     found.extend(sshd_check(host))
     found.extend(root.findings(host, cfg.unknown_users))   # root's way in during an outage
-    found.extend(clock_findings(host))
+    found.extend(clock_findings(host, fleet=bool(cfg.database)))
     found.extend(portal.findings(cfg, host))   # the portal and mail (issue 23)
     return found

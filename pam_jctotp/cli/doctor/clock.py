@@ -48,7 +48,9 @@ def clock_sync() -> tuple[str, str]:
         return "unknown", "no timedatectl, chronyc or adjtimex"
 
 
-def clock_findings(host: Host) -> list[Finding]:
+def clock_findings(host: Host, fleet: bool = False) -> list[Finding]:
+    """`fleet`: the fleet database's clock checks codes (store/pg_codecheck.py), and
+    the daemon's own finding compares this clock with it."""
     if host.clock is None:
         return []
     state, how = host.clock()
@@ -57,7 +59,10 @@ def clock_findings(host: Host) -> list[Finding]:
     if state == "no":
         # The kernel's flag says "no NTP daemon disciplines it", not "wrong": a warning.
         level = "warn" if how.startswith("adjtimex") else "fail"
-        return [Finding(level, f"clock: NOT synchronized ({how}): TOTP codes are checked "
-                        "against this clock, so a drifting one refuses everyone; enable "
+        used = ("the fleet's database server's clock is the authority for codes and "
+                "locks; this one stamps the audit and checks break-glass logins in an "
+                "outage" if fleet else "TOTP codes are checked against this clock, so a drifting "
+                "one refuses everyone")
+        return [Finding(level, f"clock: NOT synchronized ({how}): {used}; enable "
                         "NTP (timedatectl set-ntp true, or chrony)")]
     return [Finding("warn", f"clock: synchronization unknown ({how}); check that NTP runs")]

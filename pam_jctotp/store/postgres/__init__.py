@@ -296,6 +296,13 @@ class PostgresStore(Users, Schema, Connections):
         """The keys of the users the owner listed for the host-local break-glass copy."""
         return {r[0]: bytes(r[1]) for r in self._all("SELECT * FROM jctotp_break_glass_keys()")}
 
+    def code_clock(self) -> str:
+        """Whose clock the code check takes (pg_codecheck.py): 'database', or 'host'
+        where the schema's owner said so (test fleets)."""
+        row = self._one("SELECT clock FROM jctotp_totp_rule WHERE id = 1")
+        assert row is not None
+        return str(row[0])
+
     def totp_rule(self) -> tuple[int, int, int]:
         """(digits, period, window) of the database's check (doctor compares the config)."""
         row = self._one("SELECT digits, period, drift FROM jctotp_totp_rule WHERE id = 1")

@@ -88,6 +88,7 @@ MIGRATIONS: list[str] = [
     pg_hosts.MIGRATION,   # 4: a role per host (issue 22)
     pg_policy.MIGRATION,  # 5: the fleet's policy (issue 21)
     pg_codecheck.migration(),   # 6: codes checked in the database, keys out of reach (22)
+    pg_codecheck.MIGRATION_7,   # 7: the check on the database's clock, constant-time (22)
 ]
 
 
