@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 
 from ...errors import StoreError
-from .. import pg_audit, pg_codecheck, pg_hosts, pg_policy
+from .. import pg_audit, pg_codecheck, pg_hosts, pg_policy, pg_userwrites
 from .pool import LONG_DEADLINE, Connections
 
 SCHEMA_LOCK = 0x6a63746f  # advisory lock id ("jcto"): one host migrates at a time
@@ -88,6 +88,7 @@ MIGRATIONS: list[str] = [
     pg_hosts.MIGRATION,   # 4: a role per host (issue 22)
     pg_policy.MIGRATION,  # 5: the fleet's policy (issue 21)
     pg_codecheck.migration(),   # 6: codes checked in the database, keys out of reach (22)
+    pg_userwrites.MIGRATION,    # 7: a host writes users only through functions (22)
 ]
 
 

@@ -1,0 +1,130 @@
+"""A stolen host cannot re-key a user (issue 22): host roles write the users table only
+through SECURITY DEFINER functions (store/pg_userwrites.py), which refuse a new key for
+an enrolled user without a proof of their current code, and audit the admin verbs
+that weaken a user (or refuse them: the fleet policy `host_admin_verbs: false`)."""
+
+from __future__ import annotations
+
+import os
+
+import pamdriver as pd
+import psycopg
+import pyotp
+import pytest
+from fleetlib import as_host, service
+from testlib import NEW_KEY_CODE, as_user, code_at
+
+pytestmark = pytest.mark.fleet
+
+PASSWORD = "correct horse battery"
+NOBODY = 65534
+
+
+@pytest.fixture
+def host_roles() -> bool:
+    return True
+
+
+def test_a_stolen_host_cannot_rekey_unlock_or_remove_a_user(make_host, confdir):
+    a, b = make_host("a"), make_host("b")
+    totp = a.add_user("alice")
+    # she logs in on A (a right code typed into B would be B's proof: see below)
+    svc = service(confdir, a)
+    assert pd.run(confdir, svc, "alice", [PASSWORD, code_at(totp)]).rc == pd.PAM_SUCCESS
+    key = os.urandom(20)
+    refused = [
+        ("UPDATE users SET totp_secret = NULL WHERE name = 'alice'", ()),
+        ("UPDATE users SET failed_count = 0, locked_at = NULL", ()),
+        ("UPDATE users SET last_step = -1 WHERE name = 'alice'", ()),
+        ("DELETE FROM users", ()),
+        ("INSERT INTO users (name, created_at) VALUES ('mallory', 1)", ()),
+        ("SELECT jctotp_put_key('alice', %s)", (key,)),
+        # a recovery code of the host's own making, or none left for alice
+        ("INSERT INTO recovery_codes (\"user\", code_hash) VALUES ('alice', 'x')", ()),
+        ("DELETE FROM recovery_codes", ()),
+    ]
+    with as_host(b) as db:
+        for statement, params in refused:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                db.execute(statement, params)
+        # the functions the host does have: no new key without alice's current code
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as said:
+            db.execute("SELECT jctotp_set_key('alice', %s)", (key,))
+        assert "current code" in str(said.value)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            db.execute("SELECT jctotp_set_recovery_codes('alice', ARRAY['x'])")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            db.execute("SELECT jctotp_update_user('alice', '{\"last_step\": -1}', 'root')")
+    # alice's key is the one she had, her used code still used
+    assert a.user("alice")["mfa"] == "active"
+    assert pd.run(confdir, svc, "alice", [PASSWORD, code_at(totp)]).rc == pd.PAM_AUTH_ERR
+    b.set_clock(30)
+    assert pd.run(confdir, service(confdir, b), "alice",
+                  [PASSWORD, code_at(totp, 30)]).rc == pd.PAM_SUCCESS
+
+
+def test_self_reset_through_a_host_role_needs_the_current_code(make_host, confdir):
+    a, b = make_host("a"), make_host("b")
+    old = a.add_user("nobody")
+    sock = b.config["control_socket"]
+    wrong = f"{(int(code_at(old)) + 1) % 10**6:06d}"
+    assert as_user(NOBODY, sock, "reset", answers=[wrong])["exit"] == 1
+    out = as_user(NOBODY, sock, "reset", answers=[code_at(old), NEW_KEY_CODE, ""])
+    assert out["exit"] == 0, out
+    new = pyotp.TOTP(out["key"])
+    a.set_clock(60)
+    svc = service(confdir, a)
+    assert pd.run(confdir, svc, "nobody", [PASSWORD, code_at(old, 60)]).rc == pd.PAM_AUTH_ERR
+    a.set_clock(90)
+    assert pd.run(confdir, svc, "nobody", [PASSWORD, code_at(new, 90)]).rc == pd.PAM_SUCCESS
+    # new recovery codes with a fresh code, through the host role too
+    b.set_clock(120)
+    out = as_user(NOBODY, sock, "recovery-codes", answers=[code_at(new, 120), ""])
+    assert out["exit"] == 0 and out["data"]["recovery_codes"] > 0, out
+
+
+def test_an_admin_reset_from_a_host_is_audited_by_the_database(make_host, pg_uri):
+    a, b = make_host("a"), make_host("b")
+    a.add_user("alice")
+    b.ok("mfa.reset", names=["alice"])
+    b.ok("audit")   # B's own queue flushed: a second row would be there now
+    with psycopg.connect(pg_uri, autocommit=True) as owner:
+        rows = owner.execute(
+            "SELECT host_name, fields FROM audit_events WHERE event = 'mfa_reset' "
+            "AND \"user\" = 'alice'").fetchall()
+    assert len(rows) == 1, rows
+    host, fields = rows[0]
+    assert host == "host-b" and fields["actor"] == "root" and fields["via"] == "database"
+    assert a.cli("audit", "--verify").returncode == 0
+
+
+def test_host_admin_verbs_false_leaves_weakening_verbs_to_the_owner(make_host, confdir):
+    owner = make_host("o", role=False)   # jctotpd connected as the schema's owner
+    b = make_host("b", max_attempts=2)
+    totp = owner.add_user("alice")
+    assert owner.ok("policy.set", key="host_admin_verbs", value=False)["changed"]
+    # lock alice out, on B
+    svc = service(confdir, b)
+    for _ in range(2):
+        pd.run(confdir, svc, "alice", ["wrong password", "000000"])
+    assert b.user("alice")["locked"]
+    for verb, args in (("mfa.reset", {"names": ["alice"]}), ("unlock", {"names": ["alice"]}),
+                       ("mfa.disable", {"names": ["alice"]}), ("user.remove", {"name": "alice"})):
+        refused = b.request(verb, **args)
+        assert refused.exit != 0, verb
+        assert "host_admin_verbs" in refused.message and "owner" in refused.message, \
+            refused.message
+        assert refused.message.count("\n") == 0, refused.message
+    # nor can B turn the policy back on
+    back = b.request("policy.set", key="host_admin_verbs", value=True)
+    assert back.exit != 0 and "host_admin_verbs" in back.message
+    assert b.user("alice")["locked"] and b.user("alice")["mfa"] == "active"
+    # the owner can
+    owner.ok("unlock", names=["alice"])
+    assert not b.user("alice")["locked"]
+    owner.set_clock(30)
+    b.set_clock(30)
+    assert pd.run(confdir, service(confdir, b), "alice",
+                  [PASSWORD, code_at(totp, 30)]).rc == pd.PAM_SUCCESS
+    owner.ok("mfa.reset", names=["alice"])
+    assert b.user("alice")["mfa"] != "active"
