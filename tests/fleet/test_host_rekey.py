@@ -6,6 +6,7 @@ that weaken a user (or refuse them: the fleet policy `host_admin_verbs: false`).
 from __future__ import annotations
 
 import os
+import re
 
 import pamdriver as pd
 import psycopg
@@ -128,3 +129,42 @@ def test_host_admin_verbs_false_leaves_weakening_verbs_to_the_owner(make_host, c
                   [PASSWORD, code_at(totp, 30)]).rc == pd.PAM_SUCCESS
     owner.ok("mfa.reset", names=["alice"])
     assert b.user("alice")["mfa"] != "active"
+
+
+def _enroller(offset: float = 0.0):
+    """Answers a first login's enrollment like a person with a phone (the shown key)."""
+    def answer(message, transcript):
+        if message.text == "Directory password: ":
+            return PASSWORD
+        if "to finish" in message.text:
+            key = re.findall(r"by hand: ([A-Z2-7 ]+)\n", "\n".join(m.text for m in transcript))
+            return code_at(pyotp.TOTP(key[-1].replace(" ", "")), offset)
+        if message.text.startswith("Press Enter"):
+            return ""
+        raise AssertionError(f"unexpected prompt {message.text!r}")
+    return answer
+
+
+def test_enrollment_lockout_unlock_and_reset_through_a_host_role(make_host, confdir, pg_uri):
+    a, b = make_host("a"), make_host("b", max_attempts=2)
+    a.add_user("carol", mfa=False)
+    b.ok("mfa.enable", names=["carol"], enrollment_days=7)
+    svc = service(confdir, b)
+    assert pd.run(confdir, svc, "carol", _enroller(), call="both").rc == pd.PAM_SUCCESS
+    assert a.user("carol")["mfa"] == "active"
+    for _ in range(2):
+        assert pd.run(confdir, svc, "carol", ["wrong password", "000000"]).rc != pd.PAM_SUCCESS
+    assert a.user("carol")["locked"]
+    b.ok("unlock", names=["carol"])
+    assert not a.user("carol")["locked"]
+    b.ok("mfa.reset", names=["carol"], enrollment_days=3)
+    b.set_clock(30)
+    assert pd.run(confdir, svc, "carol", _enroller(30), call="both").rc == pd.PAM_SUCCESS
+    assert a.user("carol")["mfa"] == "active"
+    with psycopg.connect(pg_uri, autocommit=True) as owner:
+        rows = owner.execute(
+            "SELECT event, host_name, fields->>'actor', fields->>'via' FROM audit_events "
+            "WHERE \"user\" = 'carol' AND event IN ('unlocked', 'mfa_reset') ORDER BY seq"
+        ).fetchall()
+    assert rows == [("unlocked", "host-b", "root", "database"),
+                    ("mfa_reset", "host-b", "root", "database")], rows
