@@ -246,4 +246,7 @@ def _policy_names(key: str, value: tuple[str, ...]) -> tuple[str, ...]:
         raise ConfigError(f"config key {key!r}: {', '.join(map(repr, unknown))} "
                           f"{'is' if len(unknown) == 1 else 'are'} not a policy key "
                           f"(policy keys: {', '.join(POLICY_KEYS)})")
+    if "host_admin_verbs" in value:   # the fleet database enforces the fleet's value
+        raise ConfigError(f"config key {key!r}: 'host_admin_verbs' cannot be a local "
+                          "override: the fleet database enforces the fleet's value")
     return value
