@@ -168,3 +168,37 @@ def test_enrollment_lockout_unlock_and_reset_through_a_host_role(make_host, conf
         ).fetchall()
     assert rows == [("unlocked", "host-b", "root", "database"),
                     ("mfa_reset", "host-b", "root", "database")], rows
+
+
+def test_the_upgrade_takes_the_writes_from_host_roles_already_there(pg_cluster, monkeypatch):
+    """A fleet whose hosts had roles before migration 7: the upgrade (as the owner)
+    revokes their writes at once, not at the next `fleet init`."""
+    from functools import partial
+
+    from psycopg.conninfo import make_conninfo
+
+    from pam_jctotp.store import pg_hosts, pg_userwrites
+    from pam_jctotp.store.postgres import PostgresStore, schema
+
+    uri, password = pg_cluster.new_database(), "a host password of forty characters, long"
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:6])
+        m.setattr(pg_userwrites, "grant", lambda conn, group: None)   # (not there yet)
+        m.setattr(pg_hosts, "GRANTS", pg_hosts.GRANTS.replace(   # the grants of then
+            "GRANT SELECT ON users", "GRANT SELECT, INSERT, UPDATE, DELETE ON users"))
+        old = PostgresStore(uri, create=True)
+        role = old.administer(partial(pg_hosts.add, name="web1", password=password, now=0))
+        old.close()
+    host_uri = make_conninfo(uri, user=role, password=password, passfile="")
+    with psycopg.connect(uri, autocommit=True) as owner:
+        owner.execute("INSERT INTO users (name, created_at) VALUES ('alice', 0)")
+    with psycopg.connect(host_uri, autocommit=True) as db:   # what a host could before
+        db.execute("UPDATE users SET failed_count = 0 WHERE name = 'alice'")
+    PostgresStore(uri).close()   # the owner's next start: migration 7
+    with psycopg.connect(host_uri, autocommit=True) as db:
+        for statement in ("UPDATE users SET failed_count = 0 WHERE name = 'alice'",
+                          "SELECT jctotp_put_key('alice', '\\x00112233445566778899'::bytea)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                db.execute(statement)
+        assert db.execute("SELECT jctotp_reserve_attempt('alice', 1, 0, 5)"
+                          ).fetchone() == (1,)
