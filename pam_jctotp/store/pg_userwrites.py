@@ -28,8 +28,9 @@ and write through these SECURITY DEFINER functions, owned by the schema's owner:
   jctotp_unlock, jctotp_delete_user.
 
 The admin verbs that weaken a user (MFA reset or disable, a new enrollment period for
-an expired one, unlock, remove) append their own audit row in the same transaction
-(host: the role's, by the audit trigger; the admin: the caller's; `via: database`),
+an expired one, unlock, remove, a higher attempt limit or no more admin flag) append
+their own audit row in the same transaction (host: the role's, by the audit trigger;
+the admin: the caller's; `via: database`),
 and are refused to host roles while the fleet policy says `host_admin_verbs: false`
 (only the schema's owner may then do them). No host role may change that policy key
 once it is false. The owner (and a fleet of one shared role, from before issue 22)
@@ -46,9 +47,6 @@ from psycopg import sql
 from .pg_audit import pin_search_path
 
 PROOF_TTL = 900   # seconds from a proved code to the new key (the enrollment's screens)
-
-# The admin verbs' events this module writes itself (core/verbs_admin.py's names).
-EVENTS = ("mfa_reset", "mfa_disabled", "mfa_enabled", "unlocked", "user_removed")
 
 # Columns jctotp_update_user sets for a host role (the counters and the lock: only
 # through the login's functions and jctotp_unlock).
@@ -294,8 +292,17 @@ _FUNCTIONS = f"""
                 event := CASE WHEN p_values ? 'totp_secret' THEN 'mfa_reset'
                               WHEN p_values ? 'mfa_required' THEN 'mfa_enabled'
                               ELSE 'unlocked' END;
+            ELSIF (o.is_admin = 1 AND n.is_admin = 0)
+                  OR (n.max_attempts IS DISTINCT FROM o.max_attempts
+                      AND NOT coalesce(n.max_attempts < o.max_attempts, FALSE)) THEN
+                -- more guesses before the lock, and a higher guess ceiling (pg_codecheck)
+                event := 'user_changed';
             END IF;
-            IF event IS NOT NULL THEN
+            IF event = 'user_changed' THEN
+                PERFORM jctotp_weaken('raise the attempt limit (or drop the admin flag) of',
+                                      p_name, p_actor, event, jsonb_build_object(
+                    'max_attempts', n.max_attempts, 'admin', n.is_admin = 1));
+            ELSIF event IS NOT NULL THEN
                 PERFORM jctotp_weaken(CASE event WHEN 'mfa_reset' THEN 'reset MFA of'
                                                  WHEN 'mfa_disabled' THEN 'disable MFA of'
                                                  ELSE 'renew the enrollment period of' END,

@@ -110,7 +110,8 @@ def test_host_admin_verbs_false_leaves_weakening_verbs_to_the_owner(make_host, c
         pd.run(confdir, svc, "alice", ["wrong password", "000000"])
     assert b.user("alice")["locked"]
     for verb, args in (("mfa.reset", {"names": ["alice"]}), ("unlock", {"names": ["alice"]}),
-                       ("mfa.disable", {"names": ["alice"]}), ("user.remove", {"name": "alice"})):
+                       ("mfa.disable", {"names": ["alice"]}), ("user.remove", {"name": "alice"}),
+                       ("user.set", {"name": "alice", "max_attempts": 100})):
         refused = b.request(verb, **args)
         assert refused.exit != 0, verb
         assert "host_admin_verbs" in refused.message and "owner" in refused.message, \
