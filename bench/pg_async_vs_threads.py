@@ -71,7 +71,7 @@ def async_mode(pool: psycopg_pool.AsyncConnectionPool) -> Login:
         now = time.time()
         await one(pgstore.RESERVE_ATTEMPT, {"name": name, "now": now, "start": now - INTERVAL,
                                             "limit": LIMIT})
-        await one(pgstore.ACCEPT_STEP_AND_RESET, (step, name, step))
+        await one(pgstore.ACCEPT_STEP_AND_RESET, (name, step))
     return login
 
 

@@ -99,6 +99,11 @@ class Config:
     default_enrollment_days: int = key(7, policy=True, range=(1, 365))
     enrollment_attempts: int = key(3, policy=True, range=(1, 10))
     recovery_codes: int = key(10, policy=True, range=(0, 50))
+    # Binds only as the fleet's policy (`jctotp policy set`): the database refuses a
+    # host role's MFA reset/disable, unlock, remove when false (store/pg_userwrites.py).
+    host_admin_verbs: bool = key(True, policy=True,
+                                 doc="false: only the fleet database's owner may reset, "
+                                 "disable, unlock or remove users")
     create_system_accounts: bool = key(True)
     # Who makes directory users' Linux accounts (directory_sync.py): "daemon" (useradd
     # with the directory's UID, GID, home, shell) or "nss" (sssd or nslcd: none made).
@@ -246,4 +251,7 @@ def _policy_names(key: str, value: tuple[str, ...]) -> tuple[str, ...]:
         raise ConfigError(f"config key {key!r}: {', '.join(map(repr, unknown))} "
                           f"{'is' if len(unknown) == 1 else 'are'} not a policy key "
                           f"(policy keys: {', '.join(POLICY_KEYS)})")
+    if "host_admin_verbs" in value:   # the fleet database enforces the fleet's value
+        raise ConfigError(f"config key {key!r}: 'host_admin_verbs' cannot be a local "
+                          "override: the fleet database enforces the fleet's value")
     return value

@@ -179,6 +179,7 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, list[
         from ..fleet.audit_table import AuditEvents  # psycopg only with a fleet
         audit = FleetAudit(local, AuditEvents(fleet), Spool(Path(cfg.state_dir) / SPOOL),
                            down=lambda: fleet.breaker.down)
+        audit.in_database = fleet.audited_in_database
         store, fleet_sync = fleet_copies(cfg, fleet, system, markers, clock, audit,
                                          lambda name: late[0].identity(name) if late else None,
                                          sealer(box))

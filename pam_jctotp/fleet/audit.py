@@ -57,6 +57,9 @@ class FleetAudit:
         self.down = down
         # set by the daemon when a break-glass copy exists: is `user` served from it now?
         self.break_glass: Callable[[str], bool] = lambda user: False
+        # set by the daemon: did the database write this event's row itself (an admin
+        # verb of a host role, store/pg_userwrites.py)? Then only the file gets it here.
+        self.in_database: Callable[[str, str | None], bool] = lambda event, user: False
         self._queue: queue.Queue[Row | None] = queue.Queue(BACKLOG)
         self._thread = threading.Thread(target=self._drain, name="fleet-audit", daemon=True)
         self._thread.start()
@@ -66,6 +69,8 @@ class FleetAudit:
         if user is not None and self.break_glass(user):
             fields["break_glass"] = True
         written = self.local.write(event, user, now=now, **fields)
+        if self.in_database(event, user):
+            return written
         row = (now or time.time(), self.local.host, event, user,
                {k: v for k, v in fields.items() if v not in (None, "")})
         if self.spool is not None and self.down():

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from . import pg_codecheck, pg_policy
+from . import pg_codecheck, pg_policy, pg_userwrites
 from .pg_audit import CHAIN_FUNCTION, pin_search_path
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
@@ -59,7 +59,7 @@ MIGRATION = f"""
 # What a host's login, enrollment, recovery codes, lockout and the admin verbs of the
 # `jctotp` CLI need, and nothing more: audit rows only appended, no hosts table, no DDL.
 GRANTS = """
-    GRANT SELECT, INSERT, UPDATE, DELETE ON users TO {group};
+    GRANT SELECT ON users TO {group};   -- written through pg_userwrites.py's functions
     GRANT SELECT, INSERT ON audit_events TO {group};
     GRANT SELECT ON audit_heads TO {group};   -- `jctotp audit --verify` from any host
     GRANT USAGE ON SEQUENCE audit_events_id_seq TO {group};
@@ -92,6 +92,7 @@ def grant(conn: psycopg.Connection[Any]) -> str:
         conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(group)))
     conn.execute(sql.SQL(GRANTS).format(group=sql.Identifier(group)))
     pg_codecheck.grant(conn, group)   # recovery codes without their hashes; the checks
+    pg_userwrites.grant(conn, group)  # every write to a user: through its functions
     return group
 
 

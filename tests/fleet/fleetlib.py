@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pamdriver
+import psycopg
 import testlib
 from testlib import Daemon
 
@@ -21,3 +22,8 @@ def service(confdir: str, host: Daemon, name: str = "jctotp-fleet", timeout: int
 def eventually(check, timeout: float = 15.0):
     """testlib.eventually with the fleet's longer default wait (syncs, failovers)."""
     return testlib.eventually(check, timeout)
+
+
+def as_host(host: Daemon) -> psycopg.Connection:
+    """Connect with exactly what `fleet host add` gave the host (root on it, stolen)."""
+    return psycopg.connect(host.config["database"], autocommit=True)

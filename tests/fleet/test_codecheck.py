@@ -182,11 +182,12 @@ def test_keys_sealed_before_are_opened_by_the_owner_after_the_upgrade(pg_cluster
     box, secret = SecretBox(key), Totp.new_secret()
     with monkeypatch.context() as m:
         m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:4])
-        old = PostgresStore(uri, create=True)
-        old.add("bob", is_admin=False, password_hash=None, now=0)
-        old.update("bob", totp_secret=box.seal(secret, "bob", TOTP_PURPOSE),
-                   pending_secret=box.seal(Totp.new_secret(), "bob", PENDING_PURPOSE))
-        old.close()
+        PostgresStore(uri, create=True).close()
+    with psycopg.connect(uri, autocommit=True) as db:   # as the jctotpd of then wrote it
+        db.execute("INSERT INTO users (name, created_at, totp_secret, pending_secret) "
+                   "VALUES ('bob', 0, %s, %s)",
+                   (box.seal(secret, "bob", TOTP_PURPOSE),
+                    box.seal(Totp.new_secret(), "bob", PENDING_PURPOSE)))
     new = PostgresStore(uri, unseal=daemon.unsealer(key))
     with psycopg.connect(uri, autocommit=True) as owner:   # the time given below
         owner.execute("UPDATE jctotp_totp_rule SET clock = 'host'")

@@ -16,7 +16,7 @@ import psycopg
 import pyotp
 import pytest
 import yaml
-from fleetlib import service
+from fleetlib import as_host, service
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from testlib import code_at
@@ -29,11 +29,6 @@ PASSWORD = "correct horse battery"
 @pytest.fixture
 def host_roles() -> bool:
     return True
-
-
-def as_host(host) -> psycopg.Connection:
-    """Connect with exactly what `fleet host add` gave the host (root on it, stolen)."""
-    return psycopg.connect(host.config["database"], autocommit=True)
 
 
 def test_host_add_writes_a_private_passfile_and_a_config_fragment(make_host, pg_uri):
@@ -203,7 +198,28 @@ def test_a_host_role_cannot_upgrade_the_schema_and_says_who_can(make_host, pg_ur
 HOST_FUNCTIONS = {
     "jctotp_check_code(text,text,text,double precision,boolean,boolean)":
         "SELECT * FROM jctotp_check_code('alice', '000000', 'x', 1e9, true, false)",
-    "jctotp_put_key(text,bytea)": "SELECT jctotp_put_key('carol', %(key)s)",
+    # every write to a user (pg_userwrites.py), on dave (no key: B may give him one)
+    "jctotp_add_user(text,boolean,text,double precision)":
+        "SELECT jctotp_add_user('dave', false, NULL, 1)",
+    "jctotp_update_user(text,jsonb,text)":
+        "SELECT jctotp_update_user('dave', '{\"email\": \"d@example.org\"}', 'root')",
+    "jctotp_set_recovery_codes(text,text[])":
+        "SELECT jctotp_set_recovery_codes('dave', ARRAY['x'])",
+    "jctotp_clear_recovery_codes(text)": "SELECT jctotp_clear_recovery_codes('dave')",
+    "jctotp_set_key(text,bytea)": "SELECT jctotp_set_key('dave', %(key)s)",
+    "jctotp_verify_code(text,text,text,double precision,boolean,boolean)":
+        "SELECT * FROM jctotp_verify_code('alice', '000000', 'x', 1e9, true, false)",
+    "jctotp_reserve_attempt(text,double precision,double precision,integer)":
+        "SELECT jctotp_reserve_attempt('dave', 1, 0, 5)",
+    "jctotp_release_attempt(text)": "SELECT jctotp_release_attempt('dave')",
+    "jctotp_lock_if_exhausted(text,double precision,integer,text)":
+        "SELECT jctotp_lock_if_exhausted('dave', 1, 5, 'x')",
+    "jctotp_reset_failures(text)": "SELECT jctotp_reset_failures('dave')",
+    "jctotp_expire_lock(text,double precision,integer)":
+        "SELECT jctotp_expire_lock('dave', 1, 900)",
+    "jctotp_accept_step(text,bigint,boolean)": "SELECT jctotp_accept_step('dave', 1, false)",
+    "jctotp_unlock(text,text)": "SELECT jctotp_unlock('dave', 'root')",
+    "jctotp_delete_user(text,text)": "SELECT jctotp_delete_user('dave', 'root')",
     "jctotp_break_glass_keys()": "SELECT * FROM jctotp_break_glass_keys()",
     "jctotp_fleet_hosts()": "SELECT * FROM jctotp_fleet_hosts()",
     "jctotp_hotp(bytea,bigint,integer)": "SELECT jctotp_hotp('\\x00'::bytea, 1, 6)",

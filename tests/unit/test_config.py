@@ -66,6 +66,7 @@ WRONG_TYPES = {
     "fail_interval": None, "unlock_after": "0", "fail_delay": "2", "admin_groups": "wheel",
     "exempt_groups": [1], "exempt_sources": [""], "require_mfa_for_all": 1,
     "default_enrollment_days": 7.5, "enrollment_attempts": False, "recovery_codes": {},
+    "host_admin_verbs": "no",
     "create_system_accounts": "true", "max_connections": 1e3, "answer_timeout": "120",
     "pam_processes": "2",
     "password_hash": [1],

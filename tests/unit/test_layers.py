@@ -33,7 +33,7 @@ BACKENDS = {
                 "fleet/admin.py"},
     "psycopg": {"store/postgres/__init__.py", "store/postgres/pool.py",
                 "store/postgres/schema.py", "store/postgres/users.py", "store/pg_hosts.py",
-                "store/pg_codecheck.py",
+                "store/pg_codecheck.py", "store/pg_userwrites.py",
                 # `jctotp fleet host add`: parses the owner's libpq URI (conninfo_to_dict)
                 "fleet/hosts.py",
                 # `jctotpd --check`: one read of the key check, before any store opens

@@ -50,6 +50,10 @@ def test_local_overrides_names_policy_keys_only():
         "max_attempts",)
     with pytest.raises(ConfigError, match="'local_overrides': 'database' is not a policy key"):
         config.parse({"local_overrides": ["database"]})
+    # the fleet database enforces host_admin_verbs (store/pg_userwrites.py): a host's
+    # file cannot claim an exception
+    with pytest.raises(ConfigError, match="'host_admin_verbs' cannot be a local override"):
+        config.parse({"local_overrides": ["host_admin_verbs"]})
 
 
 class FakeFleet:

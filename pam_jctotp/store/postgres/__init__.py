@@ -30,6 +30,7 @@ lockout, recovery codes); PostgresStore, here, puts them together.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -117,6 +118,8 @@ class PostgresStore(Users, Schema, Connections):
             kwargs["prepare_threshold"] = None
         self._kwargs = kwargs
         self._units = {}
+        self._noted = {}   # admin verbs' audit rows the database wrote (users.py)
+        self._noted_lock = threading.Lock()
         self._deadlines = Deadlines()
         self.breaker = Breaker(self.where, self._probe)
         self.expected_key_check: str | None = None  # set by verify_key
@@ -273,16 +276,17 @@ class PostgresStore(Users, Schema, Connections):
                     consume: bool, reset_failures: bool) -> tuple[str, int | None]:
         """A code (canonical digits, or None) and/or a recovery code's keyed hash, checked
         by jctotp_check_code in one statement: (outcome, step)."""
-        row = self._one("SELECT outcome, step FROM jctotp_check_code(%s, %s, %s, %s, %s, %s)",
+        # (jctotp_verify_code: jctotp_check_code, and an accepted code is the proof a
+        # host role needs to replace the user's key: pg_userwrites.py)
+        row = self._one("SELECT outcome, step FROM jctotp_verify_code(%s, %s, %s, %s, %s, %s)",
                         (name, code, recovery, float(now), consume, reset_failures))
         assert row is not None
         return str(row[0]), None if row[1] is None else int(row[1])
 
     def put_key(self, name: str, key: bytes | None) -> bytes | None:
         """Store a user's new TOTP key (RFC 4226's K); returns the key id for the record."""
-        row = self._one("SELECT jctotp_put_key(%s, %s)", (name, key))
-        assert row is not None
-        return None if row[0] is None else bytes(row[0])
+        kid = self._call("SELECT jctotp_set_key(%s::text, %s::bytea)", (name, key))
+        return None if kid is None else bytes(kid)
 
     def unseal_legacy(self, unseal: Callable[[bytes, str], bytes]) -> int:
         """Keys sealed with the fleet key before migration 5, made usable by the

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 
 from ...errors import StoreError
-from .. import pg_audit, pg_codecheck, pg_hosts, pg_policy
+from .. import pg_audit, pg_codecheck, pg_hosts, pg_policy, pg_userwrites
 from .pool import LONG_DEADLINE, Connections
 
 SCHEMA_LOCK = 0x6a63746f  # advisory lock id ("jcto"): one host migrates at a time
@@ -89,6 +89,7 @@ MIGRATIONS: list[str] = [
     pg_policy.MIGRATION,  # 5: the fleet's policy (issue 21)
     pg_codecheck.migration(),   # 6: codes checked in the database, keys out of reach (22)
     pg_codecheck.MIGRATION_7,   # 7: the check on the database's clock, constant-time (22)
+    pg_userwrites.MIGRATION,    # 8: a host writes users only through functions (22)
 ]
 
 
