@@ -28,8 +28,9 @@ it to RFC 6238's vectors and to `Totp.match` on the same clock (hypothesis).
 The guess ceiling (`guard_limit` wrong codes, or the user's own max_attempts up to
 the config's 100, per `guard_interval` s of the database's clock, per user, counted
 in `jctotp_secrets`; the owner may change both) is the lockout a host cannot reset:
-host roles still write the users table's counters (the admin verbs `unlock` etc.
-run on hosts), so the policy's lockout alone would not bind a stolen host.
+host roles write the users table's counters through store/pg_userwrites.py's
+functions (the login path and the admin verbs `unlock` etc. run on hosts), so the
+policy's lockout alone would not bind a stolen host.
 """
 
 from __future__ import annotations

@@ -72,6 +72,7 @@ SIGNATURES = {
 }
 # helpers the functions above call (no host may run them itself)
 HELPERS = ("jctotp_is_owner()", "jctotp_session_host()", "jctotp_proved(TEXT)",
+           "jctotp_step_ceiling()",
            "jctotp_weaken(TEXT, TEXT, TEXT, TEXT, JSONB)", "jctotp_policy_guard()")
 
 _FUNCTIONS = f"""
@@ -92,6 +93,16 @@ _FUNCTIONS = f"""
                                 AND p.proved_at > extract(epoch FROM clock_timestamp())
                                                   - {PROOF_TTL:d})
                                OR p.keyed_xid = txid_current_if_assigned()))
+    $$;
+    -- The highest replay watermark a host may write: the database clock's step plus
+    -- the window (migration 7's clock); a stolen host writing a far-future step would
+    -- make every later code a "replay", fleet-wide. NULL: no ceiling (the owner, or a
+    -- test fleet whose owner set clock 'host').
+    CREATE FUNCTION jctotp_step_ceiling() RETURNS BIGINT LANGUAGE sql STABLE AS $$
+        SELECT CASE WHEN jctotp_is_owner() OR r.clock = 'host' THEN NULL
+                    ELSE floor(extract(epoch FROM clock_timestamp()) / r.period)::BIGINT
+                         + r.drift END
+          FROM jctotp_totp_rule r WHERE r.id = 1
     $$;
     -- An admin verb that weakens a user, from a host role: refused while the fleet
     -- policy says host_admin_verbs: false, else audited in this transaction.
@@ -175,7 +186,8 @@ _FUNCTIONS = f"""
             UPDATE users SET last_step = p_step,
                    failed_count = CASE WHEN p_reset THEN 0 ELSE failed_count END,
                    fail_window_start = CASE WHEN p_reset THEN NULL ELSE fail_window_start END
-             WHERE name = p_name AND last_step < p_step RETURNING 1)
+             WHERE name = p_name AND last_step < p_step
+               AND p_step <= coalesce(jctotp_step_ceiling(), p_step) RETURNING 1)
         SELECT EXISTS (SELECT 1 FROM accepted)
     $$;
 
@@ -279,6 +291,10 @@ _FUNCTIONS = f"""
                                   AND p.keyed_xid = txid_current_if_assigned()) THEN
                 RAISE EXCEPTION 'the replay watermark of % only moves on', p_name
                     USING ERRCODE = 'insufficient_privilege';
+            END IF;
+            IF n.last_step > o.last_step AND n.last_step > jctotp_step_ceiling() THEN
+                RAISE EXCEPTION 'the replay watermark of % only up to the database clock''s '
+                    'step', p_name USING ERRCODE = 'insufficient_privilege';
             END IF;
             now := extract(epoch FROM clock_timestamp());
             expired := o.totp_secret IS NULL AND o.mfa_required = 1 AND o.enroll_now = 0

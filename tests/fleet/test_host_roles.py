@@ -328,3 +328,15 @@ def test_a_host_cannot_move_the_code_check_s_clock(make_host, pg_uri):
         assert outcome == "totp" and abs(step - now_step) <= 1
         last = db.execute("SELECT last_step FROM users WHERE name = 'alice'").fetchone()[0]
         assert last == step <= db_step(db) + 1
+        # nor through the login's own writes (store/pg_userwrites.py): the watermark a
+        # host may write stops at the database clock's step plus the window
+        far_step = int(far // 30)
+        assert db.execute("SELECT jctotp_accept_step('alice', %s, false)",
+                          (far_step,)).fetchone()[0] is False
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="watermark"):
+            db.execute("SELECT jctotp_update_user('alice', %s, 'root')",
+                       (Jsonb({"last_step": far_step}),))
+        assert db.execute("SELECT last_step FROM users WHERE name = 'alice'"
+                          ).fetchone()[0] == last
+        assert db.execute("SELECT jctotp_accept_step('alice', %s, false)",
+                          (last + 1,)).fetchone()[0] is True   # a step of now still moves it
