@@ -33,15 +33,22 @@ def database_name(uri: str) -> str:
     return name or unquote(parsed.username or "") or "jctotp"
 
 
+TESTING_KEYS = ("clock_control", "fast_password_hash")
+
+
 def _testing(raw: Any, daemon: bool) -> dict[str, bool]:
-    if not isinstance(raw, dict) or set(raw) - {"clock_control"}:
-        raise ConfigError("config key 'testing': only 'clock_control: true|false' is allowed")
-    enabled = checks.check_type("testing.clock_control", raw.get("clock_control", False), bool)
-    if enabled and daemon and os.environ.get(TESTING_ENV) != "1":
-        raise ConfigError(f"config key 'testing.clock_control' is for the test suite only; "
-                          f"it takes effect only with {TESTING_ENV}=1 in the daemon's "
-                          "environment. Remove it from a production config.")
-    return {"clock_control": enabled}
+    if not isinstance(raw, dict) or set(raw) - set(TESTING_KEYS):
+        raise ConfigError("config key 'testing': only 'clock_control' and "
+                          "'fast_password_hash' (true|false) are allowed")
+    values = {}
+    for name in TESTING_KEYS:
+        enabled = checks.check_type(f"testing.{name}", raw.get(name, False), bool)
+        if enabled and daemon and os.environ.get(TESTING_ENV) != "1":
+            raise ConfigError(f"config key 'testing.{name}' is for the test suite only; "
+                              f"it takes effect only with {TESTING_ENV}=1 in the daemon's "
+                              "environment. Remove it from a production config.")
+        values[name] = enabled
+    return values
 
 
 # The worst case of a name the enrollment text may carry: 32 characters and a
