@@ -60,7 +60,8 @@ def test_slapd_stopped_only_break_glass_members_log_in_with_password_and_code(
     for name in (ops, carl):
         slapd.add_user(name)
     daemon = ldap_daemon(break_glass_group=group, break_glass_max_age=600, unlock_after=0,
-                         fail_delay=0.05)
+                         fail_delay=0.05,
+                         testing={"clock_control": True})   # the production argon2id
     svc = service(confdir, daemon)
     totp = {name: enrolled(daemon, name) for name in (ops, carl)}
     folder = Path(daemon.config["state_dir"]) / "break-glass-passwords"
