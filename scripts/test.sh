@@ -60,6 +60,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 export PATH="$venv/bin:$PATH"
 export PYTHON="$venv/bin/python"
+# Bytecode is cached, out of the tree: with PYTHONDONTWRITEBYTECODE=1 (set in many CI
+# images) every pytest worker rewrote the asserts of all test modules again (~2 s of
+# CPU each) and every jctotpd and jctotp the tests start compiled its modules again.
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX="$repo/build/pycache"
 
 # sshd unpacked under build/sshd (never installed): tests/unit/test_sshd_dropins.py
 # parses the shipped drop-ins with it, without docker.

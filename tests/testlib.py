@@ -226,9 +226,14 @@ def daemon_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
         "audit_syslog": False,
         "create_system_accounts": False,
         "fail_delay": 0.05,
-        "testing": {"clock_control": True},
+        # fast_password_hash: argon2id at 1 MiB, one pass (~1 ms instead of ~30 ms a
+        # hash or verify). A test about the hash's cost sets password_hash, or testing
+        # without it (test_lockout's unknown-vs-known timing).
+        "testing": {"clock_control": True, "fast_password_hash": True},
     }
     config.update(overrides)
+    if "password_hash" in overrides and "testing" not in overrides:
+        config["testing"] = {"clock_control": True}
     return config
 
 

@@ -162,6 +162,14 @@ class Config:
         return bool(self.testing.get("clock_control"))
 
     @property
+    def password_params(self) -> PasswordHashParams:
+        """password_hash; under testing.fast_password_hash argon2id at 1 MiB and one pass
+        (the test suite hashes thousands of passwords at ~30 ms each otherwise)."""
+        if self.testing.get("fast_password_hash"):
+            return PasswordHashParams(memory_kib=1024, time_cost=1, parallelism=1)
+        return self.password_hash
+
+    @property
     def exempt_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(c, strict=False) for c in self.exempt_sources)
 

@@ -47,3 +47,15 @@ def terminal_qr(data: str, border: int = 2) -> str:
     for top, bottom in zip(rows[0::2], rows[1::2], strict=True):
         lines.append("".join(_HALF[(t, b)] for t, b in zip(top, bottom, strict=True)))
     return "\n".join(lines)
+
+
+def terminal_qr_bound(data: str, border: int = 2) -> int:
+    """Bytes that terminal_qr(data) takes at most, in a fifth of its time: the symbol's
+    size does not depend on its mask (choosing the best of eight is most of the cost),
+    and each character is at most a three-byte block."""
+    import segno
+
+    qr = segno.make(data, error="m", micro=False, mask=0)
+    width = int(qr.symbol_size(scale=1, border=border)[0])
+    lines = (width + 1) // 2
+    return lines * 3 * width + lines - 1

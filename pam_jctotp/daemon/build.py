@@ -56,7 +56,7 @@ def make_directory(cfg: configmod.Config, store: Store, system: NssAccounts) -> 
     if cfg.directory.is_ldap:
         from ..directory.ldap import LdapDirectory  # ldap3 only where it is used
         return LdapDirectory(cfg.directory, system, configured_groups(cfg))
-    return LocalDirectory(store, Passwords(cfg.password_hash), system)
+    return LocalDirectory(store, Passwords(cfg.password_params), system)
 
 
 def configured_groups(cfg: configmod.Config) -> tuple[str, ...]:
@@ -72,7 +72,7 @@ def offline_directory(cfg: configmod.Config, directory: Directory, system: NssAc
     group = cfg.break_glass_group
     assert group is not None
     verifiers = offline.Verifiers(Path(cfg.state_dir) / offline.FOLDER,
-                                  Passwords(cfg.password_hash), wall=clock.now)
+                                  Passwords(cfg.password_params), wall=clock.now)
     wrapped = offline.OfflineDirectory(directory, verifiers, system, group,
                                        max_age=lambda: cfg.break_glass_password_max_age,
                                        audit=lambda event, user, **fields: audit.write(

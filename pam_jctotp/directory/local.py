@@ -6,15 +6,23 @@ verify_password/set_password in the bounded argon2 pool, never on the event loop
 
 from __future__ import annotations
 
+import base64
+import os
+
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHash as InvalidHashError  # Debian 12: argon2-cffi 21.1
 from argon2.exceptions import VerificationError, VerifyMismatchError
+from argon2.low_level import ARGON2_VERSION
 
 from ..config import PasswordHashParams
 from ..errors import NotFound, StoreError
 from ..secret import Secret
 from ..store import Store
 from . import SystemAccounts
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii").rstrip("=")   # argon2's encoding
 
 
 class Passwords:
@@ -28,8 +36,12 @@ class Passwords:
             type=Type.ID,
         )
         # Verified instead of a real hash for unknown users and users with no
-        # password, so they cost the same time as a wrong password.
-        self._dummy = self._hasher.hash("jctotp timing equaliser")
+        # password, so they cost the same time as a wrong password: a well-formed
+        # hash with these parameters and random bytes (no password has it), made
+        # without spending an argon2 hash at every start of jctotpd and its processes.
+        self._dummy = (f"$argon2id$v={ARGON2_VERSION}$m={params.memory_kib},"
+                       f"t={params.time_cost},p={params.parallelism}$"
+                       f"{_b64(os.urandom(16))}${_b64(os.urandom(32))}")
 
     def hash(self, password: Secret) -> str:
         return self._hasher.hash(password.reveal())

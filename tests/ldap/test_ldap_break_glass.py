@@ -67,8 +67,8 @@ def test_slapd_stopped_only_break_glass_members_log_in_with_password_and_code(
         ldap_daemon, slapd, confdir, scratch):
     group, ops, carl = member_and_not(slapd, scratch)
     daemon = ldap_daemon(break_glass_group=group, break_glass_password_max_age=600,
-                         unlock_after=0,
-                         fail_delay=0.05)
+                         unlock_after=0, fail_delay=0.05,
+                         testing={"clock_control": True})   # the production argon2id
     svc = service(confdir, daemon)
     totp = {name: enrolled(daemon, name) for name in (ops, carl)}
     folder = Path(daemon.config["state_dir"]) / "break-glass-passwords"

@@ -161,7 +161,8 @@ def test_fifty_concurrent_wrong_guesses(make_daemon, confdir, limit):
 @pytest.mark.serial  # compares medians to 50 ms: alone, not beside other tests
 @pytest.mark.slow
 def test_unknown_and_known_users_fail_in_the_same_time(make_daemon, confdir):
-    daemon = make_daemon(fail_delay=0.5, max_attempts=100)
+    daemon = make_daemon(fail_delay=0.5, max_attempts=100,
+                         testing={"clock_control": True})   # the real argon2 cost
     totp = daemon.add_user("alice")
     svc = service(confdir, daemon)
     known, unknown = [], []

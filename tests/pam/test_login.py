@@ -7,13 +7,15 @@ needs a fresh time-step.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pamdriver as pd
 import pytest
 from pamdriver import service
-from testlib import code_at
+from testlib import TEST_DATABASE, code_at
 
 from pam_jctotp.core.login import PASSWORD_PROMPT
 
@@ -209,3 +211,21 @@ def test_acct_mgmt_for_a_healthy_user_succeeds(daemon, confdir):
     svc = service(confdir, daemon)
     assert login(confdir, svc, "alice", [], call="acct").rc == pd.PAM_SUCCESS
     assert login(confdir, svc, "nobody-here", [], call="acct").rc == pd.PAM_USER_UNKNOWN
+
+
+@pytest.mark.skipif(TEST_DATABASE != "sqlite", reason="reads the hash from the SQLite file")
+def test_passwords_are_hashed_with_the_configured_argon2id_parameters(make_daemon):
+    """The test suite's daemons hash at 1 MiB and one pass (testing.fast_password_hash);
+    without it a daemon hashes with password_hash: OWASP's floor by default, or more."""
+    def stored(daemon) -> str:
+        daemon.add_user("alice")
+        db = sqlite3.connect(Path(daemon.config["state_dir"]) / "jctotp.db")
+        try:
+            return db.execute("SELECT password_hash FROM users").fetchone()[0]
+        finally:
+            db.close()
+    assert stored(make_daemon()).startswith("$argon2id$v=19$m=1024,t=1,p=1$")
+    production = make_daemon(testing={"clock_control": True})
+    assert stored(production).startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    stronger = make_daemon(password_hash={"memory_kib": 65536, "time_cost": 3})
+    assert stored(stronger).startswith("$argon2id$v=19$m=65536,t=3,p=1$")

@@ -238,6 +238,21 @@ class TestClockControlFence:
         assert "'testing.clock_control'" in error({"testing": {"clock_control": "yes"}})
 
 
+def test_fast_password_hash_is_fenced_like_clock_control(monkeypatch):
+    """testing.fast_password_hash (the test suite's argon2id at 1 MiB, one pass): refused
+    without JCTOTPD_TESTING=1; password_hash (OWASP's floor) is what counts otherwise."""
+    raw = {"testing": {"fast_password_hash": True}}
+    monkeypatch.delenv(config.TESTING_ENV, raising=False)
+    message = error(raw)
+    assert "'testing.fast_password_hash'" in message and config.TESTING_ENV in message
+    assert config.parse({}).password_params == PasswordHashParams(19456, 2, 1)
+    strong = {"password_hash": {"memory_kib": 65536, "time_cost": 3}}
+    assert config.parse(strong).password_params == PasswordHashParams(65536, 3, 1)
+    monkeypatch.setenv(config.TESTING_ENV, "1")
+    assert config.parse({**raw, **strong}).password_params == PasswordHashParams(1024, 1, 1)
+    assert "'testing.fast_password_hash'" in error({"testing": {"fast_password_hash": 1}})
+
+
 @pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
 def test_non_mapping_yaml(tmp_path, text):
     path = tmp_path / "config.yaml"

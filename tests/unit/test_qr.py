@@ -41,6 +41,18 @@ def test_half_blocks_decode_to_segnos_matrix(data, border):
     assert all(len(line) == width for line in text.split("\n"))
 
 
+@pytest.mark.parametrize("data", ["x", "otpauth://totp/a?secret=JBSWY3DPEHPK3PXP",
+                                  "otpauth://totp/" + "%C3%BC" * 150 + "?secret=A"])
+@pytest.mark.parametrize("border", [0, 1, 2])
+def test_the_size_bound_has_the_real_dimensions_and_is_never_below(data, border):
+    """terminal_qr_bound (config validation's quick check, without choosing the mask):
+    the same lines and width as the real text, each character counted as a block."""
+    text = qr.terminal_qr(data, border=border)
+    lines = text.split("\n")
+    assert len(text.encode()) <= qr.terminal_qr_bound(data, border) \
+        == len(lines) * (3 * len(lines[0]) + 1) - 1
+
+
 def test_only_half_blocks_and_spaces():
     text = qr.terminal_qr("otpauth://totp/a?secret=JBSWY3DPEHPK3PXP")
     assert set(text) <= set(qr._HALF.values()) | {"\n"}
