@@ -133,6 +133,8 @@ def _build_parser() -> argparse.ArgumentParser:
     resend.add_argument("name")
     rm = json_flag(usub.add_parser("remove", help="remove from the directory"))
     rm.add_argument("name")
+    for weakening in (uset, rm):
+        _owner_flag(weakening)
 
     mfa = sub.add_parser("mfa", help="require, reset or disable MFA (admin)")
     msub = mfa.add_subparsers(dest="sub", required=True, metavar="ACTION")
@@ -147,11 +149,14 @@ def _build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--compromised", action="store_true",
                             help="the key may be known to someone else: no enrollment period, "
                             "audited as compromised")
+        if action != "enable":
+            _owner_flag(sp)
 
     ul = json_flag(sub.add_parser("unlock", help="unlock accounts (admin); an expired "
                                   "enrollment gets a new period"))
     ul.add_argument("names", nargs="+", metavar="NAME")
     _period_flags(ul)
+    _owner_flag(ul)
     pw = json_flag(sub.add_parser("passwd", help="change your password, or NAME's as root"))
     pw.add_argument("name", nargs="?")
     pw.add_argument("--password-stdin", action="store_true")
@@ -205,6 +210,13 @@ def _period_flags(sp: argparse.ArgumentParser) -> None:
                         help="1-365 (default: config default_enrollment_days; admins get none)")
     period.add_argument("--enroll-now", action="store_true",
                         help="no enrollment period: the next login must enroll")
+
+
+def _owner_flag(sp: argparse.ArgumentParser) -> None:
+    """The admin verbs that weaken a user, which `host_admin_verbs: false` leaves to the
+    schema's owner: run here as the owner (pam_jctotp/fleet/owner.py), not by jctotpd."""
+    sp.add_argument("--admin-database", metavar="URI", help="run it here as the fleet "
+                    "schema's owner (password from libpq's passfile), not through jctotpd")
 
 
 def _json_data(data: Any, message: str) -> Any:
@@ -301,6 +313,10 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     _fleet(sys.argv[1:] if argv is None else argv)
     args = _build_parser().parse_args(argv)
+    if getattr(args, "admin_database", None):
+        # as the owner, in a program of its own: this client never imports the store
+        os.execv(sys.executable, [sys.executable, "-m", "pam_jctotp.fleet.owner",
+                                  *(sys.argv[1:] if argv is None else argv)])
     if not hasattr(args, "json"):
         args.json = False
     try:

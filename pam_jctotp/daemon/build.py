@@ -207,6 +207,43 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, list[
     return accounts, audit, syncs
 
 
+def build_admin(cfg: configmod.Config, admin_uri: str) -> tuple[Accounts, Callable[[], None]]:
+    """One admin verb run in the CLI's own process as the schema's owner (`jctotp unlock
+    NAME --admin-database URI`, fleet/owner.py): the owner's connection instead of this
+    host's role, the fleet key checked as jctotpd checks it, audited as this host
+    (host_name). No syncs, no break-glass copy: the running jctotpd keeps those.
+    Returns the accounts and what closes them (the audit flushed first)."""
+    from ..fleet.audit_table import AuditEvents  # psycopg only with a fleet
+    from ..fleet.hosts import admin_config  # (it imports this package: here, not above)
+    if not cfg.database:
+        raise ConfigError("--admin-database is for a fleet host (`database:` in the config)")
+    owner = admin_config(cfg, admin_uri)   # refuses a URI holding a password
+    fleet = open_fleet(owner)
+    try:
+        open_key(owner, fleet)   # this host's key is the fleet's (the key check)
+        box = SecretBox(load_ring(cfg.key_path))
+    except JctotpError:
+        fleet.close()
+        raise
+    system = NssAccounts(protected_groups=protected_groups(cfg))
+    audit = FleetAudit(AuditLog(cfg.audit_log, cfg.audit_syslog, cfg.host_name),
+                       AuditEvents(fleet), Spool(Path(cfg.state_dir) / SPOOL),
+                       down=lambda: fleet.breaker.down)
+    audit.in_database = fleet.audited_in_database
+    markers = LockMarkers(os.path.join(cfg.state_dir, "locked"),
+                          lambda: [r.name for r in fleet.list() if r.locked_at is not None])
+    accounts = Accounts(cfg, fleet, make_directory(cfg, fleet, system), system, box,
+                        Clock(), audit, markers)
+
+    def close() -> None:
+        try:
+            audit.flush()
+            audit.close()
+        finally:
+            fleet.close()
+    return accounts, close
+
+
 def syncs_directory(cfg: configmod.Config) -> bool:
     """The directory sync runs (directory_sync.py): an LDAP directory and login groups.
     It then owns the Linux accounts, and the fleet's account step is left out."""

@@ -5,6 +5,7 @@ that weaken a user (or refuse them: the fleet policy `host_admin_verbs: false`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -203,3 +204,37 @@ def test_the_upgrade_takes_the_writes_from_host_roles_already_there(pg_cluster, 
                 db.execute(statement)
         assert db.execute("SELECT jctotp_reserve_attempt('alice', 1, 0, 5)"
                           ).fetchone() == (1,)
+
+
+def test_a_sysadmin_on_a_host_runs_a_weakening_verb_as_the_owner(make_host, confdir, pg_uri):
+    """`jctotp unlock NAME --admin-database URI` (fleet/owner.py): the verb the fleet
+    policy refuses to the host's role, run on that host as the schema's owner."""
+    b = make_host("b", max_attempts=2)
+    totp = b.add_user("alice")
+    assert b.ok("policy.set", key="host_admin_verbs", value=False)["changed"]
+    svc = service(confdir, b)
+    for _ in range(2):
+        pd.run(confdir, svc, "alice", ["wrong password", "000000"])
+    assert b.user("alice")["locked"]
+    refused = b.cli("unlock", "alice")
+    assert refused.returncode == 4 and "host_admin_verbs" in refused.stderr, refused.stderr
+    secret = b.cli("unlock", "alice", "--admin-database",
+                   psycopg.conninfo.make_conninfo(pg_uri, password="x"))
+    assert secret.returncode == 2 and "must not hold a password" in secret.stderr, secret
+    assert b.user("alice")["locked"]
+    done = b.cli("unlock", "alice", "--admin-database", pg_uri)
+    assert done.returncode == 0, done.stderr
+    # what the daemon would print for it
+    assert done.stdout == "alice: unlocked (password and authenticator unchanged)\n", done
+    assert not b.user("alice")["locked"]
+    b.set_clock(30)
+    assert pd.run(confdir, svc, "alice", [PASSWORD, code_at(totp, 30)]).rc == pd.PAM_SUCCESS
+    with psycopg.connect(pg_uri, autocommit=True) as owner:
+        rows = owner.execute(
+            "SELECT host_name, fields->>'actor', fields->>'via' FROM audit_events "
+            "WHERE event = 'unlocked' AND \"user\" = 'alice'").fetchall()
+    assert rows == [("host-b", "root", None)], rows
+    assert b.cli("audit", "--verify").returncode == 0
+    reset = b.cli("--json", "mfa", "reset", "alice", "--admin-database", pg_uri)
+    assert reset.returncode == 0 and json.loads(reset.stdout)["changed"], reset
+    assert b.user("alice")["mfa"] != "active"
