@@ -113,8 +113,8 @@ _FUNCTIONS = f"""
         IF EXISTS (SELECT 1 FROM fleet_policy WHERE key = 'host_admin_verbs'
                                                 AND value = 'false'::jsonb) THEN
             RAISE EXCEPTION 'refused by the fleet policy host_admin_verbs: false: host % may '
-                'not % % (only the schema''s owner may: a jctotpd or jctotp connected as '
-                'the owner)', coalesce(jctotp_session_host(), session_user), p_what, p_name
+                'not % % (only the schema''s owner may: the same jctotp command with '
+                '--admin-database URI)', coalesce(jctotp_session_host(), session_user), p_what, p_name
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
         INSERT INTO audit_events (ts, host_name, event, "user", fields)
