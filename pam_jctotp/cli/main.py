@@ -8,6 +8,7 @@ import os
 import sys
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
@@ -317,10 +318,16 @@ def main(argv: list[str] | None = None) -> int:
         # as the owner, in a program of its own: this client never imports the store
         os.execv(sys.executable, [sys.executable, "-m", "pam_jctotp.fleet.owner",
                                   *(sys.argv[1:] if argv is None else argv)])
+    return guarded(args, _run)
+
+
+def guarded(args: argparse.Namespace, run: Callable[[argparse.Namespace], int]) -> int:
+    """run(args) with the CLI's promise: a message and an exit code, never a traceback
+    (the daemon path here, and fleet/owner.py's in-process owner path)."""
     if not hasattr(args, "json"):
         args.json = False
     try:
-        return _run(args)
+        return run(args)
     except KeyboardInterrupt:
         print("\nInterrupted: nothing was changed.", file=sys.stderr)
         return ExitCode.INTERRUPTED

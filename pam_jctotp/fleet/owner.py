@@ -10,12 +10,13 @@ output and exit codes as the daemon path; audited as this host (host_name).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from typing import Any
 
-from ..cli.main import Interaction, _build_parser, _config, _fail, _print
+from ..cli.main import Interaction, _build_parser, _config, _fail, _print, guarded
 from ..cli.requests import build_request
 from ..core import verbs
 from ..core.steps import (
@@ -29,7 +30,7 @@ from ..core.steps import (
     VerifyPassword,
 )
 from ..daemon.build import build_admin
-from ..errors import JctotpError, UsageError
+from ..errors import UsageError
 from ..model import ExitCode
 from ..transport.perform import perform
 
@@ -71,31 +72,21 @@ def run(conversation: Conversation, runner: _Runner) -> Result:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
-    if not hasattr(args, "json"):
-        args.json = False
+    return guarded(_build_parser().parse_args(argv), _as_owner)
+
+
+def _as_owner(args: argparse.Namespace) -> int:
+    verb, body = build_request(args)
+    if verb not in OWNER_VERBS:
+        raise UsageError(f"--admin-database is not for '{verb.replace('.', ' ')}'")
+    cfg, _ = _config(args)
+    accounts, close = build_admin(cfg, args.admin_database)
     try:
-        verb, body = build_request(args)
-        if verb not in OWNER_VERBS:
-            raise UsageError(f"--admin-database is not for '{verb.replace('.', ' ')}'")
-        cfg, _ = _config(args)
-        accounts, close = build_admin(cfg, args.admin_database)
-        try:
-            result = run(verbs.handle(accounts, os.geteuid(), {"v": 1, "verb": verb,
-                                                               "args": body}),
-                         _Runner(Interaction(args.json)))
-        finally:
-            close()
-    except KeyboardInterrupt:
-        print("\nInterrupted: nothing was changed.", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-    except JctotpError as exc:
-        return _fail(args, str(exc), exc.exit_code)
-    except Exception as exc:  # the promise: a message, never a traceback
-        if os.environ.get("JCTOTP_DEBUG"):
-            raise
-        return _fail(args, f"internal error ({type(exc).__name__}: {exc}); run with "
-                     "JCTOTP_DEBUG=1 for details and report it", ExitCode.REFUSED)
+        result = run(verbs.handle(accounts, os.geteuid(), {"v": 1, "verb": verb,
+                                                           "args": body}),
+                     _Runner(Interaction(args.json)))
+    finally:
+        close()
     if result.exit != ExitCode.OK:
         return _fail(args, result.message, result.exit)
     # the data as the control socket's JSON would carry it (tuples as lists, ...)

@@ -114,7 +114,8 @@ _FUNCTIONS = f"""
                                                 AND value = 'false'::jsonb) THEN
             RAISE EXCEPTION 'refused by the fleet policy host_admin_verbs: false: host % may '
                 'not % % (only the schema''s owner may: the same jctotp command with '
-                '--admin-database URI)', coalesce(jctotp_session_host(), session_user), p_what, p_name
+                '--admin-database URI)',
+                coalesce(jctotp_session_host(), session_user), p_what, p_name
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
         INSERT INTO audit_events (ts, host_name, event, "user", fields)
