@@ -173,7 +173,7 @@ def test_enrollment_lockout_unlock_and_reset_through_a_host_role(make_host, conf
 
 
 def test_the_upgrade_takes_the_writes_from_host_roles_already_there(pg_cluster, monkeypatch):
-    """A fleet whose hosts had roles before migration 7: the upgrade (as the owner)
+    """A fleet whose hosts had roles before migration 8: the upgrade (as the owner)
     revokes their writes at once, not at the next `fleet init`."""
     from functools import partial
 
@@ -196,7 +196,7 @@ def test_the_upgrade_takes_the_writes_from_host_roles_already_there(pg_cluster, 
         owner.execute("INSERT INTO users (name, created_at) VALUES ('alice', 0)")
     with psycopg.connect(host_uri, autocommit=True) as db:   # what a host could before
         db.execute("UPDATE users SET failed_count = 0 WHERE name = 'alice'")
-    PostgresStore(uri).close()   # the owner's next start: migration 7
+    PostgresStore(uri).close()   # the owner's next start: migrations 7 and 8
     with psycopg.connect(host_uri, autocommit=True) as db:
         for statement in ("UPDATE users SET failed_count = 0 WHERE name = 'alice'",
                           "SELECT jctotp_put_key('alice', '\\x00112233445566778899'::bytea)"):
