@@ -66,15 +66,17 @@ def configured_groups(cfg: configmod.Config) -> tuple[str, ...]:
 
 
 def offline_directory(cfg: configmod.Config, directory: Directory, system: NssAccounts,
-                      clock: Clock, audit: AuditLog | FleetAudit) -> Directory:
-    """LDAP with break_glass_group's password verifiers for its outages (directory/offline.py)."""
+                      clock: Clock, audit: AuditLog | FleetAudit,
+                      max_age: Callable[[], float]) -> Directory:
+    """LDAP with break_glass_group's password verifiers for its outages (directory/offline.py);
+    `max_age` is read at each use, so a reload's break_glass_password_max_age applies."""
     from ..directory import offline
     group = cfg.break_glass_group
     assert group is not None
     verifiers = offline.Verifiers(Path(cfg.state_dir) / offline.FOLDER,
                                   Passwords(cfg.password_params), wall=clock.now)
     wrapped = offline.OfflineDirectory(directory, verifiers, system, group,
-                                       max_age=lambda: cfg.break_glass_password_max_age,
+                                       max_age=max_age,
                                        audit=lambda event, user, **fields: audit.write(
                                            event, user, now=clock.now(), **fields))
     return cast(Directory, wrapped)
@@ -189,14 +191,15 @@ def build(cfg: configmod.Config) -> tuple[Accounts, AuditLog | FleetAudit, list[
         syncs.append(fleet_sync)
     directory = make_directory(cfg, store, system)
     if cfg.break_glass_group and cfg.directory.is_ldap:
-        directory = offline_directory(cfg, directory, system, clock, audit)
+        # (`accounts`, made below, holds the config a reload swaps in)
+        directory = offline_directory(
+            cfg, directory, system, clock, audit,
+            max_age=lambda: accounts.config.break_glass_password_max_age)
     late.append(directory)
     metrics.watch(store)
     accounts = Accounts(cfg, metrics.timed(store, "database_seconds"),
                         metrics.timed(directory, "directory_seconds"), system, box,
                         clock, audit, markers)
-    if hasattr(directory, "verifiers"):   # a reload sets break_glass_password_max_age
-        cast(Any, directory).max_age = lambda: accounts.config.break_glass_password_max_age
     if cfg.smtp is not None:
         accounts.outbox = Mailer(cfg.smtp)  # every process mails what it audits (locks)
     if syncs_directory(cfg):
