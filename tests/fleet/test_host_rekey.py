@@ -100,16 +100,21 @@ def test_an_admin_reset_from_a_host_is_audited_by_the_database(make_host, pg_uri
     assert a.cli("audit", "--verify").returncode == 0
 
 
+def lock_out(confdir, host, name: str):
+    """Lock `name` on `host` (max_attempts=2) with wrong passwords; returns its service."""
+    svc = service(confdir, host)
+    for _ in range(2):
+        pd.run(confdir, svc, name, ["wrong password", "000000"])
+    assert host.user(name)["locked"]
+    return svc
+
+
 def test_host_admin_verbs_false_leaves_weakening_verbs_to_the_owner(make_host, confdir):
     owner = make_host("o", role=False)   # jctotpd connected as the schema's owner
     b = make_host("b", max_attempts=2)
     totp = owner.add_user("alice")
     assert owner.ok("policy.set", key="host_admin_verbs", value=False)["changed"]
-    # lock alice out, on B
-    svc = service(confdir, b)
-    for _ in range(2):
-        pd.run(confdir, svc, "alice", ["wrong password", "000000"])
-    assert b.user("alice")["locked"]
+    lock_out(confdir, b, "alice")
     for verb, args in (("mfa.reset", {"names": ["alice"]}), ("unlock", {"names": ["alice"]}),
                        ("mfa.disable", {"names": ["alice"]}), ("user.remove", {"name": "alice"}),
                        ("user.set", {"name": "alice", "max_attempts": 100})):
@@ -212,10 +217,7 @@ def test_a_sysadmin_on_a_host_runs_a_weakening_verb_as_the_owner(make_host, conf
     b = make_host("b", max_attempts=2)
     totp = b.add_user("alice")
     assert b.ok("policy.set", key="host_admin_verbs", value=False)["changed"]
-    svc = service(confdir, b)
-    for _ in range(2):
-        pd.run(confdir, svc, "alice", ["wrong password", "000000"])
-    assert b.user("alice")["locked"]
+    svc = lock_out(confdir, b, "alice")
     refused = b.cli("unlock", "alice")
     assert refused.returncode == 4 and "host_admin_verbs" in refused.stderr, refused.stderr
     secret = b.cli("unlock", "alice", "--admin-database",

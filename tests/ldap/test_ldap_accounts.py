@@ -16,6 +16,8 @@ import time
 import pytest
 from testlib import account, eventually, free_uid
 
+from pam_jctotp.directory.nss import NssAccounts
+
 pytestmark = pytest.mark.ldap
 
 
@@ -71,9 +73,9 @@ def test_a_gid_of_a_protected_or_system_group_is_refused(ldap_daemon, slapd, nam
         subprocess.run(["groupadd", "--system", group], check=True, capture_output=True)
         gid = grp.getgrnam(group).gr_gid
         assert gid <= 999
-        uid = gid if not account_with_uid(gid) else None
-        if uid is None:
+        if NssAccounts().uid_to_name(gid) is not None:
             pytest.skip(f"UID {gid} is a local account's here")
+        uid = gid
         daemon = ldap_daemon(create_system_accounts=True)
     else:
         gid = uid = free_uid()
@@ -88,14 +90,6 @@ def test_a_gid_of_a_protected_or_system_group_is_refused(ldap_daemon, slapd, nam
         assert name not in grp.getgrnam(group).gr_mem
     finally:
         subprocess.run(["groupdel", group], capture_output=True)
-
-
-def account_with_uid(uid: int) -> bool:
-    try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    return True
 
 
 
